@@ -1,0 +1,457 @@
+//! The seam between the orchestrator and the science.
+//!
+//! A [`StageKind`] declares a typed parameter schema (with defaults), says which of its
+//! parameters reference other stages, and runs: typed parameters + input artifacts ->
+//! files in an output folder. It knows nothing of DAGs, caches, schedulers or executors;
+//! the orchestrator knows nothing of what a kind computes. Everything a kind needs at run
+//! time arrives in a [`StageContext`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A parameter value: the subset of TOML that schemas use. Integers and floats stay
+/// distinct so that the canonical encoding of a key is stable (`1` for an integer
+/// parameter, `1.0` for a float one, whatever the user typed).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    List(Vec<Value>),
+    Table(BTreeMap<String, Value>),
+}
+
+impl Value {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Bool(_) => "boolean",
+            Value::Int(_) => "integer",
+            Value::Float(_) => "float",
+            Value::Str(_) => "string",
+            Value::List(_) => "array",
+            Value::Table(_) => "table",
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Float(f) => Some(*f),
+            Value::Int(i) => Some(*i as f64),
+            _ => None,
+        }
+    }
+
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    /// TOML-like rendering, used in instance names and messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Float(x) => {
+                if x.fract() == 0.0 && x.abs() < 1e15 {
+                    write!(f, "{x:.1}")
+                } else {
+                    write!(f, "{x}")
+                }
+            }
+            Value::Str(s) => write!(f, "{s}"),
+            Value::List(items) => {
+                write!(f, "[")?;
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ",")?;
+                    }
+                    write!(f, "{v}")?;
+                }
+                write!(f, "]")
+            }
+            Value::Table(t) => {
+                write!(f, "{{")?;
+                for (i, (k, v)) in t.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ",")?;
+                    }
+                    write!(f, "{k}={v}")?;
+                }
+                write!(f, "}}")
+            }
+        }
+    }
+}
+
+/// How a parameter that names another stage consumes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefMode {
+    /// One instance of this stage per upstream instance (joined on shared axis names).
+    FanOut,
+    /// One instance of this stage sees every selected upstream instance.
+    Gather,
+}
+
+/// The type of a parameter. Values from the pipeline file are checked and coerced
+/// against it (an integer is accepted where a float is expected and stored as a float).
+#[derive(Clone, Debug, PartialEq)]
+pub enum ParamType {
+    Bool,
+    Int { min: Option<i64>, max: Option<i64> },
+    Float { min: Option<f64>, max: Option<f64> },
+    Str,
+    /// One of a fixed set of kebab-case words.
+    Enum(&'static [&'static str]),
+    IntList,
+    FloatList,
+    StrList,
+    /// A table of strings to strings (environment variables, file maps, ...).
+    StrMap,
+    /// A path to a file read by the stage; the orchestrator hashes its contents into the
+    /// key, so editing the file re-runs the stage.
+    File,
+    /// A list of such files.
+    FileList,
+    /// A reference to another stage (`"stage"` or `"stage[axis=value,...]"`): a DAG edge.
+    Ref { mode: RefMode },
+    /// A list of references (all gathered).
+    RefList,
+}
+
+impl ParamType {
+    pub const INT: ParamType = ParamType::Int { min: None, max: None };
+    pub const POSITIVE_INT: ParamType = ParamType::Int { min: Some(1), max: None };
+    pub const NON_NEGATIVE_INT: ParamType = ParamType::Int { min: Some(0), max: None };
+    pub const FLOAT: ParamType = ParamType::Float { min: None, max: None };
+    pub const NON_NEGATIVE_FLOAT: ParamType = ParamType::Float { min: Some(0.0), max: None };
+
+    pub fn is_ref(&self) -> bool {
+        matches!(self, ParamType::Ref { .. } | ParamType::RefList)
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            ParamType::Bool => "a boolean".into(),
+            ParamType::Int { min, max } => match (min, max) {
+                (Some(a), Some(b)) => format!("an integer in {a}..={b}"),
+                (Some(a), None) => format!("an integer >= {a}"),
+                (None, Some(b)) => format!("an integer <= {b}"),
+                (None, None) => "an integer".into(),
+            },
+            ParamType::Float { min, max } => match (min, max) {
+                (Some(a), Some(b)) => format!("a number in [{a}, {b}]"),
+                (Some(a), None) => format!("a number >= {a}"),
+                (None, Some(b)) => format!("a number <= {b}"),
+                (None, None) => "a number".into(),
+            },
+            ParamType::Str => "a string".into(),
+            ParamType::Enum(words) => format!("one of {}", quote_list(words)),
+            ParamType::IntList => "an array of integers".into(),
+            ParamType::FloatList => "an array of numbers".into(),
+            ParamType::StrList => "an array of strings".into(),
+            ParamType::StrMap => "a table of strings".into(),
+            ParamType::File => "a file path".into(),
+            ParamType::FileList => "an array of file paths".into(),
+            ParamType::Ref { .. } => "a stage reference such as \"stage\" or \"stage[axis=value]\"".into(),
+            ParamType::RefList => "an array of stage references".into(),
+        }
+    }
+}
+
+fn quote_list(words: &[&str]) -> String {
+    words.iter().map(|w| format!("\"{w}\"")).collect::<Vec<_>>().join(", ")
+}
+
+/// One entry of a kind's parameter schema.
+#[derive(Clone, Debug)]
+pub struct ParamSpec {
+    pub name: &'static str,
+    pub ty: ParamType,
+    /// `None`: the parameter is required.
+    pub default: Option<Value>,
+    pub doc: &'static str,
+}
+
+impl ParamSpec {
+    pub fn required(name: &'static str, ty: ParamType, doc: &'static str) -> Self {
+        ParamSpec { name, ty, default: None, doc }
+    }
+
+    pub fn with_default(name: &'static str, ty: ParamType, default: Value, doc: &'static str) -> Self {
+        ParamSpec { name, ty, default: Some(default), doc }
+    }
+
+    /// An optional parameter whose absence is meaningful (an empty list/map/string).
+    pub fn optional_ref(name: &'static str, mode: RefMode, doc: &'static str) -> Self {
+        ParamSpec { name, ty: ParamType::Ref { mode }, default: Some(Value::Str(String::new())), doc }
+    }
+}
+
+/// What one instance asks of the machine. Pipelines may override it per stage; it never
+/// enters a key.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    pub cpus: u32,
+    pub gpus: u32,
+    pub mem_mb: u64,
+    /// Wall-time limit in minutes (SLURM `--time`); 0 = none.
+    pub time_min: u32,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources { cpus: 1, gpus: 0, mem_mb: 1024, time_min: 0 }
+    }
+}
+
+/// Resolved parameters of one instance, all defaults applied and types checked.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Params(pub BTreeMap<String, Value>);
+
+impl Params {
+    pub fn get(&self, name: &str) -> Result<&Value, StageError> {
+        self.0
+            .get(name)
+            .ok_or_else(|| StageError::Param(format!("parameter `{name}` is missing")))
+    }
+    pub fn str(&self, name: &str) -> Result<&str, StageError> {
+        self.get(name)?
+            .as_str()
+            .ok_or_else(|| StageError::Param(format!("parameter `{name}` is not a string")))
+    }
+    pub fn f64(&self, name: &str) -> Result<f64, StageError> {
+        self.get(name)?
+            .as_f64()
+            .ok_or_else(|| StageError::Param(format!("parameter `{name}` is not a number")))
+    }
+    pub fn i64(&self, name: &str) -> Result<i64, StageError> {
+        self.get(name)?
+            .as_i64()
+            .ok_or_else(|| StageError::Param(format!("parameter `{name}` is not an integer")))
+    }
+    pub fn usize(&self, name: &str) -> Result<usize, StageError> {
+        let v = self.i64(name)?;
+        usize::try_from(v).map_err(|_| StageError::Param(format!("parameter `{name}` must be >= 0, got {v}")))
+    }
+    pub fn bool(&self, name: &str) -> Result<bool, StageError> {
+        match self.get(name)? {
+            Value::Bool(b) => Ok(*b),
+            _ => Err(StageError::Param(format!("parameter `{name}` is not a boolean"))),
+        }
+    }
+    pub fn list(&self, name: &str) -> Result<&[Value], StageError> {
+        match self.get(name)? {
+            Value::List(v) => Ok(v),
+            _ => Err(StageError::Param(format!("parameter `{name}` is not an array"))),
+        }
+    }
+    pub fn usize_list(&self, name: &str) -> Result<Vec<usize>, StageError> {
+        self.list(name)?
+            .iter()
+            .map(|v| {
+                v.as_i64()
+                    .and_then(|i| usize::try_from(i).ok())
+                    .ok_or_else(|| StageError::Param(format!("parameter `{name}` must hold non-negative integers")))
+            })
+            .collect()
+    }
+    pub fn f64_list(&self, name: &str) -> Result<Vec<f64>, StageError> {
+        self.list(name)?
+            .iter()
+            .map(|v| v.as_f64().ok_or_else(|| StageError::Param(format!("parameter `{name}` must hold numbers"))))
+            .collect()
+    }
+    pub fn str_list(&self, name: &str) -> Result<Vec<String>, StageError> {
+        self.list(name)?
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| StageError::Param(format!("parameter `{name}` must hold strings")))
+            })
+            .collect()
+    }
+    pub fn str_map(&self, name: &str) -> Result<BTreeMap<String, String>, StageError> {
+        match self.get(name)? {
+            Value::Table(t) => t
+                .iter()
+                .map(|(k, v)| {
+                    v.as_str()
+                        .map(|s| (k.clone(), s.to_owned()))
+                        .ok_or_else(|| StageError::Param(format!("parameter `{name}.{k}` is not a string")))
+                })
+                .collect(),
+            _ => Err(StageError::Param(format!("parameter `{name}` is not a table"))),
+        }
+    }
+    /// Parse an enum parameter into a typed value (`T: FromStr` over the kebab-case words).
+    pub fn parse<T: std::str::FromStr>(&self, name: &str) -> Result<T, StageError>
+    where
+        T::Err: fmt::Display,
+    {
+        let s = self.str(name)?;
+        s.parse::<T>().map_err(|e| StageError::Param(format!("parameter `{name}`: {e}")))
+    }
+}
+
+/// One upstream instance as seen by a consuming stage.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InputArtifact {
+    /// Instance name, e.g. `wdbc-flow[coupling=ot,geometry=euclidean]`.
+    pub instance: String,
+    /// The kind that produced it.
+    pub kind: String,
+    /// Its matrix axes (own and inherited), e.g. `{geometry: "euclidean"}`.
+    pub axes: BTreeMap<String, Value>,
+    /// Its cache key.
+    pub key: String,
+    /// The folder holding its output files.
+    pub dir: PathBuf,
+}
+
+impl InputArtifact {
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// Which compute device a stage should use. Chosen by the orchestrator, never in a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendChoice {
+    #[default]
+    Cpu,
+    Cuda,
+}
+
+/// Where a running stage reports progress and scalar metrics.
+pub trait ProgressSink: Send + Sync {
+    /// `step` of `total` units of work done (iterations, runs, samples...).
+    fn progress(&self, step: u64, total: u64, unit: &str);
+    /// A scalar for the live display and the manifest (last value wins).
+    fn metric(&self, name: &str, value: f64);
+}
+
+/// A sink that drops everything (unit tests, library use).
+pub struct NoProgress;
+impl ProgressSink for NoProgress {
+    fn progress(&self, _: u64, _: u64, _: &str) {}
+    fn metric(&self, _: &str, _: f64) {}
+}
+
+/// A row of a result table: column name -> value. Every row a stage emits lands in a
+/// Polars table (parquet + csv) written by the orchestrator.
+pub type Row = BTreeMap<String, Value>;
+
+/// Everything a stage instance gets to run.
+pub struct StageContext<'a> {
+    pub params: &'a Params,
+    /// For each reference parameter, the upstream instances it selected (one for a
+    /// fan-out reference, all selected ones for a gather reference), in instance-name order.
+    pub inputs: &'a BTreeMap<String, Vec<InputArtifact>>,
+    /// The instance's own matrix axes (own and inherited).
+    pub axes: &'a BTreeMap<String, Value>,
+    /// Write every output file here (flat or nested).
+    pub out_dir: &'a Path,
+    /// Survives a killed run of the same key: checkpoints go here so a re-run resumes.
+    pub scratch_dir: &'a Path,
+    /// The folder pipeline files are relative to (for `File` parameters).
+    pub project_dir: &'a Path,
+    /// Where MNIST / Fashion-MNIST IDX files are found.
+    pub data_dir: &'a Path,
+    pub seed: u64,
+    pub threads: usize,
+    pub backend: BackendChoice,
+    pub progress: &'a dyn ProgressSink,
+    /// Tables emitted so far; the orchestrator writes them out after `run` returns.
+    pub tables: BTreeMap<String, Vec<Row>>,
+}
+
+impl StageContext<'_> {
+    /// Append rows to the named result table (`<name>.parquet` / `<name>.csv`).
+    pub fn emit_rows(&mut self, table: &str, rows: impl IntoIterator<Item = Row>) {
+        self.tables.entry(table.to_owned()).or_default().extend(rows);
+    }
+
+    /// The single upstream instance of a fan-out reference parameter.
+    pub fn input(&self, param: &str) -> Result<&InputArtifact, StageError> {
+        match self.inputs.get(param).map(Vec::as_slice) {
+            Some([one]) => Ok(one),
+            Some([]) | None => Err(StageError::Input(format!("no input for `{param}`"))),
+            Some(many) => Err(StageError::Input(format!(
+                "`{param}` selects {} instances where one was expected",
+                many.len()
+            ))),
+        }
+    }
+
+    /// All upstream instances of a reference parameter (empty if unset).
+    pub fn inputs_of(&self, param: &str) -> &[InputArtifact] {
+        self.inputs.get(param).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+/// A stage failure. The message is what the user sees in the failure summary.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("invalid parameter: {0}")]
+    Param(String),
+    #[error("invalid input: {0}")]
+    Input(String),
+    #[error("{0}")]
+    Failed(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StageError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        StageError::Io { context: context.into(), source }
+    }
+}
+
+/// A stage kind: the one seam between orchestration and science.
+pub trait StageKind: Send + Sync {
+    /// Kebab-case name used as `kind = "..."` in pipeline files.
+    fn name(&self) -> &'static str;
+    /// Bumped whenever the kind's outputs change for the same parameters; part of keys.
+    fn version(&self) -> u32;
+    /// One-line description for `wfpipe kinds`.
+    fn about(&self) -> &'static str;
+    /// The typed parameter schema with defaults.
+    fn params(&self) -> Vec<ParamSpec>;
+    /// Cross-parameter checks run at plan time, before anything computes.
+    fn validate(&self, _params: &Params) -> Result<(), StageError> {
+        Ok(())
+    }
+    /// Default resource request for these parameters.
+    fn resources(&self, _params: &Params) -> Resources {
+        Resources::default()
+    }
+    /// Estimated floating-point operations, for `plan` (None when unknown).
+    fn estimate_flops(&self, _params: &Params) -> Option<f64> {
+        None
+    }
+    /// Compute the outputs into `ctx.out_dir`.
+    fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError>;
+}
