@@ -1,0 +1,271 @@
+//! The command-line interface: a clap tree whose commands each make one `ops` call.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use wfpipe_stages::kind::BackendChoice;
+
+use crate::ops::{self, dag::DagFormat, run::RunOptions};
+use crate::render::Mode;
+
+#[derive(Parser, Debug)]
+#[command(name = "wfpipe", version, about = "Declarative, content-addressed experiment pipelines for flow models over neural-network weights")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Log format: `text` for people, `json` for machines (also makes `run` emit JSON events).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PipelineArgs {
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+    /// Override a parameter: `--set stage.key=value` (TOML value syntax).
+    #[arg(long = "set", value_name = "STAGE.KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Cache folder [default: cache/ beside the project; env WFPIPE_CACHE].
+    #[arg(long, env = "WFPIPE_CACHE")]
+    pub cache: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Compute every instance that is not cached.
+    Run {
+        #[command(flatten)]
+        p: PipelineArgs,
+        /// Only these stages or instances (and what they need).
+        targets: Vec<String>,
+        /// Folder holding mnist/ and fashion-mnist/ [default: data/ beside the project; env WFPIPE_DATA].
+        #[arg(long, env = "WFPIPE_DATA")]
+        data_dir: Option<PathBuf>,
+        /// Instances running at once [default: number of CPUs].
+        #[arg(short, long)]
+        jobs: Option<usize>,
+        /// CPUs to use [default: all].
+        #[arg(long)]
+        cpus: Option<u32>,
+        /// GPUs to use [default: all found].
+        #[arg(long)]
+        gpus: Option<u32>,
+        /// Memory budget in MiB [default: the machine's].
+        #[arg(long)]
+        mem_mb: Option<u64>,
+        /// Run every branch that does not depend on a failure.
+        #[arg(long)]
+        keep_going: bool,
+        /// Print the plan and compute nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Compute backend for stages that request GPUs.
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: BackendArg,
+        /// No progress output.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Check a pipeline file; writes nothing.
+    Validate {
+        #[command(flatten)]
+        p: PipelineArgs,
+    },
+    /// Every instance: cached, or to run and why.
+    Plan {
+        #[command(flatten)]
+        p: PipelineArgs,
+    },
+    /// Counts of cached, running, failed and pending instances.
+    Status {
+        #[command(flatten)]
+        p: PipelineArgs,
+    },
+    /// Why an instance will run: the full difference to its last computed key.
+    Why {
+        #[command(flatten)]
+        p: PipelineArgs,
+        /// Instance id, e.g. `flow[geometry=euclidean]`.
+        instance: String,
+    },
+    /// The instance graph.
+    Dag {
+        #[command(flatten)]
+        p: PipelineArgs,
+        #[arg(long, value_enum, default_value = "text")]
+        format: DagFormat,
+    },
+    /// Stage kinds and their parameters.
+    Kinds {
+        /// Show one kind's parameters.
+        kind: Option<String>,
+    },
+    /// Inspect and maintain the cache.
+    Cache {
+        /// Cache folder [env WFPIPE_CACHE; default cache/].
+        #[arg(long, env = "WFPIPE_CACHE", default_value = "cache", global = true)]
+        cache: PathBuf,
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+    /// Benchmarks of wfpipe itself.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+    /// Compute one key (used by executors).
+    #[command(hide = true)]
+    ExecStage {
+        #[arg(long)]
+        cache: PathBuf,
+        job: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Time load/plan/status on a generated pipeline.
+    Plan {
+        #[arg(long, default_value_t = 10_000)]
+        instances: usize,
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendArg {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CacheCommand {
+    /// List entries.
+    Ls,
+    /// Disk usage.
+    Du,
+    /// Re-hash every entry; quarantine corrupt ones (they are recomputed next run).
+    Verify {
+        /// Report only.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove entries no named pipeline reaches (dry run unless --apply).
+    Gc {
+        /// Pipelines whose instances are kept.
+        pipelines: Vec<PathBuf>,
+        /// Remove unreachable entries, oldest first, only until the cache is this small (e.g. 2G).
+        #[arg(long, value_parser = ops::cache_cmd::parse_size)]
+        max_size: Option<u64>,
+        /// Really delete.
+        #[arg(long)]
+        apply: bool,
+    },
+}
+
+fn cache_path(p: &PipelineArgs, pipeline: &crate::pipeline::Pipeline) -> PathBuf {
+    ops::Paths::resolve(p.cache.clone(), None, pipeline).cache
+}
+
+/// Run the parsed command; returns the exit code.
+pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Run { p, targets, data_dir, jobs, cpus, gpus, mem_mb, keep_going, dry_run, backend, quiet } => {
+            let o = RunOptions {
+                overrides: p.overrides.clone(),
+                cache: p.cache.clone(),
+                data: data_dir,
+                jobs,
+                cpus,
+                gpus,
+                mem_mb,
+                keep_going,
+                dry_run,
+                backend: match backend {
+                    BackendArg::Cpu => BackendChoice::Cpu,
+                    BackendArg::Cuda => BackendChoice::Cuda,
+                },
+                mode: Mode::choose(quiet, cli.log_format == LogFormat::Json),
+                targets,
+            };
+            ops::run::run(&p.pipeline, &o)
+        }
+        Command::Validate { p } => {
+            let (pipeline, _) = ops::load(&p.pipeline, &p.overrides)?;
+            println!(
+                "{}: ok, {} stages, {} instances",
+                p.pipeline.display(),
+                pipeline.stages.len(),
+                pipeline.instances.len()
+            );
+            Ok(0)
+        }
+        Command::Plan { p } => {
+            let (pipeline, _) = ops::load(&p.pipeline, &p.overrides)?;
+            let cache = ops::open_cache(&cache_path(&p, &pipeline))?;
+            let planned = ops::plan::plan(&pipeline, &cache);
+            print!("{}", ops::plan::render_plan(&pipeline, &planned));
+            Ok(0)
+        }
+        Command::Status { p } => {
+            let (pipeline, _) = ops::load(&p.pipeline, &p.overrides)?;
+            let cache = ops::open_cache(&cache_path(&p, &pipeline))?;
+            print!("{}", ops::plan::render_status(&pipeline, &cache));
+            Ok(0)
+        }
+        Command::Why { p, instance } => {
+            let (pipeline, _) = ops::load(&p.pipeline, &p.overrides)?;
+            let cache = ops::open_cache(&cache_path(&p, &pipeline))?;
+            print!("{}", ops::plan::render_why(&pipeline, &cache, &instance)?);
+            Ok(0)
+        }
+        Command::Dag { p, format } => {
+            let (pipeline, _) = ops::load(&p.pipeline, &p.overrides)?;
+            let cache = ops::open_cache(&cache_path(&p, &pipeline))?;
+            print!("{}", ops::dag::render(&pipeline, &cache, format));
+            Ok(0)
+        }
+        Command::Kinds { kind } => {
+            print!("{}", ops::kinds_text(kind.as_deref())?);
+            Ok(0)
+        }
+        Command::Cache { cache, command } => {
+            let c = ops::open_cache(&cache)?;
+            match command {
+                CacheCommand::Ls => print!("{}", ops::cache_cmd::ls(&c)?),
+                CacheCommand::Du => print!("{}", ops::cache_cmd::du(&c)?),
+                CacheCommand::Verify { dry_run } => {
+                    let (text, clean) = ops::cache_cmd::verify_cmd(&c, dry_run)?;
+                    print!("{text}");
+                    return Ok(if clean { 0 } else { 1 });
+                }
+                CacheCommand::Gc { pipelines, max_size, apply } => {
+                    print!("{}", ops::cache_cmd::gc_cmd(&c, &pipelines, &[], max_size, apply)?)
+                }
+            }
+            Ok(0)
+        }
+        Command::Bench { command: BenchCommand::Plan { instances, reps } } => {
+            let dir = std::env::temp_dir().join(format!("wfpipe-bench-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            let result = ops::bench::bench_plan(instances, reps.max(1), &dir);
+            let _ = std::fs::remove_dir_all(&dir);
+            print!("{}", result?);
+            Ok(0)
+        }
+        Command::ExecStage { cache, job } => {
+            let registry = crate::kinds::Registry::standard();
+            Ok(crate::exec_stage::exec(&cache, &job, &registry))
+        }
+    }
+}

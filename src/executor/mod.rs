@@ -1,0 +1,78 @@
+//! Executors run the instances a plan says must be computed. Each instance is a
+//! `wfpipe exec-stage` process; executors differ only in where that process runs.
+
+pub mod local;
+
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use wfpipe_stages::kind::BackendChoice;
+
+use crate::cache::Cache;
+use crate::event::{EventSink, RunSummary};
+use crate::pipeline::Pipeline;
+
+pub struct RunRequest<'a> {
+    pub pipeline: &'a Pipeline,
+    pub cache: &'a Cache,
+    /// Instances to compute, in topological order; every other input is cached.
+    pub todo: Vec<usize>,
+    pub data_dir: PathBuf,
+    pub backend: BackendChoice,
+    pub keep_going: bool,
+}
+
+pub trait Executor {
+    fn execute(&mut self, req: &RunRequest<'_>, sink: &mut dyn EventSink) -> RunSummary;
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Catch Ctrl-C / SIGTERM so executors can stop their children and leave the cache
+/// consistent instead of dying mid-way.
+pub fn install_interrupt_handler() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// For each instance, the instances of `todo` that read it (directly).
+pub fn dependents(p: &Pipeline) -> Vec<Vec<usize>> {
+    let mut out = vec![Vec::new(); p.instances.len()];
+    for (i, inst) in p.instances.iter().enumerate() {
+        for ups in inst.inputs.values() {
+            for &u in ups {
+                out[u].push(i);
+            }
+        }
+    }
+    out
+}
+
+/// Every instance downstream of `failed` (transitively).
+pub fn downstream(deps: &[Vec<usize>], failed: usize) -> Vec<usize> {
+    let mut seen = vec![false; deps.len()];
+    let mut stack = vec![failed];
+    let mut out = Vec::new();
+    while let Some(n) = stack.pop() {
+        for &d in &deps[n] {
+            if !seen[d] {
+                seen[d] = true;
+                out.push(d);
+                stack.push(d);
+            }
+        }
+    }
+    out
+}

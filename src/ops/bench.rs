@@ -1,0 +1,99 @@
+//! `wfpipe bench plan`: how long planning and status take on a generated pipeline of
+//! many instances (a benchmark, reported as figures, never asserted in tests).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use wfpipe_stages::kind::Params;
+
+use crate::cache::{manifest::FORMAT, Cache, Manifest};
+use crate::kinds::Registry;
+use crate::pipeline;
+
+/// A pipeline of `instances` command instances: a swept stage and a fan-out over it.
+pub fn generated_pipeline(instances: usize) -> String {
+    let half = (instances / 2).max(1);
+    let a = (half as f64).sqrt().ceil() as usize;
+    let b = half.div_ceil(a);
+    let list = |n: usize| (0..n).map(|i| format!("\"{i}\"")).collect::<Vec<_>>().join(", ");
+    format!(
+        "[pipeline]\nname = \"bench\"\n\n[stage.gen]\nkind = \"command\"\ncmd = [\"true\"]\nmatrix.env.A = [{}]\nmatrix.env.B = [{}]\n\n[stage.use]\nkind = \"command\"\ninput = \"gen\"\ncmd = [\"true\"]\n",
+        list(a),
+        list(b)
+    )
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+pub fn bench_plan(instances: usize, reps: usize, workdir: &Path) -> anyhow::Result<String> {
+    let registry = Registry::standard();
+    let path = workdir.join("bench.toml");
+    std::fs::write(&path, generated_pipeline(instances))?;
+    let cache = Cache::open(&workdir.join("cache"))?;
+    let mut load_s = Vec::new();
+    let mut plan_s = Vec::new();
+    let mut n = 0;
+    for _ in 0..reps {
+        let t = Instant::now();
+        let p = pipeline::load(&path, &[], &registry)?;
+        let loaded = t.elapsed().as_secs_f64();
+        let planned = super::plan::plan(&p, &cache);
+        let text = super::plan::render_plan(&p, &planned);
+        plan_s.push(t.elapsed().as_secs_f64());
+        load_s.push(loaded);
+        n = p.instances.len();
+        std::hint::black_box(text);
+    }
+    // Mark everything cached with minimal manifests, then time `status`.
+    let p = pipeline::load(&path, &[], &registry)?;
+    for inst in &p.instances {
+        if cache.is_cached(&inst.key) {
+            continue;
+        }
+        let dir = cache.entry_dir(&inst.key);
+        std::fs::create_dir_all(dir.join("out"))?;
+        let m = Manifest {
+            format: FORMAT.into(),
+            key: inst.key.clone(),
+            kind: inst.kind.clone(),
+            version: inst.version,
+            instance: inst.id.clone(),
+            pipeline: p.name.clone(),
+            params: Params::default(),
+            axes: BTreeMap::new(),
+            seed: inst.seed,
+            inputs: BTreeMap::new(),
+            input_instances: BTreeMap::new(),
+            files: BTreeMap::new(),
+            outputs: Vec::new(),
+            tables: Vec::new(),
+            metrics: BTreeMap::new(),
+            started_unix: 0.0,
+            duration_s: 0.0,
+            backend: "cpu".into(),
+            threads: 1,
+            host: "bench".into(),
+            wfpipe_version: env!("CARGO_PKG_VERSION").into(),
+        };
+        std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&m)?)?;
+    }
+    let mut status_s = Vec::new();
+    for _ in 0..reps {
+        let t = Instant::now();
+        let p = pipeline::load(&path, &[], &registry)?;
+        let text = super::plan::render_status(&p, &cache);
+        status_s.push(t.elapsed().as_secs_f64());
+        std::hint::black_box(text);
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "generated pipeline: {n} instances, {reps} repetitions (median)");
+    let _ = writeln!(out, "  load (parse, expand, key)  {:>8.3} s", median(load_s));
+    let _ = writeln!(out, "  plan (load + status of each, uncached) {:>8.3} s", median(plan_s));
+    let _ = writeln!(out, "  status (load + all cached) {:>8.3} s", median(status_s));
+    Ok(out)
+}

@@ -1,0 +1,142 @@
+//! `plan`, `status` and `why`: what would run, and why.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::cache::{lock, Cache};
+use crate::exec_stage;
+use crate::pipeline::Pipeline;
+use crate::stale::{self, Status};
+
+pub struct PlannedInstance {
+    pub index: usize,
+    pub status: Status,
+}
+
+/// Status of every instance, in topological order.
+pub fn plan(p: &Pipeline, cache: &Cache) -> Vec<PlannedInstance> {
+    p.instances.iter().enumerate().map(|(index, inst)| PlannedInstance { index, status: stale::status(p, inst, cache) }).collect()
+}
+
+pub fn format_flops(f: f64) -> String {
+    let units = [(1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")];
+    for (scale, unit) in units {
+        if f >= scale {
+            return format!("{:.2} {unit}FLOP", f / scale);
+        }
+    }
+    format!("{f:.0} FLOP")
+}
+
+/// The text of `wfpipe plan`.
+pub fn render_plan(p: &Pipeline, planned: &[PlannedInstance]) -> String {
+    let mut out = String::new();
+    let width = p.instances.iter().map(|i| i.id.len()).max().unwrap_or(10).min(70);
+    let to_run = planned.iter().filter(|x| !x.status.is_cached()).count();
+    let _ = writeln!(out, "pipeline `{}`: {} instances, {} cached, {} to run", p.name, planned.len(), planned.len() - to_run, to_run);
+    for x in planned {
+        let inst = &p.instances[x.index];
+        let r = inst.resources;
+        let mut res = format!("cpus={} mem={}M", r.cpus, r.mem_mb);
+        if r.gpus > 0 {
+            res.push_str(&format!(" gpus={}", r.gpus));
+        }
+        let flops = inst.flops.map(format_flops).unwrap_or_default();
+        let state = if x.status.is_cached() { "cached" } else { "run" };
+        let _ = writeln!(out, "  {state:<6} {:<width$}  {}  {res:<22} {flops:>12}  {}", inst.id, &inst.key[..12], x.status.reason());
+    }
+    // FLOPs per kind.
+    let mut per_kind: BTreeMap<&str, (usize, f64)> = BTreeMap::new();
+    for inst in &p.instances {
+        let e = per_kind.entry(&inst.kind).or_default();
+        e.0 += 1;
+        e.1 += inst.flops.unwrap_or(0.0);
+    }
+    let _ = writeln!(out, "\nper kind:");
+    for (kind, (n, f)) in per_kind {
+        let f = if f > 0.0 { format_flops(f) } else { "-".into() };
+        let _ = writeln!(out, "  {kind:<14} {n:>6} instances  {f:>14}");
+    }
+    out
+}
+
+/// The text of `wfpipe status`: counts, plus running and failed instances.
+pub fn render_status(p: &Pipeline, cache: &Cache) -> String {
+    let mut cached = 0;
+    let mut running = Vec::new();
+    let mut failed = Vec::new();
+    let mut pending = 0;
+    for inst in &p.instances {
+        if cache.is_cached(&inst.key) {
+            cached += 1;
+        } else if lock::is_locked(&cache.lock_path(&inst.key)) {
+            running.push(inst);
+        } else if exec_stage::error_path(cache, &inst.key).exists() {
+            failed.push(inst);
+        } else {
+            pending += 1;
+        }
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "pipeline `{}`: {} instances: {cached} cached, {} running, {} failed, {pending} not run",
+        p.name,
+        p.instances.len(),
+        running.len(),
+        failed.len()
+    );
+    for inst in running {
+        let _ = writeln!(out, "  running  {}", inst.id);
+    }
+    for inst in failed {
+        let msg = std::fs::read_to_string(exec_stage::error_path(cache, &inst.key)).unwrap_or_default();
+        let _ = writeln!(out, "  failed   {}: {}\n           log: {}", inst.id, msg.trim(), exec_stage::log_path(cache, &inst.key).display());
+    }
+    out
+}
+
+/// The text of `wfpipe why INSTANCE`.
+pub fn render_why(p: &Pipeline, cache: &Cache, instance: &str) -> anyhow::Result<String> {
+    let Some(inst) = p.instances.iter().find(|i| i.id == instance) else {
+        let names: Vec<&str> = p.instances.iter().map(|i| i.id.as_str()).collect();
+        let hint = crate::pipeline::diagnostic::closest(instance, names.iter().copied())
+            .map(|c| format!("; did you mean `{c}`?"))
+            .unwrap_or_default();
+        anyhow::bail!("no instance `{instance}` in pipeline `{}`{hint}", p.name);
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "{}  (kind {} v{}, key {})", inst.id, inst.kind, inst.version, inst.key);
+    match stale::status(p, inst, cache) {
+        Status::Cached => {
+            let _ = writeln!(out, "cached: nothing to do");
+        }
+        Status::New => {
+            let _ = writeln!(out, "will run: never computed under this name");
+        }
+        Status::Missing => {
+            let _ = writeln!(out, "will run: computed before with this key, but the entry is gone (removed or quarantined)");
+        }
+        Status::Changed { previous_key, changes } => {
+            let _ = writeln!(out, "will run: differs from the last computed key {previous_key}:");
+            for c in &changes {
+                let _ = writeln!(out, "  - {c}");
+            }
+            if changes.is_empty() {
+                let _ = writeln!(out, "  - the key encoding changed");
+            }
+        }
+    }
+    let _ = writeln!(out, "parameters:");
+    for (k, v) in &inst.params.0 {
+        let _ = writeln!(out, "  {k} = {v}");
+    }
+    for (param, ups) in &inst.inputs {
+        for &u in ups {
+            let up = &p.instances[u];
+            let state = if cache.is_cached(&up.key) { "cached" } else { "to run" };
+            let _ = writeln!(out, "input {param}: {} ({state})", up.id);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,146 @@
+//! `wfpipe run`: plan, then hand what is not cached to an executor.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use wfpipe_stages::kind::BackendChoice;
+
+use super::{load, open_cache, Paths};
+use crate::event::{Event, EventSink, RunSummary};
+use crate::executor::{self, local::LocalExecutor, Executor, RunRequest};
+use crate::pipeline::Pipeline;
+use crate::render::{Mode, Renderer};
+use crate::scheduler::Capacity;
+
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub overrides: Vec<String>,
+    pub cache: Option<PathBuf>,
+    pub data: Option<PathBuf>,
+    pub jobs: Option<usize>,
+    pub cpus: Option<u32>,
+    pub gpus: Option<u32>,
+    pub mem_mb: Option<u64>,
+    pub keep_going: bool,
+    pub dry_run: bool,
+    pub backend: BackendChoice,
+    pub mode: Mode,
+    pub targets: Vec<String>,
+}
+
+/// What this machine has.
+pub fn detect_capacity(o: &RunOptions) -> Capacity {
+    let cpus = o.cpus.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1));
+    let gpus = o.gpus.unwrap_or_else(count_gpus);
+    let mem_mb = o.mem_mb.unwrap_or_else(|| total_memory_mb().unwrap_or(8192));
+    Capacity { jobs: o.jobs.unwrap_or(cpus as usize).max(1), cpus, gpus, mem_mb }
+}
+
+fn count_gpus() -> u32 {
+    std::fs::read_dir("/dev")
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    n.strip_prefix("nvidia").is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit()))
+                })
+                .count() as u32
+        })
+        .unwrap_or(0)
+}
+
+fn total_memory_mb() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024)
+}
+
+/// Instances selected by targets (stage names or instance ids) plus everything upstream.
+pub fn select(p: &Pipeline, targets: &[String]) -> anyhow::Result<BTreeSet<usize>> {
+    if targets.is_empty() {
+        return Ok((0..p.instances.len()).collect());
+    }
+    let mut stack = Vec::new();
+    for t in targets {
+        let found: Vec<usize> = p
+            .instances
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.id == *t || p.stages[i.stage].name == *t)
+            .map(|(n, _)| n)
+            .collect();
+        if found.is_empty() {
+            anyhow::bail!("no stage or instance `{t}` in pipeline `{}`", p.name);
+        }
+        stack.extend(found);
+    }
+    let mut out = BTreeSet::new();
+    while let Some(n) = stack.pop() {
+        if out.insert(n) {
+            stack.extend(p.instances[n].inputs.values().flatten().copied());
+        }
+    }
+    Ok(out)
+}
+
+/// Run a pipeline; returns the process exit code.
+pub fn run(path: &Path, o: &RunOptions) -> anyhow::Result<i32> {
+    let (p, _registry) = load(path, &o.overrides)?;
+    let paths = Paths::resolve(o.cache.clone(), o.data.clone(), &p);
+    let cache = open_cache(&paths.cache)?;
+    let selected = select(&p, &o.targets)?;
+    let planned = super::plan::plan(&p, &cache);
+    let todo: Vec<usize> = planned.iter().filter(|x| selected.contains(&x.index) && !x.status.is_cached()).map(|x| x.index).collect();
+    if o.dry_run {
+        print!("{}", super::plan::render_plan(&p, &planned));
+        return Ok(0);
+    }
+    let mut renderer = Renderer::new(o.mode);
+    renderer.event(Event::Planned { total: selected.len(), cached: selected.len() - todo.len(), to_run: todo.len() });
+    if todo.is_empty() {
+        renderer.finish();
+        return Ok(0);
+    }
+    let mut capacity = detect_capacity(o);
+    let wants_gpu = todo.iter().any(|&i| p.instances[i].resources.gpus > 0);
+    if wants_gpu && capacity.gpus == 0 {
+        tracing::warn!("some instances request GPUs but this machine has none; they run on the CPU");
+    }
+    if o.backend == BackendChoice::Cuda && !cfg!(feature = "cuda") {
+        anyhow::bail!("--backend cuda needs a wfpipe built with `--features cuda`");
+    }
+    capacity.jobs = capacity.jobs.max(1);
+    executor::install_interrupt_handler();
+    let req = RunRequest { pipeline: &p, cache: &cache, todo, data_dir: paths.data.clone(), backend: o.backend, keep_going: o.keep_going };
+    let exe = std::env::current_exe()?;
+    let summary = LocalExecutor { capacity, exe }.execute(&req, &mut renderer);
+    print_summary(&summary);
+    Ok(if summary.interrupted {
+        130
+    } else if summary.is_success() {
+        0
+    } else {
+        1
+    })
+}
+
+pub fn print_summary(s: &RunSummary) {
+    if s.interrupted {
+        eprintln!("interrupted: running instances were stopped; finished results are kept in the cache");
+    }
+    if s.failed.is_empty() && s.skipped.is_empty() {
+        return;
+    }
+    eprintln!("\nerror: {} instance(s) failed, {} not run because of a failure", s.failed.len(), s.skipped.len());
+    for (inst, msg, log) in &s.failed {
+        eprintln!("  {inst}: {msg}\n    log: {}", log.display());
+    }
+    let mut by_cause: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (inst, because) in &s.skipped {
+        by_cause.entry(because).or_default().push(inst);
+    }
+    for (cause, insts) in by_cause {
+        eprintln!("  not run because {cause} failed: {}", insts.join(", "));
+    }
+}

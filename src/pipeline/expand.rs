@@ -1,0 +1,525 @@
+//! Sweeps: `matrix` (cartesian product), `zip` (paired lists), `include` / `exclude`,
+//! `replicates`; fan-out over swept inputs (joined on shared axis names); instance naming.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use wfpipe_stages::kind::{ParamSpec, ParamType, Params, RefMode, Value};
+
+use super::check::{check_value, span_of};
+use super::diagnostic::Diagnostic;
+use super::source::{SKind, SValue};
+use super::{Instance, Loader, Pipeline};
+use crate::key;
+use crate::kinds::Registry;
+
+/// What an axis sets in the instance parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AxisTarget {
+    Param(String),
+    /// One entry of a string-map parameter (`matrix.env.N = [...]` sets `env.N`).
+    MapEntry { param: String, key: String },
+    /// `replicates = n`: the seed offset.
+    Replicate,
+}
+
+impl AxisTarget {
+    pub fn param(&self) -> &str {
+        match self {
+            AxisTarget::Param(p) | AxisTarget::MapEntry { param: p, .. } => p,
+            AxisTarget::Replicate => "",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Axis {
+    pub name: String,
+    pub target: AxisTarget,
+    pub ty: ParamType,
+    pub values: Vec<Value>,
+}
+
+/// Axes that vary together: one matrix axis, or all the lists of a `zip`.
+#[derive(Debug, Clone)]
+pub struct AxisGroup {
+    pub axes: Vec<Axis>,
+}
+
+impl AxisGroup {
+    fn len(&self) -> usize {
+        self.axes.first().map(|a| a.values.len()).unwrap_or(0)
+    }
+}
+
+pub const REPLICATE_AXIS: &str = "rep";
+
+pub(crate) fn check_axes(
+    loader: &mut Loader<'_>,
+    kind: &str,
+    schema: &[ParamSpec],
+    matrix: Option<&SValue>,
+    zip: Option<&SValue>,
+    replicates: Option<usize>,
+    params: &BTreeMap<String, Value>,
+) -> Vec<AxisGroup> {
+    let mut groups = Vec::new();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    for (section, value) in [("matrix", matrix), ("zip", zip)] {
+        let Some(value) = value else { continue };
+        let Some(table) = value.as_table() else {
+            loader.diags.push(Diagnostic::new(
+                format!("`{section}` must be a table of arrays, e.g. {section}.lr = [1e-3, 1e-4]"),
+                span_of(value),
+            ));
+            continue;
+        };
+        let mut zipped = Vec::new();
+        for (k, v) in table {
+            let Some(spec) = schema.iter().find(|p| p.name == k.name) else {
+                let names = schema.iter().filter(|p| !p.ty.is_ref()).map(|p| p.name);
+                loader.diags.push(
+                    Diagnostic::new(format!("`{section}.{}`: kind `{kind}` has no parameter `{}` to sweep", k.name, k.name), span_of_key(k))
+                        .suggest(&k.name, names),
+                );
+                continue;
+            };
+            if spec.ty.is_ref() {
+                loader.diags.push(
+                    Diagnostic::new(format!("`{section}.{}`: references cannot be swept", k.name), span_of_key(k))
+                        .help("sweep the upstream stage instead; this stage fans out over its instances"),
+                );
+                continue;
+            }
+            if params.contains_key(spec.name) {
+                loader.diags.push(Diagnostic::new(
+                    format!("`{}` is set both as a parameter and as a `{section}` axis", k.name),
+                    span_of_key(k),
+                ));
+                continue;
+            }
+            let mut axes = Vec::new();
+            match (&spec.ty, &v.kind) {
+                (ParamType::StrMap, SKind::Table(entries)) => {
+                    for (ek, ev) in entries {
+                        if let Some(values) = axis_values(loader, section, &ek.name, &ParamType::Str, ev, true) {
+                            axes.push(Axis {
+                                name: ek.name.clone(),
+                                target: AxisTarget::MapEntry { param: k.name.clone(), key: ek.name.clone() },
+                                ty: ParamType::Str,
+                                values,
+                            });
+                        }
+                    }
+                }
+                _ => {
+                    if let Some(values) = axis_values(loader, section, &k.name, &spec.ty, v, false) {
+                        axes.push(Axis { name: k.name.clone(), target: AxisTarget::Param(k.name.clone()), ty: spec.ty.clone(), values });
+                    }
+                }
+            }
+            for a in &axes {
+                if !seen.insert(a.name.clone()) {
+                    loader.diags.push(Diagnostic::new(format!("axis `{}` is declared twice", a.name), span_of_key(k)));
+                }
+            }
+            if section == "matrix" {
+                groups.extend(axes.into_iter().map(|a| AxisGroup { axes: vec![a] }));
+            } else {
+                zipped.extend(axes.into_iter().map(|a| (a, v.span.clone())));
+            }
+        }
+        if !zipped.is_empty() {
+            let len = zipped[0].0.values.len();
+            if let Some((bad, span)) = zipped.iter().find(|(a, _)| a.values.len() != len) {
+                loader.diags.push(Diagnostic::new(
+                    format!(
+                        "`zip` lists must have the same length: `{}` has {}, `{}` has {len}",
+                        bad.name,
+                        bad.values.len(),
+                        zipped[0].0.name
+                    ),
+                    Some(span.clone()).filter(|s| *s != super::check::CLI_SPAN),
+                ));
+            } else {
+                groups.push(AxisGroup { axes: zipped.into_iter().map(|(a, _)| a).collect() });
+            }
+        }
+    }
+    if let Some(n) = replicates {
+        if !seen.insert(REPLICATE_AXIS.into()) {
+            loader.diags.push(Diagnostic::new(format!("axis `{REPLICATE_AXIS}` is reserved for `replicates`"), None));
+        }
+        groups.push(AxisGroup {
+            axes: vec![Axis {
+                name: REPLICATE_AXIS.into(),
+                target: AxisTarget::Replicate,
+                ty: ParamType::NON_NEGATIVE_INT,
+                values: (0..n as i64).map(Value::Int).collect(),
+            }],
+        });
+    }
+    groups
+}
+
+fn span_of_key(k: &super::source::SKey) -> Option<std::ops::Range<usize>> {
+    (k.span != super::check::CLI_SPAN).then(|| k.span.clone())
+}
+
+fn axis_values(loader: &mut Loader<'_>, section: &str, name: &str, ty: &ParamType, v: &SValue, as_string: bool) -> Option<Vec<Value>> {
+    let SKind::Array(items) = &v.kind else {
+        loader.diags.push(Diagnostic::new(
+            format!("`{section}.{name}` must be an array of values to sweep, found {}", v.type_name()),
+            span_of(v),
+        ));
+        return None;
+    };
+    if items.is_empty() {
+        loader.diags.push(
+            Diagnostic::new(format!("empty sweep: `{section}.{name}` has no values"), span_of(v))
+                .help("give at least one value, or remove the axis"),
+        );
+        return None;
+    }
+    let mut values = Vec::new();
+    let mut ok = true;
+    for item in items {
+        let checked = if as_string {
+            super::scalar(item).map(Value::Str).ok_or_else(|| {
+                Diagnostic::new(format!("`{section}.{name}` values must be strings or numbers"), span_of(item))
+            })
+        } else {
+            check_value(name, ty, item)
+        };
+        match checked {
+            Ok(val) => {
+                if values.contains(&val) {
+                    loader.diags.push(Diagnostic::new(format!("`{section}.{name}` lists `{val}` twice"), span_of(item)));
+                    ok = false;
+                }
+                values.push(val)
+            }
+            Err(d) => {
+                loader.diags.push(d);
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(values)
+}
+
+/// `include = [{...}]` / `exclude = [{...}]`: tables of axis values.
+pub(crate) fn check_combos(loader: &mut Loader<'_>, what: &str, v: &SValue, groups: &[AxisGroup]) -> Vec<BTreeMap<String, Value>> {
+    let axes: Vec<&Axis> = groups.iter().flat_map(|g| g.axes.iter()).collect();
+    let SKind::Array(items) = &v.kind else {
+        loader.diags.push(Diagnostic::new(
+            format!("`{what}` must be an array of tables such as [{{ geometry = \"euclidean\" }}]"),
+            span_of(v),
+        ));
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let Some(entries) = item.as_table() else {
+            loader.diags.push(Diagnostic::new(format!("each `{what}` entry must be a table of axis values"), span_of(item)));
+            continue;
+        };
+        let mut combo = BTreeMap::new();
+        for (k, val) in entries {
+            let Some(axis) = axes.iter().find(|a| a.name == k.name) else {
+                loader.diags.push(
+                    Diagnostic::new(format!("`{what}` names `{}`, which is not an axis of this stage", k.name), span_of_key(k))
+                        .suggest(&k.name, axes.iter().map(|a| a.name.as_str()))
+                        .help_if_none(format!(
+                            "axes: {}",
+                            if axes.is_empty() { "none".to_owned() } else { axes.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ") }
+                        )),
+                );
+                continue;
+            };
+            let checked = match axis.target {
+                AxisTarget::MapEntry { .. } => super::scalar(val).map(Value::Str).ok_or_else(|| Diagnostic::new("expected a string", span_of(val))),
+                _ => check_value(&k.name, &axis.ty, val),
+            };
+            match checked {
+                Ok(x) => {
+                    combo.insert(k.name.clone(), x);
+                }
+                Err(d) => loader.diags.push(d),
+            }
+        }
+        if what == "include" {
+            let missing: Vec<&str> = axes.iter().map(|a| a.name.as_str()).filter(|a| !combo.contains_key(*a)).collect();
+            if !missing.is_empty() && combo.len() == entries.len() {
+                loader.diags.push(Diagnostic::new(
+                    format!("`include` entry must set every axis; missing: {}", missing.join(", ")),
+                    span_of(item),
+                ));
+                continue;
+            }
+        }
+        out.push(combo);
+    }
+    out
+}
+
+/// One combination of own axis values.
+type Combo = Vec<(Axis, Value)>;
+
+fn combos(groups: &[AxisGroup]) -> Vec<Combo> {
+    let mut out: Vec<Combo> = vec![Vec::new()];
+    for g in groups {
+        let mut next = Vec::with_capacity(out.len() * g.len());
+        for c in &out {
+            for i in 0..g.len() {
+                let mut c2 = c.clone();
+                for a in &g.axes {
+                    c2.push((a.clone(), a.values[i].clone()));
+                }
+                next.push(c2);
+            }
+        }
+        out = next;
+    }
+    out
+}
+
+fn matches(axes: &BTreeMap<String, Value>, filter: &BTreeMap<String, Value>) -> bool {
+    filter.iter().all(|(k, v)| axes.get(k) == Some(v))
+}
+
+/// The instance id: `stage` or `stage[a=1,b=x]` with axes sorted by name.
+pub fn instance_id(stage: &str, axes: &BTreeMap<String, Value>) -> String {
+    if axes.is_empty() {
+        return stage.to_owned();
+    }
+    let parts: Vec<String> = axes.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{stage}[{}]", parts.join(","))
+}
+
+/// Expand every stage into instances and key them, in topological order.
+pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diagnostic>) {
+    let stage_index: HashMap<String, usize> = p.stages.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
+    let mut file_digests: HashMap<String, Result<String, String>> = HashMap::new();
+    for si in 0..p.stages.len() {
+        let stage = &p.stages[si];
+        let kind = registry.get(&stage.kind).expect("kinds were checked");
+        let own_axis_names: BTreeSet<String> = stage.axes.iter().flat_map(|g| g.axes.iter().map(|a| a.name.clone())).collect();
+        // Own combinations.
+        let mut own: Vec<Combo> = combos(&stage.axes);
+        let as_map = |c: &Combo| -> BTreeMap<String, Value> { c.iter().map(|(a, v)| (a.name.clone(), v.clone())).collect() };
+        own.retain(|c| !stage.exclude.iter().any(|ex| matches(&as_map(c), ex)));
+        for inc in &stage.include {
+            if own.iter().any(|c| as_map(c) == *inc) {
+                continue;
+            }
+            let all: Vec<&Axis> = stage.axes.iter().flat_map(|g| g.axes.iter()).collect();
+            own.push(all.iter().filter_map(|a| inc.get(&a.name).map(|v| ((*a).clone(), v.clone()))).collect());
+        }
+        if own.is_empty() {
+            diags.push(Diagnostic::new(
+                format!("empty sweep: `exclude` removes every combination of stage `{}`", stage.name),
+                Some(stage.name_span.clone()),
+            ));
+            continue;
+        }
+        // Upstream selections.
+        let mut fanout: Vec<(String, Vec<usize>)> = Vec::new();
+        let mut gathered: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut broken = false;
+        for (param, r) in &stage.refs {
+            let mut selected: Vec<usize> = Vec::new();
+            for sel in &r.sels {
+                let up = &p.stages[stage_index[&sel.stage]];
+                let up_axes: BTreeSet<&String> = up.instances.iter().flat_map(|&i| p.instances[i].axes.keys()).collect();
+                for axis in sel.filters.keys() {
+                    if !up_axes.contains(axis) {
+                        diags.push(
+                            Diagnostic::new(
+                                format!("`{}` has no axis `{axis}` to select on", sel.stage),
+                                r.span.clone(),
+                            )
+                            .suggest(axis, up_axes.iter().map(|s| s.as_str()))
+                            .help_if_none(if up_axes.is_empty() {
+                                format!("`{}` is not swept", sel.stage)
+                            } else {
+                                format!("its axes: {}", up_axes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+                            }),
+                        );
+                        broken = true;
+                    }
+                }
+                let chosen: Vec<usize> = up
+                    .instances
+                    .iter()
+                    .copied()
+                    .filter(|&i| sel.filters.iter().all(|(k, v)| p.instances[i].axes.get(k).is_some_and(|x| x.to_string() == *v)))
+                    .collect();
+                if chosen.is_empty() && !broken {
+                    diags.push(Diagnostic::new(
+                        format!("`{param}` selects no instance of `{}`", sel.stage),
+                        r.span.clone(),
+                    ));
+                    broken = true;
+                }
+                selected.extend(chosen);
+            }
+            selected.sort_by(|&a, &b| p.instances[a].id.cmp(&p.instances[b].id));
+            selected.dedup();
+            match r.mode {
+                RefMode::FanOut => fanout.push((param.clone(), selected)),
+                RefMode::Gather => {
+                    gathered.insert(param.clone(), selected);
+                }
+            }
+        }
+        if broken {
+            continue;
+        }
+        // Joined fan-out choices: one upstream instance per fan-out reference, agreeing
+        // on every axis name they share.
+        let mut choices: Vec<(BTreeMap<String, Value>, Vec<(String, usize)>)> = vec![(BTreeMap::new(), Vec::new())];
+        for (param, candidates) in &fanout {
+            let mut next = Vec::new();
+            for (axes, picked) in &choices {
+                for &c in candidates {
+                    let inst = &p.instances[c];
+                    if inst.axes.iter().all(|(k, v)| axes.get(k).is_none_or(|x| x == v)) {
+                        let mut a2 = axes.clone();
+                        a2.extend(inst.axes.iter().map(|(k, v)| (k.clone(), v.clone())));
+                        let mut p2 = picked.clone();
+                        p2.push((param.clone(), c));
+                        next.push((a2, p2));
+                    }
+                }
+            }
+            choices = next;
+        }
+        if choices.is_empty() {
+            diags.push(Diagnostic::new(
+                format!("stage `{}`: its inputs share axes but no combination of their instances agrees on them", stage.name),
+                Some(stage.name_span.clone()),
+            ));
+            continue;
+        }
+        let clash: Vec<&String> = choices[0].0.keys().filter(|k| own_axis_names.contains(*k)).collect();
+        if !clash.is_empty() {
+            diags.push(Diagnostic::new(
+                format!(
+                    "stage `{}` sweeps `{}`, which its input already sweeps; rename the parameter or drop one sweep",
+                    stage.name, clash[0]
+                ),
+                Some(stage.name_span.clone()),
+            ));
+            continue;
+        }
+        let mut seen_errors = BTreeSet::new();
+        let mut new_instances = Vec::new();
+        for (inherited, picked) in &choices {
+            for combo in &own {
+                let mut params = stage.params.clone();
+                let mut axes = inherited.clone();
+                let mut rep = 0u64;
+                for (axis, value) in combo {
+                    axes.insert(axis.name.clone(), value.clone());
+                    match &axis.target {
+                        AxisTarget::Param(name) => {
+                            params.insert(name.clone(), value.clone());
+                        }
+                        AxisTarget::MapEntry { param, key } => {
+                            let entry = params.entry(param.clone()).or_insert_with(|| Value::Table(BTreeMap::new()));
+                            if let Value::Table(t) = entry {
+                                t.insert(key.clone(), value.clone());
+                            }
+                        }
+                        AxisTarget::Replicate => rep = value.as_i64().unwrap_or(0) as u64,
+                    }
+                }
+                let params = Params(params);
+                if let Err(e) = kind.validate(&params) {
+                    let msg = format!("stage `{}`: {e}", stage.name);
+                    if seen_errors.insert(msg.clone()) {
+                        diags.push(Diagnostic::new(msg, Some(stage.name_span.clone())));
+                    }
+                    continue;
+                }
+                let mut inputs: BTreeMap<String, Vec<usize>> = gathered.clone();
+                for (param, idx) in picked {
+                    inputs.insert(param.clone(), vec![*idx]);
+                }
+                let mut resources = kind.resources(&params);
+                if let Some(o) = &stage.resources {
+                    resources.cpus = o.cpus.unwrap_or(resources.cpus);
+                    resources.gpus = o.gpus.unwrap_or(resources.gpus);
+                    resources.mem_mb = o.mem_mb.unwrap_or(resources.mem_mb);
+                    resources.time_min = o.time_min.unwrap_or(resources.time_min);
+                }
+                let flops = kind.estimate_flops(&params);
+                let id = instance_id(&stage.name, &axes);
+                new_instances.push(Instance {
+                    id,
+                    stage: si,
+                    kind: stage.kind.clone(),
+                    version: stage.version,
+                    params,
+                    axes,
+                    inputs,
+                    seed: stage.seed.wrapping_add(rep),
+                    resources,
+                    files: BTreeMap::new(),
+                    key: String::new(),
+                    flops,
+                });
+            }
+        }
+        // Files and keys.
+        for mut inst in new_instances {
+            let mut file_error = false;
+            for fp in &p.stages[si].file_params {
+                let paths: Vec<String> = match inst.params.0.get(fp) {
+                    Some(Value::Str(s)) if !s.is_empty() => vec![s.clone()],
+                    Some(Value::List(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+                    _ => Vec::new(),
+                };
+                let mut digests = Vec::new();
+                for rel in paths {
+                    let full = p.project_dir.join(&rel);
+                    let digest = file_digests
+                        .entry(full.to_string_lossy().into_owned())
+                        .or_insert_with(|| key::file_digest(&full).map_err(|e| format!("cannot read `{rel}` ({}): {e}", full.display())))
+                        .clone();
+                    match digest {
+                        Ok(d) => digests.push((rel, d)),
+                        Err(msg) => {
+                            if seen_errors.insert(msg.clone()) {
+                                diags.push(Diagnostic::new(format!("stage `{}`: {msg}", p.stages[si].name), Some(p.stages[si].name_span.clone())));
+                            }
+                            file_error = true;
+                        }
+                    }
+                }
+                inst.files.insert(fp.clone(), digests);
+            }
+            if file_error {
+                continue;
+            }
+            let input_keys: BTreeMap<String, Vec<String>> =
+                inst.inputs.iter().map(|(k, v)| (k.clone(), v.iter().map(|&i| p.instances[i].key.clone()).collect())).collect();
+            // Stage names (in references) and file paths never enter a key: only the
+            // inputs' keys and the files' contents do.
+            let refs: BTreeSet<&str> =
+                p.stages[si].refs.keys().chain(p.stages[si].file_params.iter()).map(String::as_str).collect();
+            inst.key = key::instance_key(&key::KeyMaterial {
+                kind: &inst.kind,
+                version: inst.version,
+                params: &inst.params,
+                skip: &refs,
+                files: &inst.files,
+                inputs: &input_keys,
+                seed: inst.seed,
+            });
+            let idx = p.instances.len();
+            p.stages[si].instances.push(idx);
+            p.instances.push(inst);
+        }
+    }
+}

@@ -1,0 +1,684 @@
+//! Pipeline files: TOML -> checked stage declarations -> named, keyed instances.
+//!
+//! Loading reports every problem it finds at once, each with `file:line:col`.
+
+pub mod check;
+pub mod diagnostic;
+pub mod expand;
+pub mod refsel;
+pub mod source;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use wfpipe_stages::kind::{ParamSpec, ParamType, Params, RefMode, Resources, Value};
+
+use crate::kinds::Registry;
+use check::{check_value, scalar_string, span_of, CLI_SPAN};
+use diagnostic::{Diagnostic, PipelineError, SourceFile};
+use refsel::{is_valid_name, RefSel};
+use source::{SKey, SKind, SValue};
+
+/// A fully resolved pipeline: every instance named, parameterised and keyed.
+#[derive(Debug)]
+pub struct Pipeline {
+    pub name: String,
+    pub path: PathBuf,
+    /// The folder that relative paths in the file are resolved against.
+    pub project_dir: PathBuf,
+    pub seed: u64,
+    /// Stages in topological order.
+    pub stages: Vec<StageDef>,
+    /// Instances in topological order (by stage, then by name).
+    pub instances: Vec<Instance>,
+    /// `[executor.slurm]` settings, passed to the SLURM executor as they are.
+    pub slurm: BTreeMap<String, Value>,
+    pub source: Arc<SourceFile>,
+}
+
+/// One declared stage after checking.
+#[derive(Debug)]
+pub struct StageDef {
+    pub name: String,
+    pub name_span: Range<usize>,
+    pub kind: String,
+    pub version: u32,
+    /// Checked parameters with defaults applied (matrix axes not yet).
+    pub params: BTreeMap<String, Value>,
+    pub axes: Vec<expand::AxisGroup>,
+    pub include: Vec<BTreeMap<String, Value>>,
+    pub exclude: Vec<BTreeMap<String, Value>>,
+    pub seed: u64,
+    pub resources: Option<ResourceOverride>,
+    /// Reference parameters: param name -> (mode, selections, span).
+    pub refs: BTreeMap<String, RefParam>,
+    /// File parameters (their contents go into the key).
+    pub file_params: Vec<String>,
+    pub instances: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RefParam {
+    pub mode: RefMode,
+    pub sels: Vec<RefSel>,
+    pub span: Option<Range<usize>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ResourceOverride {
+    pub cpus: Option<u32>,
+    pub gpus: Option<u32>,
+    pub mem_mb: Option<u64>,
+    pub time_min: Option<u32>,
+}
+
+/// One runnable unit: a stage with one combination of axis values.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// `stage[axis=value,...]`, axes sorted; `stage` when there are none.
+    pub id: String,
+    pub stage: usize,
+    pub kind: String,
+    pub version: u32,
+    pub params: Params,
+    pub axes: BTreeMap<String, Value>,
+    /// Reference parameter -> upstream instance indices.
+    pub inputs: BTreeMap<String, Vec<usize>>,
+    pub seed: u64,
+    pub resources: Resources,
+    /// File parameter -> (relative path, blake3 of contents) for each file.
+    pub files: BTreeMap<String, Vec<(String, String)>>,
+    pub key: String,
+    pub flops: Option<f64>,
+}
+
+/// Why a pipeline could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    Invalid(#[from] PipelineError),
+    #[error("cannot read pipeline file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+}
+
+const STAGE_KEYS: &[&str] = &["kind", "matrix", "zip", "include", "exclude", "replicates", "seed", "resources"];
+const TOP_KEYS: &[&str] = &["pipeline", "stage", "table", "figure", "report", "executor"];
+const SUGAR_SECTIONS: &[&str] = &["table", "figure", "report"];
+
+/// Read, check and expand a pipeline file. `overrides` are `stage.key=value` strings.
+pub fn load(path: &Path, overrides: &[String], registry: &Registry) -> Result<Pipeline, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
+    load_str(path, text, overrides, registry)
+}
+
+pub fn load_str(path: &Path, text: String, overrides: &[String], registry: &Registry) -> Result<Pipeline, LoadError> {
+    let source = Arc::new(SourceFile { path: path.to_owned(), text });
+    let project_dir = path
+        .parent()
+        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .unwrap_or(Path::new("."));
+    // Pipelines live in `pipelines/`; paths in them are relative to the project above it.
+    let project_dir = if project_dir.file_name().is_some_and(|n| n == "pipelines") {
+        project_dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    } else {
+        project_dir.to_path_buf()
+    };
+    let project_dir = if project_dir.as_os_str().is_empty() { PathBuf::from(".") } else { project_dir };
+    let mut loader = Loader { source: source.clone(), registry, diags: Vec::new() };
+    let top = source::parse(&source)?;
+    let raw = loader.read_top(&top);
+    let mut raw = match raw {
+        Some(raw) => raw,
+        None => return Err(loader.finish().unwrap_err().into()),
+    };
+    loader.apply_overrides(&mut raw, overrides);
+    let mut stages: Vec<StageDef> = raw.stages.iter().filter_map(|s| loader.check_stage(s, raw.seed)).collect();
+    loader.finish()?;
+    let order = loader.order_stages(&stages)?;
+    // Reorder stages topologically.
+    let mut slots: Vec<Option<StageDef>> = stages.drain(..).map(Some).collect();
+    let stages: Vec<StageDef> = order.into_iter().map(|i| slots[i].take().expect("each stage once")).collect();
+    let mut pipeline = Pipeline {
+        name: raw.name,
+        path: path.to_owned(),
+        project_dir,
+        seed: raw.seed,
+        stages,
+        instances: Vec::new(),
+        slurm: raw.slurm,
+        source: source.clone(),
+    };
+    expand::expand(&mut pipeline, registry, &mut loader.diags);
+    loader.finish()?;
+    Ok(pipeline)
+}
+
+struct RawPipeline<'a> {
+    name: String,
+    seed: u64,
+    stages: Vec<RawStage<'a>>,
+    slurm: BTreeMap<String, Value>,
+}
+
+struct RawStage<'a> {
+    name: &'a SKey,
+    /// Set by `[table.x]`-style sections.
+    implied_kind: Option<&'static str>,
+    entries: Vec<(SKey, SValue)>,
+    span: Range<usize>,
+}
+
+pub(crate) struct Loader<'a> {
+    source: Arc<SourceFile>,
+    registry: &'a Registry,
+    pub(crate) diags: Vec<Diagnostic>,
+}
+
+impl<'a> Loader<'a> {
+    fn err(&mut self, d: Diagnostic) {
+        self.diags.push(d);
+    }
+
+    fn finish(&mut self) -> Result<(), PipelineError> {
+        if self.diags.is_empty() {
+            return Ok(());
+        }
+        let mut diags = std::mem::take(&mut self.diags);
+        diags.sort_by_key(|d| d.span.as_ref().map(|s| s.start).unwrap_or(0));
+        Err(PipelineError { source: self.source.clone(), diagnostics: diags })
+    }
+
+    fn read_top<'t>(&mut self, top: &'t [(SKey, SValue)]) -> Option<RawPipeline<'t>> {
+        let mut name = self
+            .source
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "pipeline".into());
+        let mut seed = 0u64;
+        let mut stages = Vec::new();
+        let mut slurm = BTreeMap::new();
+        let mut seen = BTreeSet::new();
+        for (key, value) in top {
+            match key.name.as_str() {
+                "pipeline" => {
+                    let Some(table) = self.expect_table("pipeline", value) else { continue };
+                    for (k, v) in table {
+                        match k.name.as_str() {
+                            "name" => match v.as_str() {
+                                Some(s) if is_valid_name(s) => name = s.to_owned(),
+                                _ => self.err(Diagnostic::new(
+                                    "`pipeline.name` must be a name of letters, digits, `-`, `_` or `.`",
+                                    Some(v.span.clone()),
+                                )),
+                            },
+                            "seed" => match v.kind {
+                                SKind::Int(i) if i >= 0 => seed = i as u64,
+                                _ => self.err(Diagnostic::new(
+                                    format!("`pipeline.seed` must be a non-negative integer, found {}", v.type_name()),
+                                    Some(v.span.clone()),
+                                )),
+                            },
+                            "description" => {}
+                            other => self.err(
+                                Diagnostic::new(format!("unknown key `{other}` in [pipeline]"), Some(k.span.clone()))
+                                    .suggest(other, ["name", "seed", "description"]),
+                            ),
+                        }
+                    }
+                }
+                "executor" => {
+                    let Some(table) = self.expect_table("executor", value) else { continue };
+                    for (k, v) in table {
+                        match (k.name.as_str(), v.as_table()) {
+                            ("slurm", Some(t)) => {
+                                for (sk, sv) in t {
+                                    match to_plain_value(sv) {
+                                        Some(val) => {
+                                            slurm.insert(sk.name.clone(), val);
+                                        }
+                                        None => self.err(Diagnostic::new(
+                                            format!("`executor.slurm.{}` has an unsupported type", sk.name),
+                                            Some(sv.span.clone()),
+                                        )),
+                                    }
+                                }
+                            }
+                            ("local", Some(_)) => {}
+                            (other, _) => self.err(
+                                Diagnostic::new(
+                                    format!("unknown executor section `{other}` (expected a table `slurm` or `local`)"),
+                                    Some(k.span.clone()),
+                                )
+                                .suggest(other, ["slurm", "local"]),
+                            ),
+                        }
+                    }
+                }
+                section @ ("stage" | "table" | "figure" | "report") => {
+                    let Some(table) = self.expect_table(section, value) else { continue };
+                    let implied = SUGAR_SECTIONS.iter().copied().find(|s| *s == section);
+                    for (sk, sv) in table {
+                        if !is_valid_name(&sk.name) {
+                            self.err(Diagnostic::new(
+                                format!("`{}` is not a valid stage name: use letters, digits, `-`, `_` and `.`", sk.name),
+                                Some(sk.span.clone()),
+                            ));
+                            continue;
+                        }
+                        if !seen.insert(sk.name.clone()) {
+                            self.err(Diagnostic::new(format!("duplicate stage `{}`", sk.name), Some(sk.span.clone()))
+                                .help("stage names are shared by [stage.*], [table.*], [figure.*] and [report.*]"));
+                            continue;
+                        }
+                        let Some(entries) = sv.as_table() else {
+                            self.err(Diagnostic::new(
+                                format!("`{section}.{}` must be a table, found {}", sk.name, sv.type_name()),
+                                Some(sv.span.clone()),
+                            ));
+                            continue;
+                        };
+                        stages.push(RawStage { name: sk, implied_kind: implied, entries: entries.to_vec(), span: sv.span.clone() });
+                    }
+                }
+                other => self.err(
+                    Diagnostic::new(format!("unknown top-level key `{other}`"), Some(key.span.clone()))
+                        .suggest(other, TOP_KEYS.iter().copied())
+                        .help_if_none(format!("expected one of {}", TOP_KEYS.join(", "))),
+                ),
+            }
+        }
+        if stages.is_empty() && self.diags.is_empty() {
+            self.err(Diagnostic::new("the pipeline declares no stages", Some(0..0)).help("add a `[stage.NAME]` table with a `kind`"));
+        }
+        if !self.diags.is_empty() {
+            return None;
+        }
+        Some(RawPipeline { name, seed, stages, slurm })
+    }
+
+    fn expect_table<'t>(&mut self, what: &str, v: &'t SValue) -> Option<&'t [(SKey, SValue)]> {
+        match v.as_table() {
+            Some(t) => Some(t),
+            None => {
+                self.err(Diagnostic::new(format!("`{what}` must be a table, found {}", v.type_name()), Some(v.span.clone())));
+                None
+            }
+        }
+    }
+
+    /// `--set stage.key=value` (key may be dotted: `resources.cpus`, `env.N`).
+    fn apply_overrides(&mut self, raw: &mut RawPipeline<'_>, overrides: &[String]) {
+        for o in overrides {
+            let Some((lhs, value)) = o.split_once('=') else {
+                self.err(Diagnostic::new(format!("--set `{o}`: expected `stage.key=value`"), None));
+                continue;
+            };
+            let Some((stage, key)) = lhs.trim().split_once('.') else {
+                self.err(Diagnostic::new(format!("--set `{o}`: expected `stage.key=value`"), None));
+                continue;
+            };
+            let names: Vec<&str> = raw.stages.iter().map(|s| s.name.name.as_str()).collect();
+            let Some(target) = raw.stages.iter_mut().find(|s| s.name.name == stage) else {
+                self.err(Diagnostic::new(format!("--set `{o}`: no stage `{stage}`"), None).suggest(stage, names));
+                continue;
+            };
+            let mut value = source::parse_cli_value(value.trim());
+            mark_cli(&mut value);
+            let path: Vec<&str> = key.split('.').collect();
+            set_path(&mut target.entries, &path, value);
+        }
+    }
+
+    fn check_stage(&mut self, raw: &RawStage<'_>, pipeline_seed: u64) -> Option<StageDef> {
+        let name = raw.name.name.clone();
+        let kind_entry = raw.entries.iter().find(|(k, _)| k.name == "kind");
+        let kind_name: String = match (kind_entry, raw.implied_kind) {
+            (Some((_, v)), _) => match v.as_str() {
+                Some(s) => s.to_owned(),
+                None => {
+                    self.err(Diagnostic::new(format!("`kind` must be a string, found {}", v.type_name()), span_of(v)));
+                    return None;
+                }
+            },
+            (None, Some(implied)) => implied.to_owned(),
+            (None, None) => {
+                self.err(
+                    Diagnostic::new(format!("stage `{name}` has no `kind`"), Some(raw.name.span.clone()))
+                        .help(format!("add `kind = \"...\"`; known kinds: {}", self.registry.names().join(", "))),
+                );
+                return None;
+            }
+        };
+        let Some(kind) = self.registry.get(&kind_name) else {
+            let span = kind_entry.map(|(_, v)| v.span.clone()).unwrap_or(raw.name.span.clone());
+            self.err(
+                Diagnostic::new(format!("unknown stage kind `{kind_name}`"), Some(span))
+                    .suggest(&kind_name, self.registry.names())
+                    .help_if_none(format!("known kinds: {}", self.registry.names().join(", "))),
+            );
+            return None;
+        };
+        let schema: Vec<ParamSpec> = kind.params();
+        let before = self.diags.len();
+        let mut params: BTreeMap<String, Value> = BTreeMap::new();
+        let mut given_spans: BTreeMap<String, Option<Range<usize>>> = BTreeMap::new();
+        let mut seed = pipeline_seed;
+        let mut resources = None;
+        let mut matrix = None;
+        let mut zip = None;
+        let mut include = None;
+        let mut exclude = None;
+        let mut replicates = None;
+        for (k, v) in &raw.entries {
+            match k.name.as_str() {
+                "kind" => {}
+                "seed" => match v.kind {
+                    SKind::Int(i) if i >= 0 => seed = i as u64,
+                    _ => self.err(Diagnostic::new(
+                        format!("`seed` must be a non-negative integer, found {} `{}`", v.type_name(), check::short(v)),
+                        span_of(v),
+                    )),
+                },
+                "resources" => resources = self.check_resources(v),
+                "matrix" => matrix = Some(v),
+                "zip" => zip = Some(v),
+                "include" => include = Some(v),
+                "exclude" => exclude = Some(v),
+                "replicates" => match v.kind {
+                    SKind::Int(i) if i >= 1 => replicates = Some(i as usize),
+                    _ => self.err(Diagnostic::new(
+                        format!("`replicates` must be an integer >= 1, found {}", check::short(v)),
+                        span_of(v),
+                    )),
+                },
+                pname => match schema.iter().find(|p| p.name == pname) {
+                    Some(spec) => match check_value(pname, &spec.ty, v) {
+                        Ok(val) => {
+                            params.insert(pname.to_owned(), val);
+                            given_spans.insert(pname.to_owned(), span_of(v));
+                        }
+                        Err(d) => self.err(d),
+                    },
+                    None => {
+                        let candidates = schema.iter().map(|p| p.name).chain(STAGE_KEYS.iter().copied());
+                        let span = if k.span == CLI_SPAN { None } else { Some(k.span.clone()) };
+                        self.err(
+                            Diagnostic::new(format!("unknown parameter `{pname}` for kind `{kind_name}`"), span)
+                                .suggest(pname, candidates)
+                                .help_if_none(format!(
+                                    "`{kind_name}` takes: {}",
+                                    schema.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+                                )),
+                        );
+                    }
+                },
+            }
+        }
+        let axes = expand::check_axes(self, &kind_name, &schema, matrix, zip, replicates, &params);
+        let axis_names: BTreeSet<String> = axes.iter().flat_map(|g| g.axes.iter().map(|a| a.name.clone())).collect();
+        let include = include.map(|v| expand::check_combos(self, "include", v, &axes)).unwrap_or_default();
+        let exclude = exclude.map(|v| expand::check_combos(self, "exclude", v, &axes)).unwrap_or_default();
+        // Defaults, and required parameters that are neither set nor swept.
+        for spec in &schema {
+            if params.contains_key(spec.name) {
+                continue;
+            }
+            let swept = axes.iter().any(|g| g.axes.iter().any(|a| a.target.param() == spec.name));
+            match (&spec.default, swept) {
+                (Some(d), _) => {
+                    params.insert(spec.name.to_owned(), d.clone());
+                }
+                (None, true) => {}
+                (None, false) => self.err(
+                    Diagnostic::new(
+                        format!("stage `{name}` is missing the required parameter `{}`", spec.name),
+                        Some(raw.name.span.clone()),
+                    )
+                    .help(format!("`{}`: {} ({})", spec.name, spec.ty.describe(), spec.doc)),
+                ),
+            }
+        }
+        let _ = axis_names;
+        // Reference parameters.
+        let mut refs = BTreeMap::new();
+        let mut file_params = Vec::new();
+        for spec in &schema {
+            match &spec.ty {
+                ParamType::Ref { mode } => {
+                    let text = params.get(spec.name).and_then(Value::as_str).unwrap_or("");
+                    if text.is_empty() {
+                        continue;
+                    }
+                    if let Ok(sel) = RefSel::parse(text) {
+                        refs.insert(
+                            spec.name.to_owned(),
+                            RefParam { mode: *mode, sels: vec![sel], span: given_spans.get(spec.name).cloned().flatten() },
+                        );
+                    }
+                }
+                ParamType::RefList => {
+                    let sels: Vec<RefSel> = match params.get(spec.name) {
+                        Some(Value::List(items)) => {
+                            items.iter().filter_map(|v| v.as_str()).filter_map(|s| RefSel::parse(s).ok()).collect()
+                        }
+                        _ => Vec::new(),
+                    };
+                    if !sels.is_empty() {
+                        refs.insert(
+                            spec.name.to_owned(),
+                            RefParam { mode: RefMode::Gather, sels, span: given_spans.get(spec.name).cloned().flatten() },
+                        );
+                    }
+                }
+                ParamType::File | ParamType::FileList => file_params.push(spec.name.to_owned()),
+                _ => {}
+            }
+        }
+        if self.diags.len() > before {
+            return None;
+        }
+        Some(StageDef {
+            name,
+            name_span: raw.name.span.clone(),
+            kind: kind_name,
+            version: kind.version(),
+            params,
+            axes,
+            include,
+            exclude,
+            seed,
+            resources,
+            refs,
+            file_params,
+            instances: Vec::new(),
+        })
+        .map(|s| {
+            let _ = &raw.span;
+            s
+        })
+    }
+
+    fn check_resources(&mut self, v: &SValue) -> Option<ResourceOverride> {
+        let Some(table) = v.as_table() else {
+            self.err(Diagnostic::new(
+                format!("`resources` must be a table like {{ cpus = 2, gpus = 1, mem_mb = 4096 }}, found {}", v.type_name()),
+                span_of(v),
+            ));
+            return None;
+        };
+        let mut r = ResourceOverride::default();
+        for (k, val) in table {
+            let n = match val.kind {
+                SKind::Int(i) if i >= 0 => i as u64,
+                _ => {
+                    self.err(Diagnostic::new(
+                        format!("`resources.{}` must be a non-negative integer, found {}", k.name, check::short(val)),
+                        span_of(val),
+                    ));
+                    continue;
+                }
+            };
+            match k.name.as_str() {
+                "cpus" => r.cpus = Some(n as u32),
+                "gpus" => r.gpus = Some(n as u32),
+                "mem_mb" => r.mem_mb = Some(n),
+                "time_min" => r.time_min = Some(n as u32),
+                other => self.err(
+                    Diagnostic::new(format!("unknown resource `{other}`"), span_of_key(k))
+                        .suggest(other, ["cpus", "gpus", "mem_mb", "time_min"])
+                        .help_if_none("resources are cpus, gpus, mem_mb and time_min"),
+                ),
+            }
+        }
+        Some(r)
+    }
+
+    /// Check references and order stages so every stage follows the ones it reads.
+    fn order_stages(&mut self, stages: &[StageDef]) -> Result<Vec<usize>, PipelineError> {
+        let index: BTreeMap<&str, usize> = stages.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+        let mut graph = petgraph::graphmap::DiGraphMap::<usize, ()>::new();
+        for i in 0..stages.len() {
+            graph.add_node(i);
+        }
+        for (i, s) in stages.iter().enumerate() {
+            for (param, r) in &s.refs {
+                for sel in &r.sels {
+                    match index.get(sel.stage.as_str()) {
+                        Some(&j) => {
+                            graph.add_edge(j, i, ());
+                        }
+                        None => self.err(
+                            Diagnostic::new(
+                                format!("`{param}` of stage `{}` refers to a missing stage `{}`", s.name, sel.stage),
+                                r.span.clone(),
+                            )
+                            .suggest(&sel.stage, index.keys().copied()),
+                        ),
+                    }
+                }
+            }
+        }
+        self.finish()?;
+        match petgraph::algo::toposort(&graph, None) {
+            Ok(order) => Ok(order),
+            Err(cycle) => {
+                let mut path = find_cycle(&graph, cycle.node_id());
+                // Start the cycle at the stage declared first, so the message is stable.
+                path.pop();
+                let first_pos = (0..path.len()).min_by_key(|&i| stages[path[i]].name_span.start).unwrap_or(0);
+                path.rotate_left(first_pos);
+                path.push(path[0]);
+                let names: Vec<&str> = path.iter().map(|&i| stages[i].name.as_str()).collect();
+                let first = &stages[path[0]];
+                self.err(
+                    Diagnostic::new(format!("the stages form a cycle: {}", names.join(" -> ")), Some(first.name_span.clone()))
+                        .help("a stage cannot depend, directly or indirectly, on itself"),
+                );
+                self.finish()?;
+                unreachable!("finish returns the cycle error")
+            }
+        }
+    }
+}
+
+/// A cycle through `start` as a path of nodes that ends where it began.
+fn find_cycle(graph: &petgraph::graphmap::DiGraphMap<usize, ()>, start: usize) -> Vec<usize> {
+    // Breadth-first search from start back to start gives a shortest cycle.
+    let mut prev: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(n) = queue.pop_front() {
+        for m in graph.neighbors(n) {
+            if m == start {
+                let mut path = vec![start];
+                let mut cur = n;
+                while cur != start {
+                    path.push(cur);
+                    cur = prev[&cur];
+                }
+                path.push(start);
+                let n = path.len();
+                path[1..n - 1].reverse();
+                return path;
+            }
+            if let std::collections::btree_map::Entry::Vacant(e) = prev.entry(m) {
+                e.insert(n);
+                queue.push_back(m);
+            }
+        }
+    }
+    vec![start, start]
+}
+
+fn span_of_key(k: &SKey) -> Option<Range<usize>> {
+    (k.span != CLI_SPAN).then(|| k.span.clone())
+}
+
+fn mark_cli(v: &mut SValue) {
+    v.span = CLI_SPAN;
+    match &mut v.kind {
+        SKind::Array(items) => items.iter_mut().for_each(mark_cli),
+        SKind::Table(entries) => entries.iter_mut().for_each(|(k, v)| {
+            k.span = CLI_SPAN;
+            mark_cli(v)
+        }),
+        _ => {}
+    }
+}
+
+fn set_path(entries: &mut Vec<(SKey, SValue)>, path: &[&str], value: SValue) {
+    let (head, rest) = (path[0], &path[1..]);
+    let pos = entries.iter().position(|(k, _)| k.name == head);
+    if rest.is_empty() {
+        match pos {
+            Some(i) => entries[i].1 = value,
+            None => entries.push((SKey { name: head.to_owned(), span: CLI_SPAN }, value)),
+        }
+        return;
+    }
+    let i = match pos {
+        Some(i) => i,
+        None => {
+            entries.push((SKey { name: head.to_owned(), span: CLI_SPAN }, SValue { span: CLI_SPAN, kind: SKind::Table(Vec::new()) }));
+            entries.len() - 1
+        }
+    };
+    if let SKind::Table(inner) = &mut entries[i].1.kind {
+        set_path(inner, rest, value);
+    } else {
+        entries[i].1 = SValue { span: CLI_SPAN, kind: SKind::Table(Vec::new()) };
+        if let SKind::Table(inner) = &mut entries[i].1.kind {
+            set_path(inner, rest, value);
+        }
+    }
+}
+
+/// Plain conversion without a schema (executor settings).
+pub fn to_plain_value(v: &SValue) -> Option<Value> {
+    Some(match &v.kind {
+        SKind::Bool(b) => Value::Bool(*b),
+        SKind::Int(i) => Value::Int(*i),
+        SKind::Float(f) => Value::Float(*f),
+        SKind::Str(s) => Value::Str(s.clone()),
+        SKind::Datetime(_) => return None,
+        SKind::Array(items) => Value::List(items.iter().map(to_plain_value).collect::<Option<_>>()?),
+        SKind::Table(t) => Value::Table(t.iter().map(|(k, v)| Some((k.name.clone(), to_plain_value(v)?))).collect::<Option<_>>()?),
+    })
+}
+
+impl Diagnostic {
+    /// Add a help line only when no suggestion was found.
+    pub fn help_if_none(self, help: impl Into<String>) -> Self {
+        if self.help.is_some() {
+            self
+        } else {
+            self.help(help)
+        }
+    }
+}
+
+pub(crate) fn scalar(v: &SValue) -> Option<String> {
+    scalar_string(v)
+}

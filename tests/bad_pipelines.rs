@@ -1,0 +1,84 @@
+//! Every malformed pipeline under tests/fixtures/pipelines/bad is rejected with the
+//! message, `file:line:col` and suggestion its header expects, and nothing panics or is
+//! written.
+
+mod common;
+use common::*;
+use std::path::Path;
+
+fn header(text: &str, key: &str) -> Option<String> {
+    text.lines().find_map(|l| l.strip_prefix(&format!("# {key}: ")).map(str::to_owned))
+}
+
+#[test]
+fn every_bad_pipeline_reports_message_and_location() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipelines/bad");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(files.len() >= 20, "only {} bad pipelines", files.len());
+    let p = Project::new();
+    let mut failures = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let copy = p.write(&format!("pipelines/{name}"), &text);
+        let o = p.run(&["validate", copy.to_str().unwrap()]);
+        let out = String::from_utf8_lossy(&o.stderr).into_owned();
+        let expect = header(&text, "expect-error").expect("expect-error header");
+        let at = header(&text, "expect-at").expect("expect-at header");
+        let mut problems = Vec::new();
+        if o.status.code() != Some(2) {
+            problems.push(format!("exit status {:?}", o.status.code()));
+        }
+        if out.contains("panicked") {
+            problems.push("panicked".into());
+        }
+        if !out.contains(&expect) {
+            problems.push(format!("message `{expect}` missing"));
+        }
+        if !out.contains(&format!("{name}:{at}")) {
+            problems.push(format!("location `{name}:{at}` missing"));
+        }
+        if let Some(help) = header(&text, "expect-help") {
+            if !out.contains(&help) {
+                problems.push(format!("help `{help}` missing"));
+            }
+        }
+        if !problems.is_empty() {
+            failures.push(format!("{name}: {}\n{out}", problems.join(", ")));
+        }
+    }
+    assert!(!p.cache().join("entries").exists() || std::fs::read_dir(p.cache().join("entries")).unwrap().count() == 0);
+    assert!(failures.is_empty(), "{} of {} bad pipelines misreported:\n{}", failures.len(), files.len(), failures.join("\n"));
+}
+
+#[test]
+fn errors_quote_the_offending_line_with_a_caret() {
+    let p = Project::new();
+    let f = p.write("pipelines/x.toml", "[stage.a]\nkind = \"command\"\ncmd = [\"true\"]\noutputz = [\"x\"]\n");
+    let o = p.run(&["validate", f.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("4 | outputz = [\"x\"]"), "{err}");
+    assert!(err.contains("  | ^^^^^^^"), "{err}");
+}
+
+#[test]
+fn set_overrides_are_checked_too() {
+    let p = Project::new();
+    p.write("pipelines/demo.toml", SWEEP);
+    let o = p.run(&["validate", "pipelines/demo.toml", "--set", "shuot.shell=true"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no stage `shuot`") && err.contains("did you mean `shout`?"), "{err}");
+    let o = p.run(&["validate", "pipelines/demo.toml", "--set", "shout.shell=maybe"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("`shell` must be a boolean, found string `\"maybe\"`"), "{err}");
+}
+
+#[test]
+fn a_missing_pipeline_file_is_a_clear_error() {
+    let p = Project::new();
+    let o = p.run(&["validate", "pipelines/nope.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read pipeline file pipelines/nope.toml"));
+}
