@@ -3,9 +3,15 @@
 //! This crate knows nothing of DAGs, caches or schedulers. Each stage kind implements
 //! [`kind::StageKind`]; [`registry`] lists them for the orchestrator.
 
+pub mod align;
 pub mod assignment;
+pub mod canonicalize;
+pub mod data;
 pub mod kind;
 pub mod layout;
+pub mod mlp;
+pub mod rng;
+pub mod weights;
 
 use kind::StageKind;
 
