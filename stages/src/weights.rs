@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
@@ -194,6 +195,14 @@ impl WeightSet {
 
     /// The safetensors bytes of this set. Identical sets give identical bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>, WeightsError> {
+        self.check_writable()?;
+        let mut out = Vec::with_capacity(64 + self.data.len() * 4);
+        self.encode_into(&mut out).expect("writing to a Vec cannot fail");
+        Ok(out)
+    }
+
+    /// Check the set can be written: non-empty, consistent and finite.
+    fn check_writable(&self) -> Result<(), WeightsError> {
         if self.count == 0 || self.data.is_empty() {
             return Err(WeightsError::Empty);
         }
@@ -207,14 +216,17 @@ impl WeightSet {
                 return Err(WeightsError::ColumnLength { name: name.clone(), len: values.len(), count: self.count });
             }
         }
+        Ok(())
+    }
 
-        let mut tensors: Vec<(String, TensorBytes)> = self
+    fn encode_into(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let mut tensors: Vec<(String, TensorRef<'_>)> = self
             .columns
             .iter()
-            .map(|(name, values)| (name.clone(), TensorBytes::i64(vec![values.len()], values)))
+            .map(|(name, values)| (name.clone(), TensorRef::I64 { shape: vec![values.len()], values }))
             .collect();
-        tensors.push((WEIGHTS_TENSOR.to_owned(), TensorBytes::f32(vec![self.count, params], &self.data)));
-        Ok(encode_safetensors(tensors, &self.metadata()))
+        tensors.push((WEIGHTS_TENSOR.to_owned(), TensorRef::F32 { shape: vec![self.count, self.params()], values: &self.data }));
+        encode_safetensors(tensors, &self.metadata(), out)
     }
 
     /// The metadata entries, sorted by key.
@@ -298,7 +310,8 @@ impl WeightSet {
 
     /// Write atomically (temporary file + rename) so a killed run leaves no torn file.
     pub fn write(&self, path: &Path) -> Result<(), WeightsError> {
-        write_atomic(path, &self.to_bytes()?)
+        self.check_writable()?;
+        write_atomic(path, |w| self.encode_into(w))
     }
 }
 
@@ -315,27 +328,60 @@ impl fmt::Display for WeightSet {
     }
 }
 
-/// One tensor ready to be written: dtype name, shape and little-endian bytes.
-pub struct TensorBytes {
-    dtype: &'static str,
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
+/// A borrowed tensor to be written.
+pub enum TensorRef<'a> {
+    F32 { shape: Vec<usize>, values: &'a [f32] },
+    I64 { shape: Vec<usize>, values: &'a [i64] },
 }
 
-impl TensorBytes {
-    pub fn f32(shape: Vec<usize>, values: &[f32]) -> Self {
-        TensorBytes { dtype: "F32", shape, bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect() }
+impl TensorRef<'_> {
+    fn dtype(&self) -> &'static str {
+        match self {
+            TensorRef::F32 { .. } => "F32",
+            TensorRef::I64 { .. } => "I64",
+        }
     }
 
-    pub fn i64(shape: Vec<usize>, values: &[i64]) -> Self {
-        TensorBytes { dtype: "I64", shape, bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect() }
+    fn shape(&self) -> &[usize] {
+        match self {
+            TensorRef::F32 { shape, .. } | TensorRef::I64 { shape, .. } => shape,
+        }
+    }
+
+    fn byte_len(&self) -> usize {
+        match self {
+            TensorRef::F32 { values, .. } => values.len() * 4,
+            TensorRef::I64 { values, .. } => values.len() * 8,
+        }
     }
 
     fn alignment(&self) -> usize {
-        match self.dtype {
-            "I64" | "F64" => 8,
-            _ => 4,
+        match self {
+            TensorRef::F32 { .. } => 4,
+            TensorRef::I64 { .. } => 8,
         }
+    }
+
+    fn write_to(&self, out: &mut impl Write) -> std::io::Result<()> {
+        // Convert in blocks: one write call per value would dominate for large sets.
+        let mut block = Vec::with_capacity(1 << 16);
+        match self {
+            TensorRef::F32 { values, .. } => {
+                for chunk in values.chunks(1 << 14) {
+                    block.clear();
+                    chunk.iter().for_each(|v| block.extend_from_slice(&v.to_le_bytes()));
+                    out.write_all(&block)?;
+                }
+            }
+            TensorRef::I64 { values, .. } => {
+                for chunk in values.chunks(1 << 13) {
+                    block.clear();
+                    chunk.iter().for_each(|v| block.extend_from_slice(&v.to_le_bytes()));
+                    out.write_all(&block)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -343,35 +389,41 @@ impl TensorBytes {
 /// sorted, tensors stored by descending alignment then name (so each starts at an offset
 /// aligned to its element size; the header is padded to 8 bytes). Identical inputs give
 /// identical bytes.
-pub fn encode_safetensors(mut tensors: Vec<(String, TensorBytes)>, metadata: &BTreeMap<String, String>) -> Vec<u8> {
+pub fn encode_safetensors(
+    mut tensors: Vec<(String, TensorRef<'_>)>,
+    metadata: &BTreeMap<String, String>,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
     tensors.sort_by(|(a_name, a), (b_name, b)| b.alignment().cmp(&a.alignment()).then(a_name.cmp(b_name)));
     let mut header: BTreeMap<String, HeaderEntry> = BTreeMap::new();
     let mut offset = 0usize;
     for (name, t) in &tensors {
-        header.insert(name.clone(), HeaderEntry::tensor(t.dtype, t.shape.clone(), offset, offset + t.bytes.len()));
-        offset += t.bytes.len();
+        header.insert(name.clone(), HeaderEntry::tensor(t.dtype(), t.shape().to_vec(), offset, offset + t.byte_len()));
+        offset += t.byte_len();
     }
     header.insert("__metadata__".to_owned(), HeaderEntry::Metadata(metadata.clone()));
     // BTreeMaps and a struct: the key order is fixed whatever serde_json features the build
     // unifies (`preserve_order` would otherwise keep insertion order).
     let mut header_bytes = serde_json::to_vec(&header).expect("a map of strings and numbers always serializes");
     header_bytes.resize(header_bytes.len().next_multiple_of(8), b' ');
-    let mut out = Vec::with_capacity(8 + header_bytes.len() + offset);
-    out.extend_from_slice(&(header_bytes.len() as u64).to_le_bytes());
-    out.extend_from_slice(&header_bytes);
+    out.write_all(&(header_bytes.len() as u64).to_le_bytes())?;
+    out.write_all(&header_bytes)?;
     for (_, t) in &tensors {
-        out.extend_from_slice(&t.bytes);
+        t.write_to(out)?;
     }
-    out
+    Ok(())
 }
 
-/// Write bytes atomically (temporary file + rename) so a killed run leaves no torn file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WeightsError> {
+/// Write a file atomically (temporary file + rename) so a killed run leaves no torn file.
+pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>) -> Result<(), WeightsError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     let io = |source| WeightsError::Io { path: path.to_owned(), source };
-    std::fs::write(&tmp, bytes).map_err(io)?;
+    let file = std::fs::File::create(&tmp).map_err(io)?;
+    let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
+    fill(&mut writer).map_err(io)?;
+    writer.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
 }
 
