@@ -3,13 +3,27 @@
 //! This crate knows nothing of DAGs, caches or schedulers. Each stage kind implements
 //! [`kind::StageKind`]; [`registry`] lists them for the orchestrator.
 
+pub mod align;
 pub mod assignment;
+pub mod canonicalize;
+pub mod collect;
+pub mod data;
 pub mod kind;
+pub mod kinds;
 pub mod layout;
+pub mod mlp;
+pub mod rng;
+pub mod weights;
 
 use kind::StageKind;
 
 /// Every science stage kind this crate provides.
 pub fn registry() -> Vec<Box<dyn StageKind>> {
-    Vec::new()
+    vec![
+        Box::new(kinds::collect::Collect),
+        Box::new(kinds::toy_data::ToyData),
+        Box::new(kinds::align::Align),
+        Box::new(kinds::canonicalize::Canonicalize),
+        Box::new(kinds::barriers::Barriers),
+    ]
 }

@@ -1,0 +1,76 @@
+//! `canonicalize`: remove the ReLU scaling symmetry from every network of a weight set
+//! (science.md section 4). `rho` is the radius of the last-layer sphere: 1 in the code and
+//! every sphere operation [faithful default]; the thesis text's √C is `rho = 1.4142…` for C = 2.
+
+use super::{read_input_weights, write_weights};
+use crate::canonicalize::canonicalize;
+use crate::kind::{ParamSpec, ParamType, Params, RefMode, StageContext, StageError, StageKind, Value};
+
+pub struct Canonicalize;
+
+impl StageKind for Canonicalize {
+    fn name(&self) -> &'static str {
+        "canonicalize"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn about(&self) -> &'static str {
+        "Rescale every hidden neuron to unit incoming norm and the last layer to radius rho"
+    }
+
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::required("weights", ParamType::Ref { mode: RefMode::FanOut }, "Stage whose weights.safetensors to canonicalize"),
+            ParamSpec::with_default("rho", ParamType::Float { min: Some(f64::MIN_POSITIVE), max: None }, Value::Float(1.0), "Radius of the last-layer sphere"),
+        ]
+    }
+
+    fn validate(&self, params: &Params) -> Result<(), StageError> {
+        let rho = params.f64("rho")?;
+        if !(rho.is_finite() && rho > 0.0) {
+            return Err(StageError::Param(format!("rho must be a positive finite number, got {rho}")));
+        }
+        Ok(())
+    }
+
+    fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        self.validate(ctx.params)?;
+        let rho = ctx.params.f64("rho")? as f32;
+        let mut set = read_input_weights(ctx, "weights")?;
+        let layout = set.layout.clone();
+        for theta in set.rows_mut() {
+            canonicalize(&layout, theta, rho);
+        }
+        set.check_finite()?;
+        set.is_canonical = true;
+        write_weights(&set, ctx.out_dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kinds::{testing, toy_data::ToyData};
+    use crate::weights::WeightSet;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn marks_the_set_canonical_and_rejects_bad_rho() {
+        let dir = testing::temp_dir("canonicalize");
+        let toy = dir.join("toy");
+        testing::run(&ToyData, &testing::params(&ToyData, &[("count", Value::Int(4))]), BTreeMap::new(), &toy, 1).unwrap();
+        let inputs = BTreeMap::from([("weights".to_owned(), vec![testing::input(&toy, "toy-data")])]);
+        let params = testing::params(&Canonicalize, &[("weights", Value::Str("toy".into()))]);
+        testing::run(&Canonicalize, &params, inputs, &dir.join("canon"), 1).unwrap();
+        let set = WeightSet::read(&dir.join("canon/weights.safetensors")).unwrap();
+        assert!(set.is_canonical && !set.is_aligned);
+        let last = set.layout.weight_matrix(set.row(0), 3);
+        assert!((last.iter().map(|v| v * v).sum::<f32>().sqrt() - 1.0).abs() < 1e-5);
+        let bad = testing::params(&Canonicalize, &[("weights", Value::Str("toy".into())), ("rho", Value::Float(f64::NAN))]);
+        assert!(Canonicalize.validate(&bad).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,160 @@
+//! The stage kinds of the first half of the science: typed parameters at the boundary,
+//! then calls into the modules that do the work.
+
+pub mod align;
+pub mod barriers;
+pub mod canonicalize;
+pub mod collect;
+pub mod toy_data;
+
+use std::path::Path;
+
+use crate::data::{self, DataError, Dataset, DatasetName};
+use crate::kind::{Params, StageContext, StageError, Value};
+use crate::layout::Layout;
+use crate::weights::{WeightSet, WeightsError, FILE_NAME};
+
+impl From<WeightsError> for StageError {
+    fn from(e: WeightsError) -> Self {
+        match e {
+            WeightsError::Io { path, source } => StageError::io(path.display().to_string(), source),
+            other => StageError::Input(other.to_string()),
+        }
+    }
+}
+
+impl From<DataError> for StageError {
+    fn from(e: DataError) -> Self {
+        StageError::Input(e.to_string())
+    }
+}
+
+/// A list of integers as a `Value` (parameter defaults).
+pub(crate) fn int_list(values: &[i64]) -> Value {
+    Value::List(values.iter().map(|&v| Value::Int(v)).collect())
+}
+
+/// The `layout` parameter, checked.
+pub(crate) fn layout_param(params: &Params, name: &str) -> Result<Layout, StageError> {
+    let sizes = params.usize_list(name)?;
+    Layout::new(sizes).map_err(|e| StageError::Param(format!("`{name}`: {e}")))
+}
+
+/// The `dataset` parameter.
+pub(crate) fn dataset_param(params: &Params, name: &str) -> Result<DatasetName, StageError> {
+    params.parse::<DatasetName>(name)
+}
+
+/// A layout must read the dataset's inputs and produce its classes.
+pub(crate) fn check_layout_fits(layout: &Layout, dataset: DatasetName) -> Result<(), StageError> {
+    if layout.inputs() != dataset.inputs() || layout.outputs() != dataset.classes() {
+        return Err(StageError::Param(format!(
+            "layout {layout} does not fit {dataset}: it needs {} inputs and {} outputs",
+            dataset.inputs(),
+            dataset.classes()
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn split_seed(params: &Params) -> Result<u64, StageError> {
+    Ok(params.usize("split-seed")? as u64)
+}
+
+pub(crate) fn load_dataset(ctx: &StageContext<'_>, name: DatasetName) -> Result<Dataset, StageError> {
+    Ok(data::load(name, ctx.data_dir, split_seed(ctx.params)?)?)
+}
+
+/// The weight set of the single upstream instance named by a reference parameter.
+pub(crate) fn read_input_weights(ctx: &StageContext<'_>, param: &str) -> Result<WeightSet, StageError> {
+    let input = ctx.input(param)?;
+    Ok(WeightSet::read(&input.file(FILE_NAME))?)
+}
+
+pub(crate) fn write_weights(set: &WeightSet, out_dir: &Path) -> Result<(), StageError> {
+    Ok(set.write(&out_dir.join(FILE_NAME))?)
+}
+
+/// A rayon pool of the stage's thread budget.
+pub(crate) fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, StageError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| StageError::Failed(format!("could not start {threads} worker threads: {e}")))
+}
+
+/// Result-table row from `(column, value)` pairs.
+pub(crate) fn row<const N: usize>(cells: [(&str, Value); N]) -> crate::kind::Row {
+    cells.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A hand-built `StageContext` for running kinds in tests.
+
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+
+    use crate::kind::{InputArtifact, NoProgress, ParamSpec, Params, Row, StageContext, StageError, StageKind, Value};
+
+    /// Fill in every default of a kind's schema, then apply `overrides`.
+    pub fn params(kind: &dyn StageKind, overrides: &[(&str, Value)]) -> Params {
+        let mut map: BTreeMap<String, Value> = kind
+            .params()
+            .into_iter()
+            .filter_map(|ParamSpec { name, default, .. }| default.map(|d| (name.to_owned(), d)))
+            .collect();
+        for (k, v) in overrides {
+            map.insert((*k).to_owned(), v.clone());
+        }
+        Params(map)
+    }
+
+    pub fn input(dir: &Path, kind: &str) -> InputArtifact {
+        InputArtifact { instance: kind.to_owned(), kind: kind.to_owned(), axes: BTreeMap::new(), key: "test".into(), dir: dir.to_owned() }
+    }
+
+    /// Run a kind with the given inputs into `out`; returns its tables.
+    pub fn run(
+        kind: &dyn StageKind,
+        params: &Params,
+        inputs: BTreeMap<String, Vec<InputArtifact>>,
+        out: &Path,
+        seed: u64,
+    ) -> Result<BTreeMap<String, Vec<Row>>, StageError> {
+        kind.validate(params)?;
+        std::fs::create_dir_all(out).expect("test output folder");
+        let scratch = out.join("scratch");
+        let axes = BTreeMap::new();
+        let data_dir = data_dir();
+        let mut ctx = StageContext {
+            params,
+            inputs: &inputs,
+            axes: &axes,
+            out_dir: out,
+            scratch_dir: &scratch,
+            project_dir: out,
+            data_dir: &data_dir,
+            seed,
+            threads: 2,
+            backend: Default::default(),
+            progress: &NoProgress,
+            tables: BTreeMap::new(),
+        };
+        kind.run(&mut ctx)?;
+        Ok(ctx.tables)
+    }
+
+    /// `$WFPIPE_DATA`, else `data/` (MNIST is not needed by these tests).
+    pub fn data_dir() -> PathBuf {
+        std::env::var_os("WFPIPE_DATA").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("data"))
+    }
+
+    /// A fresh temporary folder for one test.
+    pub fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("wfpipe-stages-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temporary folder");
+        dir
+    }
+}
