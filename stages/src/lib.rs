@@ -4,8 +4,14 @@
 //! [`kind::StageKind`]; [`registry`] lists them for the orchestrator.
 
 pub mod assignment;
+pub mod coupling;
+pub mod flow;
+pub mod geometry;
 pub mod kind;
 pub mod layout;
+pub mod noise;
+pub mod rt;
+pub mod sample;
 
 use kind::StageKind;
 
