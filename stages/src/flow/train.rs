@@ -190,3 +190,93 @@ pub fn train<B: AutodiffBackend>(
         is_finished: true,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coupling::Coupling;
+    use crate::flow::source::prior_set;
+    use crate::flow::{SourceMode, SourceSpec};
+    use crate::geometry::Geometry;
+    use crate::kind::NoProgress;
+    use crate::layout::Layout;
+    use crate::rt::{graph::TimeChannel, model::RtConfig};
+    use std::path::PathBuf;
+
+    type A = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("wfpipe-flow-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn setup(geometry: Geometry, coupling: Coupling) -> (FlowSpec, TrainSettings, FlowData) {
+        let layout = Layout(vec![3, 2, 2]);
+        let spec = FlowSpec {
+            geometry,
+            coupling,
+            layout: layout.clone(),
+            rt: RtConfig::for_layout(&layout, 4, 1, 1),
+            time_channel: TimeChannel::Faithful,
+            sigma: 1e-3,
+            source: SourceSpec { mode: SourceMode::Fixed, std: 0.1, count: 16, seed: 1 },
+        };
+        let settings =
+            TrainSettings { iterations: 12, batch_size: 4, lr: 1e-2, checkpoint_every: 5, curve_every: 3, seed: 7 };
+        let mut rng = Rng::seed_from(2);
+        let canonical = geometry.is_canonical();
+        let data = FlowData {
+            source: BatchSource::Rows { rows: prior_set(&layout, 16, 0.1, canonical, &mut rng), p: layout.num_params() },
+            target: BatchSource::Rows { rows: prior_set(&layout, 16, 1.0, canonical, &mut rng), p: layout.num_params() },
+        };
+        (spec, settings, data)
+    }
+
+    #[test]
+    fn a_killed_run_resumes_to_identical_model_bytes() {
+        for (geometry, coupling) in [(Geometry::Euclidean, Coupling::Ot), (Geometry::Geometric, Coupling::Independent)] {
+            let (spec, settings, data) = setup(geometry, coupling);
+            let device = Default::default();
+            let whole_dir = scratch(&format!("whole-{}", geometry.name()));
+            let whole = train::<A>(&spec, &settings, &data, &whole_dir, &device, &NoProgress, None).expect("trains");
+            assert!(whole.is_finished);
+            let killed_dir = scratch(&format!("killed-{}", geometry.name()));
+            let partial =
+                train::<A>(&spec, &settings, &data, &killed_dir, &device, &NoProgress, Some(8)).expect("trains");
+            assert!(!partial.is_finished);
+            assert_eq!(partial.iterations_done, 8);
+            let resumed = train::<A>(&spec, &settings, &data, &killed_dir, &device, &NoProgress, None).expect("resumes");
+            assert!(resumed.is_finished);
+            assert_eq!(whole.model_bytes, resumed.model_bytes, "{} model bytes differ", geometry.name());
+            assert_eq!(whole.curve, resumed.curve);
+            assert_eq!(whole.curve.len(), 4);
+            assert!(whole.curve.iter().all(|c| c.loss.is_finite()));
+            let _ = std::fs::remove_dir_all(whole_dir);
+            let _ = std::fs::remove_dir_all(killed_dir);
+        }
+    }
+
+    #[test]
+    fn a_non_finite_loss_fails_with_the_iteration_and_keeps_the_checkpoint() {
+        let (spec, settings, mut data) = setup(Geometry::Euclidean, Coupling::Independent);
+        let device = Default::default();
+        let dir = scratch("nan");
+        // Finite targets for the first checkpoint, then a poisoned set.
+        let mut short = settings.clone();
+        short.iterations = 100;
+        train::<A>(&spec, &short, &data, &dir, &device, &NoProgress, Some(6)).expect("trains");
+        if let BatchSource::Rows { rows, .. } = &mut data.target {
+            rows.iter_mut().for_each(|v| *v = f32::NAN);
+        }
+        match train::<A>(&spec, &short, &data, &dir, &device, &NoProgress, None) {
+            Err(FlowError::NonFiniteLoss { iteration, last_finite, .. }) => {
+                assert_eq!(iteration, 6, "resumed from the checkpoint at 5, failed on the next step");
+                assert_ne!(last_finite, "none");
+            }
+            other => panic!("expected a non-finite loss error, got {:?}", other.map(|o| o.iterations_done)),
+        }
+        assert!(dir.join("state.json").exists());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
