@@ -4,6 +4,7 @@
 //! [`kind::StageKind`]; [`registry`] lists them for the orchestrator.
 
 pub mod assignment;
+pub mod backend;
 pub mod coupling;
 pub mod flow;
 pub mod geometry;
