@@ -3,20 +3,28 @@
 //! This crate knows nothing of DAGs, caches or schedulers. Each stage kind implements
 //! [`kind::StageKind`]; [`registry`] lists them for the orchestrator.
 
+pub mod align;
 pub mod assignment;
 pub mod backend;
+pub mod canonicalize;
 pub mod coupling;
+pub mod data;
 pub mod flow;
 pub mod geometry;
+pub mod guidance;
 pub mod kind;
+pub mod kinds;
 pub mod layout;
+pub mod mlp;
 pub mod noise;
+pub mod rng;
 pub mod rt;
 pub mod sample;
+pub mod weights;
 
 use kind::StageKind;
 
 /// Every science stage kind this crate provides.
 pub fn registry() -> Vec<Box<dyn StageKind>> {
-    Vec::new()
+    vec![Box::new(kinds::train_flow::TrainFlow), Box::new(kinds::sample::Sample)]
 }

@@ -1,0 +1,177 @@
+//! Datasets of the base tasks (science.md 1.4): UCI WDBC (shipped in the crate), MNIST and
+//! Fashion-MNIST (IDX files read from a data directory), and the Gaussian toy set.
+//!
+//! Every dataset is preprocessed and split exactly once here, with a seeded shuffle, into
+//! train / val / test [`Split`]s of row-major f32 features and integer labels.
+
+pub mod idx;
+pub mod mnist;
+pub mod toy;
+pub mod uci;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Default seed of the train/val/test split (the code's `random_state=42`; Rust cannot
+/// reproduce sklearn's shuffle, so only the sizes match).
+pub const DEFAULT_SPLIT_SEED: u64 = 42;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{path}: file not found (expected sha256 {expected_sha256}); see the data README for where to get it")]
+    Missing { path: PathBuf, expected_sha256: &'static str },
+    #[error("{path}: sha256 mismatch: expected {expected_sha256}, found {found_sha256}")]
+    Corrupt { path: PathBuf, expected_sha256: &'static str, found_sha256: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Format { path: PathBuf, reason: String },
+}
+
+/// The base tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DatasetName {
+    UciWdbc,
+    Mnist,
+    FashionMnist,
+}
+
+impl DatasetName {
+    pub const WORDS: &'static [&'static str] = &["uci-wdbc", "mnist", "fashion-mnist"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatasetName::UciWdbc => "uci-wdbc",
+            DatasetName::Mnist => "mnist",
+            DatasetName::FashionMnist => "fashion-mnist",
+        }
+    }
+
+    /// Input dimension `n_0` an MLP for this dataset must have.
+    pub fn inputs(self) -> usize {
+        match self {
+            DatasetName::UciWdbc => uci::FEATURES,
+            DatasetName::Mnist | DatasetName::FashionMnist => mnist::PIXELS,
+        }
+    }
+
+    /// Number of classes `n_L`.
+    pub fn classes(self) -> usize {
+        match self {
+            DatasetName::UciWdbc => uci::CLASSES,
+            DatasetName::Mnist | DatasetName::FashionMnist => mnist::CLASSES,
+        }
+    }
+}
+
+impl fmt::Display for DatasetName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DatasetName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "uci-wdbc" => Ok(DatasetName::UciWdbc),
+            "mnist" => Ok(DatasetName::Mnist),
+            "fashion-mnist" => Ok(DatasetName::FashionMnist),
+            other => Err(format!("unknown dataset `{other}`, expected one of {:?}", Self::WORDS)),
+        }
+    }
+}
+
+/// Which part of a dataset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SplitName {
+    Train,
+    Val,
+    Test,
+}
+
+impl SplitName {
+    pub const WORDS: &'static [&'static str] = &["train", "val", "test"];
+}
+
+impl FromStr for SplitName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "train" => Ok(SplitName::Train),
+            "val" => Ok(SplitName::Val),
+            "test" => Ok(SplitName::Test),
+            other => Err(format!("unknown split `{other}`, expected one of {:?}", Self::WORDS)),
+        }
+    }
+}
+
+/// Rows of one split: `x` is `[len × features]` row-major, `y` the class ids.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Split {
+    pub features: usize,
+    pub x: Vec<f32>,
+    pub y: Vec<u32>,
+}
+
+impl Split {
+    pub fn len(&self) -> usize {
+        self.y.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.y.is_empty()
+    }
+
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.x[i * self.features..(i + 1) * self.features]
+    }
+
+    /// The rows at `indices`, in that order.
+    pub fn gather(&self, indices: &[usize]) -> Split {
+        let mut x = Vec::with_capacity(indices.len() * self.features);
+        for &i in indices {
+            x.extend_from_slice(self.row(i));
+        }
+        Split { features: self.features, x, y: indices.iter().map(|&i| self.y[i]).collect() }
+    }
+}
+
+/// A preprocessed, split dataset.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub name: DatasetName,
+    pub classes: usize,
+    pub train: Split,
+    pub val: Split,
+    pub test: Split,
+}
+
+impl Dataset {
+    pub fn split(&self, which: SplitName) -> &Split {
+        match which {
+            SplitName::Train => &self.train,
+            SplitName::Val => &self.val,
+            SplitName::Test => &self.test,
+        }
+    }
+
+    pub fn inputs(&self) -> usize {
+        self.train.features
+    }
+}
+
+/// Load, preprocess and split a dataset (science.md 1.4). `data_dir` holds `mnist/` and
+/// `fashion-mnist/`; UCI WDBC is built in.
+pub fn load(name: DatasetName, data_dir: &Path, split_seed: u64) -> Result<Dataset, DataError> {
+    match name {
+        DatasetName::UciWdbc => Ok(uci::load(split_seed)),
+        DatasetName::Mnist => mnist::load(name, &data_dir.join("mnist"), split_seed),
+        DatasetName::FashionMnist => mnist::load(name, &data_dir.join("fashion-mnist"), split_seed),
+    }
+}
