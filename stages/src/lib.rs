@@ -5,14 +5,22 @@
 
 pub mod align;
 pub mod assignment;
+pub mod backend;
 pub mod canonicalize;
 pub mod collect;
+pub mod coupling;
 pub mod data;
+pub mod flow;
+pub mod geometry;
+pub mod guidance;
 pub mod kind;
 pub mod kinds;
 pub mod layout;
 pub mod mlp;
+pub mod noise;
 pub mod rng;
+pub mod rt;
+pub mod sample;
 pub mod weights;
 
 use kind::StageKind;
@@ -25,5 +33,7 @@ pub fn registry() -> Vec<Box<dyn StageKind>> {
         Box::new(kinds::align::Align),
         Box::new(kinds::canonicalize::Canonicalize),
         Box::new(kinds::barriers::Barriers),
+        Box::new(kinds::train_flow::TrainFlow),
+        Box::new(kinds::sample::Sample),
     ]
 }

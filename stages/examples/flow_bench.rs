@@ -1,0 +1,98 @@
+//! Throughput of the relational-transformer flow on this machine: one training step
+//! (forward, backward, Adam) and one Euler sampling step, reported as iterations per second
+//! and GFLOP/s with science.md §11.2's FLOP counts.
+//!
+//! Run with `cargo run --release -p wfpipe-stages --example flow_bench [-- --steps N]`.
+
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::tensor::{Tensor, TensorData};
+use wfpipe_stages::backend::Cpu;
+use wfpipe_stages::layout::Layout;
+use wfpipe_stages::noise::Rng;
+use wfpipe_stages::rt::graph::{GraphSpec, TimeChannel};
+use wfpipe_stages::rt::model::{RelationalTransformer, RtConfig};
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Forward FLOPs per graph: `N²·[L_rt(18dD + 40D) + 8d² + 2dD]` (science.md §11.2).
+fn forward_flops(layout: &Layout, d: usize, layers: usize) -> f64 {
+    let (n, d, big_d) = (layout.num_nodes() as f64, d as f64, (d + 1) as f64);
+    n * n * (layers as f64 * (18.0 * d * big_d + 40.0 * big_d) + 8.0 * d * d + 2.0 * d * big_d)
+}
+
+fn batch_tensors(layout: &Layout, batch: usize, rng: &mut Rng) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let p = layout.num_params();
+    let x = rng.normal_vec(batch * p, 0.0, 0.1);
+    let target = rng.normal_vec(batch * p, 0.0, 0.1);
+    let t = (0..batch).map(|_| rng.uniform() as f32).collect();
+    (x, target, t)
+}
+
+fn bench(name: &str, layout: &Layout, d: usize, batch: usize, steps: usize) {
+    let device = Default::default();
+    let layers = 5;
+    let config = RtConfig::for_layout(layout, d, layers, 1);
+    let mut model: RelationalTransformer<Cpu> = config.init(0, &device);
+    let mut optim = AdamConfig::new().with_epsilon(1e-8).init::<Cpu, RelationalTransformer<Cpu>>();
+    let graph = GraphSpec::new(layout, TimeChannel::Faithful);
+    let p = layout.num_params();
+    let mut rng = Rng::seed_from(0);
+    let tensor2 = |v: Vec<f32>| Tensor::<Cpu, 2>::from_data(TensorData::new(v, [batch, p]), &device);
+    let tensor1 = |v: Vec<f32>| Tensor::<Cpu, 1>::from_data(TensorData::new(v, [batch]), &device);
+    let mut train_step = |model: RelationalTransformer<Cpu>, rng: &mut Rng| {
+        let (x, target, t) = batch_tensors(layout, batch, rng);
+        let loss = (model.forward(tensor2(x), tensor1(t), &graph) - tensor2(target)).square().mean();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        optim.step(1e-3, model, grads)
+    };
+    model = train_step(model, &mut rng); // warm-up
+    let start = Instant::now();
+    for _ in 0..steps {
+        model = train_step(model, &mut rng);
+    }
+    let per_step = start.elapsed().as_secs_f64() / steps as f64;
+    let train_flops = 3.0 * batch as f64 * forward_flops(layout, d, layers);
+    println!(
+        "{name}: train step (fwd+bwd+Adam) {:.3} s, {:.2} it/s, {:.1} GFLOP/s (model {:.1} GFLOP/it)",
+        per_step,
+        1.0 / per_step,
+        train_flops / per_step / 1e9,
+        train_flops / 1e9
+    );
+
+    let inference = model.valid();
+    let (x, _, t) = batch_tensors(layout, batch, &mut rng);
+    let inner2 = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [batch, p]), &device);
+    let inner1 = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [batch]), &device);
+    let _ = inference.forward(inner2(x.clone()), inner1(t.clone()), &graph).into_data(); // warm-up
+    let start = Instant::now();
+    for _ in 0..steps {
+        let _ = inference.forward(inner2(x.clone()), inner1(t.clone()), &graph).into_data();
+    }
+    let per_euler = start.elapsed().as_secs_f64() / steps as f64;
+    let fwd = batch as f64 * forward_flops(layout, d, layers);
+    println!(
+        "{name}: Euler step for {batch} networks {:.3} s ({:.2} ms per network), {:.1} GFLOP/s",
+        per_euler,
+        per_euler * 1e3 / batch as f64,
+        fwd / per_euler / 1e9
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let steps = args
+        .iter()
+        .position(|a| a == "--steps")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let uci = Layout(vec![30, 16, 16, 2]);
+    println!("threads: {}", rayon::current_num_threads());
+    bench("toy d=32 B=16", &uci, 32, 16, steps);
+    bench("uci d=64 B=32", &uci, 64, 32, steps);
+}

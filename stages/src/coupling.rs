@@ -1,0 +1,165 @@
+//! Pairing source and target batches before the probability path (science.md §5.3).
+//!
+//! The main type is [`Coupling`]. `Independent` keeps the i-th source with the i-th
+//! target; `Ot` solves the exact minibatch optimal-transport plan on squared Euclidean
+//! costs of the flat ambient vectors (Hungarian algorithm: for uniform marginals of equal
+//! size the EMD plan is a permutation divided by B) and then draws B index pairs i.i.d.
+//! with replacement from the plan, as torchcfm's `OTPlanSampler` does.
+
+use serde::{Deserialize, Serialize};
+
+use crate::assignment;
+use crate::noise::Rng;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Coupling {
+    Independent,
+    Ot,
+}
+
+impl Coupling {
+    pub const NAMES: &'static [&'static str] = &["independent", "ot"];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "independent" => Some(Coupling::Independent),
+            "ot" => Some(Coupling::Ot),
+            _ => None,
+        }
+    }
+
+    /// Index pairs `(i, j)`: row i of `x0` is paired with row j of `x1`. Both batches are
+    /// `[B, P]` row-major.
+    pub fn pair(self, x0: &[f32], x1: &[f32], p: usize, rng: &mut Rng) -> Vec<(usize, usize)> {
+        let b = x0.len() / p;
+        match self {
+            Coupling::Independent => (0..b).map(|i| (i, i)).collect(),
+            Coupling::Ot => draw_pairs(&ot_plan(x0, x1, p), b, rng),
+        }
+    }
+}
+
+/// `C_ij = ‖x0_i − x1_j‖²`, row-major `B × B`.
+pub fn squared_costs(x0: &[f32], x1: &[f32], p: usize) -> Vec<f64> {
+    let b = x0.len() / p;
+    let mut cost = vec![0.0f64; b * b];
+    for i in 0..b {
+        for j in 0..b {
+            cost[i * b + j] = x0[i * p..(i + 1) * p]
+                .iter()
+                .zip(&x1[j * p..(j + 1) * p])
+                .map(|(a, c)| ((a - c) as f64).powi(2))
+                .sum();
+        }
+    }
+    cost
+}
+
+/// The exact OT plan with uniform marginals: `π[i, σ(i)] = 1/B`.
+pub fn ot_plan(x0: &[f32], x1: &[f32], p: usize) -> Vec<f64> {
+    let b = x0.len() / p;
+    let sigma = assignment::solve_min(&squared_costs(x0, x1, p), b);
+    let mut plan = vec![0.0f64; b * b];
+    for (i, j) in sigma.into_iter().enumerate() {
+        plan[i * b + j] = 1.0 / b as f64;
+    }
+    plan
+}
+
+/// `count` cells drawn i.i.d. from the categorical `π / Σπ` over the B² cells, with the
+/// uniform plan as fallback when `Σπ < 1e-8`.
+pub fn draw_pairs(plan: &[f64], count: usize, rng: &mut Rng) -> Vec<(usize, usize)> {
+    let cells = plan.len();
+    let b = (cells as f64).sqrt().round() as usize;
+    let total: f64 = plan.iter().sum();
+    let uniform = total < 1e-8;
+    let mut cumulative = Vec::with_capacity(cells);
+    let mut acc = 0.0;
+    for &w in plan {
+        acc += if uniform { 1.0 / cells as f64 } else { w / total };
+        cumulative.push(acc);
+    }
+    (0..count)
+        .map(|_| {
+            let u = rng.uniform() * acc;
+            let cell = cumulative.partition_point(|&c| c <= u).min(cells - 1);
+            (cell / b, cell % b)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn permutations(n: usize) -> Vec<Vec<usize>> {
+        if n == 0 {
+            return vec![vec![]];
+        }
+        let mut out = Vec::new();
+        for p in permutations(n - 1) {
+            for pos in 0..=p.len() {
+                let mut q = p.clone();
+                q.insert(pos, n - 1);
+                out.push(q);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn ot_plan_of_eight_is_the_brute_force_optimum_over_b() {
+        let mut rng = Rng::seed_from(8);
+        let (b, p) = (8, 5);
+        for _ in 0..3 {
+            let x0 = rng.normal_vec(b * p, 0.0, 1.0);
+            let x1 = rng.normal_vec(b * p, 1.0, 1.0);
+            let cost = squared_costs(&x0, &x1, p);
+            let plan = ot_plan(&x0, &x1, p);
+            // a permutation matrix divided by B
+            for i in 0..b {
+                let row: Vec<f64> = plan[i * b..(i + 1) * b].to_vec();
+                assert_eq!(row.iter().filter(|&&v| v == 1.0 / 8.0).count(), 1);
+                assert_eq!(row.iter().filter(|&&v| v == 0.0).count(), 7);
+                let col: f64 = (0..b).map(|k| plan[k * b + i]).sum();
+                assert!((col - 1.0 / 8.0).abs() < 1e-12);
+            }
+            let plan_cost: f64 = plan.iter().zip(&cost).map(|(w, c)| w * c).sum::<f64>() * b as f64;
+            let best = permutations(b)
+                .iter()
+                .map(|s| s.iter().enumerate().map(|(i, &j)| cost[i * b + j]).sum::<f64>())
+                .fold(f64::INFINITY, f64::min);
+            assert!((plan_cost - best).abs() < 1e-9, "{plan_cost} vs {best}");
+            // drawn pairs come only from matched cells
+            for (i, j) in Coupling::Ot.pair(&x0, &x1, p, &mut rng) {
+                assert!(plan[i * b + j] > 0.0);
+            }
+        }
+    }
+
+    #[test]
+    fn ot_pairs_cost_less_than_independent_pairs() {
+        let mut rng = Rng::seed_from(9);
+        let (b, p) = (16, 4);
+        let x0 = rng.normal_vec(b * p, 0.0, 1.0);
+        let x1 = rng.normal_vec(b * p, 0.0, 1.0);
+        let cost = squared_costs(&x0, &x1, p);
+        let plan = ot_plan(&x0, &x1, p);
+        let ot: f64 = plan.iter().zip(&cost).map(|(w, c)| w * c).sum();
+        let independent: f64 = (0..b).map(|i| cost[i * b + i]).sum::<f64>() / b as f64;
+        assert!(ot <= independent);
+    }
+
+    #[test]
+    fn draws_follow_the_plan_and_fall_back_to_uniform() {
+        let mut rng = Rng::seed_from(10);
+        let plan = vec![0.0, 0.5, 0.5, 0.0];
+        let pairs = draw_pairs(&plan, 1000, &mut rng);
+        assert!(pairs.iter().all(|&(i, j)| i != j));
+        let first = pairs.iter().filter(|&&(i, _)| i == 0).count();
+        assert!((400..600).contains(&first));
+        let uniform = draw_pairs(&[0.0; 4], 1000, &mut rng);
+        assert!(uniform.iter().any(|&(i, j)| i == j));
+    }
+}

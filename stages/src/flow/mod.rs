@@ -1,0 +1,80 @@
+//! Flow matching over weights (science.md §5): paths, losses, batch sources, the explicit
+//! training loop and its checkpoints.
+//!
+//! The main type is [`FlowSpec`], everything that defines a trained flow (geometry,
+//! coupling, layout, network config, time channel, σ, source set); it is written next to
+//! the model as `flow.json`, and [`train::train`] produces the model for it.
+
+pub mod checkpoint;
+pub mod loss;
+pub mod path;
+pub mod source;
+pub mod train;
+
+use serde::{Deserialize, Serialize};
+
+use crate::coupling::Coupling;
+use crate::geometry::Geometry;
+use crate::layout::Layout;
+use crate::rt::{graph::TimeChannel, model::RtConfig};
+
+/// How the x0 batches are drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceMode {
+    /// A finite set of prior draws, pre-drawn once (faithful).
+    Fixed,
+    /// Fresh prior draws for every batch.
+    Fresh,
+}
+
+impl SourceMode {
+    pub const NAMES: &'static [&'static str] = &["fixed", "fresh"];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "fixed" => Some(SourceMode::Fixed),
+            "fresh" => Some(SourceMode::Fresh),
+            _ => None,
+        }
+    }
+}
+
+/// The prior `N(0, std²·I_P)` (canonicalized for the sphere geometries).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceSpec {
+    pub mode: SourceMode,
+    pub std: f64,
+    /// Size of the fixed set (= the target set size; 0 for fresh draws).
+    pub count: usize,
+    /// Seed of the fixed set, so a sampler can redraw exactly the same set.
+    pub seed: u64,
+}
+
+/// Everything that defines a trained flow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FlowSpec {
+    pub geometry: Geometry,
+    pub coupling: Coupling,
+    /// The layout the flow was trained on.
+    pub layout: Layout,
+    pub rt: RtConfig,
+    pub time_channel: TimeChannel,
+    pub sigma: f64,
+    pub source: SourceSpec,
+}
+
+/// A training failure.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    #[error("loss became {value} at iteration {iteration}; last finite loss {last_finite}")]
+    NonFiniteLoss { iteration: usize, value: f64, last_finite: String },
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint { path: std::path::PathBuf, reason: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}

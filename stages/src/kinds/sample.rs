@@ -1,0 +1,258 @@
+//! `sample`: maps prior draws through a trained flow with the Euler sampler (science.md §7)
+//! and writes the samples as a weight set, `weights.safetensors`.
+
+use burn::module::Module;
+use burn::record::Recorder;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+
+use super::train_flow::{source_batches, TrainedFlow};
+use super::{enum_param, positive, FLOW_FILE, MODEL_FILE};
+use crate::backend::{dispatch, BackendTask};
+use crate::data::{self, DatasetName};
+use crate::flow::source::BatchSource;
+use crate::flow::train::ModelRecorder;
+use crate::flow::SourceMode;
+use crate::geometry::{canon::canonicalize, product::ProductGeometry};
+use crate::guidance::{mismatch, TaskGuidance};
+use crate::kind::{ParamSpec, ParamType, Params, RefMode, StageContext, StageError, StageKind, Value};
+use crate::layout::Layout;
+use crate::noise::Rng;
+use crate::rt::{graph::GraphSpec, model::RelationalTransformer};
+use crate::sample::{Guidance, Predictor, Sampler, VelocityRule};
+use crate::weights::{WeightSet, FILE_NAME};
+
+pub struct Sample;
+
+const NO_GUIDANCE: &str = "none";
+
+struct SampleParams {
+    count: usize,
+    batch_size: usize,
+    steps: usize,
+    rule: VelocityRule,
+    noise_scale: f64,
+    guidance_scale: f64,
+    guidance_task: Option<DatasetName>,
+    guidance_batch: usize,
+    guidance_layout_bug: bool,
+    split_seed: u64,
+    layout: Option<Layout>,
+    reproject: bool,
+}
+
+impl SampleParams {
+    fn parse(params: &Params) -> Result<Self, StageError> {
+        let steps = params.usize("steps")?;
+        if steps < 2 {
+            return Err(StageError::Param(format!("`steps` must be at least 2 (n grid points, n−1 updates), got {steps}")));
+        }
+        let task = params.str("guidance_task")?;
+        let guidance_task = if task == NO_GUIDANCE {
+            None
+        } else {
+            Some(task.parse::<DatasetName>().map_err(StageError::Param)?)
+        };
+        let guidance_scale = params.f64("guidance_scale")?;
+        if guidance_scale > 0.0 && guidance_task.is_none() {
+            return Err(StageError::Param("`guidance_scale` > 0 needs a `guidance_task`".to_owned()));
+        }
+        let sizes = params.usize_list("layout")?;
+        let layout = if sizes.is_empty() { None } else { Some(Layout::new(sizes).map_err(StageError::Param)?) };
+        Ok(SampleParams {
+            count: positive(params, "count")?,
+            batch_size: positive(params, "batch_size")?,
+            steps,
+            rule: enum_param(params, "velocity_rule", VelocityRule::parse, VelocityRule::NAMES)?,
+            noise_scale: params.f64("noise_scale")?,
+            guidance_scale,
+            guidance_task,
+            guidance_batch: positive(params, "guidance_batch")?,
+            guidance_layout_bug: params.bool("guidance_layout_bug")?,
+            split_seed: params.i64("split_seed")? as u64,
+            layout,
+            reproject: params.bool("reproject")?,
+        })
+    }
+}
+
+/// The flow's network as a [`Predictor`]: `x̂1 = canon?(RT(x, t))`.
+struct FlowPredictor<'a, B: Backend> {
+    model: &'a RelationalTransformer<B>,
+    graph: GraphSpec,
+    canonical: bool,
+    device: &'a B::Device,
+}
+
+impl<B: Backend> Predictor for FlowPredictor<'_, B> {
+    fn predict(&mut self, x: &[f32], t: f32) -> Vec<f32> {
+        let p = self.graph.layout.num_params();
+        let batch = x.len() / p;
+        let xt = Tensor::<B, 2>::from_data(TensorData::new(x.to_vec(), [batch, p]), self.device);
+        let tt = Tensor::<B, 1>::from_data(TensorData::new(vec![t; batch], [batch]), self.device);
+        let mut pred = self.model.forward(xt, tt, &self.graph);
+        if self.canonical {
+            pred = canonicalize(pred, &self.graph.layout);
+        }
+        pred.into_data().convert::<f32>().to_vec::<f32>().expect("predictions are f32")
+    }
+}
+
+struct SampleTask<'a> {
+    flow: &'a TrainedFlow,
+    model_bytes: Vec<u8>,
+    layout: &'a Layout,
+    x0: &'a [f32],
+    sampler: &'a Sampler,
+    batch_size: usize,
+    guidance: Option<TaskGuidance<'a>>,
+    rng: &'a mut Rng,
+    progress: &'a dyn crate::kind::ProgressSink,
+}
+
+impl BackendTask for SampleTask<'_> {
+    type Output = Result<Vec<f32>, StageError>;
+    fn run<A: AutodiffBackend>(mut self, device: &A::Device) -> Self::Output {
+        type Inner<A> = <A as AutodiffBackend>::InnerBackend;
+        let record = ModelRecorder::default()
+            .load(self.model_bytes.clone(), device)
+            .map_err(|e| StageError::Input(format!("reading the flow model: {e}")))?;
+        let model: RelationalTransformer<Inner<A>> = self.flow.spec.rt.init::<Inner<A>>(0, device).load_record(record);
+        let mut predictor = FlowPredictor::<Inner<A>> {
+            model: &model,
+            graph: GraphSpec::new(self.layout, self.flow.spec.time_channel),
+            canonical: self.flow.spec.geometry.is_canonical(),
+            device,
+        };
+        let p = self.layout.num_params();
+        let total = self.x0.len() / p;
+        let mut out = Vec::with_capacity(self.x0.len());
+        for chunk in self.x0.chunks(self.batch_size * p) {
+            let guidance = self.guidance.as_mut().map(|g| g as &mut dyn Guidance);
+            let (samples, _) = self.sampler.run(chunk, &mut predictor, guidance, self.rng);
+            out.extend(samples);
+            self.progress.progress((out.len() / p) as u64, total as u64, "samples");
+        }
+        Ok(out)
+    }
+}
+
+fn read_flow(ctx: &StageContext<'_>) -> Result<(TrainedFlow, Vec<u8>), StageError> {
+    let input = ctx.input("flow")?;
+    let read = |name: &str| {
+        let path = input.file(name);
+        std::fs::read(&path).map_err(|e| StageError::io(format!("reading {}", path.display()), e))
+    };
+    let flow: TrainedFlow = serde_json::from_slice(&read(FLOW_FILE)?)
+        .map_err(|e| StageError::Input(format!("{}: {e}", input.file(FLOW_FILE).display())))?;
+    Ok((flow, read(MODEL_FILE)?))
+}
+
+/// `count` starting points: rows of the flow's fixed source set (same layout) or fresh
+/// prior draws (fresh-source flows, or another layout).
+fn starting_points(flow: &TrainedFlow, layout: &Layout, count: usize, rng: &mut Rng) -> Vec<f32> {
+    let mut spec = flow.spec.clone();
+    if *layout != spec.layout {
+        spec.source.mode = SourceMode::Fresh;
+    }
+    let source = source_batches(&spec, layout);
+    match &source {
+        BatchSource::Rows { rows, p } => {
+            let n = rows.len() / p;
+            let order = rng.permutation(n);
+            (0..count).flat_map(|k| rows[order[k % n] * p..(order[k % n] + 1) * p].iter().copied()).collect()
+        }
+        BatchSource::Gaussian { .. } => source.next_batch(count, None, rng),
+    }
+}
+
+impl StageKind for Sample {
+    fn name(&self) -> &'static str {
+        "sample"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn about(&self) -> &'static str {
+        "Sample networks from a trained flow with the Euler sampler"
+    }
+
+    fn params(&self) -> Vec<ParamSpec> {
+        use ParamType as T;
+        let s = |v: &str| Value::Str(v.to_owned());
+        vec![
+            ParamSpec::required("flow", T::Ref { mode: RefMode::FanOut }, "the train-flow stage to sample"),
+            ParamSpec::with_default("count", T::POSITIVE_INT, Value::Int(256), "number of networks"),
+            ParamSpec::with_default("batch_size", T::POSITIVE_INT, Value::Int(32), "networks mapped at once"),
+            ParamSpec::with_default("steps", T::Int { min: Some(2), max: None }, Value::Int(64), "Euler grid points n (n−1 updates)"),
+            ParamSpec::with_default("velocity_rule", T::Enum(VelocityRule::NAMES), s("x1-minus-x0"), "x1-minus-x0 (faithful) or denoiser"),
+            ParamSpec::with_default("noise_scale", T::NON_NEGATIVE_FLOAT, Value::Float(0.0), "ε: noise std added per step for t > 0.8"),
+            ParamSpec::with_default("guidance_scale", T::NON_NEGATIVE_FLOAT, Value::Float(0.0), "λ: weight of the task-gradient guidance"),
+            ParamSpec::with_default("guidance_task", T::Enum(&["none", "uci-wdbc", "mnist", "fashion-mnist"]), s(NO_GUIDANCE), "dataset whose training loss guides sampling"),
+            ParamSpec::with_default("guidance_batch", T::POSITIVE_INT, Value::Int(64), "training rows per guidance gradient"),
+            ParamSpec::with_default("guidance_layout_bug", T::Bool, Value::Bool(false), "reproduce the code's transposed guidance gradient"),
+            ParamSpec::with_default("split_seed", T::NON_NEGATIVE_INT, Value::Int(0), "seed of the guidance dataset's split"),
+            ParamSpec::with_default("layout", T::IntList, Value::List(Vec::new()), "layout to sample (empty: the flow's; hidden widths may differ)"),
+            ParamSpec::with_default("reproject", T::Bool, Value::Bool(false), "project sphere points after each step (ablation)"),
+        ]
+    }
+
+    fn validate(&self, params: &Params) -> Result<(), StageError> {
+        SampleParams::parse(params).map(|_| ())
+    }
+
+    fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        let p = SampleParams::parse(ctx.params)?;
+        let (flow, model_bytes) = read_flow(ctx)?;
+        let layout = p.layout.clone().unwrap_or_else(|| flow.spec.layout.clone());
+        let trained = &flow.spec.layout;
+        if layout.inputs() != trained.inputs() || layout.num_layers() != trained.num_layers() || layout.outputs() != trained.outputs() {
+            return Err(StageError::Param(format!(
+                "layout {layout} is incompatible with the flow's layout {trained}: only hidden widths may differ"
+            )));
+        }
+        if let Some(why) = flow.spec.rt.incompatibility(&layout) {
+            return Err(StageError::Param(why));
+        }
+        let dataset = match p.guidance_task {
+            Some(name) if p.guidance_scale > 0.0 => {
+                let dataset = data::load(name, ctx.data_dir, p.split_seed).map_err(|e| StageError::Input(e.to_string()))?;
+                if let Some(why) = mismatch(&layout, dataset.inputs(), dataset.classes) {
+                    return Err(StageError::Param(why));
+                }
+                Some(dataset)
+            }
+            _ => None,
+        };
+        let guidance = dataset.as_ref().map(|d| TaskGuidance::new(layout.clone(), &d.train, p.guidance_batch, p.guidance_layout_bug));
+        let mut rng = Rng::derive(ctx.seed, "sampling");
+        let x0 = starting_points(&flow, &layout, p.count, &mut rng);
+        let sampler = Sampler {
+            geometry: flow.spec.geometry,
+            product: ProductGeometry::new(&layout),
+            steps: p.steps,
+            rule: p.rule,
+            noise_scale: p.noise_scale,
+            guidance_scale: p.guidance_scale,
+            reproject: p.reproject,
+        };
+        let task = SampleTask {
+            flow: &flow,
+            model_bytes,
+            layout: &layout,
+            x0: &x0,
+            sampler: &sampler,
+            batch_size: p.batch_size,
+            guidance,
+            rng: &mut rng,
+            progress: ctx.progress,
+        };
+        let samples = dispatch(ctx.backend, task)??;
+        let mut set = WeightSet::new(layout, samples).map_err(|e| StageError::Failed(format!("sampled weights: {e}")))?;
+        set.is_aligned = flow.target_aligned;
+        set.write(&ctx.out_dir.join(FILE_NAME)).map_err(|e| StageError::Failed(e.to_string()))?;
+        Ok(())
+    }
+}

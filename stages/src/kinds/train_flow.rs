@@ -1,0 +1,243 @@
+//! `train-flow`: trains a flow-matching model over a weight set (science.md §5, §6).
+//!
+//! Input: `weights`, a weight set (or a `toy-data` stage, whose Gaussian target is drawn
+//! fresh every batch). Output: `flow.mpk` (the model record), `flow.json` (a
+//! [`TrainedFlow`]) and the `curve` table. Checkpoints go to the scratch folder.
+
+use std::path::Path;
+
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+
+use super::{enum_param, positive, FLOW_FILE, MODEL_FILE};
+use crate::backend::{dispatch, BackendTask};
+use crate::coupling::Coupling;
+use crate::data::toy::GaussianToy;
+use crate::flow::source::{prior_set, BatchSource};
+use crate::flow::train::{train, FlowData, TrainOutcome, TrainSettings};
+use crate::flow::{FlowError, FlowSpec, SourceMode, SourceSpec};
+use crate::geometry::Geometry;
+use crate::kind::{ParamSpec, ParamType, Params, ProgressSink, RefMode, Resources, Row, StageContext, StageError, StageKind, Value};
+use crate::layout::Layout;
+use crate::noise::Rng;
+use crate::rt::{graph::TimeChannel, model::RtConfig};
+use crate::weights::{WeightSet, FILE_NAME};
+
+/// What `flow.json` holds: the flow and how it was trained.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainedFlow {
+    pub spec: FlowSpec,
+    pub settings: TrainSettings,
+    /// Whether the training targets were permutation-aligned.
+    pub target_aligned: bool,
+}
+
+pub struct TrainFlow;
+
+/// Typed parameters of one `train-flow` instance.
+struct TrainFlowParams {
+    geometry: Geometry,
+    coupling: Coupling,
+    time_channel: TimeChannel,
+    source_mode: SourceMode,
+    source_std: f64,
+    sigma: f64,
+    d_model: usize,
+    layers: usize,
+    heads: usize,
+    n_samples: usize,
+    settings: TrainSettings,
+}
+
+impl TrainFlowParams {
+    fn parse(params: &Params, seed: u64) -> Result<Self, StageError> {
+        let d_model = positive(params, "d_model")?;
+        let heads = positive(params, "heads")?;
+        if d_model % heads != 0 {
+            return Err(StageError::Param(format!("`d_model` ({d_model}) must be divisible by `heads` ({heads})")));
+        }
+        Ok(TrainFlowParams {
+            geometry: enum_param(params, "geometry", Geometry::parse, Geometry::NAMES)?,
+            coupling: enum_param(params, "coupling", Coupling::parse, Coupling::NAMES)?,
+            time_channel: enum_param(params, "time_channel", TimeChannel::parse, TimeChannel::NAMES)?,
+            source_mode: enum_param(params, "source", SourceMode::parse, SourceMode::NAMES)?,
+            source_std: params.f64("source_std")?,
+            sigma: params.f64("sigma")?,
+            d_model,
+            layers: positive(params, "layers")?,
+            heads,
+            n_samples: params.usize("n_samples")?,
+            settings: TrainSettings {
+                iterations: positive(params, "iterations")?,
+                batch_size: positive(params, "batch_size")?,
+                lr: params.f64("lr")?,
+                checkpoint_every: positive(params, "checkpoint_every")?,
+                curve_every: positive(params, "curve_every")?,
+                seed,
+            },
+        })
+    }
+}
+
+/// The training targets: a finite weight set or the toy's Gaussian.
+struct Targets {
+    layout: Layout,
+    source: BatchSource,
+    count: usize,
+    is_aligned: bool,
+}
+
+fn load_targets(ctx: &StageContext<'_>, p: &TrainFlowParams) -> Result<Targets, StageError> {
+    let input = ctx.input("weights")?;
+    let file = input.file(FILE_NAME);
+    if input.kind == "toy-data" && !file.exists() {
+        let toy = GaussianToy::target();
+        return Ok(Targets {
+            layout: toy.layout.clone(),
+            source: BatchSource::Gaussian { layout: toy.layout, mean: toy.mean as f64, std: toy.std as f64, canonical: p.geometry.is_canonical() },
+            count: 0,
+            is_aligned: false,
+        });
+    }
+    let mut set = WeightSet::read(&file).map_err(|e| StageError::Input(e.to_string()))?;
+    if p.geometry.is_canonical() && !set.is_canonical {
+        return Err(StageError::Input(format!(
+            "the {} flow trains on canonical weights, but `{}` holds non-canonical weights; canonicalize them first",
+            p.geometry.name(),
+            input.instance
+        )));
+    }
+    if p.n_samples > 0 && p.n_samples < set.count {
+        let mut rng = Rng::derive(ctx.seed, "target-subsample");
+        let mut pick = rng.permutation(set.count);
+        pick.truncate(p.n_samples);
+        set = set.select(&pick).map_err(|e| StageError::Input(e.to_string()))?;
+    }
+    if set.count < p.settings.batch_size {
+        return Err(StageError::Input(format!(
+            "the weight set holds {} networks, fewer than one batch of {}",
+            set.count, p.settings.batch_size
+        )));
+    }
+    let p_len = set.params();
+    Ok(Targets { layout: set.layout.clone(), count: set.count, is_aligned: set.is_aligned, source: BatchSource::Rows { rows: set.data, p: p_len } })
+}
+
+/// The source set for a flow: the faithful fixed prior set, or fresh draws.
+pub fn source_batches(spec: &FlowSpec, layout: &Layout) -> BatchSource {
+    match spec.source.mode {
+        SourceMode::Fixed => {
+            let mut rng = Rng::derive(spec.source.seed, "source-set");
+            let rows = prior_set(layout, spec.source.count, spec.source.std, spec.geometry.is_canonical(), &mut rng);
+            BatchSource::Rows { rows, p: layout.num_params() }
+        }
+        SourceMode::Fresh => BatchSource::Gaussian {
+            layout: layout.clone(),
+            mean: 0.0,
+            std: spec.source.std,
+            canonical: spec.geometry.is_canonical(),
+        },
+    }
+}
+
+struct TrainTask<'a> {
+    spec: &'a FlowSpec,
+    settings: &'a TrainSettings,
+    data: &'a FlowData,
+    scratch: &'a Path,
+    progress: &'a dyn ProgressSink,
+}
+
+impl BackendTask for TrainTask<'_> {
+    type Output = Result<TrainOutcome, FlowError>;
+    fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
+        train::<B>(self.spec, self.settings, self.data, self.scratch, device, self.progress, None)
+    }
+}
+
+impl StageKind for TrainFlow {
+    fn name(&self) -> &'static str {
+        "train-flow"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn about(&self) -> &'static str {
+        "Train a flow-matching relational transformer over a weight set"
+    }
+
+    fn params(&self) -> Vec<ParamSpec> {
+        use ParamType as T;
+        let s = |v: &str| Value::Str(v.to_owned());
+        vec![
+            ParamSpec::required("weights", T::Ref { mode: RefMode::FanOut }, "the weight set (or toy-data stage) to learn"),
+            ParamSpec::with_default("geometry", T::Enum(Geometry::NAMES), s("euclidean"), "euclidean, normalized or geometric flow"),
+            ParamSpec::with_default("coupling", T::Enum(Coupling::NAMES), s("independent"), "independent or minibatch-OT pairing"),
+            ParamSpec::with_default("iterations", T::POSITIVE_INT, Value::Int(250_000), "Adam steps"),
+            ParamSpec::with_default("batch_size", T::POSITIVE_INT, Value::Int(32), "pairs per step"),
+            ParamSpec::with_default("lr", T::Float { min: Some(0.0), max: None }, Value::Float(1e-3), "Adam learning rate"),
+            ParamSpec::with_default("sigma", T::NON_NEGATIVE_FLOAT, Value::Float(1e-4), "path noise σ (ignored by the geometric flow)"),
+            ParamSpec::with_default("d_model", T::POSITIVE_INT, Value::Int(64), "hidden width d_E (node/edge width d+1)"),
+            ParamSpec::with_default("layers", T::POSITIVE_INT, Value::Int(5), "relational-transformer layers"),
+            ParamSpec::with_default("heads", T::POSITIVE_INT, Value::Int(1), "attention heads"),
+            ParamSpec::with_default("time_channel", T::Enum(TimeChannel::NAMES), s("faithful"), "where t is written (faithful: the code's pattern)"),
+            ParamSpec::with_default("source", T::Enum(SourceMode::NAMES), s("fixed"), "fixed pre-drawn prior set (faithful) or fresh draws"),
+            ParamSpec::with_default("source_std", T::NON_NEGATIVE_FLOAT, Value::Float(0.1), "prior standard deviation (1 for the toy)"),
+            ParamSpec::with_default("n_samples", T::NON_NEGATIVE_INT, Value::Int(0), "random subset of the weight set (0: all)"),
+            ParamSpec::with_default("checkpoint_every", T::POSITIVE_INT, Value::Int(1000), "iterations between checkpoints"),
+            ParamSpec::with_default("curve_every", T::POSITIVE_INT, Value::Int(100), "iterations averaged per training-curve row"),
+        ]
+    }
+
+    fn validate(&self, params: &Params) -> Result<(), StageError> {
+        TrainFlowParams::parse(params, 0).map(|_| ())
+    }
+
+    fn resources(&self, _params: &Params) -> Resources {
+        Resources { cpus: 2, gpus: 0, mem_mb: 4096, time_min: 0 }
+    }
+
+    fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        let p = TrainFlowParams::parse(ctx.params, ctx.seed)?;
+        let targets = load_targets(ctx, &p)?;
+        let layout = targets.layout.clone();
+        let source_count = match p.source_mode {
+            SourceMode::Fixed => targets.count.max(p.settings.batch_size),
+            SourceMode::Fresh => 0,
+        };
+        let spec = FlowSpec {
+            geometry: p.geometry,
+            coupling: p.coupling,
+            layout: layout.clone(),
+            rt: RtConfig::for_layout(&layout, p.d_model, p.layers, p.heads),
+            time_channel: p.time_channel,
+            sigma: p.sigma,
+            source: SourceSpec { mode: p.source_mode, std: p.source_std, count: source_count, seed: ctx.seed },
+        };
+        let data = FlowData { source: source_batches(&spec, &layout), target: targets.source };
+        let task = TrainTask { spec: &spec, settings: &p.settings, data: &data, scratch: ctx.scratch_dir, progress: ctx.progress };
+        let outcome = dispatch(ctx.backend, task)?.map_err(|e| StageError::Failed(e.to_string()))?;
+        let write = |name: &str, bytes: &[u8]| {
+            let path = ctx.out_dir.join(name);
+            std::fs::write(&path, bytes).map_err(|e| StageError::io(format!("writing {}", path.display()), e))
+        };
+        write(MODEL_FILE, &outcome.model_bytes)?;
+        let trained = TrainedFlow { spec, settings: p.settings, target_aligned: targets.is_aligned };
+        let json = serde_json::to_vec_pretty(&trained).map_err(|e| StageError::Failed(e.to_string()))?;
+        write(FLOW_FILE, &json)?;
+        let rows: Vec<Row> = outcome
+            .curve
+            .iter()
+            .map(|point| {
+                Row::from([
+                    ("iteration".to_owned(), Value::Int(point.iteration as i64)),
+                    ("loss".to_owned(), Value::Float(point.loss)),
+                ])
+            })
+            .collect();
+        ctx.emit_rows("curve", rows);
+        Ok(())
+    }
+}

@@ -1,0 +1,235 @@
+//! From flat weight vectors to dense graphs (science.md §6.2–6.4).
+//!
+//! [`GraphSpec`] holds what depends only on the layout: node and pair indices, the
+//! positional-row of each node, and the time-channel masks. [`GraphConstructor`] is the
+//! learned part: input projections of edge and node features and the positional table.
+
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::{activation::silu, backend::Backend, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::init::{LinearInit, ParamInit};
+use crate::layout::Layout;
+
+/// Where the time value is written in the extra channel (science.md §6.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimeChannel {
+    /// The code's pattern: t on hidden/output nodes and on non-structural pairs; 1 on input
+    /// nodes and on the structural (weight) edges.
+    Faithful,
+    /// The intended pattern: t on structural edges and hidden/output nodes, 1 elsewhere.
+    WeightEdges,
+    /// t on every node and every pair.
+    Everywhere,
+}
+
+impl TimeChannel {
+    pub const NAMES: &'static [&'static str] = &["faithful", "weight-edges", "everywhere"];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "faithful" => Some(TimeChannel::Faithful),
+            "weight-edges" => Some(TimeChannel::WeightEdges),
+            "everywhere" => Some(TimeChannel::Everywhere),
+            _ => None,
+        }
+    }
+}
+
+/// Number of positional rows for a layout: one per input neuron, one shared per hidden
+/// layer, one per output neuron.
+pub fn positional_rows(layout: &Layout) -> usize {
+    layout.inputs() + layout.num_layers() - 1 + layout.outputs()
+}
+
+/// One weight block's place in the `N × N` pair matrix: rows `node(l−1, ·)`, columns
+/// `node(l, ·)`.
+#[derive(Clone, Debug)]
+pub struct BlockSpan {
+    pub rows: std::ops::Range<usize>,
+    pub cols: std::ops::Range<usize>,
+}
+
+/// Layout-dependent graph structure, independent of learned parameters.
+#[derive(Clone, Debug)]
+pub struct GraphSpec {
+    pub layout: Layout,
+    pub nodes: usize,
+    pub blocks: Vec<BlockSpan>,
+    /// Positional row of each node.
+    pub pos_row: Vec<i64>,
+    /// Per node: 1 where the time channel holds the constant 1 instead of t.
+    pub node_fixed: Vec<f32>,
+    /// Per pair (row-major `N × N`): 1 where the time channel holds 1 instead of t.
+    pub edge_fixed: Vec<f32>,
+}
+
+impl GraphSpec {
+    pub fn new(layout: &Layout, time: TimeChannel) -> Self {
+        let n = layout.sizes();
+        let depth = layout.num_layers();
+        let nodes = layout.num_nodes();
+        let blocks: Vec<BlockSpan> = (1..=depth)
+            .map(|l| BlockSpan {
+                rows: layout.node(l - 1, 0)..layout.node(l - 1, 0) + n[l - 1],
+                cols: layout.node(l, 0)..layout.node(l, 0) + n[l],
+            })
+            .collect();
+        let mut pos_row = Vec::with_capacity(nodes);
+        for l in 0..=depth {
+            for b in 0..n[l] {
+                let row = if l == 0 {
+                    b
+                } else if l < depth {
+                    n[0] + l - 1
+                } else {
+                    n[0] + depth - 1 + b
+                };
+                pos_row.push(row as i64);
+            }
+        }
+        let mut structural = vec![0.0f32; nodes * nodes];
+        for span in &blocks {
+            for i in span.rows.clone() {
+                for j in span.cols.clone() {
+                    structural[i * nodes + j] = 1.0;
+                }
+            }
+        }
+        let is_input: Vec<f32> = (0..nodes).map(|i| if i < n[0] { 1.0 } else { 0.0 }).collect();
+        let (node_fixed, edge_fixed) = match time {
+            TimeChannel::Faithful => (is_input, structural),
+            TimeChannel::WeightEdges => (is_input, structural.iter().map(|s| 1.0 - s).collect()),
+            TimeChannel::Everywhere => (vec![0.0; nodes], vec![0.0; nodes * nodes]),
+        };
+        GraphSpec { layout: layout.clone(), nodes, blocks, pos_row, node_fixed, edge_fixed }
+    }
+
+    /// Dense edge features `[B, N, N, 1]`: `W_l[b,a]` at pair `(node(l−1,a), node(l,b))`,
+    /// zero elsewhere.
+    pub fn edge_features<B: Backend>(&self, x: &Tensor<B, 2>) -> Tensor<B, 4> {
+        let [batch, _] = x.dims();
+        let n = self.layout.sizes();
+        let mut dense = Tensor::<B, 3>::zeros([batch, self.nodes, self.nodes], &x.device());
+        for (l, span) in self.blocks.iter().enumerate() {
+            let off = self.layout.weight_offset(l + 1);
+            let block = x
+                .clone()
+                .slice([0..batch, off..off + n[l] * n[l + 1]])
+                .reshape([batch, n[l], n[l + 1]]);
+            dense = dense.slice_assign([0..batch, span.rows.clone(), span.cols.clone()], block);
+        }
+        dense.reshape([batch, self.nodes, self.nodes, 1])
+    }
+
+    /// Node features `[B, N, 1]`: 0 for input neurons, the bias for every other neuron.
+    pub fn node_features<B: Backend>(&self, x: &Tensor<B, 2>) -> Tensor<B, 3> {
+        let [batch, p] = x.dims();
+        let inputs = self.layout.inputs();
+        let biases = x.clone().slice([0..batch, self.layout.num_weights()..p]);
+        let zeros = Tensor::<B, 2>::zeros([batch, inputs], &x.device());
+        Tensor::cat(vec![zeros, biases], 1).reshape([batch, self.nodes, 1])
+    }
+
+    /// Gathers the structural pairs of `[B, N, N, D]` in flat weight order: `[B, P_W, D]`.
+    pub fn structural_edges<B: Backend>(&self, edges: Tensor<B, 4>) -> Tensor<B, 3> {
+        let [batch, _, _, width] = edges.dims();
+        let parts = self
+            .blocks
+            .iter()
+            .map(|span| {
+                let count = span.rows.len() * span.cols.len();
+                edges
+                    .clone()
+                    .slice([0..batch, span.rows.clone(), span.cols.clone(), 0..width])
+                    .reshape([batch, count, width])
+            })
+            .collect();
+        Tensor::cat(parts, 1)
+    }
+
+    pub fn pos_index<B: Backend>(&self, device: &B::Device) -> Tensor<B, 1, Int> {
+        Tensor::from_data(TensorData::new(self.pos_row.clone(), [self.nodes]), device)
+    }
+
+    /// The time channel of nodes `[B, N, 1]` and of pairs `[B, N, N, 1]` for times `t` `[B]`.
+    pub fn time_channels<B: Backend>(&self, t: &Tensor<B, 1>) -> (Tensor<B, 3>, Tensor<B, 4>) {
+        let [batch] = t.dims();
+        let device = t.device();
+        let n = self.nodes;
+        let node_fixed = Tensor::<B, 1>::from_data(TensorData::new(self.node_fixed.clone(), [n]), &device)
+            .reshape([1, n, 1]);
+        let edge_fixed = Tensor::<B, 1>::from_data(TensorData::new(self.edge_fixed.clone(), [n * n]), &device)
+            .reshape([1, n, n, 1]);
+        let t_nodes = t.clone().reshape([batch, 1, 1]);
+        let t_edges = t.clone().reshape([batch, 1, 1, 1]);
+        // fixed·1 + (1 − fixed)·t
+        let nodes = (node_fixed.clone().neg() + 1.0) * t_nodes + node_fixed;
+        let edges = (edge_fixed.clone().neg() + 1.0) * t_edges + edge_fixed;
+        (nodes, edges)
+    }
+}
+
+/// Linear(1→d) → SiLU → Linear(d→d) → SiLU → Linear(d→d).
+#[derive(Module, Debug)]
+pub struct ScalarEmbedding<B: Backend> {
+    lin0: Linear<B>,
+    lin1: Linear<B>,
+    lin2: Linear<B>,
+}
+
+impl<B: Backend> ScalarEmbedding<B> {
+    fn new(init: &mut ParamInit<B>, d: usize) -> Self {
+        ScalarEmbedding {
+            lin0: init.linear(1, d, true, LinearInit::TorchDefault),
+            lin1: init.linear(d, d, true, LinearInit::TorchDefault),
+            lin2: init.linear(d, d, true, LinearInit::TorchDefault),
+        }
+    }
+
+    fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let h = silu(self.lin0.forward(x));
+        let h = silu(self.lin1.forward(h));
+        self.lin2.forward(h)
+    }
+}
+
+/// Input projections and positional embeddings (the code's `GraphConstructor`).
+#[derive(Module, Debug)]
+pub struct GraphConstructor<B: Backend> {
+    proj_weight: ScalarEmbedding<B>,
+    proj_bias: ScalarEmbedding<B>,
+    proj_edge_in: Linear<B>,
+    proj_node_in: Linear<B>,
+    /// `[R, d]`, one row per input neuron, per hidden layer and per output neuron.
+    pos_embed: Param<Tensor<B, 2>>,
+}
+
+impl<B: Backend> GraphConstructor<B> {
+    pub fn new(init: &mut ParamInit<B>, d: usize, pos_rows: usize) -> Self {
+        GraphConstructor {
+            proj_weight: ScalarEmbedding::new(init, d),
+            proj_bias: ScalarEmbedding::new(init, d),
+            proj_edge_in: init.linear(d, d, true, LinearInit::TorchDefault),
+            proj_node_in: init.linear(d, d, true, LinearInit::TorchDefault),
+            pos_embed: init.normal_table(pos_rows, d),
+        }
+    }
+
+    pub fn pos_rows(&self) -> usize {
+        self.pos_embed.dims()[0]
+    }
+
+    /// # Shapes
+    /// `x`: `[B, P]` → nodes `[B, N, d]`, edges `[B, N, N, d]`.
+    pub fn forward(&self, x: &Tensor<B, 2>, spec: &GraphSpec) -> (Tensor<B, 3>, Tensor<B, 4>) {
+        let edges = self.proj_edge_in.forward(self.proj_weight.forward(spec.edge_features(x)));
+        let nodes = self.proj_node_in.forward(self.proj_bias.forward(spec.node_features(x)));
+        let [_, d] = self.pos_embed.dims();
+        let pos = self.pos_embed.val().select(0, spec.pos_index::<B>(&x.device())); // [N, d]
+        let nodes = nodes + pos.reshape([1, spec.nodes, d]);
+        (nodes, edges)
+    }
+}

@@ -1,0 +1,153 @@
+//! One relational-transformer layer (science.md §6.5): attention over all nodes with edge
+//! features modulating queries, keys and values, then post-LN node and edge updates.
+
+use burn::module::Module;
+use burn::nn::{LayerNorm, Linear};
+use burn::tensor::{
+    activation::{gelu, softmax},
+    backend::Backend,
+    Tensor,
+};
+
+use super::init::{LinearInit, ParamInit};
+
+/// Relational attention with `heads` heads of width `d / heads`.
+#[derive(Module, Debug)]
+pub struct RelationalAttention<B: Backend> {
+    qkv_node: Linear<B>,
+    qkv_edge: Linear<B>,
+    proj_out: Linear<B>,
+    heads: usize,
+    d: usize,
+}
+
+impl<B: Backend> RelationalAttention<B> {
+    fn new(init: &mut ParamInit<B>, d: usize, width: usize, heads: usize) -> Self {
+        RelationalAttention {
+            qkv_node: init.linear(width, 3 * d, false, LinearInit::XavierUniform),
+            qkv_edge: init.linear(width, 4 * d, false, LinearInit::XavierUniform),
+            proj_out: init.linear(d, width, true, LinearInit::XavierUniform),
+            heads,
+            d,
+        }
+    }
+
+    /// # Shapes
+    /// nodes `[B, N, D]`, edges `[B, N, N, D]` → `[B, N, D]`.
+    fn forward(&self, nodes: Tensor<B, 3>, edges: Tensor<B, 4>) -> Tensor<B, 3> {
+        let [batch, n, _] = nodes.dims();
+        let (h, dh) = (self.heads, self.d / self.heads);
+        // Head-major grouping: head h owns [h·3dh, (h+1)·3dh) split into q, k, v.
+        let qkv = self.qkv_node.forward(nodes).reshape([batch, n, h, 3 * dh]);
+        let q = qkv.clone().narrow(3, 0, dh).reshape([batch, n, 1, h, dh]);
+        let k = qkv.clone().narrow(3, dh, dh).reshape([batch, 1, n, h, dh]);
+        let v = qkv.narrow(3, 2 * dh, dh).reshape([batch, 1, n, h, dh]);
+        let e = self.qkv_edge.forward(edges).reshape([batch, n, n, h, 4 * dh]);
+        let eq = e.clone().narrow(4, 0, dh);
+        let ek = e.clone().narrow(4, dh, dh);
+        let ev = e.clone().narrow(4, 2 * dh, dh);
+        let em = e.narrow(4, 3 * dh, dh);
+        let q = eq + q; // q_ij = Qn_i + Eq_ij
+        let k = ek + k; // k_ij = Kn_j + Ek_ij
+        let v = v * em + ev; // v_ij = Vn_j ⊙ Em_ij + Ev_ij
+        // The scale uses the full d, as the code does.
+        let logits = (q * k).sum_dim(4) / (self.d as f64).sqrt(); // [B, N, N, H, 1]
+        let alpha = softmax(logits, 2);
+        let out = (alpha * v).sum_dim(2); // [B, N, 1, H, dh]
+        self.proj_out.forward(out.reshape([batch, n, self.d]))
+    }
+}
+
+/// `Lin(d→D)(GELU(Lin_noBias(D→d)(x)))`.
+#[derive(Module, Debug)]
+pub struct FeedForward<B: Backend> {
+    lin0: Linear<B>,
+    lin1: Linear<B>,
+}
+
+impl<B: Backend> FeedForward<B> {
+    fn new(init: &mut ParamInit<B>, d: usize, width: usize) -> Self {
+        FeedForward {
+            lin0: init.linear(width, d, false, LinearInit::XavierUniform),
+            lin1: init.linear(d, width, true, LinearInit::XavierUniform),
+        }
+    }
+
+    fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.lin1.forward(gelu(self.lin0.forward(x)))
+    }
+}
+
+/// The message `m_ij` from `[E_ij ; E_ji]`, `X_i` and `X_j`.
+#[derive(Module, Debug)]
+pub struct EdgeMessage<B: Backend> {
+    lin0_e: Linear<B>,
+    lin0_s: Linear<B>,
+    lin0_t: Linear<B>,
+    lin1: Linear<B>,
+}
+
+impl<B: Backend> EdgeMessage<B> {
+    fn new(init: &mut ParamInit<B>, d: usize, width: usize) -> Self {
+        EdgeMessage {
+            lin0_e: init.linear(2 * width, d, true, LinearInit::XavierUniform),
+            lin0_s: init.linear(width, d, true, LinearInit::XavierUniform),
+            lin0_t: init.linear(width, d, true, LinearInit::XavierUniform),
+            lin1: init.linear(d, width, true, LinearInit::XavierUniform),
+        }
+    }
+
+    /// # Shapes
+    /// nodes `[B, N, D]`, edges `[B, N, N, D]` → `[B, N, N, D]`.
+    fn forward(&self, nodes: Tensor<B, 3>, edges: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [batch, n, _] = nodes.dims();
+        let d = self.lin1.weight.dims()[0];
+        let pair = Tensor::cat(vec![edges.clone(), edges.swap_dims(1, 2)], 3); // [B, N, N, 2D]
+        let source = self.lin0_s.forward(nodes.clone()).reshape([batch, n, 1, d]); // X_i
+        let target = self.lin0_t.forward(nodes).reshape([batch, 1, n, d]); // X_j
+        self.lin1.forward(gelu(self.lin0_e.forward(pair) + source + target))
+    }
+}
+
+/// Attention, node update and edge update, each with a post-LayerNorm residual.
+#[derive(Module, Debug)]
+pub struct RtLayer<B: Backend> {
+    attention: RelationalAttention<B>,
+    lin0: Linear<B>,
+    ln_n0: LayerNorm<B>,
+    node_mlp: FeedForward<B>,
+    ln_n1: LayerNorm<B>,
+    edge_message: EdgeMessage<B>,
+    ln_e0: LayerNorm<B>,
+    edge_mlp: FeedForward<B>,
+    ln_e1: LayerNorm<B>,
+}
+
+impl<B: Backend> RtLayer<B> {
+    pub fn new(init: &mut ParamInit<B>, d: usize, heads: usize) -> Self {
+        let width = d + 1;
+        RtLayer {
+            attention: RelationalAttention::new(init, d, width, heads),
+            lin0: init.linear(width, width, true, LinearInit::XavierUniform),
+            ln_n0: init.layer_norm(width),
+            node_mlp: FeedForward::new(init, d, width),
+            ln_n1: init.layer_norm(width),
+            edge_message: EdgeMessage::new(init, d, width),
+            ln_e0: init.layer_norm(width),
+            edge_mlp: FeedForward::new(init, d, width),
+            ln_e1: init.layer_norm(width),
+        }
+    }
+
+    /// # Shapes
+    /// nodes `[B, N, D]`, edges `[B, N, N, D]` → the same shapes.
+    pub fn forward(&self, nodes: Tensor<B, 3>, edges: Tensor<B, 4>) -> (Tensor<B, 3>, Tensor<B, 4>) {
+        let attended = self.attention.forward(nodes.clone(), edges.clone());
+        let nodes = self.ln_n0.forward(nodes + self.lin0.forward(attended));
+        let nodes = self.ln_n1.forward(nodes.clone() + self.node_mlp.forward(nodes));
+        let message = self.edge_message.forward(nodes.clone(), edges.clone());
+        let edges = self.ln_e0.forward(edges + message);
+        let edges = self.ln_e1.forward(edges.clone() + self.edge_mlp.forward(edges));
+        (nodes, edges)
+    }
+}

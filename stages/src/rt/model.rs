@@ -1,0 +1,269 @@
+//! The relational-transformer velocity network (science.md §6): flat `x_t` and `t` in,
+//! a flat `[B, P]` prediction out.
+//!
+//! The main type is [`RelationalTransformer`], built by [`RtConfig::init`]. Its parameter
+//! shapes depend on `d`, the number of layers and heads, the positional rows
+//! `R = n_0 + (L−1) + n_L` and `n_L`, never on hidden widths or the batch size, so a model
+//! trained on one layout runs on any layout with the same inputs, depth and outputs.
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::{activation::relu, backend::Backend, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::graph::{positional_rows, GraphConstructor, GraphSpec};
+use super::init::{LinearInit, ParamInit};
+use super::layer::RtLayer;
+use crate::layout::Layout;
+
+/// Hyper-parameters of the relational transformer (science.md §6.1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RtConfig {
+    /// `d_E`: attention and MLP hidden width; node and edge width is `D = d + 1`.
+    pub d_model: usize,
+    pub layers: usize,
+    pub heads: usize,
+    /// Positional rows `R` (from the training layout).
+    pub pos_rows: usize,
+    /// `n_L`, the number of outputs (sizes the unused graph-level head).
+    pub outputs: usize,
+}
+
+impl RtConfig {
+    pub fn for_layout(layout: &Layout, d_model: usize, layers: usize, heads: usize) -> Self {
+        RtConfig { d_model, layers, heads, pos_rows: positional_rows(layout), outputs: layout.outputs() }
+    }
+
+    /// Deterministic in `seed` (parameters and parameter ids).
+    pub fn init<B: Backend>(&self, seed: u64, device: &B::Device) -> RelationalTransformer<B> {
+        let d = self.d_model;
+        let width = d + 1;
+        let mut init = ParamInit::<B>::new(seed, device);
+        let constructor = GraphConstructor::new(&mut init, d, self.pos_rows);
+        let layers = (0..self.layers).map(|_| RtLayer::new(&mut init, d, self.heads)).collect();
+        let edge_head = ReadoutHead::new(&mut init, width, d);
+        let node_head = ReadoutHead::new(&mut init, width, d);
+        let graph_head = ReadoutHead::new(&mut init, self.outputs * width, d);
+        RelationalTransformer { constructor, layers, edge_head, node_head, graph_head }
+    }
+
+    /// Why `layout` cannot be fed to a model of this config, if it cannot.
+    pub fn incompatibility(&self, layout: &Layout) -> Option<String> {
+        if positional_rows(layout) != self.pos_rows || layout.outputs() != self.outputs {
+            Some(format!(
+                "layout {layout} needs {} positional rows and {} outputs; the model has {} and {}",
+                positional_rows(layout),
+                layout.outputs(),
+                self.pos_rows,
+                self.outputs
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// Linear(in→d) → ReLU → Linear(d→d) → ReLU → Linear(d→1).
+#[derive(Module, Debug)]
+pub struct ReadoutHead<B: Backend> {
+    lin0: Linear<B>,
+    lin1: Linear<B>,
+    lin2: Linear<B>,
+}
+
+impl<B: Backend> ReadoutHead<B> {
+    fn new(init: &mut ParamInit<B>, d_in: usize, d: usize) -> Self {
+        ReadoutHead {
+            lin0: init.linear(d_in, d, true, LinearInit::TorchDefault),
+            lin1: init.linear(d, d, true, LinearInit::TorchDefault),
+            lin2: init.linear(d, 1, true, LinearInit::TorchDefault),
+        }
+    }
+
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 2> {
+        let [batch, count, _] = x.dims();
+        let h = relu(self.lin0.forward(x));
+        let h = relu(self.lin1.forward(h));
+        self.lin2.forward(h).reshape([batch, count])
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct RelationalTransformer<B: Backend> {
+    constructor: GraphConstructor<B>,
+    layers: Vec<RtLayer<B>>,
+    edge_head: ReadoutHead<B>,
+    node_head: ReadoutHead<B>,
+    /// The code's graph-level head: never used, but part of the parameter count.
+    graph_head: ReadoutHead<B>,
+}
+
+impl<B: Backend> RelationalTransformer<B> {
+    /// # Shapes
+    /// `x`: `[B, P]` in the flat layout of `spec.layout`, `t`: `[B]` → `[B, P]`.
+    pub fn forward(&self, x: Tensor<B, 2>, t: Tensor<B, 1>, spec: &GraphSpec) -> Tensor<B, 2> {
+        let [batch, _] = x.dims();
+        let (nodes, edges) = self.constructor.forward(&x, spec); // [B, N, d], [B, N, N, d]
+        let (node_time, edge_time) = spec.time_channels(&t);
+        let mut nodes = Tensor::cat(vec![nodes, node_time], 2); // [B, N, D]
+        let mut edges = Tensor::cat(vec![edges, edge_time], 3); // [B, N, N, D]
+        for layer in &self.layers {
+            (nodes, edges) = layer.forward(nodes, edges);
+        }
+        let weights = self.edge_head.forward(spec.structural_edges(edges)); // [B, P_W]
+        let [_, n, width] = nodes.dims();
+        let inputs = spec.layout.inputs();
+        let biases = self.node_head.forward(nodes.slice([0..batch, inputs..n, 0..width])); // [B, Σ n_l]
+        Tensor::cat(vec![weights, biases], 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::noise::Rng;
+    use crate::rt::graph::TimeChannel;
+    use burn::backend::{Autodiff, NdArray};
+    use burn::tensor::TensorData;
+
+    type B = NdArray<f32>;
+
+    fn count(layout: &[usize], d: usize, layers: usize) -> usize {
+        let cfg = RtConfig::for_layout(&Layout(layout.to_vec()), d, layers, 1);
+        cfg.init::<B>(0, &Default::default()).num_params()
+    }
+
+    #[test]
+    fn parameter_counts_match_the_spec() {
+        assert_eq!(count(&[784, 10, 10], 32, 5), 145_769);
+        assert_eq!(count(&[784, 10, 10], 16, 5), 44_505);
+        assert_eq!(count(&[784, 10, 10], 8, 5), 15_185);
+        assert_eq!(count(&[30, 16, 16, 2], 64, 5), 436_809);
+        assert_eq!(count(&[30, 16, 16, 2], 32, 5), 112_969);
+        assert_eq!(count(&[784, 10, 10], 8, 3), 12_293);
+        // shapes do not depend on hidden widths
+        assert_eq!(count(&[784, 32, 10], 32, 5), 145_769);
+    }
+
+    fn input(layout: &Layout, batch: usize, seed: u64) -> Vec<f32> {
+        Rng::seed_from(seed).normal_vec(batch * layout.num_params(), 0.0, 0.5)
+    }
+
+    fn run(model: &RelationalTransformer<B>, layout: &Layout, x: &[f32], t: &[f32], time: TimeChannel) -> Vec<f32> {
+        let dev = Default::default();
+        let batch = t.len();
+        let spec = GraphSpec::new(layout, time);
+        let xt = Tensor::<B, 2>::from_data(TensorData::new(x.to_vec(), [batch, layout.num_params()]), &dev);
+        let tt = Tensor::<B, 1>::from_data(TensorData::new(t.to_vec(), [batch]), &dev);
+        model.forward(xt, tt, &spec).into_data().to_vec::<f32>().expect("f32")
+    }
+
+    /// Permutes hidden neuron `b` of layer 1 to `perm[b]` in a flat network.
+    fn permute_first_hidden(layout: &Layout, theta: &[f32], perm: &[usize]) -> Vec<f32> {
+        let n = layout.sizes();
+        let mut out = theta.to_vec();
+        for (b, &pb) in perm.iter().enumerate() {
+            for a in 0..n[0] {
+                out[layout.weight_index(1, pb, a)] = theta[layout.weight_index(1, b, a)];
+            }
+            out[layout.bias_index(1, pb)] = theta[layout.bias_index(1, b)];
+            for o in 0..n[2] {
+                out[layout.weight_index(2, o, pb)] = theta[layout.weight_index(2, o, b)];
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn equivariant_to_hidden_neuron_permutations() {
+        let layout = Layout(vec![3, 4, 2]);
+        let model = RtConfig::for_layout(&layout, 8, 2, 1).init::<B>(5, &Default::default());
+        let x = input(&layout, 2, 9);
+        let p = layout.num_params();
+        let perm = [2usize, 0, 3, 1];
+        let xp: Vec<f32> = x.chunks(p).flat_map(|row| permute_first_hidden(&layout, row, &perm)).collect();
+        let y = run(&model, &layout, &x, &[0.3, 0.7], TimeChannel::Faithful);
+        let yp = run(&model, &layout, &xp, &[0.3, 0.7], TimeChannel::Faithful);
+        let expected: Vec<f32> = y.chunks(p).flat_map(|row| permute_first_hidden(&layout, row, &perm)).collect();
+        for (a, b) in yp.iter().zip(&expected) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
+        // but not to input-neuron permutations (distinct embeddings)
+        let mut xs = x.clone();
+        xs.swap(layout.weight_index(1, 0, 0), layout.weight_index(1, 0, 1));
+        let ys = run(&model, &layout, &xs, &[0.3, 0.7], TimeChannel::Faithful);
+        assert!(ys.iter().zip(&y).any(|(a, b)| (a - b).abs() > 1e-4));
+    }
+
+    #[test]
+    fn batch_rows_are_independent_and_output_is_flat_ordered() {
+        let layout = Layout(vec![3, 4, 2]);
+        let model = RtConfig::for_layout(&layout, 8, 2, 1).init::<B>(6, &Default::default());
+        let p = layout.num_params();
+        let x = input(&layout, 3, 10);
+        let all = run(&model, &layout, &x, &[0.1, 0.5, 0.9], TimeChannel::Faithful);
+        let one = run(&model, &layout, &x[p..2 * p], &[0.5], TimeChannel::Faithful);
+        assert_eq!(all.len(), 3 * p);
+        for (a, b) in all[p..2 * p].iter().zip(&one) {
+            assert!((a - b).abs() < 1e-5);
+        }
+        // A wider hidden layer runs with the same parameters.
+        let wide = Layout(vec![3, 7, 2]);
+        let y = run(&model, &wide, &input(&wide, 1, 3), &[0.4], TimeChannel::Faithful);
+        assert_eq!(y.len(), wide.num_params());
+    }
+
+    #[test]
+    fn time_channel_pattern_matches_the_code() {
+        let layout = Layout(vec![2, 3, 2]);
+        let spec = GraphSpec::new(&layout, TimeChannel::Faithful);
+        let dev = Default::default();
+        let t = Tensor::<B, 1>::from_data(TensorData::new(vec![0.25f32], [1]), &dev);
+        let (nodes, edges) = spec.time_channels(&t);
+        let nodes = nodes.into_data().to_vec::<f32>().expect("f32");
+        let edges = edges.into_data().to_vec::<f32>().expect("f32");
+        assert_eq!(nodes, vec![1.0, 1.0, 0.25, 0.25, 0.25, 0.25, 0.25]);
+        let n = 7;
+        for i in 0..n {
+            for j in 0..n {
+                let structural = (i < 2 && (2..5).contains(&j)) || ((2..5).contains(&i) && j >= 5);
+                let expected = if structural { 1.0 } else { 0.25 };
+                assert_eq!(edges[i * n + j], expected, "pair ({i},{j})");
+            }
+        }
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences() {
+        type A = Autodiff<NdArray<f32>>;
+        let layout = Layout(vec![2, 2, 1]);
+        let dev = Default::default();
+        let model = RtConfig::for_layout(&layout, 4, 1, 1).init::<A>(2, &dev);
+        let spec = GraphSpec::new(&layout, TimeChannel::Faithful);
+        let p = layout.num_params();
+        let x: Vec<f32> = input(&layout, 1, 4);
+        let loss_at = |x: &[f32]| -> (f32, Vec<f32>) {
+            let xt = Tensor::<A, 2>::from_data(TensorData::new(x.to_vec(), [1, p]), &dev).require_grad();
+            let t = Tensor::<A, 1>::from_data(TensorData::new(vec![0.4f32], [1]), &dev);
+            let loss = model.forward(xt.clone(), t, &spec).square().sum();
+            let value = loss.clone().into_scalar();
+            let grads = loss.backward();
+            let g = xt.grad(&grads).expect("input gradient").into_data().to_vec::<f32>().expect("f32");
+            (value, g)
+        };
+        let (_, grad) = loss_at(&x);
+        let h = 1e-2f32;
+        for i in 0..p {
+            let mut up = x.clone();
+            up[i] += h;
+            let mut down = x.clone();
+            down[i] -= h;
+            let numeric = (loss_at(&up).0 - loss_at(&down).0) / (2.0 * h);
+            assert!(
+                (numeric - grad[i]).abs() < 2e-2 * (1.0 + grad[i].abs()),
+                "coordinate {i}: analytic {} numeric {numeric}",
+                grad[i]
+            );
+        }
+    }
+}
