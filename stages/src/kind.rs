@@ -140,6 +140,7 @@ impl ParamType {
     pub const NON_NEGATIVE_INT: ParamType = ParamType::Int { min: Some(0), max: None };
     pub const FLOAT: ParamType = ParamType::Float { min: None, max: None };
     pub const NON_NEGATIVE_FLOAT: ParamType = ParamType::Float { min: Some(0.0), max: None };
+    pub const POSITIVE_FLOAT: ParamType = ParamType::Float { min: Some(f64::MIN_POSITIVE), max: None };
 
     pub fn is_ref(&self) -> bool {
         matches!(self, ParamType::Ref { .. } | ParamType::RefList)
@@ -154,6 +155,7 @@ impl ParamType {
                 (None, Some(b)) => format!("an integer <= {b}"),
                 (None, None) => "an integer".into(),
             },
+            ParamType::Float { min: Some(m), max: None } if *m == f64::MIN_POSITIVE => "a number > 0".into(),
             ParamType::Float { min, max } => match (min, max) {
                 (Some(a), Some(b)) => format!("a number in [{a}, {b}]"),
                 (Some(a), None) => format!("a number >= {a}"),
