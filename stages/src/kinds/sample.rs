@@ -218,11 +218,10 @@ impl StageKind for Sample {
         }
         let dataset = match p.guidance_task {
             Some(name) if p.guidance_scale > 0.0 => {
-                let dataset = data::load(name, ctx.data_dir, p.split_seed).map_err(|e| StageError::Input(e.to_string()))?;
-                if let Some(why) = mismatch(&layout, dataset.inputs(), dataset.classes) {
+                if let Some(why) = mismatch(&layout, name.inputs(), name.classes()) {
                     return Err(StageError::Param(why));
                 }
-                Some(dataset)
+                Some(data::load(name, ctx.data_dir, p.split_seed).map_err(|e| StageError::Input(e.to_string()))?)
             }
             _ => None,
         };
@@ -254,5 +253,58 @@ impl StageKind for Sample {
         set.is_aligned = flow.target_aligned;
         set.write(&ctx.out_dir.join(FILE_NAME)).map_err(|e| StageError::Failed(e.to_string()))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kinds::test_support::{params, run};
+
+    fn toy_flow(dir: &std::path::Path) -> std::path::PathBuf {
+        let kind = crate::kinds::train_flow::TrainFlow;
+        let p = params(
+            &kind,
+            &[
+                ("weights", Value::Str("toy".into())),
+                ("iterations", Value::Int(3)),
+                ("batch_size", Value::Int(2)),
+                ("d_model", Value::Int(4)),
+                ("layers", Value::Int(1)),
+                ("source", Value::Str("fresh".into())),
+                ("source_std", Value::Float(1.0)),
+            ],
+        );
+        let (result, out, tables) = run(&kind, &p, "weights", "toy-data", &dir.join("toy"), &dir.join("flow"));
+        result.expect("toy flow trains");
+        assert_eq!(tables["curve"].len(), 1);
+        out
+    }
+
+    #[test]
+    fn the_toy_runs_end_to_end_through_the_kinds() {
+        let dir = std::env::temp_dir().join(format!("wfpipe-sample-kind-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let flow = toy_flow(&dir);
+        let p = params(&Sample, &[("flow", Value::Str("toy-flow".into())), ("count", Value::Int(3)), ("steps", Value::Int(3))]);
+        let (result, out, _) = run(&Sample, &p, "flow", "train-flow", &flow, &dir.join("samples"));
+        result.expect("sampling runs");
+        let set = WeightSet::read(&out.join(FILE_NAME)).expect("a weight set");
+        assert_eq!((set.count, set.layout.clone()), (3, Layout(vec![30, 16, 16, 2])));
+
+        // Another hidden width works; another input size is refused before any compute.
+        let wide = params(&Sample, &[("flow", Value::Str("f".into())), ("count", Value::Int(2)), ("steps", Value::Int(2)), ("layout", Value::List(vec![Value::Int(30), Value::Int(8), Value::Int(24), Value::Int(2)]))]);
+        let (result, out, _) = run(&Sample, &wide, "flow", "train-flow", &flow, &dir.join("wide"));
+        result.expect("a wider layout samples");
+        assert_eq!(WeightSet::read(&out.join(FILE_NAME)).expect("weights").params(), 30 * 8 + 8 * 24 + 24 * 2 + 34);
+        let bad = params(&Sample, &[("flow", Value::Str("f".into())), ("layout", Value::List(vec![Value::Int(31), Value::Int(16), Value::Int(16), Value::Int(2)]))]);
+        let (result, _, _) = run(&Sample, &bad, "flow", "train-flow", &flow, &dir.join("bad"));
+        assert!(matches!(result, Err(StageError::Param(ref m)) if m.contains("incompatible")), "{result:?}");
+
+        // A guidance task whose input size differs from the layout is refused.
+        let guided = params(&Sample, &[("flow", Value::Str("f".into())), ("guidance_scale", Value::Float(0.1)), ("guidance_task", Value::Str("mnist".into()))]);
+        let (result, _, _) = run(&Sample, &guided, "flow", "train-flow", &flow, &dir.join("guided"));
+        assert!(matches!(result, Err(StageError::Param(ref m)) if m.contains("784 inputs")), "{result:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

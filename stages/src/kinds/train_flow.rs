@@ -241,3 +241,28 @@ impl StageKind for TrainFlow {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kinds::test_support::{params, run};
+
+    #[test]
+    fn sphere_geometries_refuse_non_canonical_weights_before_training() {
+        let dir = std::env::temp_dir().join(format!("wfpipe-train-kind-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let layout = Layout(vec![3, 2, 2]);
+        let set = WeightSet::new(layout.clone(), vec![0.5; 8 * layout.num_params()]).expect("a weight set");
+        std::fs::create_dir_all(dir.join("raw")).expect("folder");
+        set.write(&dir.join("raw").join(FILE_NAME)).expect("written");
+        for geometry in ["normalized", "geometric"] {
+            let p = params(&TrainFlow, &[("weights", Value::Str("raw".into())), ("geometry", Value::Str(geometry.into())), ("d_model", Value::Int(4))]);
+            let (result, _, _) = run(&TrainFlow, &p, "weights", "collect", &dir.join("raw"), &dir.join(geometry));
+            assert!(matches!(result, Err(StageError::Input(ref m)) if m.contains("non-canonical")), "{result:?}");
+            assert!(!dir.join(geometry).join("scratch").join("state.json").exists());
+        }
+        let bad = params(&TrainFlow, &[("weights", Value::Str("raw".into())), ("d_model", Value::Int(6)), ("heads", Value::Int(4))]);
+        assert!(TrainFlow.validate(&bad).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -9,6 +9,7 @@ use burn::nn::Linear;
 use burn::tensor::{activation::silu, backend::Backend, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::dense::dense;
 use super::init::{LinearInit, ParamInit};
 use crate::layout::Layout;
 
@@ -190,9 +191,9 @@ impl<B: Backend> ScalarEmbedding<B> {
     }
 
     fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let h = silu(self.lin0.forward(x));
-        let h = silu(self.lin1.forward(h));
-        self.lin2.forward(h)
+        let h = silu(dense(&self.lin0, x));
+        let h = silu(dense(&self.lin1, h));
+        dense(&self.lin2, h)
     }
 }
 
@@ -225,8 +226,8 @@ impl<B: Backend> GraphConstructor<B> {
     /// # Shapes
     /// `x`: `[B, P]` → nodes `[B, N, d]`, edges `[B, N, N, d]`.
     pub fn forward(&self, x: &Tensor<B, 2>, spec: &GraphSpec) -> (Tensor<B, 3>, Tensor<B, 4>) {
-        let edges = self.proj_edge_in.forward(self.proj_weight.forward(spec.edge_features(x)));
-        let nodes = self.proj_node_in.forward(self.proj_bias.forward(spec.node_features(x)));
+        let edges = dense(&self.proj_edge_in, self.proj_weight.forward(spec.edge_features(x)));
+        let nodes = dense(&self.proj_node_in, self.proj_bias.forward(spec.node_features(x)));
         let [_, d] = self.pos_embed.dims();
         let pos = self.pos_embed.val().select(0, spec.pos_index::<B>(&x.device())); // [N, d]
         let nodes = nodes + pos.reshape([1, spec.nodes, d]);

@@ -9,6 +9,7 @@ use burn::tensor::{
     Tensor,
 };
 
+use super::dense::{dense, dense_rows};
 use super::init::{LinearInit, ParamInit};
 
 /// Relational attention with `heads` heads of width `d / heads`.
@@ -38,11 +39,11 @@ impl<B: Backend> RelationalAttention<B> {
         let [batch, n, _] = nodes.dims();
         let (h, dh) = (self.heads, self.d / self.heads);
         // Head-major grouping: head h owns [h·3dh, (h+1)·3dh) split into q, k, v.
-        let qkv = self.qkv_node.forward(nodes).reshape([batch, n, h, 3 * dh]);
+        let qkv = dense(&self.qkv_node, nodes).reshape([batch, n, h, 3 * dh]);
         let q = qkv.clone().narrow(3, 0, dh).reshape([batch, n, 1, h, dh]);
         let k = qkv.clone().narrow(3, dh, dh).reshape([batch, 1, n, h, dh]);
         let v = qkv.narrow(3, 2 * dh, dh).reshape([batch, 1, n, h, dh]);
-        let e = self.qkv_edge.forward(edges).reshape([batch, n, n, h, 4 * dh]);
+        let e = dense(&self.qkv_edge, edges).reshape([batch, n, n, h, 4 * dh]);
         let eq = e.clone().narrow(4, 0, dh);
         let ek = e.clone().narrow(4, dh, dh);
         let ev = e.clone().narrow(4, 2 * dh, dh);
@@ -54,7 +55,7 @@ impl<B: Backend> RelationalAttention<B> {
         let logits = (q * k).sum_dim(4) / (self.d as f64).sqrt(); // [B, N, N, H, 1]
         let alpha = softmax(logits, 2);
         let out = (alpha * v).sum_dim(2); // [B, N, 1, H, dh]
-        self.proj_out.forward(out.reshape([batch, n, self.d]))
+        dense(&self.proj_out, out.reshape([batch, n, self.d]))
     }
 }
 
@@ -74,7 +75,7 @@ impl<B: Backend> FeedForward<B> {
     }
 
     fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        self.lin1.forward(gelu(self.lin0.forward(x)))
+        dense(&self.lin1, gelu(dense(&self.lin0, x)))
     }
 }
 
@@ -102,10 +103,19 @@ impl<B: Backend> EdgeMessage<B> {
     fn forward(&self, nodes: Tensor<B, 3>, edges: Tensor<B, 4>) -> Tensor<B, 4> {
         let [batch, n, _] = nodes.dims();
         let d = self.lin1.weight.dims()[0];
-        let pair = Tensor::cat(vec![edges.clone(), edges.swap_dims(1, 2)], 3); // [B, N, N, 2D]
-        let source = self.lin0_s.forward(nodes.clone()).reshape([batch, n, 1, d]); // X_i
-        let target = self.lin0_t.forward(nodes).reshape([batch, 1, n, d]); // X_j
-        self.lin1.forward(gelu(self.lin0_e.forward(pair) + source + target))
+        let width = edges.dims()[3];
+        // lin0_e([E_ij ; E_ji]) = E_ij·W_top + E_ji·W_bottom + b, without materializing the
+        // [B, N, N, 2D] concatenation.
+        let bias = self.lin0_e.bias.as_ref().map(|b| b.val().reshape([1, 1, 1, d]));
+        let forward = dense_rows(&self.lin0_e, edges.clone(), 0..width);
+        let backward = dense_rows(&self.lin0_e, edges, width..2 * width).swap_dims(1, 2);
+        let mut pair = forward + backward;
+        if let Some(bias) = bias {
+            pair = pair + bias;
+        }
+        let source = dense(&self.lin0_s, nodes.clone()).reshape([batch, n, 1, d]); // X_i
+        let target = dense(&self.lin0_t, nodes).reshape([batch, 1, n, d]); // X_j
+        dense(&self.lin1, gelu(pair + source + target))
     }
 }
 
@@ -143,7 +153,7 @@ impl<B: Backend> RtLayer<B> {
     /// nodes `[B, N, D]`, edges `[B, N, N, D]` → the same shapes.
     pub fn forward(&self, nodes: Tensor<B, 3>, edges: Tensor<B, 4>) -> (Tensor<B, 3>, Tensor<B, 4>) {
         let attended = self.attention.forward(nodes.clone(), edges.clone());
-        let nodes = self.ln_n0.forward(nodes + self.lin0.forward(attended));
+        let nodes = self.ln_n0.forward(nodes + dense(&self.lin0, attended));
         let nodes = self.ln_n1.forward(nodes.clone() + self.node_mlp.forward(nodes));
         let message = self.edge_message.forward(nodes.clone(), edges.clone());
         let edges = self.ln_e0.forward(edges + message);

@@ -4,6 +4,7 @@
 //! layout into the dense graph it runs on; [`layer::RtLayer`] is one attention + update layer;
 //! [`init::ParamInit`] draws the parameters reproducibly.
 
+pub mod dense;
 pub mod graph;
 pub mod init;
 pub mod layer;

@@ -11,6 +11,7 @@ use burn::nn::Linear;
 use burn::tensor::{activation::relu, backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::dense::dense;
 use super::graph::{positional_rows, GraphConstructor, GraphSpec};
 use super::init::{LinearInit, ParamInit};
 use super::layer::RtLayer;
@@ -82,9 +83,9 @@ impl<B: Backend> ReadoutHead<B> {
 
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 2> {
         let [batch, count, _] = x.dims();
-        let h = relu(self.lin0.forward(x));
-        let h = relu(self.lin1.forward(h));
-        self.lin2.forward(h).reshape([batch, count])
+        let h = relu(dense(&self.lin0, x));
+        let h = relu(dense(&self.lin1, h));
+        dense(&self.lin2, h).reshape([batch, count])
     }
 }
 
