@@ -10,6 +10,7 @@ pub mod canonicalize;
 pub mod collect;
 pub mod coupling;
 pub mod data;
+pub mod eval;
 pub mod flow;
 pub mod geometry;
 pub mod guidance;
@@ -35,5 +36,7 @@ pub fn registry() -> Vec<Box<dyn StageKind>> {
         Box::new(kinds::barriers::Barriers),
         Box::new(kinds::train_flow::TrainFlow),
         Box::new(kinds::sample::Sample),
+        Box::new(kinds::evaluate::Evaluate),
+        Box::new(kinds::finetune::Finetune),
     ]
 }

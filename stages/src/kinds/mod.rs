@@ -5,6 +5,8 @@ pub mod align;
 pub mod barriers;
 pub mod canonicalize;
 pub mod collect;
+pub mod evaluate;
+pub mod finetune;
 pub mod sample;
 pub mod train_flow;
 pub mod toy_data;
@@ -22,6 +24,12 @@ impl From<WeightsError> for StageError {
             WeightsError::Io { path, source } => StageError::io(path.display().to_string(), source),
             other => StageError::Input(other.to_string()),
         }
+    }
+}
+
+impl From<crate::eval::EvalError> for StageError {
+    fn from(e: crate::eval::EvalError) -> Self {
+        StageError::Input(e.to_string())
     }
 }
 
