@@ -47,8 +47,8 @@ impl Align {
             objective,
             iterations: params.usize("iterations")?,
             lr: params.f64("lr")?,
-            batches_per_iteration: params.usize("batches-per-iteration")?,
-            batch_size: params.usize("batch-size")?,
+            batches_per_iteration: params.usize("batches_per_iteration")?,
+            batch_size: params.usize("batch_size")?,
             ..SinkhornConfig::default()
         }))
     }
@@ -75,10 +75,10 @@ impl StageKind for Align {
             ParamSpec::with_default("iterations", ParamType::POSITIVE_INT, Value::Int(1000), "Sinkhorn methods: Adam iterations on Q"),
             ParamSpec::with_default("lr", ParamType::Float { min: Some(f64::MIN_POSITIVE), max: None }, Value::Float(0.1), "Sinkhorn methods: Adam learning rate"),
             ParamSpec::with_default("dataset", ParamType::Enum(DATASET_WORDS), Value::Str("none".into()), "Data objectives: base task"),
-            ParamSpec::with_default("data-split", ParamType::Enum(SplitName::WORDS), Value::Str("train".into()), "Data objectives: split to estimate the loss on (the code used test)"),
-            ParamSpec::with_default("batches-per-iteration", ParamType::POSITIVE_INT, Value::Int(25), "Data objectives: minibatches (Adam steps) per iteration"),
-            ParamSpec::with_default("batch-size", ParamType::POSITIVE_INT, Value::Int(64), "Data objectives: minibatch size"),
-            ParamSpec::with_default("split-seed", ParamType::NON_NEGATIVE_INT, Value::Int(42), "Seed of the train/val/test split"),
+            ParamSpec::with_default("data_split", ParamType::Enum(SplitName::WORDS), Value::Str("train".into()), "Data objectives: split to estimate the loss on (the code used test)"),
+            ParamSpec::with_default("batches_per_iteration", ParamType::POSITIVE_INT, Value::Int(25), "Data objectives: minibatches (Adam steps) per iteration"),
+            ParamSpec::with_default("batch_size", ParamType::POSITIVE_INT, Value::Int(64), "Data objectives: minibatch size"),
+            ParamSpec::with_default("split_seed", ParamType::NON_NEGATIVE_INT, Value::Int(42), "Seed of the train/val/test split"),
             ParamSpec::with_default("chunk", ParamType::POSITIVE_INT, Value::Int(256), "Sinkhorn methods: networks optimized together"),
         ]
     }
@@ -86,7 +86,7 @@ impl StageKind for Align {
     fn validate(&self, params: &Params) -> Result<(), StageError> {
         let method = Self::method(params)?;
         let dataset = Self::dataset(params)?;
-        params.parse::<SplitName>("data-split")?;
+        params.parse::<SplitName>("data_split")?;
         if matches!(method, AlignMethod::SinkhornMid | AlignMethod::SinkhornRnd) && dataset.is_none() {
             return Err(StageError::Param(format!("method `{method}` needs `dataset` (its loss is computed on data)")));
         }
@@ -154,7 +154,7 @@ impl StageKind for Align {
                         if dataset.inputs() != layout.inputs() {
                             return Err(StageError::Param(format!("layout {layout} does not fit dataset {name}")));
                         }
-                        Some(dataset.split(ctx.params.parse("data-split")?).clone())
+                        Some(dataset.split(ctx.params.parse("data_split")?).clone())
                     }
                     _ => None,
                 };
@@ -237,7 +237,7 @@ mod tests {
         let out = dir.join("collect");
         let params = testing::params(
             &Collect,
-            &[("dataset", Value::Str("uci-wdbc".into())), ("runs", Value::Int(4)), ("epochs", Value::Int(3)), ("skip-epochs", Value::Int(2))],
+            &[("dataset", Value::Str("uci-wdbc".into())), ("runs", Value::Int(4)), ("epochs", Value::Int(3)), ("skip_epochs", Value::Int(2))],
         );
         testing::run(&Collect, &params, BTreeMap::new(), &out, 5).unwrap();
         out

@@ -68,8 +68,8 @@ impl StageKind for Barriers {
             ParamSpec::required("dataset", ParamType::Enum(DatasetName::WORDS), "Base task of the networks"),
             ParamSpec::with_default("count", ParamType::Int { min: Some(2), max: None }, Value::Int(250), "Networks drawn at random"),
             ParamSpec::with_default("split", ParamType::Enum(SplitName::WORDS), Value::Str("test".into()), "Split the loss is computed on"),
-            ParamSpec::with_default("split-seed", ParamType::NON_NEGATIVE_INT, Value::Int(42), "Seed of the train/val/test split"),
-            ParamSpec::with_default("eval-batch", ParamType::POSITIVE_INT, Value::Int(64), "Batch size of the loss (per-batch averaging)"),
+            ParamSpec::with_default("split_seed", ParamType::NON_NEGATIVE_INT, Value::Int(42), "Seed of the train/val/test split"),
+            ParamSpec::with_default("eval_batch", ParamType::POSITIVE_INT, Value::Int(64), "Batch size of the loss (per-batch averaging)"),
         ]
     }
 
@@ -123,7 +123,7 @@ impl StageKind for Barriers {
 
         let dataset = load_dataset(ctx, dataset_name)?;
         let split = dataset.split(ctx.params.parse("split")?);
-        let batch = ctx.params.usize("eval-batch")?;
+        let batch = ctx.params.usize("eval_batch")?;
         let pool = thread_pool(ctx.threads)?;
         let measure = |set: &WeightSet| {
             let rows: Vec<&[f32]> = indices.iter().map(|&i| set.row(i)).collect();
@@ -160,7 +160,7 @@ mod tests {
         let collect = dir.join("collect");
         let params = testing::params(
             &Collect,
-            &[("dataset", Value::Str("uci-wdbc".into())), ("runs", Value::Int(12)), ("epochs", Value::Int(20)), ("skip-epochs", Value::Int(19)), ("record-every", Value::Int(8))],
+            &[("dataset", Value::Str("uci-wdbc".into())), ("runs", Value::Int(12)), ("epochs", Value::Int(20)), ("skip_epochs", Value::Int(19)), ("record_every", Value::Int(8))],
         );
         testing::run(&Collect, &params, BTreeMap::new(), &collect, 11).unwrap();
         let inputs = BTreeMap::from([("weights".to_owned(), vec![testing::input(&collect, "collect")])]);

@@ -21,7 +21,7 @@ impl Collect {
         let layout = layout_param(params, "layout")?;
         let kind: OptimizerKind = params.parse("optimizer")?;
         let lr = params.f64("lr")?;
-        let weight_decay = params.f64("weight-decay")?;
+        let weight_decay = params.f64("weight_decay")?;
         let mut optimizer = match kind {
             OptimizerKind::Adam => OptimizerConfig::adam(lr),
             OptimizerKind::Sgd => OptimizerConfig::sgd(lr, params.f64("momentum")?, weight_decay),
@@ -30,9 +30,9 @@ impl Collect {
         Ok(CollectConfig {
             layout,
             runs: params.usize("runs")?,
-            train: TrainConfig { epochs: params.usize("epochs")?, batch_size: params.usize("batch-size")?, optimizer },
-            record: RecordRule { skip_epochs: params.usize("skip-epochs")?, every: params.usize("record-every")? },
-            eval_batch: params.usize("eval-batch")?,
+            train: TrainConfig { epochs: params.usize("epochs")?, batch_size: params.usize("batch_size")?, optimizer },
+            record: RecordRule { skip_epochs: params.usize("skip_epochs")?, every: params.usize("record_every")? },
+            eval_batch: params.usize("eval_batch")?,
             seed,
         })
     }
@@ -85,15 +85,15 @@ impl StageKind for Collect {
             ParamSpec::with_default("layout", ParamType::IntList, int_list(&[30, 16, 16, 2]), "MLP layer sizes [n_0, ..., n_L]"),
             ParamSpec::with_default("runs", ParamType::POSITIVE_INT, Value::Int(100), "Independent training runs"),
             ParamSpec::with_default("epochs", ParamType::POSITIVE_INT, Value::Int(50), "Epochs per run"),
-            ParamSpec::with_default("skip-epochs", ParamType::NON_NEGATIVE_INT, Value::Int(10), "Epochs recorded nothing at the start"),
-            ParamSpec::with_default("record-every", ParamType::POSITIVE_INT, Value::Int(4), "Record before every k-th minibatch step"),
-            ParamSpec::with_default("batch-size", ParamType::POSITIVE_INT, Value::Int(64), "Training minibatch size"),
+            ParamSpec::with_default("skip_epochs", ParamType::NON_NEGATIVE_INT, Value::Int(10), "Epochs recorded nothing at the start"),
+            ParamSpec::with_default("record_every", ParamType::POSITIVE_INT, Value::Int(4), "Record before every k-th minibatch step"),
+            ParamSpec::with_default("batch_size", ParamType::POSITIVE_INT, Value::Int(64), "Training minibatch size"),
             ParamSpec::with_default("optimizer", ParamType::Enum(OptimizerKind::WORDS), Value::Str("adam".into()), "adam or sgd (PyTorch semantics)"),
             ParamSpec::with_default("lr", positive, Value::Float(1e-3), "Learning rate"),
             ParamSpec::with_default("momentum", ParamType::Float { min: Some(0.0), max: Some(1.0) }, Value::Float(0.9), "SGD momentum (SGD only)"),
-            ParamSpec::with_default("weight-decay", ParamType::NON_NEGATIVE_FLOAT, Value::Float(0.0), "L2 penalty added to the gradient"),
-            ParamSpec::with_default("split-seed", ParamType::NON_NEGATIVE_INT, Value::Int(42), "Seed of the train/val/test split"),
-            ParamSpec::with_default("eval-batch", ParamType::POSITIVE_INT, Value::Int(64), "Batch size of the final evaluation"),
+            ParamSpec::with_default("weight_decay", ParamType::NON_NEGATIVE_FLOAT, Value::Float(0.0), "L2 penalty added to the gradient"),
+            ParamSpec::with_default("split_seed", ParamType::NON_NEGATIVE_INT, Value::Int(42), "Seed of the train/val/test split"),
+            ParamSpec::with_default("eval_batch", ParamType::POSITIVE_INT, Value::Int(64), "Batch size of the final evaluation"),
         ]
     }
 
@@ -161,7 +161,7 @@ mod tests {
                 ("dataset", Value::Str("uci-wdbc".into())),
                 ("runs", Value::Int(runs)),
                 ("epochs", Value::Int(3)),
-                ("skip-epochs", Value::Int(1)),
+                ("skip_epochs", Value::Int(1)),
             ],
         )
     }
@@ -215,9 +215,9 @@ mod tests {
         assert!(err.contains("layout 30-16-2 does not fit mnist") && err.contains("784 inputs"), "{err}");
         let nothing_recorded = testing::params(
             &Collect,
-            &[("dataset", Value::Str("uci-wdbc".into())), ("epochs", Value::Int(5)), ("skip-epochs", Value::Int(5))],
+            &[("dataset", Value::Str("uci-wdbc".into())), ("epochs", Value::Int(5)), ("skip_epochs", Value::Int(5))],
         );
-        assert!(Collect.validate(&nothing_recorded).unwrap_err().to_string().contains("skip-epochs"));
+        assert!(Collect.validate(&nothing_recorded).unwrap_err().to_string().contains("skip_epochs"));
         let unknown = testing::params(&Collect, &[("dataset", Value::Str("cifar".into()))]);
         assert!(Collect.validate(&unknown).unwrap_err().to_string().contains("unknown dataset `cifar`"));
     }

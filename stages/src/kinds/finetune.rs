@@ -307,7 +307,7 @@ mod tests {
         let dir = testing::temp_dir("finetune");
         let collect = testing::params(
             &Collect,
-            &[("dataset", s("uci-wdbc")), ("runs", Value::Int(3)), ("epochs", Value::Int(8)), ("skip-epochs", Value::Int(7)), ("record-every", Value::Int(8))],
+            &[("dataset", s("uci-wdbc")), ("runs", Value::Int(3)), ("epochs", Value::Int(8)), ("skip_epochs", Value::Int(7)), ("record_every", Value::Int(8))],
         );
         testing::run(&Collect, &collect, BTreeMap::new(), &dir.join("collect"), 5).unwrap();
         let inputs = BTreeMap::from([("weights".to_owned(), vec![testing::input(&dir.join("collect"), "collect")])]);

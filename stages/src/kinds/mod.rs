@@ -68,7 +68,7 @@ pub(crate) fn check_layout_fits(layout: &Layout, dataset: DatasetName) -> Result
 }
 
 pub(crate) fn split_seed(params: &Params) -> Result<u64, StageError> {
-    Ok(params.usize("split-seed")? as u64)
+    Ok(params.usize("split_seed")? as u64)
 }
 
 pub(crate) fn load_dataset(ctx: &StageContext<'_>, name: DatasetName) -> Result<Dataset, StageError> {
@@ -246,6 +246,7 @@ pub(crate) mod test_support {
             tables: BTreeMap::new(),
         };
         let result = kind.run(&mut ctx);
-        (result, out, ctx.tables)
+        let tables = std::mem::take(&mut ctx.tables);
+        (result, out, tables)
     }
 }
