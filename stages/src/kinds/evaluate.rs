@@ -62,10 +62,6 @@ struct EvaluateParams {
     bma_average: Averaging,
 }
 
-fn enum_word<T>(params: &Params, name: &str, parse: fn(&str) -> Option<T>, words: &[&str]) -> Result<T, StageError> {
-    super::enum_param(params, name, parse, words)
-}
-
 impl EvaluateParams {
     fn parse(params: &Params) -> Result<Self, StageError> {
         let dataset = params.str("dataset")?;
@@ -103,9 +99,9 @@ impl EvaluateParams {
             count: params.usize("count")?,
             diversity_networks: params.usize("diversity_networks")?,
             diversity_inputs: super::positive(params, "diversity_inputs")?,
-            diversity: DiversityConfig { bandwidth, form: enum_word(params, "jsd_form", JsdForm::parse, JsdForm::WORDS)? },
+            diversity: DiversityConfig { bandwidth, form: super::enum_param(params, "jsd_form", JsdForm::parse, JsdForm::WORDS)? },
             bma_models,
-            bma_average: enum_word(params, "bma_average", Averaging::parse, Averaging::WORDS)?,
+            bma_average: super::enum_param(params, "bma_average", Averaging::parse, Averaging::WORDS)?,
         })
     }
 
@@ -161,6 +157,10 @@ fn shuffled(indices: &[usize], seed: u64, purpose: &str) -> Vec<usize> {
     let mut order = indices.to_vec();
     order.shuffle(&mut rng::stream(seed, purpose, 0));
     order
+}
+
+fn rows_of<'a>(set: &'a WeightSet, indices: &[usize]) -> Vec<&'a [f32]> {
+    indices.iter().map(|&i| set.row(i)).collect()
 }
 
 fn network_row(set: &WeightSet, index: usize, m: &Metrics) -> Row {
@@ -243,16 +243,15 @@ impl Evaluate {
         let split = dataset.split(p.split);
         let layout = &set.layout;
         let pool = thread_pool(ctx.threads)?;
-        let networks = |order: &[usize]| -> Vec<&[f32]> { order.iter().map(|&i| set.row(i)).collect() };
         const PHASES: u64 = 3;
 
-        let metrics = pool.install(|| evaluate_networks(layout, &networks(indices), split, p.eval_batch))?;
+        let metrics = pool.install(|| evaluate_networks(layout, &rows_of(set, indices), split, p.eval_batch))?;
         ctx.progress.progress(1, PHASES, "phases");
 
         let diversity = if p.diversity_networks > 0 {
             let mut order = shuffled(indices, ctx.seed, "evaluate diversity");
             order.truncate(p.diversity_networks);
-            let sets = pool.install(|| output_sets(layout, &networks(&order), split, p.diversity_inputs))?;
+            let sets = pool.install(|| output_sets(layout, &rows_of(set, &order), split, p.diversity_inputs))?;
             Some(pool.install(|| diversity(&sets, layout.outputs(), p.diversity))?)
         } else {
             None
@@ -267,7 +266,7 @@ impl Evaluate {
             Some(&largest) => {
                 let mut order = shuffled(indices, ctx.seed, "evaluate bma");
                 order.truncate(largest);
-                pool.install(|| bma_curve(layout, &networks(&order), split, p.eval_batch, &grid, p.bma_average))?
+                pool.install(|| bma_curve(layout, &rows_of(set, &order), split, p.eval_batch, &grid, p.bma_average))?
             }
             None => Vec::new(),
         };
@@ -391,7 +390,7 @@ mod tests {
     fn collect_uci(dir: &Path) -> WeightSet {
         let params = testing::params(
             &Collect,
-            &[("dataset", s("uci-wdbc")), ("runs", Value::Int(4)), ("epochs", Value::Int(6)), ("skip_epochs", Value::Int(5)), ("record_every", Value::Int(8))],
+            &[("dataset", s("uci-wdbc")), ("runs", Value::Int(4)), ("epochs", Value::Int(40)), ("skip-epochs", Value::Int(39)), ("record-every", Value::Int(8))],
         );
         testing::run(&Collect, &params, BTreeMap::new(), dir, 3).unwrap();
         WeightSet::read(&dir.join(FILE_NAME)).unwrap()
@@ -426,7 +425,7 @@ mod tests {
             assert_eq!(r["accuracy"].as_f64().unwrap(), reference.accuracy);
             assert!((r["loss"].as_f64().unwrap() - reference.loss).abs() < 1e-6, "{r:?} vs {reference:?}");
             assert_eq!(r["run"], Value::Int(i as i64), "the set's columns are carried");
-            assert!(reference.accuracy > 0.9, "trained networks: {reference:?}");
+            assert!(reference.accuracy > 0.85, "trained networks: {reference:?}");
         }
         let sum = summary(&tables, "metrics");
         let mean_acc = networks.iter().map(|r| r["accuracy"].as_f64().unwrap()).sum::<f64>() / 4.0;
@@ -522,6 +521,48 @@ mod tests {
         // A stage that wrote no weights at all.
         let err = testing::run(&Evaluate, &uci_params(&[]), inputs(&dir.join("e1"), "train-flow"), &dir.join("e5"), 1).unwrap_err().to_string();
         assert!(err.contains("wrote no weights.safetensors"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    /// Wall time of the whole kind on 512 MNIST networks (784-10-10) and the 5,000 test
+    /// images on 2 threads, with the phases timed apart. Needs MNIST under `$WFPIPE_DATA`;
+    /// run with `cargo test -p wfpipe-stages --lib -- --ignored --nocapture evaluation_speed`.
+    #[test]
+    #[ignore = "timing report; needs MNIST"]
+    fn evaluation_speed_on_512_mnist_networks() {
+        use crate::mlp::MlpConfig;
+        use std::time::Instant;
+
+        let dir = testing::temp_dir("evaluate-speed");
+        let layout = Layout(vec![784, 10, 10]);
+        let mlp = MlpConfig::new(layout.clone());
+        let data: Vec<f32> = (0..512).flat_map(|i| mlp.init(&mut rng::stream(0, "speed", i))).collect();
+        let set = WeightSet::new(layout.clone(), data).unwrap();
+        std::fs::create_dir_all(dir.join("w")).unwrap();
+        set.write(&dir.join("w").join(FILE_NAME)).unwrap();
+
+        let start = Instant::now();
+        let mnist = data::load(DatasetName::Mnist, &testing::data_dir(), data::DEFAULT_SPLIT_SEED).expect("MNIST under $WFPIPE_DATA/mnist");
+        println!("load mnist: {:.2} s", start.elapsed().as_secs_f64());
+        let pool = thread_pool(2).unwrap();
+        let refs: Vec<&[f32]> = set.rows().collect();
+        let start = Instant::now();
+        pool.install(|| evaluate_networks(&layout, &refs, &mnist.test, 64)).unwrap();
+        println!("metrics of 512 networks on {} images: {:.2} s", mnist.test.len(), start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        let config = DiversityConfig { bandwidth: 1.0, form: JsdForm::MonteCarlo };
+        let sets = pool.install(|| output_sets(&layout, &refs[..64], &mnist.test, 1000)).unwrap();
+        let d = pool.install(|| diversity(&sets, 10, config)).unwrap();
+        println!("diversity N = 64, K = 1000: {:.2} s ({:.3e})", start.elapsed().as_secs_f64(), d.all.mean);
+        let start = Instant::now();
+        pool.install(|| bma_curve(&layout, &refs[..64], &mnist.test, 64, &[1, 2, 4, 8, 16, 32, 64], Averaging::Probabilities)).unwrap();
+        println!("bma up to 64 networks: {:.2} s", start.elapsed().as_secs_f64());
+
+        let params = testing::params(&Evaluate, &[("weights", s("w")), ("dataset", s("mnist"))]);
+        let start = Instant::now();
+        let tables = testing::run(&Evaluate, &params, inputs(&dir.join("w"), "sample"), &dir.join("eval"), 1).unwrap();
+        println!("evaluate kind, everything (2 threads): {:.2} s", start.elapsed().as_secs_f64());
+        assert_eq!(tables["metrics"].len(), 513);
+        assert_eq!(tables["bma"].len(), 7);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
