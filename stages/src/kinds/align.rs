@@ -97,19 +97,6 @@ impl StageKind for Align {
         Resources { cpus: 2, ..Resources::default() }
     }
 
-    fn estimate_flops(&self, params: &Params) -> Option<f64> {
-        // Per network: one similarity matrix per hidden layer and sweep, ~2·P·n FLOPs; the
-        // count is known only at run time, so this is per 1,000 networks of width 16.
-        let method = Self::method(params).ok()?;
-        let iterations = params.usize("iterations").ok()? as f64;
-        let per_network = match method {
-            AlignMethod::None => 0.0,
-            AlignMethod::WeightMatching => 2.0 * 8_000.0 * 16.0 * 4.0,
-            _ => iterations * 3.0 * 2.0 * 8_000.0 * 16.0,
-        };
-        Some(per_network * 1_000.0)
-    }
-
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         self.validate(ctx.params)?;
         let method = Self::method(ctx.params)?;
