@@ -22,7 +22,7 @@ use crate::data::{self, DatasetName, SplitName};
 use crate::kind::{ParamSpec, ParamType, Params, RefMode, Resources, StageContext, StageError, StageKind, Value};
 use crate::layout::Layout;
 use crate::rng;
-use crate::weights::{encode_safetensors, layout_json, write_atomic, TensorRef, WeightSet};
+use crate::weights::{encode_safetensors, layout_json, write_atomic, TensorRef};
 
 pub struct Align;
 
@@ -219,6 +219,7 @@ mod tests {
     use crate::kinds::collect::Collect;
     use crate::kinds::testing;
     use crate::mlp::forward;
+    use crate::weights::WeightSet;
 
     fn collected(dir: &std::path::Path) -> std::path::PathBuf {
         let out = dir.join("collect");
