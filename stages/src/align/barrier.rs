@@ -15,16 +15,28 @@ pub struct BarrierMatrix {
     pub size: usize,
     /// `L(θ_a)` per network.
     pub endpoint_loss: Vec<f64>,
+    /// Accuracy of each network.
+    pub endpoint_accuracy: Vec<f64>,
     /// `mid(a, b)`, row-major `[size × size]`; the diagonal is `L(θ_a)`.
     pub mid_loss: Vec<f64>,
 }
 
-/// Mean and standard deviation (population, ddof = 0) over the unordered pairs `a < b`.
+/// Mean and standard deviation (population, ddof = 0) of a list of values (pairs `a < b`
+/// or networks).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct PairSummary {
+pub struct Summary {
     pub mean: f64,
     pub std: f64,
-    pub pairs: usize,
+    pub count: usize,
+}
+
+impl Summary {
+    pub fn of(values: &[f64]) -> Self {
+        let count = values.len();
+        let mean = values.iter().sum::<f64>() / count.max(1) as f64;
+        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / count.max(1) as f64;
+        Summary { mean, std: var.sqrt(), count }
+    }
 }
 
 impl BarrierMatrix {
@@ -36,19 +48,16 @@ impl BarrierMatrix {
         self.absolute(a, b) - 0.5 * (self.endpoint_loss[a] + self.endpoint_loss[b])
     }
 
-    fn summarize(&self, value: impl Fn(usize, usize) -> f64) -> PairSummary {
+    fn summarize(&self, value: impl Fn(usize, usize) -> f64) -> Summary {
         let values: Vec<f64> = (0..self.size).flat_map(|a| (a + 1..self.size).map(move |b| (a, b))).map(|(a, b)| value(a, b)).collect();
-        let pairs = values.len();
-        let mean = values.iter().sum::<f64>() / pairs.max(1) as f64;
-        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / pairs.max(1) as f64;
-        PairSummary { mean, std: var.sqrt(), pairs }
+        Summary::of(&values)
     }
 
-    pub fn absolute_summary(&self) -> PairSummary {
+    pub fn absolute_summary(&self) -> Summary {
         self.summarize(|a, b| self.absolute(a, b))
     }
 
-    pub fn relative_summary(&self) -> PairSummary {
+    pub fn relative_summary(&self) -> Summary {
         self.summarize(|a, b| self.relative(a, b))
     }
 }
@@ -56,10 +65,14 @@ impl BarrierMatrix {
 /// Midpoint losses of every pair of `networks` (flat rows of `layout`) on `split`.
 pub fn pairwise_midpoint_losses(layout: &Layout, networks: &[&[f32]], split: &Split, batch_size: usize) -> BarrierMatrix {
     let size = networks.len();
-    let endpoint_loss: Vec<f64> = networks
+    let endpoints: Vec<(f64, f64)> = networks
         .par_iter()
-        .map_init(Workspace::default, |ws, theta| evaluate(layout, theta, split, batch_size, ws).loss)
+        .map_init(Workspace::default, |ws, theta| {
+            let m = evaluate(layout, theta, split, batch_size, ws);
+            (m.loss, m.accuracy)
+        })
         .collect();
+    let (endpoint_loss, endpoint_accuracy): (Vec<f64>, Vec<f64>) = endpoints.into_iter().unzip();
     let upper: Vec<Vec<f64>> = (0..size)
         .into_par_iter()
         .map_init(
@@ -85,7 +98,7 @@ pub fn pairwise_midpoint_losses(layout: &Layout, networks: &[&[f32]], split: &Sp
             mid_loss[b * size + a] = v;
         }
     }
-    BarrierMatrix { size, endpoint_loss, mid_loss }
+    BarrierMatrix { size, endpoint_loss, endpoint_accuracy, mid_loss }
 }
 
 #[cfg(test)]
@@ -108,6 +121,6 @@ mod tests {
         assert_eq!(m.absolute(0, 0), m.endpoint_loss[0]);
         assert_eq!(m.absolute(0, 2), m.absolute(2, 0));
         let s = m.absolute_summary();
-        assert_eq!(s.pairs, 3);
+        assert_eq!(s.count, 3);
     }
 }

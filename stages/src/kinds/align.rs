@@ -22,7 +22,7 @@ use crate::data::{self, DatasetName, SplitName};
 use crate::kind::{ParamSpec, ParamType, Params, RefMode, Resources, StageContext, StageError, StageKind, Value};
 use crate::layout::Layout;
 use crate::rng;
-use crate::weights::{encode_safetensors, layout_json, write_atomic, TensorRef, WeightSet};
+use crate::weights::{encode_safetensors, layout_json, write_atomic, TensorRef};
 
 pub struct Align;
 
@@ -95,19 +95,6 @@ impl StageKind for Align {
 
     fn resources(&self, _params: &Params) -> Resources {
         Resources { cpus: 2, ..Resources::default() }
-    }
-
-    fn estimate_flops(&self, params: &Params) -> Option<f64> {
-        // Per network: one similarity matrix per hidden layer and sweep, ~2·P·n FLOPs; the
-        // count is known only at run time, so this is per 1,000 networks of width 16.
-        let method = Self::method(params).ok()?;
-        let iterations = params.usize("iterations").ok()? as f64;
-        let per_network = match method {
-            AlignMethod::None => 0.0,
-            AlignMethod::WeightMatching => 2.0 * 8_000.0 * 16.0 * 4.0,
-            _ => iterations * 3.0 * 2.0 * 8_000.0 * 16.0,
-        };
-        Some(per_network * 1_000.0)
     }
 
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
@@ -232,6 +219,7 @@ mod tests {
     use crate::kinds::collect::Collect;
     use crate::kinds::testing;
     use crate::mlp::forward;
+    use crate::weights::WeightSet;
 
     fn collected(dir: &std::path::Path) -> std::path::PathBuf {
         let out = dir.join("collect");

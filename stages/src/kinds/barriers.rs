@@ -3,13 +3,14 @@
 //! `mid − (L(θ_a)+L(θ_b))/2`. With `aligned` set, the same subset (same indices) of a second
 //! set, normally the `align` output of the first, is measured too: before vs after alignment.
 //!
-//! Tables: `barriers` (per set and variant: mean, std over the pairs a < b, pair count) and
+//! Tables: `barriers` (per set and variant: mean, std and count over the pairs a < b for
+//! `absolute`/`relative`, over the networks for `endpoint-loss`/`endpoint-accuracy`) and
 //! `barrier_pairs` (one row per pair and set).
 
 use rand::seq::SliceRandom;
 
 use super::{check_layout_fits, dataset_param, load_dataset, row, thread_pool};
-use crate::align::barrier::{pairwise_midpoint_losses, BarrierMatrix};
+use crate::align::barrier::{pairwise_midpoint_losses, BarrierMatrix, Summary};
 use crate::data::{DatasetName, SplitName};
 use crate::kind::{ParamSpec, ParamType, Params, RefMode, Row, StageContext, StageError, StageKind, Value};
 use crate::rng;
@@ -18,15 +19,20 @@ use crate::weights::{WeightSet, FILE_NAME};
 pub struct Barriers;
 
 fn summary_rows(set: &str, m: &BarrierMatrix) -> Vec<Row> {
-    [("absolute", m.absolute_summary()), ("relative", m.relative_summary())]
-        .into_iter()
+    [
+        ("absolute", m.absolute_summary()),
+        ("relative", m.relative_summary()),
+        ("endpoint-loss", Summary::of(&m.endpoint_loss)),
+        ("endpoint-accuracy", Summary::of(&m.endpoint_accuracy)),
+    ]
+    .into_iter()
         .map(|(variant, s)| {
             row([
                 ("set", Value::Str(set.into())),
                 ("variant", Value::Str(variant.into())),
                 ("mean", Value::Float(s.mean)),
                 ("std", Value::Float(s.std)),
-                ("pairs", Value::Int(s.pairs as i64)),
+                ("count", Value::Int(s.count as i64)),
             ])
         })
         .collect()
@@ -83,14 +89,16 @@ impl StageKind for Barriers {
     }
 
     fn estimate_flops(&self, params: &Params) -> Option<f64> {
+        // The layout is only known from the input; assume the thesis layout of the dataset
+        // (P_W = 768 for UCI, 7,940 for MNIST) and the test split, 2 FLOPs per weight per row.
         let dataset = dataset_param(params, "dataset").ok()?;
         let count = params.usize("count").ok()? as f64;
-        let rows = match dataset {
-            DatasetName::UciWdbc => 57.0,
-            _ => 5_000.0,
+        let (rows, weights) = match dataset {
+            DatasetName::UciWdbc => (57.0, 768.0),
+            DatasetName::Mnist | DatasetName::FashionMnist => (5_000.0, 7_940.0),
         };
         let sets = if params.str("aligned").ok()?.is_empty() { 1.0 } else { 2.0 };
-        Some(sets * count * (count + 1.0) / 2.0 * rows * 2.0 * (dataset.inputs() * 16) as f64)
+        Some(sets * count * (count + 1.0) / 2.0 * rows * 2.0 * weights)
     }
 
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
