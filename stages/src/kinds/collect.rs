@@ -1,9 +1,9 @@
 //! `collect`: train N base MLPs and record their trajectories (science.md 2.1-2.3).
 //!
 //! Defaults are the thesis's UCI setup (2.2). The MNIST setup (2.3) is `dataset = "mnist"`,
-//! `layout = [784, 10, 10]`, `runs = 50`, `epochs = 25`, `skip-epochs = 5`,
-//! `record-every = 10`, `optimizer = "sgd"`, `lr = 0.1`, `momentum = 0.9`,
-//! `weight-decay = 1e-5`.
+//! `layout = [784, 10, 10]`, `runs = 50`, `epochs = 25`, `skip_epochs = 5`,
+//! `record_every = 10`, `optimizer = "sgd"`, `lr = 0.1`, `momentum = 0.9`,
+//! `weight_decay = 1e-5`.
 //!
 //! Outputs: `weights.safetensors` (every record, run order, with `run`/`epoch`/`step`
 //! columns) and the table `runs` (final train/val/test loss and accuracy per run).
@@ -103,7 +103,7 @@ impl StageKind for Collect {
         check_layout_fits(&config.layout, dataset)?;
         if config.record.skip_epochs >= config.train.epochs {
             return Err(StageError::Param(format!(
-                "skip-epochs ({}) must be below epochs ({}), or nothing is recorded",
+                "skip_epochs ({}) must be below epochs ({}), or nothing is recorded",
                 config.record.skip_epochs, config.train.epochs
             )));
         }

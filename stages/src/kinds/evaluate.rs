@@ -390,7 +390,7 @@ mod tests {
     fn collect_uci(dir: &Path) -> WeightSet {
         let params = testing::params(
             &Collect,
-            &[("dataset", s("uci-wdbc")), ("runs", Value::Int(4)), ("epochs", Value::Int(40)), ("skip-epochs", Value::Int(39)), ("record-every", Value::Int(8))],
+            &[("dataset", s("uci-wdbc")), ("runs", Value::Int(4)), ("epochs", Value::Int(40)), ("skip_epochs", Value::Int(39)), ("record_every", Value::Int(8))],
         );
         testing::run(&Collect, &params, BTreeMap::new(), dir, 3).unwrap();
         WeightSet::read(&dir.join(FILE_NAME)).unwrap()
