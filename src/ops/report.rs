@@ -134,7 +134,7 @@ pub fn write_report(p: &Pipeline, cache: &Cache, root: &Path) -> Result<PathBuf,
         for ext in ["png", "svg"] {
             copy(&out.join(format!("{}.{ext}", figure::FIGURE_STEM)), &figures_dir.join(format!("{name}.{ext}")))?;
         }
-        let title = inst.params.str("title").ok().filter(|t| !t.is_empty()).unwrap_or(&inst.id).to_owned();
+        let title = inst.params.str("title").ok().filter(|t| !t.is_empty()).unwrap_or(inst.id.as_str()).to_owned();
         let _ = writeln!(md, "### {}\n", escape(&inst.id));
         let _ = writeln!(md, "![{}](figures/{name}.png)\n", title.replace(['[', ']'], ""));
         let _ = writeln!(md, "Vector version: [figures/{name}.svg](figures/{name}.svg)\n");

@@ -13,7 +13,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use super::figure_data::{HeatmapPanel, HistogramSeries, LineSeries};
+use super::figure_data::{HeatmapPanel, HistogramSeries, LineSeries as LineData};
 use super::reference::ReferenceLine;
 
 const FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
@@ -81,7 +81,7 @@ pub struct FigureSpec {
 
 #[derive(Clone, Debug)]
 pub enum FigureData {
-    Line(Vec<LineSeries>),
+    Line(Vec<LineData>),
     Histogram(Vec<HistogramSeries>),
     Heatmap(Vec<HeatmapPanel>),
 }
@@ -201,7 +201,20 @@ fn tick_label(v: f64) -> String {
     }
 }
 
-fn draw_lines<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, spec: &FigureSpec, series: &[LineSeries]) -> Result<(), FigureError> {
+/// On a log axis only 1, 2 and 5 times a power of ten are labelled, so labels never crowd.
+fn log_tick_label(v: f64) -> String {
+    if v <= 0.0 {
+        return String::new();
+    }
+    let mantissa = v / 10f64.powf(v.log10().floor());
+    if [1.0, 2.0, 5.0, 10.0].iter().any(|k| (mantissa - k).abs() < 1e-6) {
+        tick_label(v)
+    } else {
+        String::new()
+    }
+}
+
+fn draw_lines<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, spec: &FigureSpec, series: &[LineData]) -> Result<(), FigureError> {
     if series.is_empty() {
         return Err(FigureError::Empty("no series has points".into()));
     }
@@ -241,7 +254,7 @@ fn draw_lines<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, spec: &FigureSp
 fn line_chart<DB: DrawingBackend, X>(
     plot: &DrawingArea<DB, Shift>,
     spec: &FigureSpec,
-    series: &[LineSeries],
+    series: &[LineData],
     x_spec: X,
     y_range: Range<f64>,
 ) -> Result<(), FigureError>
@@ -260,16 +273,18 @@ where
         .build_cartesian_2d(x_spec, y_range)
         .map_err(draw_err)?;
     let fmt = |v: &f64| tick_label(*v);
+    let x_fmt = |v: &f64| if spec.log_x { log_tick_label(*v) } else { tick_label(*v) };
     chart
         .configure_mesh()
         .x_desc(spec.xlabel.as_str())
         .y_desc(spec.ylabel.as_str())
         .axis_desc_style((FONT, LABEL_SIZE))
         .label_style((FONT, TICK_SIZE))
-        .x_label_formatter(&fmt)
+        .x_label_formatter(&x_fmt)
         .y_label_formatter(&fmt)
-        .light_line_style(RGBColor(235, 235, 235))
-        .bold_line_style(RGBColor(200, 200, 200))
+        .max_light_lines(1)
+        .light_line_style(RGBColor(242, 242, 242))
+        .bold_line_style(RGBColor(205, 205, 205))
         .draw()
         .map_err(draw_err)?;
     for (i, s) in series.iter().enumerate() {
@@ -278,24 +293,22 @@ where
             let upper = s.points.iter().map(|p| (p.x, p.mean + p.std.unwrap_or(0.0)));
             let lower = s.points.iter().rev().map(|p| (p.x, p.mean - p.std.unwrap_or(0.0)));
             let outline: Vec<(f64, f64)> = upper.chain(lower).collect();
-            chart.draw_series(std::iter::once(Polygon::new(outline, color.mix(0.18).filled()))).map_err(draw_err)?;
+            // Many overlapping bands turn muddy: fainter when there are many series.
+            let alpha = if series.len() > 3 { 0.10 } else { 0.18 };
+            chart.draw_series(std::iter::once(Polygon::new(outline, color.mix(alpha).filled()))).map_err(draw_err)?;
         }
         chart
             .draw_series(LineSeries::new(s.points.iter().map(|p| (p.x, p.mean)), color.stroke_width(3)))
             .map_err(draw_err)?;
-        let marker = i % 4;
-        chart
-            .draw_series(s.points.iter().map(|p| {
-                let style = color.filled();
-                let shape: DynElement<DB, (f64, f64)> = match marker {
-                    0 => (EmptyElement::at((p.x, p.mean)) + Circle::new((0, 0), 5, style)).into_dyn(),
-                    1 => (EmptyElement::at((p.x, p.mean)) + TriangleMarker::new((0, 0), 6, style)).into_dyn(),
-                    2 => (EmptyElement::at((p.x, p.mean)) + Rectangle::new([(-5, -5), (5, 5)], style)).into_dyn(),
-                    _ => (EmptyElement::at((p.x, p.mean)) + Cross::new((0, 0), 5, color.stroke_width(2))).into_dyn(),
-                };
-                shape
-            }))
-            .map_err(draw_err)?;
+        let at = s.points.iter().map(|p| (p.x, p.mean));
+        let style = color.filled();
+        match i % 4 {
+            0 => chart.draw_series(at.map(|c| Circle::new(c, 5, style))),
+            1 => chart.draw_series(at.map(|c| TriangleMarker::new(c, 6, style))),
+            2 => chart.draw_series(at.map(|c| EmptyElement::at(c) + Rectangle::new([(-5, -5), (5, 5)], style))),
+            _ => chart.draw_series(at.map(|c| Cross::new(c, 5, color.stroke_width(2)))),
+        }
+        .map_err(draw_err)?;
     }
     for r in &spec.reference_lines {
         chart
@@ -362,8 +375,9 @@ fn draw_histograms<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, spec: &Fig
         .label_style((FONT, TICK_SIZE))
         .x_label_formatter(&fmt)
         .y_label_formatter(&fmt)
-        .light_line_style(RGBColor(235, 235, 235))
-        .bold_line_style(RGBColor(200, 200, 200))
+        .max_light_lines(1)
+        .light_line_style(RGBColor(242, 242, 242))
+        .bold_line_style(RGBColor(205, 205, 205))
         .draw()
         .map_err(draw_err)?;
     for (i, c) in counts.iter().enumerate() {
@@ -455,11 +469,11 @@ fn draw_colorbar<DB: DrawingBackend>(bar: &DrawingArea<DB, Shift>, label: &str, 
     }
     let steps = 64;
     let span = (bottom - top) as f64;
+    let y_at = |fraction: f64| bottom - (fraction * span).round() as i32;
     for s in 0..steps {
-        let t = s as f64 / (steps - 1) as f64;
-        let y1 = bottom - (t * span) as i32;
-        let y0 = bottom - (((s + 1) as f64 / steps as f64) * span) as i32;
-        bar.draw(&Rectangle::new([(20, y0), (48, y1)], viridis(t).filled())).map_err(draw_err)?;
+        let (lo, hi) = (s as f64 / steps as f64, (s + 1) as f64 / steps as f64);
+        let color = viridis((s as f64 + 0.5) / steps as f64);
+        bar.draw(&Rectangle::new([(20, y_at(hi)), (48, y_at(lo))], color.filled())).map_err(draw_err)?;
     }
     bar.draw(&Rectangle::new([(20, top), (48, bottom)], BLACK.stroke_width(1))).map_err(draw_err)?;
     let style = (FONT, TICK_SIZE).into_font().color(&BLACK);
