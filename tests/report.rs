@@ -173,8 +173,8 @@ height = 500
 fn png_size(path: &Path) -> (u32, u32) {
     let bytes = std::fs::read(path).unwrap();
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{} is not a PNG", path.display());
-    let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).unwrap();
-    (img.width(), img.height())
+    use image::GenericImageView;
+    image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).unwrap().dimensions()
 }
 
 fn svg_root(path: &Path) -> (String, String, String) {

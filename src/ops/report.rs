@@ -23,8 +23,8 @@ const FIGURE_KIND: &str = "figure";
 pub enum ReportError {
     #[error(
         "pipeline `{pipeline}`: {} table/figure instance(s) are not in the cache: {}; run `wfpipe run` first",
-        missing.len(),
-        missing.join(", ")
+        .missing.len(),
+        .missing.join(", ")
     )]
     Missing { pipeline: String, missing: Vec<String> },
     #[error("cannot read the manifest of `{instance}` ({key}): {source}")]
