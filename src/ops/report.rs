@@ -33,8 +33,9 @@ pub enum ReportError {
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
 }
 
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ReportError + '_ {
-    move |source| ReportError::Io { action, path: path.to_owned(), source }
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ReportError {
+    let path = path.to_owned();
+    move |source| ReportError::Io { action, path, source }
 }
 
 /// Whether the pipeline has anything a report shows.
