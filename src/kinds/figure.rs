@@ -70,7 +70,7 @@ impl StageKind for Figure {
             ParamSpec::with_default("band", ParamType::Bool, Value::Bool(true), "line: shade mean ± std"),
             ParamSpec::with_default("bins", ParamType::Int { min: Some(1), max: Some(1000) }, Value::Int(30), "histogram: number of bins"),
             ParamSpec::with_default("log_x", ParamType::Bool, Value::Bool(false), "line: logarithmic x axis"),
-            ParamSpec::with_default("title", ParamType::Str, text(""), "title (default: the stage's y against x)"),
+            ParamSpec::with_default("title", ParamType::Str, text(""), "title (default: `<y> vs <x>`)"),
             ParamSpec::with_default("xlabel", ParamType::Str, text(""), "x-axis label (default: the x column)"),
             ParamSpec::with_default("ylabel", ParamType::Str, text(""), "y-axis label (default: the y column, or `count`)"),
             ParamSpec::with_default("reference", ParamType::Str, text(""), "thesis lines to draw, e.g. \"thesis:figure-7.5\""),
