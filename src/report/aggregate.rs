@@ -89,12 +89,15 @@ pub fn numeric(row: &Row, column: &str) -> Result<Option<f64>, AggregateError> {
     }
 }
 
+/// A group being filled: its key values, its row count, and each metric's values.
+type Bucket = (Vec<Option<Value>>, usize, Vec<Vec<f64>>);
+
 pub fn group_and_summarise(rows: &[Row], columns: &[String], metrics: &[String]) -> Result<Grouped, AggregateError> {
     for c in columns.iter().chain(metrics) {
         require_column(rows, c)?;
     }
     // Group keys compare by their text so `1` from one file and `1` from another agree.
-    let mut by_key: BTreeMap<Vec<Option<String>>, (Vec<Option<Value>>, usize, Vec<Vec<f64>>)> = BTreeMap::new();
+    let mut by_key: BTreeMap<Vec<Option<String>>, Bucket> = BTreeMap::new();
     for row in rows {
         let key: Vec<Option<Value>> = columns.iter().map(|c| row.get(c).cloned()).collect();
         let text: Vec<Option<String>> = key.iter().map(|v| v.as_ref().map(Value::to_string)).collect();

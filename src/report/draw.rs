@@ -191,7 +191,7 @@ fn tick_label(v: f64) -> String {
     let a = v.abs();
     if a == 0.0 {
         "0".into()
-    } else if a >= 1e5 || a < 1e-3 {
+    } else if !(1e-3..1e5).contains(&a) {
         format!("{v:.1e}")
     } else if (v - v.round()).abs() < 1e-9 {
         format!("{v:.0}")

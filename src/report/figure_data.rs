@@ -63,18 +63,21 @@ pub fn series_label(columns: &[String], key: &[Option<Value>]) -> String {
         .join(", ")
 }
 
+/// The key values of one series and its rows.
+type SeriesRows<'r> = (Vec<Option<Value>>, Vec<&'r Row>);
+
 /// Rows split by their series key, in series order.
 fn by_series<'r>(rows: &'r [Row], series: &[String]) -> Result<Vec<(String, Vec<&'r Row>)>, AggregateError> {
     for c in series {
         require_column(rows, c)?;
     }
-    let mut groups: BTreeMap<Vec<Option<String>>, (Vec<Option<Value>>, Vec<&Row>)> = BTreeMap::new();
+    let mut groups: BTreeMap<Vec<Option<String>>, SeriesRows<'r>> = BTreeMap::new();
     for row in rows {
         let key: Vec<Option<Value>> = series.iter().map(|c| row.get(c).cloned()).collect();
         let text = key.iter().map(|v| v.as_ref().map(Value::to_string)).collect();
         groups.entry(text).or_insert_with(|| (key, Vec::new())).1.push(row);
     }
-    let mut out: Vec<(Vec<Option<Value>>, Vec<&Row>)> = groups.into_values().collect();
+    let mut out: Vec<SeriesRows<'r>> = groups.into_values().collect();
     out.sort_by(|a, b| a.0.iter().zip(&b.0).map(|(x, y)| compare_values(x, y)).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal));
     Ok(out.into_iter().map(|(key, rows)| (series_label(series, &key), rows)).collect())
 }

@@ -124,14 +124,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("metrics.csv"), "kind,acc\nsummary,0.5\nnet,0.25\n").unwrap();
         let a = artifact(dir.path(), "gen[N=1]", &[("N", Value::Str("1".into()))]);
-        let rows = gather(&[a.clone()], "metrics", &BTreeMap::new()).unwrap();
+        let rows = gather(std::slice::from_ref(&a), "metrics", &BTreeMap::new()).unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].get("N"), Some(&Value::Str("1".into())));
         assert_eq!(rows[0].get("acc"), Some(&Value::Float(0.5)));
         assert_eq!(rows[1].get(INSTANCE_COLUMN), Some(&Value::Str("gen[N=1]".into())));
-        let only_nets = gather(&[a.clone()], "metrics", &BTreeMap::from([("kind".into(), "net".into())])).unwrap();
+        let only_nets = gather(std::slice::from_ref(&a), "metrics", &BTreeMap::from([("kind".into(), "net".into())])).unwrap();
         assert_eq!(only_nets.len(), 1);
-        assert!(matches!(gather(&[a.clone()], "metrics", &BTreeMap::from([("kid".into(), "net".into())])), Err(GatherError::NoColumn { .. })));
+        assert!(matches!(gather(std::slice::from_ref(&a), "metrics", &BTreeMap::from([("kid".into(), "net".into())])), Err(GatherError::NoColumn { .. })));
         assert!(matches!(gather(&[a], "missing", &BTreeMap::new()), Err(GatherError::NoSource { .. })));
     }
 }
