@@ -104,6 +104,11 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: DagFormat,
     },
+    /// Rebuild reports/<pipeline>/index.md from the cache (computes nothing).
+    Report {
+        #[command(flatten)]
+        p: PipelineArgs,
+    },
     /// Stage kinds and their parameters.
     Kinds {
         /// Show one kind's parameters.
@@ -235,6 +240,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             print!("{}", ops::dag::render(&pipeline, &cache, format));
             Ok(0)
         }
+        Command::Report { p } => ops::report::report(&p.pipeline, &p.overrides, p.cache.clone()),
         Command::Kinds { kind } => {
             print!("{}", ops::kinds_text(kind.as_deref())?);
             Ok(0)

@@ -16,6 +16,7 @@ pub mod kinds;
 pub mod ops;
 pub mod pipeline;
 pub mod render;
+pub mod report;
 pub mod scheduler;
 pub mod stale;
 pub mod table;

@@ -40,6 +40,13 @@ pub fn rows_to_frame(rows: &[Row]) -> PolarsResult<DataFrame> {
     let mut names: Vec<&String> = rows.iter().flat_map(|r| r.keys()).collect();
     names.sort();
     names.dedup();
+    let names: Vec<String> = names.into_iter().cloned().collect();
+    rows_to_frame_ordered(rows, &names)
+}
+
+/// Build a DataFrame whose columns are exactly `names`, in that order (aggregated tables
+/// keep their group columns first); a row without a column holds null there.
+pub fn rows_to_frame_ordered(rows: &[Row], names: &[String]) -> PolarsResult<DataFrame> {
     let mut columns = Vec::with_capacity(names.len());
     for name in names {
         let values: Vec<Option<&Value>> = rows.iter().map(|r| r.get(name)).collect();
@@ -72,6 +79,15 @@ pub fn write_frame(dir: &Path, name: &str, df: &mut DataFrame) -> PolarsResult<(
 
 pub fn read_parquet(path: &Path) -> PolarsResult<DataFrame> {
     ParquetReader::new(File::open(path)?).finish()
+}
+
+/// A CSV file with a header row; column types are inferred from the whole file.
+pub fn read_csv(path: &Path) -> PolarsResult<DataFrame> {
+    CsvReadOptions::default()
+        .with_has_header(true)
+        .with_infer_schema_length(None)
+        .try_into_reader_with_file_path(Some(path.to_path_buf()))?
+        .finish()
 }
 
 /// Rows back out of a frame (for aggregation across instances).

@@ -2,6 +2,8 @@
 //! orchestrator provides itself (`command`, and the aggregation kinds).
 
 pub mod command;
+pub mod figure;
+pub mod table;
 
 use wfpipe_stages::kind::StageKind;
 
@@ -14,6 +16,8 @@ impl Registry {
     pub fn standard() -> Self {
         let mut kinds = wfpipe_stages::registry();
         kinds.push(Box::new(command::Command));
+        kinds.push(Box::new(table::Table));
+        kinds.push(Box::new(figure::Figure));
         kinds.sort_by_key(|k| k.name());
         Registry { kinds }
     }

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod cache_cmd;
 pub mod dag;
 pub mod plan;
+pub mod report;
 pub mod run;
 
 use std::path::{Path, PathBuf};

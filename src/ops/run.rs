@@ -100,7 +100,7 @@ pub fn run(path: &Path, o: &RunOptions) -> anyhow::Result<i32> {
     renderer.event(Event::Planned { total: selected.len(), cached: selected.len() - todo.len(), to_run: todo.len() });
     if todo.is_empty() {
         renderer.finish();
-        return Ok(0);
+        return Ok(write_report(&p, &cache, o));
     }
     let mut capacity = detect_capacity(o);
     let wants_gpu = todo.iter().any(|&i| p.instances[i].resources.gpus > 0);
@@ -119,10 +119,23 @@ pub fn run(path: &Path, o: &RunOptions) -> anyhow::Result<i32> {
     Ok(if summary.interrupted {
         130
     } else if summary.is_success() {
-        0
+        write_report(&p, &cache, o)
     } else {
         1
     })
+}
+
+/// After a successful run, the report of its tables and figures; exit code 1 if it
+/// cannot be written.
+fn write_report(p: &Pipeline, cache: &crate::cache::Cache, o: &RunOptions) -> i32 {
+    let quiet = matches!(o.mode, Mode::Quiet | Mode::Json);
+    match super::report::after_run(p, cache, quiet) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: writing the report: {e}");
+            1
+        }
+    }
 }
 
 pub fn print_summary(s: &RunSummary) {
