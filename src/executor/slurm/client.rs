@@ -189,7 +189,7 @@ pub fn scancel(ids: &[JobId]) -> Result<(), SlurmError> {
 
 /// The cluster's MaxArraySize (array indices must stay below it).
 pub fn max_array_size() -> Option<usize> {
-    let out = run("scontrol", &["show".into(), "config".into()]).ok()?;
+    let out = run("scontrol", &["show".to_owned(), "config".to_owned()]).ok()?;
     out.lines()
         .find(|l| l.trim_start().starts_with("MaxArraySize"))
         .and_then(|l| l.split('=').nth(1))
@@ -198,11 +198,13 @@ pub fn max_array_size() -> Option<usize> {
 
 /// Whether SLURM answers at all (used for friendly errors before submitting).
 pub fn ping() -> Result<(), SlurmError> {
-    run("squeue", &["-h".into(), "-o".into(), "%i".into(), "-j".into(), "0".into()]).map(|_| ()).or_else(|e| match &e {
+    let args: Vec<String> = ["-h", "-o", "%i", "-j", "0"].iter().map(|s| s.to_string()).collect();
+    match run("squeue", &args) {
+        Ok(_) => Ok(()),
         // `Invalid job id specified` means the controller answered.
-        SlurmError::Failed { stderr, .. } if stderr.contains("Invalid job id") => Ok(()),
-        _ => Err(e),
-    })
+        Err(SlurmError::Failed { ref stderr, .. }) if stderr.contains("Invalid job id") => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 fn current_user() -> Option<String> {

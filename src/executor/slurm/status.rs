@@ -51,13 +51,19 @@ pub fn queue_view(p: &Pipeline, cache: &Cache) -> HashMap<String, Live> {
         let refs: Vec<&str> = m.iter().map(String::as_str).collect();
         queue.extend(client::sacct(&refs));
     }
+    let inputs_cached: HashMap<&str, bool> = p
+        .instances
+        .iter()
+        .map(|i| (i.key.as_str(), i.inputs.values().flatten().all(|&u| cache.is_cached(&p.instances[u].key))))
+        .collect();
     for (key, rec) in records {
         let Some(entry) = lookup(&queue, &JobId(rec.job.clone())) else { continue };
         let job = rec.job.clone();
+        // A job that never ran because an input failed is "not run", not a failure.
+        let inputs_ok = inputs_cached.get(key.as_str()).copied().unwrap_or(true);
         let live = match entry.state {
-            JobState::Pending if dependency_never_satisfied(&entry.reason) => {
-                Live::Ended { job, message: "waits on a failed input (DependencyNeverSatisfied)".into() }
-            }
+            JobState::Pending if dependency_never_satisfied(&entry.reason) => continue,
+            JobState::Ended(_) if !inputs_ok => continue,
             JobState::Pending | JobState::Other if rec.packed && lock::is_locked(&cache.lock_path(&key)) => Live::Running { job },
             JobState::Pending | JobState::Other => Live::Queued { job },
             JobState::Running if rec.packed && !lock::is_locked(&cache.lock_path(&key)) => Live::Queued { job },
