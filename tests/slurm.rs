@@ -354,7 +354,7 @@ fn a_sweep_of_50_is_submitted_as_arrays() {
             r#"
 [stage.gen]
 kind = "command"
-cmd = ["sh", "-c", "echo $N > n.txt; echo $WFPIPE_INSTANCE >> $COUNTER"]
+cmd = ["sh", "-c", "sleep 2; echo $N > n.txt; echo $WFPIPE_INSTANCE >> $COUNTER"]
 outputs = ["n.txt"]
 matrix.env.N = [{}]
 

@@ -34,17 +34,21 @@ impl Dependency {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Group {
     pub resources: Resources,
-    /// Instance indices; position = array task id.
+    /// Instance indices.
     pub members: Vec<usize>,
+    /// The array task id of each member (`aftercorr` groups reuse their upstream's ids).
+    pub tasks: Vec<usize>,
     pub dependency: Dependency,
 }
+
+type Member = (usize, Resources, Vec<JobId>);
 
 /// `members`: (instance, resources, jobs it waits for), in instance order.
 /// `array_sizes`: tasks of arrays submitted by this run, to write `123` instead of
 /// listing all of `123_0 ... 123_n`.
-pub fn group(members: &[(usize, Resources, Vec<JobId>)], limit: usize, array_sizes: &HashMap<String, usize>) -> Vec<Group> {
+pub fn group(members: &[Member], limit: usize, array_sizes: &HashMap<String, usize>) -> Vec<Group> {
     let limit = limit.max(1);
-    let mut by_res: Vec<(Resources, Vec<&(usize, Resources, Vec<JobId>)>)> = Vec::new();
+    let mut by_res: Vec<(Resources, Vec<&Member>)> = Vec::new();
     for m in members {
         match by_res.iter_mut().find(|(r, _)| *r == m.1) {
             Some((_, v)) => v.push(m),
@@ -52,29 +56,65 @@ pub fn group(members: &[(usize, Resources, Vec<JobId>)], limit: usize, array_siz
         }
     }
     let mut out = Vec::new();
+    let plain = |resources: Resources, idx: &[usize], dependency: Dependency| Group {
+        resources,
+        members: idx.to_vec(),
+        tasks: (0..idx.len()).collect(),
+        dependency,
+    };
     for (resources, list) in by_res {
-        let same = list.windows(2).all(|w| w[0].2 == w[1].2);
-        if same {
+        if list.windows(2).all(|w| w[0].2 == w[1].2) {
             let dep = after_ok(&list[0].2, array_sizes);
-            for chunk in list.chunks(limit) {
-                out.push(Group { resources, members: chunk.iter().map(|m| m.0).collect(), dependency: dep.clone() });
+            let idx: Vec<usize> = list.iter().map(|m| m.0).collect();
+            for chunk in idx.chunks(limit) {
+                out.push(plain(resources, chunk, dep.clone()));
             }
             continue;
         }
-        for chunk in list.chunks(limit) {
-            if let Some(bases) = corresponding(chunk) {
-                out.push(Group { resources, members: chunk.iter().map(|m| m.0).collect(), dependency: Dependency::AfterCorr(bases) });
-                continue;
+        // Members waiting on task t of the same arrays: one array per upstream set, with
+        // the upstream's task ids, so `aftercorr` pairs them.
+        let mut corr: BTreeMap<Vec<String>, Vec<(usize, usize)>> = BTreeMap::new();
+        let mut rest: Vec<&Member> = Vec::new();
+        for m in &list {
+            match corr_key(&m.2) {
+                Some((bases, task)) => corr.entry(bases).or_default().push((task, m.0)),
+                None => rest.push(m),
             }
-            // Fall back: one array per distinct dependency set.
-            let mut by_deps: BTreeMap<&Vec<JobId>, Vec<usize>> = BTreeMap::new();
-            for m in chunk {
-                by_deps.entry(&m.2).or_default().push(m.0);
+        }
+        for (bases, mut v) in corr {
+            v.sort();
+            // Two members on the same upstream task go to different arrays.
+            let mut layers: Vec<Vec<(usize, usize)>> = Vec::new();
+            for x in v {
+                match layers.iter_mut().find(|l| l.last().is_some_and(|y| y.0 != x.0)) {
+                    Some(l) => l.push(x),
+                    None => layers.push(vec![x]),
+                }
             }
-            let mut subgroups: Vec<(&Vec<JobId>, Vec<usize>)> = by_deps.into_iter().collect();
-            subgroups.sort_by_key(|(_, v)| v[0]);
-            for (deps, idx) in subgroups {
-                out.push(Group { resources, members: idx, dependency: after_ok(deps, array_sizes) });
+            for layer in layers {
+                for chunk in layer.chunks(limit) {
+                    if chunk.len() == 1 {
+                        let deps: Vec<JobId> = bases.iter().map(|b| JobId(format!("{b}_{}", chunk[0].0))).collect();
+                        out.push(plain(resources, &[chunk[0].1], after_ok(&deps, array_sizes)));
+                    } else {
+                        out.push(Group {
+                            resources,
+                            members: chunk.iter().map(|x| x.1).collect(),
+                            tasks: chunk.iter().map(|x| x.0).collect(),
+                            dependency: Dependency::AfterCorr(bases.clone()),
+                        });
+                    }
+                }
+            }
+        }
+        // The rest: one array per distinct dependency set.
+        let mut by_deps: BTreeMap<&Vec<JobId>, Vec<usize>> = BTreeMap::new();
+        for m in rest {
+            by_deps.entry(&m.2).or_default().push(m.0);
+        }
+        for (deps, idx) in by_deps {
+            for chunk in idx.chunks(limit) {
+                out.push(plain(resources, chunk, after_ok(deps, array_sizes)));
             }
         }
     }
@@ -104,29 +144,39 @@ fn after_ok(deps: &[JobId], array_sizes: &HashMap<String, usize>) -> Dependency 
     Dependency::AfterOk(ids)
 }
 
-/// Task `t` of the chunk waits exactly for task `t` of the same arrays.
-fn corresponding(chunk: &[&(usize, Resources, Vec<JobId>)]) -> Option<Vec<String>> {
-    let mut bases: Option<Vec<String>> = None;
-    for (t, m) in chunk.iter().enumerate() {
-        if m.2.is_empty() {
+/// Every dependency is task `t` of some array, the same `t`: (arrays, t).
+fn corr_key(deps: &[JobId]) -> Option<(Vec<String>, usize)> {
+    let mut task = None;
+    let mut bases = Vec::new();
+    for d in deps {
+        let (base, t) = d.0.split_once('_')?;
+        let t: usize = t.parse().ok()?;
+        if task.is_some_and(|x| x != t) {
             return None;
         }
-        let mut mine = Vec::new();
-        for d in &m.2 {
-            let (base, task) = d.0.split_once('_')?;
-            if task.parse::<usize>().ok()? != t {
-                return None;
-            }
-            mine.push(base.to_owned());
-        }
-        mine.sort();
-        match &bases {
-            None => bases = Some(mine),
-            Some(b) if *b == mine => {}
-            Some(_) => return None,
-        }
+        task = Some(t);
+        bases.push(base.to_owned());
     }
-    bases
+    bases.sort();
+    bases.dedup();
+    Some((bases, task?))
+}
+
+/// `--array` indices: `0-19`, or `0-2,5,7-9` for sparse ids.
+pub fn array_spec(tasks: &[usize]) -> String {
+    let mut sorted = tasks.to_vec();
+    sorted.sort_unstable();
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let mut j = i;
+        while j + 1 < sorted.len() && sorted[j + 1] == sorted[j] + 1 {
+            j += 1;
+        }
+        parts.push(if i == j { sorted[i].to_string() } else { format!("{}-{}", sorted[i], sorted[j]) });
+        i = j + 1;
+    }
+    parts.join(",")
 }
 
 #[cfg(test)]
@@ -150,10 +200,14 @@ mod tests {
 
     #[test]
     fn fan_out_uses_aftercorr_and_gather_waits_for_whole_arrays() {
-        let m: Vec<_> = (0..3).map(|i| (10 + i, r(), vec![j(&format!("7_{i}"))])).collect();
+        // Members in another order than their upstream tasks, split over two arrays.
+        let m: Vec<_> = [(10, "7_1"), (11, "7_0"), (12, "8_0"), (13, "7_2"), (14, "8_1")].iter().map(|(i, d)| (*i, r(), vec![j(d)])).collect();
         let g = group(&m, 100, &HashMap::new());
-        assert_eq!(g.len(), 1);
+        assert_eq!(g.len(), 2);
         assert_eq!(g[0].dependency, Dependency::AfterCorr(vec!["7".into()]));
+        assert_eq!((g[0].members.clone(), g[0].tasks.clone()), (vec![11, 10, 13], vec![0, 1, 2]));
+        assert_eq!(g[1].dependency, Dependency::AfterCorr(vec!["8".into()]));
+        assert_eq!(array_spec(&[0, 1, 2, 5, 7, 8]), "0-2,5,7-8");
         let sizes: HashMap<String, usize> = [("8".to_owned(), 3)].into();
         let gather = vec![(20, r(), vec![j("8_0"), j("8_1"), j("8_2"), j("9")])];
         let g = group(&gather, 100, &sizes);
@@ -163,11 +217,12 @@ mod tests {
     #[test]
     fn misaligned_dependencies_and_other_resources_split() {
         let big = Resources { cpus: 4, ..r() };
-        let m = vec![(0, r(), vec![j("7_1")]), (1, r(), vec![j("7_0")]), (2, big, vec![])];
+        let m = vec![(0, r(), vec![j("7_1"), j("9")]), (1, r(), vec![j("7_0")]), (2, big, vec![])];
         let g = group(&m, 100, &HashMap::new());
         assert_eq!(g.len(), 3);
-        assert_eq!(g[0].members, vec![0]);
-        assert_eq!(g[0].dependency, Dependency::AfterOk(vec!["7_1".into()]));
+        assert_eq!(g[0].members, vec![1]);
+        assert_eq!(g[0].dependency, Dependency::AfterOk(vec!["7_0".into()]));
+        assert_eq!(g[1].dependency, Dependency::AfterOk(vec!["7_1".into(), "9".into()]));
         assert_eq!(g[2].resources.cpus, 4);
     }
 }

@@ -89,11 +89,13 @@ impl<'a> Submitter<'a> {
         let g = self.next_group;
         self.next_group += 1;
         let list = self.run_dir.join(format!("g{g}.list"));
-        let mut text = String::new();
-        for (key, _) in keys {
-            text.push_str(&exec_stage::job_path(self.cache, key).to_string_lossy());
-            text.push('\n');
+        // Line `task + 1` holds the job file of that array task (gaps stay empty).
+        let lines = group.tasks.iter().max().map_or(1, |m| m + 1);
+        let mut rows = vec![String::new(); lines];
+        for (&t, (key, _)) in group.tasks.iter().zip(keys) {
+            rows[t] = exec_stage::job_path(self.cache, key).to_string_lossy().into_owned();
         }
+        let text = rows.join("\n") + "\n";
         fs::write(&list, text).map_err(io(&list))?;
         let script = self.run_dir.join(format!("g{g}.sh"));
         let body = self.stage_script(stage, keys.len(), &list);
@@ -104,12 +106,12 @@ impl<'a> Submitter<'a> {
             // SLURM's output goes through `g<N>.d/<task>`, a link to the key's work folder.
             let links = self.run_dir.join(format!("g{g}.d"));
             fs::create_dir_all(&links).map_err(io(&links))?;
-            for (t, (key, _)) in keys.iter().enumerate() {
+            for (t, (key, _)) in group.tasks.iter().zip(keys) {
                 let link = links.join(t.to_string());
                 let _ = fs::remove_file(&link);
                 std::os::unix::fs::symlink(self.cache.work_dir(key), &link).map_err(io(&link))?;
             }
-            flags.push(format!("--array=0-{}", keys.len() - 1));
+            flags.push(format!("--array={}", super::groups::array_spec(&group.tasks)));
             flags.push(format!("--output={}/%a/slurm-%A_%a.out", links.display()));
         } else {
             flags.push(format!("--output={}/slurm-%j.out", self.cache.work_dir(keys[0].0).display()));
@@ -121,7 +123,7 @@ impl<'a> Submitter<'a> {
         }
         let now = record::now_unix();
         let mut ids = Vec::with_capacity(keys.len());
-        for (t, (key, instance)) in keys.iter().enumerate() {
+        for (&t, (key, instance)) in group.tasks.iter().zip(keys) {
             let id = JobId::new(job, array.then_some(t));
             let rec = SlurmRecord { job: id.0.clone(), run: self.run_id.clone(), instance: (*instance).to_owned(), submitted_unix: now, packed: false };
             let path = record::path(self.cache, key);
