@@ -87,10 +87,12 @@ fn collect(base: &Path, dir: &Path, files: &mut BTreeMap<String, Vec<u8>>) {
 /// Every `slurm.json` record in a cache: key -> job id.
 fn records(cache: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    for e in std::fs::read_dir(cache.join("work")).unwrap().flatten() {
+    let Ok(rd) = std::fs::read_dir(cache.join("work")) else { return out };
+    for e in rd.flatten() {
         let Ok(bytes) = std::fs::read(e.path().join("slurm.json")) else { continue };
-        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        out.insert(e.file_name().to_string_lossy().into_owned(), v["job"].as_str().unwrap().to_owned());
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else { continue };
+        let Some(job) = v["job"].as_str() else { continue };
+        out.insert(e.file_name().to_string_lossy().into_owned(), job.to_owned());
     }
     out
 }
