@@ -21,7 +21,9 @@ fn unavailable() -> Option<String> {
         return Some(format!("`sinfo` failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
     }
     let states = String::from_utf8_lossy(&out.stdout);
-    if !states.lines().any(|s| ["idle", "mixed", "allocated"].iter().any(|ok| s.trim().starts_with(ok))) {
+    // A node that is busy (allocated, mixed, completing) still runs jobs later.
+    let unusable = ["down", "drain", "fail", "inval", "unk", "future", "maint", "reboot", "power"];
+    if !states.lines().any(|s| !s.trim().is_empty() && !unusable.iter().any(|bad| s.trim().starts_with(bad))) {
         return Some(format!("no usable SLURM node (states: {:?})", states.trim()));
     }
     if Command::new("sbatch").arg("--version").output().is_err() {
