@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use wfpipe_stages::kind::BackendChoice;
 
-use crate::ops::{self, dag::DagFormat, run::RunOptions};
+use crate::executor::slurm::SlurmArgs;
+use crate::ops::{self, dag::DagFormat, run::{ExecutorChoice, RunOptions}};
 use crate::render::Mode;
 
 #[derive(Parser, Debug)]
@@ -74,6 +75,15 @@ pub enum Command {
         /// No progress output.
         #[arg(short, long)]
         quiet: bool,
+        /// Where instances run: this machine, or SLURM jobs (the cache must be on a
+        /// filesystem the compute nodes share).
+        #[arg(long, value_enum, default_value = "local", env = "WFPIPE_EXECUTOR")]
+        executor: ExecutorChoice,
+        /// With `--executor slurm`: submit and return; `status` and `run` follow up.
+        #[arg(long)]
+        detach: bool,
+        #[command(flatten)]
+        slurm: SlurmArgs,
     },
     /// Check a pipeline file; writes nothing.
     Validate {
@@ -134,6 +144,16 @@ pub enum Command {
         cache: PathBuf,
         job: PathBuf,
     },
+    /// Compute keys from a SLURM worker queue folder (used by `--slurm-pack`).
+    #[command(hide = true)]
+    SlurmWorker {
+        #[arg(long)]
+        cache: PathBuf,
+        /// Stop after this many keys.
+        #[arg(long, default_value_t = usize::MAX)]
+        max: usize,
+        queue: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -185,7 +205,7 @@ fn cache_path(p: &PipelineArgs, pipeline: &crate::pipeline::Pipeline) -> PathBuf
 /// Run the parsed command; returns the exit code.
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Run { p, targets, data_dir, jobs, cpus, gpus, mem_mb, keep_going, dry_run, backend, quiet } => {
+        Command::Run { p, targets, data_dir, jobs, cpus, gpus, mem_mb, keep_going, dry_run, backend, quiet, executor, detach, slurm } => {
             let o = RunOptions {
                 overrides: p.overrides.clone(),
                 cache: p.cache.clone(),
@@ -202,6 +222,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 },
                 mode: Mode::choose(quiet, cli.log_format == LogFormat::Json),
                 targets,
+                executor,
+                detach,
+                slurm,
             };
             ops::run::run(&p.pipeline, &o)
         }
@@ -273,5 +296,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let registry = crate::kinds::Registry::standard();
             Ok(crate::exec_stage::exec(&cache, &job, &registry))
         }
+        Command::SlurmWorker { cache, max, queue } => Ok(crate::executor::slurm::pack::run_worker(&cache, &queue, max)),
     }
 }

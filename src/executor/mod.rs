@@ -2,6 +2,7 @@
 //! `wfpipe exec-stage` process; executors differ only in where that process runs.
 
 pub mod local;
+pub mod slurm;
 
 
 use std::path::PathBuf;

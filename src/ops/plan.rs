@@ -62,32 +62,50 @@ pub fn render_plan(p: &Pipeline, planned: &[PlannedInstance]) -> String {
 
 /// The text of `wfpipe status`: counts, plus running and failed instances.
 pub fn render_status(p: &Pipeline, cache: &Cache) -> String {
+    use crate::executor::slurm::status::{queue_view, Live};
     let mut cached = 0;
     let mut running = Vec::new();
+    let mut queued = Vec::new();
     let mut failed = Vec::new();
+    let mut slurm_failed = Vec::new();
     let mut pending = 0;
+    // Keys submitted to SLURM (`slurm.json`): the queue knows whether they wait or run.
+    let slurm = queue_view(p, cache);
     for inst in &p.instances {
+        let live = slurm.get(&inst.key);
         if cache.is_cached(&inst.key) {
             cached += 1;
-        } else if lock::is_locked(&cache.lock_path(&inst.key)) {
+        } else if lock::is_locked(&cache.lock_path(&inst.key)) || matches!(live, Some(Live::Running { .. })) {
             running.push(inst);
+        } else if let Some(Live::Queued { job }) = live {
+            queued.push((inst, job));
         } else if exec_stage::error_path(cache, &inst.key).exists() {
             failed.push(inst);
+        } else if let Some(Live::Ended { job, message }) = live {
+            slurm_failed.push((inst, job, message));
         } else {
             pending += 1;
         }
     }
+    let queued_note = if queued.is_empty() { String::new() } else { format!(" {} queued,", queued.len()) };
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "pipeline `{}`: {} instances: {cached} cached, {} running, {} failed, {pending} not run",
+        "pipeline `{}`: {} instances: {cached} cached, {} running,{queued_note} {} failed, {pending} not run",
         p.name,
         p.instances.len(),
         running.len(),
-        failed.len()
+        failed.len() + slurm_failed.len()
     );
     for inst in running {
-        let _ = writeln!(out, "  running  {}", inst.id);
+        let note = crate::executor::slurm::status::progress_note(cache, &inst.key).map(|n| format!(" ({n})")).unwrap_or_default();
+        let _ = writeln!(out, "  running  {}{note}", inst.id);
+    }
+    for (inst, job) in queued {
+        let _ = writeln!(out, "  queued   {} (SLURM job {job})", inst.id);
+    }
+    for (inst, job, message) in slurm_failed {
+        let _ = writeln!(out, "  failed   {}: SLURM job {job}: {message}\n           log: {}", inst.id, exec_stage::log_path(cache, &inst.key).display());
     }
     for inst in failed {
         let msg = std::fs::read_to_string(exec_stage::error_path(cache, &inst.key)).unwrap_or_default();

@@ -7,6 +7,7 @@ use wfpipe_stages::kind::BackendChoice;
 
 use super::{load, open_cache, Paths};
 use crate::event::{Event, EventSink, RunSummary};
+use crate::executor::slurm::{SlurmArgs, SlurmConfig, SlurmExecutor};
 use crate::executor::{self, local::LocalExecutor, Executor, RunRequest};
 use crate::pipeline::Pipeline;
 use crate::render::{Mode, Renderer};
@@ -26,6 +27,18 @@ pub struct RunOptions {
     pub backend: BackendChoice,
     pub mode: Mode,
     pub targets: Vec<String>,
+    pub executor: ExecutorChoice,
+    /// Submit and return (SLURM).
+    pub detach: bool,
+    pub slurm: SlurmArgs,
+}
+
+/// Where instances run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecutorChoice {
+    #[default]
+    Local,
+    Slurm,
 }
 
 /// What this machine has.
@@ -92,6 +105,13 @@ pub fn run(path: &Path, o: &RunOptions) -> anyhow::Result<i32> {
     let selected = select(&p, &o.targets)?;
     let planned = super::plan::plan(&p, &cache);
     let todo: Vec<usize> = planned.iter().filter(|x| selected.contains(&x.index) && !x.status.is_cached()).map(|x| x.index).collect();
+    if o.detach && o.executor != ExecutorChoice::Slurm {
+        anyhow::bail!("--detach needs --executor slurm (local instances are children of this process)");
+    }
+    let slurm = match o.executor {
+        ExecutorChoice::Slurm => Some(SlurmConfig::resolve(&p.slurm, &o.slurm).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?),
+        ExecutorChoice::Local => None,
+    };
     if o.dry_run {
         print!("{}", super::plan::render_plan(&p, &planned));
         return Ok(0);
@@ -104,7 +124,7 @@ pub fn run(path: &Path, o: &RunOptions) -> anyhow::Result<i32> {
     }
     let mut capacity = detect_capacity(o);
     let wants_gpu = todo.iter().any(|&i| p.instances[i].resources.gpus > 0);
-    if wants_gpu && capacity.gpus == 0 {
+    if wants_gpu && capacity.gpus == 0 && slurm.is_none() {
         tracing::warn!("some instances request GPUs but this machine has none; they run on the CPU");
     }
     if o.backend == BackendChoice::Cuda && !cfg!(feature = "cuda") {
@@ -114,7 +134,23 @@ pub fn run(path: &Path, o: &RunOptions) -> anyhow::Result<i32> {
     executor::install_interrupt_handler();
     let req = RunRequest { pipeline: &p, cache: &cache, todo, data_dir: paths.data.clone(), backend: o.backend, keep_going: o.keep_going };
     let exe = std::env::current_exe()?;
-    let summary = LocalExecutor { capacity, exe }.execute(&req, &mut renderer);
+    let summary = match slurm {
+        None => LocalExecutor { capacity, exe }.execute(&req, &mut renderer),
+        Some(config) => {
+            let mut ex = SlurmExecutor { config, exe, detach: o.detach, report: Default::default() };
+            let summary = ex.execute(&req, &mut renderer);
+            if o.mode == Mode::Json {
+                let r = &ex.report;
+                eprintln!("{}", serde_json::json!({"event": "slurm", "run": r.run_id, "submitted": r.submitted, "sbatch_calls": r.sbatch_calls, "attached": r.attached, "detached": o.detach}));
+            } else if o.mode != Mode::Quiet {
+                eprintln!("{}", ex.report.line());
+                if o.detach {
+                    eprintln!("detached: `wfpipe status {}` shows progress; `wfpipe run` again follows the queued jobs", path.display());
+                }
+            }
+            summary
+        }
+    };
     print_summary(&summary);
     Ok(if summary.interrupted {
         130

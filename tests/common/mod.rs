@@ -34,7 +34,9 @@ impl Project {
 
     /// `wfpipe ARGS` with the project's cache and counter.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_wfpipe"));
+        // WFPIPE_TEST_BIN: a copy of the binary, for target folders that other checkouts share.
+        let bin = std::env::var_os("WFPIPE_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_wfpipe").into());
+        let mut c = Command::new(bin);
         c.args(args).current_dir(self.path()).env("WFPIPE_CACHE", self.cache()).env("COUNTER", self.counter()).env_remove("WFPIPE_LOG");
         c
     }
