@@ -115,10 +115,27 @@ pub fn match_text(v: &Value) -> String {
     v.to_string().to_lowercase()
 }
 
+/// Match keys the pipelines express through other axes: `aligned` follows the `align`
+/// stage's `method` axis (anything but "none" is aligned), and a group with an empty
+/// `geometry` holds networks that are not flow samples (the "Target" rows).
+fn with_derived_keys(group: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut g = group.clone();
+    if let (Some(method), false) = (group.get("method"), group.contains_key("aligned")) {
+        if !method.is_empty() {
+            g.insert("aligned".into(), (method.to_lowercase() != "none").to_string());
+        }
+    }
+    if group.get("geometry").is_some_and(|v| v.is_empty() || v == "null") && !group.contains_key("model") {
+        g.insert("model".into(), "target".into());
+    }
+    g
+}
+
 impl ReferenceTable {
     /// The row describing a group, given the group's column values (plus any values the
     /// table fixes with `reference_match`). See the file header for the rule.
     pub fn lookup(&self, group: &BTreeMap<String, String>) -> Option<&ReferenceRow> {
+        let group = &with_derived_keys(group);
         let mut found = None;
         for row in &self.rows {
             let mut compared = 0;
