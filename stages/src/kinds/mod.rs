@@ -81,6 +81,7 @@ pub(crate) mod test_support {
             tables: BTreeMap::new(),
         };
         let result = kind.run(&mut ctx);
-        (result, out, ctx.tables)
+        let tables = std::mem::take(&mut ctx.tables);
+        (result, out, tables)
     }
 }
