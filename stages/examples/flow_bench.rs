@@ -2,7 +2,7 @@
 //! (forward, backward, Adam) and one Euler sampling step, reported as iterations per second
 //! and GFLOP/s with science.md §11.2's FLOP counts.
 //!
-//! Run with `cargo run --release -p wfpipe-stages --example flow_bench [-- --steps N]`.
+//! Run with `cargo run --release -p wfpipe-stages --example flow_bench [-- --steps N] [--only toy|uci]`.
 
 use std::time::Instant;
 
@@ -91,8 +91,13 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let uci = Layout(vec![30, 16, 16, 2]);
     println!("threads: {}", rayon::current_num_threads());
-    bench("toy d=32 B=16", &uci, 32, 16, steps);
-    bench("uci d=64 B=32", &uci, 64, 32, steps);
+    if only.as_deref() != Some("uci") {
+        bench("toy d=32 B=16", &uci, 32, 16, steps);
+    }
+    if only.as_deref() != Some("toy") {
+        bench("uci d=64 B=32", &uci, 64, 32, steps);
+    }
 }

@@ -249,7 +249,13 @@ mod tests {
             let resumed = train::<A>(&spec, &settings, &data, &killed_dir, &device, &NoProgress, None).expect("resumes");
             assert!(resumed.is_finished);
             assert_eq!(whole.model_bytes, resumed.model_bytes, "{} model bytes differ", geometry.name());
-            assert_eq!(whole.curve, resumed.curve);
+            // Curve values pass through the JSON checkpoint, whose float parsing may differ
+            // in the last bit; the model itself must be bit-identical.
+            assert_eq!(whole.curve.len(), resumed.curve.len());
+            for (a, b) in whole.curve.iter().zip(&resumed.curve) {
+                assert_eq!(a.iteration, b.iteration);
+                assert!((a.loss - b.loss).abs() <= 1e-12 * a.loss.abs(), "{a:?} vs {b:?}");
+            }
             assert_eq!(whole.curve.len(), 4);
             assert!(whole.curve.iter().all(|c| c.loss.is_finite()));
             let _ = std::fs::remove_dir_all(whole_dir);
