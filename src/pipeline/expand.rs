@@ -226,6 +226,15 @@ pub(crate) fn check_combos(loader: &mut Loader<'_>, what: &str, v: &SValue, grou
         let mut combo = BTreeMap::new();
         for (k, val) in entries {
             let Some(axis) = axes.iter().find(|a| a.name == k.name) else {
+                if what == "exclude" {
+                    // May name an axis inherited from an input; checked when instances
+                    // are expanded, where the inherited axes are known.
+                    if let Some(x) = super::to_plain_value(val) {
+                        combo.insert(k.name.clone(), x);
+                        loader.pending_exclude_keys.push((k.name.clone(), span_of_key(k)));
+                    }
+                    continue;
+                }
                 loader.diags.push(
                     Diagnostic::new(format!("`{what}` names `{}`, which is not an axis of this stage", k.name), span_of_key(k))
                         .suggest(&k.name, axes.iter().map(|a| a.name.as_str()))
@@ -307,7 +316,12 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
         // Own combinations.
         let mut own: Vec<Combo> = combos(&stage.axes);
         let as_map = |c: &Combo| -> BTreeMap<String, Value> { c.iter().map(|(a, v)| (a.name.clone(), v.clone())).collect() };
-        own.retain(|c| !stage.exclude.iter().any(|ex| matches(&as_map(c), ex)));
+        let own_names: BTreeSet<&str> = own_axis_names.iter().map(String::as_str).collect();
+        let own_excludes: Vec<&BTreeMap<String, Value>> =
+            stage.exclude.iter().filter(|ex| ex.keys().all(|k| own_names.contains(k.as_str()))).collect();
+        let joint_excludes: Vec<&BTreeMap<String, Value>> =
+            stage.exclude.iter().filter(|ex| !ex.keys().all(|k| own_names.contains(k.as_str()))).collect();
+        own.retain(|c| !own_excludes.iter().any(|ex| matches(&as_map(c), ex)));
         for inc in &stage.include {
             if own.iter().any(|c| as_map(c) == *inc) {
                 continue;
@@ -383,9 +397,13 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
             for (axes, picked) in &choices {
                 for &c in candidates {
                     let inst = &p.instances[c];
-                    if inst.axes.iter().all(|(k, v)| axes.get(k).is_none_or(|x| x == v)) {
+                    // Axes the reference pins with a selection are constant for this
+                    // input: they are neither joined on nor inherited.
+                    let pinned = &stage.refs[param].sels[0].filters;
+                    let free: Vec<(&String, &Value)> = inst.axes.iter().filter(|(k, _)| !pinned.contains_key(*k)).collect();
+                    if free.iter().all(|(k, v)| axes.get(*k).is_none_or(|x| x == *v)) {
                         let mut a2 = axes.clone();
-                        a2.extend(inst.axes.iter().map(|(k, v)| (k.clone(), v.clone())));
+                        a2.extend(free.iter().map(|(k, v)| ((*k).clone(), (*v).clone())));
                         let mut p2 = picked.clone();
                         p2.push((param.clone(), c));
                         next.push((a2, p2));
@@ -399,6 +417,27 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
                 format!("stage `{}`: its inputs share axes but no combination of their instances agrees on them", stage.name),
                 Some(stage.name_span.clone()),
             ));
+            continue;
+        }
+        let known: BTreeSet<&String> = choices.iter().flat_map(|(a, _)| a.keys()).chain(own_axis_names.iter()).collect();
+        let mut bad_exclude = false;
+        for ex in &joint_excludes {
+            for k in ex.keys() {
+                if !known.contains(k) {
+                    let span = stage.exclude_spans.get(k).cloned().flatten();
+                    diags.push(
+                        Diagnostic::new(format!("`exclude` names `{k}`, which is not an axis of this stage"), span)
+                            .suggest(k, known.iter().map(|s| s.as_str()))
+                            .help_if_none(format!(
+                                "axes: {}",
+                                if known.is_empty() { "none".to_owned() } else { known.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ") }
+                            )),
+                    );
+                    bad_exclude = true;
+                }
+            }
+        }
+        if bad_exclude {
             continue;
         }
         let clash: Vec<&String> = choices[0].0.keys().filter(|k| own_axis_names.contains(*k)).collect();
@@ -418,6 +457,14 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
             for combo in &own {
                 let mut params = stage.params.clone();
                 let mut axes = inherited.clone();
+                let full: BTreeMap<String, String> = inherited
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_string()))
+                    .chain(combo.iter().map(|(a, v)| (a.name.clone(), v.to_string())))
+                    .collect();
+                if joint_excludes.iter().any(|ex| ex.iter().all(|(k, v)| full.get(k) == Some(&v.to_string()))) {
+                    continue;
+                }
                 let mut rep = 0u64;
                 for (axis, value) in combo {
                     axes.insert(axis.name.clone(), value.clone());

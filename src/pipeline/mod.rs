@@ -50,6 +50,8 @@ pub struct StageDef {
     pub axes: Vec<expand::AxisGroup>,
     pub include: Vec<BTreeMap<String, Value>>,
     pub exclude: Vec<BTreeMap<String, Value>>,
+    /// Where each `exclude` key that may name an inherited axis was written.
+    pub exclude_spans: BTreeMap<String, Option<Range<usize>>>,
     pub seed: u64,
     pub resources: Option<ResourceOverride>,
     /// Reference parameters: param name -> (mode, selections, span).
@@ -126,7 +128,7 @@ pub fn load_str(path: &Path, text: String, overrides: &[String], registry: &Regi
         project_dir.to_path_buf()
     };
     let project_dir = if project_dir.as_os_str().is_empty() { PathBuf::from(".") } else { project_dir };
-    let mut loader = Loader { source: source.clone(), registry, diags: Vec::new() };
+    let mut loader = Loader { source: source.clone(), registry, diags: Vec::new(), pending_exclude_keys: Vec::new() };
     let top = source::parse(&source)?;
     let raw = loader.read_top(&top);
     let mut raw = match raw {
@@ -174,6 +176,8 @@ pub(crate) struct Loader<'a> {
     source: Arc<SourceFile>,
     registry: &'a Registry,
     pub(crate) diags: Vec<Diagnostic>,
+    /// `exclude` keys that are not own axes, with their spans (checked at expansion).
+    pub(crate) pending_exclude_keys: Vec<(String, Option<Range<usize>>)>,
 }
 
 impl<'a> Loader<'a> {
@@ -420,7 +424,9 @@ impl<'a> Loader<'a> {
         let axes = expand::check_axes(self, &kind_name, &schema, matrix, zip, replicates, &params);
         let axis_names: BTreeSet<String> = axes.iter().flat_map(|g| g.axes.iter().map(|a| a.name.clone())).collect();
         let include = include.map(|v| expand::check_combos(self, "include", v, &axes)).unwrap_or_default();
+        self.pending_exclude_keys.clear();
         let exclude = exclude.map(|v| expand::check_combos(self, "exclude", v, &axes)).unwrap_or_default();
+        let exclude_spans: BTreeMap<String, Option<Range<usize>>> = self.pending_exclude_keys.drain(..).collect();
         // Defaults, and required parameters that are neither set nor swept.
         for spec in &schema {
             if params.contains_key(spec.name) {
@@ -489,6 +495,7 @@ impl<'a> Loader<'a> {
             axes,
             include,
             exclude,
+            exclude_spans,
             seed,
             resources,
             refs,
