@@ -77,24 +77,27 @@ pub fn total(cost: &[f64], n: usize, assignment: &[usize]) -> f64 {
     assignment.iter().enumerate().map(|(r, &c)| cost[r * n + c]).sum()
 }
 
+/// Every permutation of `0..n`, for brute-force checks in tests.
+#[cfg(test)]
+pub(crate) fn permutations(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![vec![]];
+    }
+    let mut out = Vec::new();
+    for p in permutations(n - 1) {
+        for pos in 0..=p.len() {
+            let mut q = p.clone();
+            q.insert(pos, n - 1);
+            out.push(q);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn permutations(n: usize) -> Vec<Vec<usize>> {
-        if n == 0 {
-            return vec![vec![]];
-        }
-        let mut out = Vec::new();
-        for p in permutations(n - 1) {
-            for pos in 0..=p.len() {
-                let mut q = p.clone();
-                q.insert(pos, n - 1);
-                out.push(q);
-            }
-        }
-        out
-    }
 
     #[test]
     fn equals_brute_force_on_random_matrices() {

@@ -93,20 +93,7 @@ pub fn draw_pairs(plan: &[f64], count: usize, rng: &mut Rng) -> Vec<(usize, usiz
 mod tests {
     use super::*;
 
-    fn permutations(n: usize) -> Vec<Vec<usize>> {
-        if n == 0 {
-            return vec![vec![]];
-        }
-        let mut out = Vec::new();
-        for p in permutations(n - 1) {
-            for pos in 0..=p.len() {
-                let mut q = p.clone();
-                q.insert(pos, n - 1);
-                out.push(q);
-            }
-        }
-        out
-    }
+    use crate::assignment::permutations;
 
     #[test]
     fn ot_plan_of_eight_is_the_brute_force_optimum_over_b() {

@@ -103,21 +103,6 @@ mod tests {
         theta
     }
 
-    fn all_permutations(n: usize) -> Vec<Vec<usize>> {
-        if n == 0 {
-            return vec![vec![]];
-        }
-        let mut out = Vec::new();
-        for p in all_permutations(n - 1) {
-            for pos in 0..=p.len() {
-                let mut q = p.clone();
-                q.insert(pos, n - 1);
-                out.push(q);
-            }
-        }
-        out
-    }
-
     #[test]
     fn one_hidden_layer_equals_brute_force() {
         let layout = Layout(vec![7, 6, 3]);
@@ -127,7 +112,7 @@ mod tests {
             let theta = random_network(&layout, &mut r);
             let m = weight_matching(&layout, &reference, &theta, &mut r);
             let got = l2_distance_sq(&reference, &m.perms.apply(&layout, &theta));
-            let best = all_permutations(6)
+            let best = crate::assignment::permutations(6)
                 .into_iter()
                 .map(|s| l2_distance_sq(&reference, &Permutations { sigma: vec![s] }.apply(&layout, &theta)))
                 .fold(f64::INFINITY, f64::min);
