@@ -5,6 +5,7 @@
 //! [`init::ParamInit`] draws the parameters reproducibly.
 
 pub mod dense;
+pub mod fused;
 pub mod graph;
 pub mod init;
 pub mod layer;
