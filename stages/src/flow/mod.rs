@@ -5,6 +5,7 @@
 //! coupling, layout, network config, time channel, σ, source set); it is written next to
 //! the model as `flow.json`, and [`train::train`] produces the model for it.
 
+pub mod adam;
 pub mod checkpoint;
 pub mod loss;
 pub mod path;

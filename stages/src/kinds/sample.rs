@@ -15,9 +15,10 @@ use crate::flow::train::ModelRecorder;
 use crate::flow::SourceMode;
 use crate::geometry::{canon::canonicalize, product::ProductGeometry};
 use crate::guidance::{mismatch, TaskGuidance};
-use crate::kind::{ParamSpec, ParamType, Params, RefMode, StageContext, StageError, StageKind, Value};
+use crate::kind::{BackendChoice, ParamSpec, ParamType, Params, RefMode, StageContext, StageError, StageKind, Value};
 use crate::layout::Layout;
 use crate::noise::Rng;
+use crate::rt::fused::{FusedGraph, FusedRt};
 use crate::rt::{graph::GraphSpec, model::RelationalTransformer};
 use crate::sample::{Guidance, Predictor, Sampler, VelocityRule};
 use crate::weights::{WeightSet, FILE_NAME};
@@ -98,6 +99,28 @@ impl<B: Backend> Predictor for FlowPredictor<'_, B> {
     }
 }
 
+/// The same predictor on the fused CPU engine.
+struct FusedPredictor {
+    engine: FusedRt,
+    graph: FusedGraph,
+    layout: Layout,
+    canonical: bool,
+}
+
+impl Predictor for FusedPredictor {
+    fn predict(&mut self, x: &[f32], t: f32) -> Vec<f32> {
+        let p = self.layout.num_params();
+        let batch = x.len() / p;
+        let pred = self.engine.predict(&self.graph, x, &vec![t; batch]);
+        if !self.canonical {
+            return pred;
+        }
+        type Cpu = burn::backend::NdArray<f32>;
+        let tensor = Tensor::<Cpu, 2>::from_data(TensorData::new(pred, [batch, p]), &Default::default());
+        canonicalize(tensor, &self.layout).into_data().to_vec::<f32>().expect("predictions are f32")
+    }
+}
+
 struct SampleTask<'a> {
     flow: &'a TrainedFlow,
     model_bytes: Vec<u8>,
@@ -110,30 +133,53 @@ struct SampleTask<'a> {
     progress: &'a dyn crate::kind::ProgressSink,
 }
 
+impl SampleTask<'_> {
+    /// Samples on the fused CPU engine.
+    fn run_fused(self) -> Result<Vec<f32>, StageError> {
+        type Cpu = burn::backend::NdArray<f32>;
+        let model = load_model::<Cpu>(self.flow, &self.model_bytes, &Default::default())?;
+        let mut predictor = FusedPredictor {
+            engine: FusedRt::from_model(&model, &self.flow.spec.rt),
+            graph: FusedGraph::new(&GraphSpec::new(self.layout, self.flow.spec.time_channel)),
+            layout: self.layout.clone(),
+            canonical: self.flow.spec.geometry.is_canonical(),
+        };
+        self.sample_with(&mut predictor)
+    }
+
+    fn sample_with(mut self, predictor: &mut dyn Predictor) -> Result<Vec<f32>, StageError> {
+        let p = self.layout.num_params();
+        let total = self.x0.len() / p;
+        let mut out = Vec::with_capacity(self.x0.len());
+        for chunk in self.x0.chunks(self.batch_size * p) {
+            let guidance = self.guidance.as_mut().map(|g| g as &mut dyn Guidance);
+            let (samples, _) = self.sampler.run(chunk, predictor, guidance, self.rng);
+            out.extend(samples);
+            self.progress.progress((out.len() / p) as u64, total as u64, "samples");
+        }
+        Ok(out)
+    }
+}
+
+fn load_model<B: Backend>(flow: &TrainedFlow, bytes: &[u8], device: &B::Device) -> Result<RelationalTransformer<B>, StageError> {
+    let record = ModelRecorder::default()
+        .load(bytes.to_vec(), device)
+        .map_err(|e| StageError::Input(format!("reading the flow model: {e}")))?;
+    Ok(flow.spec.rt.init::<B>(0, device).load_record(record))
+}
+
 impl BackendTask for SampleTask<'_> {
     type Output = Result<Vec<f32>, StageError>;
-    fn run<A: AutodiffBackend>(mut self, device: &A::Device) -> Self::Output {
+    fn run<A: AutodiffBackend>(self, device: &A::Device) -> Self::Output {
         type Inner<A> = <A as AutodiffBackend>::InnerBackend;
-        let record = ModelRecorder::default()
-            .load(self.model_bytes.clone(), device)
-            .map_err(|e| StageError::Input(format!("reading the flow model: {e}")))?;
-        let model: RelationalTransformer<Inner<A>> = self.flow.spec.rt.init::<Inner<A>>(0, device).load_record(record);
+        let model = load_model::<Inner<A>>(self.flow, &self.model_bytes, device)?;
         let mut predictor = FlowPredictor::<Inner<A>> {
             model: &model,
             graph: GraphSpec::new(self.layout, self.flow.spec.time_channel),
             canonical: self.flow.spec.geometry.is_canonical(),
             device,
         };
-        let p = self.layout.num_params();
-        let total = self.x0.len() / p;
-        let mut out = Vec::with_capacity(self.x0.len());
-        for chunk in self.x0.chunks(self.batch_size * p) {
-            let guidance = self.guidance.as_mut().map(|g| g as &mut dyn Guidance);
-            let (samples, _) = self.sampler.run(chunk, &mut predictor, guidance, self.rng);
-            out.extend(samples);
-            self.progress.progress((out.len() / p) as u64, total as u64, "samples");
-        }
-        Ok(out)
+        self.sample_with(&mut predictor)
     }
 }
 
@@ -172,7 +218,8 @@ impl StageKind for Sample {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: CPU sampling on the fused engine.
+        2
     }
 
     fn about(&self) -> &'static str {
@@ -248,7 +295,10 @@ impl StageKind for Sample {
             rng: &mut rng,
             progress: ctx.progress,
         };
-        let samples = dispatch(ctx.backend, task)??;
+        let samples = match ctx.backend {
+            BackendChoice::Cpu => task.run_fused()?,
+            _ => dispatch(ctx.backend, task)??,
+        };
         let mut set = WeightSet::new(layout, samples).map_err(|e| StageError::Failed(format!("sampled weights: {e}")))?;
         set.is_aligned = flow.target_aligned;
         set.write(&ctx.out_dir.join(FILE_NAME)).map_err(|e| StageError::Failed(e.to_string()))?;

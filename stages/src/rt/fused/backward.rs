@@ -3,7 +3,7 @@
 
 use super::forward::{weight, Act, LayerTape, MlpTape, Tape, Work};
 use super::kernels::{
-    add_column_sums, gelu, gelu_backward, gemm, layer_norm_backward, layer_norm_output, relu, relu_backward, silu,
+    add_column_sums, gelu, gelu_backward, gelu_with_derivative, gemm, multiply_in_place, layer_norm_backward, layer_norm_output, relu, relu_backward, silu,
     silu_backward,
 };
 use super::params::{LayerParams, Lin, Norm, ParamMap};
@@ -149,9 +149,9 @@ fn layer_backward(
     norm_output(params, lp.ln_e0, &tape.ln_e0.xhat, e1);
     let dz = &mut work.pw0;
     norm_backward(params, grads, lp.ln_e1, &tape.ln_e1.xhat, &tape.ln_e1.rstd, de_out, dz);
-    gelu(&tape.h_e, &mut work.pd0);
+    gelu_with_derivative(&tape.h_e, &mut work.pd0, &mut work.pd2);
     linear_backward(params, grads, lp.edge_mlp[1], &work.pd0, dz, pairs, Some((&mut work.pd1, false)));
-    gelu_backward(&tape.h_e, &mut work.pd1);
+    multiply_in_place(&mut work.pd1, &work.pd2);
     let de1 = &mut work.pw2;
     de1.copy_from_slice(dz);
     linear_backward(params, grads, lp.edge_mlp[0], e1, &work.pd1, pairs, Some((de1, true)));
@@ -159,9 +159,9 @@ fn layer_backward(
     norm_backward(params, grads, lp.ln_e0, &tape.ln_e0.xhat, &tape.ln_e0.rstd, de1, dz);
     de_in.copy_from_slice(dz);
     // m = msg_out(GELU(a)).
-    gelu(&tape.a, &mut work.pd0);
+    gelu_with_derivative(&tape.a, &mut work.pd0, &mut work.pd2);
     linear_backward(params, grads, lp.msg_out, &work.pd0, dz, pairs, Some((&mut work.pd1, false)));
-    gelu_backward(&tape.a, &mut work.pd1);
+    multiply_in_place(&mut work.pd1, &work.pd2);
     let da = &work.pd1;
     // a_ij = E_ij·W_top + E_ji·W_bot + b + S_i + T_j.
     let dat = &mut work.pd2;

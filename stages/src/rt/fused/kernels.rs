@@ -58,7 +58,9 @@ pub fn add_column_sums(out: &mut [f32], x: &[f32]) {
 /// `e^x` for f32, Cephes-style range reduction and a degree-6 polynomial.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    let x = x.clamp(-87.0, 88.0);
+    // `if`-free bounds (no NaN handling needed: inputs are finite activations).
+    let x = if x < -87.0 { -87.0 } else { x };
+    let x = if x > 88.0 { 88.0 } else { x };
     // Round to nearest with the 1.5·2^23 trick, which vectorizes (floor() would not).
     const SHIFT: f32 = 12_582_912.0;
     let k = (x * std::f32::consts::LOG2_E + SHIFT) - SHIFT;
@@ -70,23 +72,32 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 5e-1;
     let y = p * r * r + r + 1.0;
-    y * f32::from_bits(((k as i32 + 127) << 23) as u32)
+    // SAFETY: |k| ≤ 127 after the bounds above, so the conversion cannot overflow (and,
+    // unlike the saturating `as`, it vectorizes).
+    let k = unsafe { k.to_int_unchecked::<i32>() };
+    y * f32::from_bits(((k + 127) << 23) as u32)
 }
 
-/// The standard normal CDF `Φ(x) = ½(1 + erf(x/√2))`, via Abramowitz–Stegun 7.1.26
-/// (absolute error below 1.5e-7).
+const INV_SQRT_2PI: f32 = 0.398_942_3;
+
+/// `(Φ(x), φ(x))`: the standard normal CDF, via Abramowitz–Stegun 7.1.26 for erf
+/// (absolute error below 1.5e-7), and the density, sharing one `exp(−x²/2)`.
+/// Branch-free (`copysign`, not `if`) so loops over it vectorize.
 #[inline(always)]
-pub fn normal_cdf(x: f32) -> f32 {
+pub fn normal_cdf_pdf(x: f32) -> (f32, f32) {
     let z = x * std::f32::consts::FRAC_1_SQRT_2;
     let a = z.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let poly = ((((1.061_405_4 * t - 1.453_152_1) * t + 1.421_413_8) * t - 0.284_496_72) * t + 0.254_829_6) * t;
-    let erf_abs = 1.0 - poly * exp(-a * a);
-    let erf = if z < 0.0 { -erf_abs } else { erf_abs };
-    0.5 * (1.0 + erf)
+    let gauss = exp(-a * a);
+    let erf = (1.0 - poly * gauss).copysign(z);
+    (0.5 * (1.0 + erf), INV_SQRT_2PI * gauss)
 }
 
-const INV_SQRT_2PI: f32 = 0.398_942_3;
+#[inline(always)]
+pub fn normal_cdf(x: f32) -> f32 {
+    normal_cdf_pdf(x).0
+}
 
 /// Exact (erf) GELU, `x·Φ(x)`, written over a slice.
 pub fn gelu(x: &[f32], out: &mut [f32]) {
@@ -95,10 +106,28 @@ pub fn gelu(x: &[f32], out: &mut [f32]) {
     }
 }
 
-/// `grad ⊙ GELU'(x)`, in place on `grad`; `GELU'(x) = Φ(x) + x·φ(x)`.
+/// GELU and its derivative `GELU'(x) = Φ(x) + x·φ(x)` in one pass (the backward pass needs
+/// both: the output for the weight gradient, the derivative for the input gradient).
+pub fn gelu_with_derivative(x: &[f32], out: &mut [f32], derivative: &mut [f32]) {
+    for ((o, dv), &v) in out.iter_mut().zip(derivative.iter_mut()).zip(x) {
+        let (cdf, pdf) = normal_cdf_pdf(v);
+        *o = v * cdf;
+        *dv = cdf + v * pdf;
+    }
+}
+
+/// `grad ⊙ GELU'(x)`, in place on `grad`.
 pub fn gelu_backward(x: &[f32], grad: &mut [f32]) {
     for (g, &v) in grad.iter_mut().zip(x) {
-        *g *= normal_cdf(v) + v * INV_SQRT_2PI * exp(-0.5 * v * v);
+        let (cdf, pdf) = normal_cdf_pdf(v);
+        *g *= cdf + v * pdf;
+    }
+}
+
+/// `a ⊙= b`.
+pub fn multiply_in_place(a: &mut [f32], b: &[f32]) {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x *= y;
     }
 }
 
@@ -247,6 +276,11 @@ mod tests {
                 df(&[x], &mut g);
                 assert!((g[0] - numeric).abs() < 1e-3, "x={x}: {} vs {numeric}", g[0]);
             }
+            let (mut value, mut slope, mut plain, mut grad) = ([0.0], [0.0], [0.0], [1.0]);
+            gelu_with_derivative(&[x], &mut value, &mut slope);
+            gelu(&[x], &mut plain);
+            gelu_backward(&[x], &mut grad);
+            assert_eq!((value, slope), (plain, grad));
         }
     }
 
