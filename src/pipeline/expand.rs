@@ -306,6 +306,25 @@ pub fn instance_id(stage: &str, axes: &BTreeMap<String, Value>) -> String {
 }
 
 /// Expand every stage into instances and key them, in topological order.
+/// `own` plus, for names it lacks, the parameters of the upstream instances (breadth
+/// first, nearest first): what a FLOP estimate may need to know about its inputs. Only
+/// estimates see this view; keys and runs use the instance's own parameters.
+fn estimate_view(own: &Params, inputs: &BTreeMap<String, Vec<usize>>, all: &[Instance]) -> Params {
+    let mut merged = own.0.clone();
+    let mut queue: std::collections::VecDeque<usize> = inputs.values().flatten().copied().collect();
+    let mut seen = BTreeSet::new();
+    while let Some(i) = queue.pop_front() {
+        if !seen.insert(i) {
+            continue;
+        }
+        for (name, value) in &all[i].params.0 {
+            merged.entry(name.clone()).or_insert_with(|| value.clone());
+        }
+        queue.extend(all[i].inputs.values().flatten().copied());
+    }
+    Params(merged)
+}
+
 pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diagnostic>) {
     let stage_index: HashMap<String, usize> = p.stages.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
     let mut file_digests: HashMap<String, Result<String, String>> = HashMap::new();
@@ -500,7 +519,7 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
                     resources.mem_mb = o.mem_mb.unwrap_or(resources.mem_mb);
                     resources.time_min = o.time_min.unwrap_or(resources.time_min);
                 }
-                let flops = kind.estimate_flops(&params);
+                let flops = kind.estimate_flops(&estimate_view(&params, &inputs, &p.instances));
                 let id = instance_id(&stage.name, &axes);
                 new_instances.push(Instance {
                     id,

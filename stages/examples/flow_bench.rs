@@ -27,11 +27,7 @@ use wfpipe_stages::rt::model::{RelationalTransformer, RtConfig};
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Forward FLOPs per graph: `N²·[L_rt(18dD + 40D) + 8d² + 2dD]` (science.md §11.2).
-fn forward_flops(layout: &Layout, d: usize, layers: usize) -> f64 {
-    let (n, d, big_d) = (layout.num_nodes() as f64, d as f64, (d + 1) as f64);
-    n * n * (layers as f64 * (18.0 * d * big_d + 40.0 * big_d) + 8.0 * d * d + 2.0 * d * big_d)
-}
+use wfpipe_stages::rt::forward_flops;
 
 fn batch_tensors(layout: &Layout, batch: usize, rng: &mut Rng) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let p = layout.num_params();
@@ -42,8 +38,7 @@ fn batch_tensors(layout: &Layout, batch: usize, rng: &mut Rng) -> (Vec<f32>, Vec
 }
 
 /// Seconds per training step and per Euler step of the fused engine.
-fn bench_fused(name: &str, layout: &Layout, d: usize, batch: usize, steps: usize) -> (f64, f64) {
-    let layers = 5;
+fn bench_fused(name: &str, layout: &Layout, d: usize, batch: usize, layers: usize, steps: usize) -> (f64, f64) {
     let spec = FlowSpec {
         geometry: Geometry::Euclidean,
         coupling: Coupling::Independent,
@@ -161,8 +156,14 @@ fn main() {
     if only.as_deref() != Some("toy") {
         configs.push(("uci d=64 B=32", 64, 32));
     }
+    // `--custom d,batch,layers`: one more configuration, fused engine only.
+    if let Some(spec) = args.iter().position(|a| a == "--custom").and_then(|i| args.get(i + 1)) {
+        let v: Vec<usize> = spec.split(',').map(|x| x.parse().expect("--custom d,batch,layers")).collect();
+        bench_fused(&format!("uci d={} B={} L={}", v[0], v[1], v[2]), &uci, v[0], v[1], v[2], steps);
+        return;
+    }
     for (name, d, batch) in configs {
-        let (fused_train, fused_euler) = bench_fused(name, &uci, d, batch, steps);
+        let (fused_train, fused_euler) = bench_fused(name, &uci, d, batch, 5, steps);
         if with_burn {
             let (burn_train, burn_euler) = bench(name, &uci, d, batch, steps.min(2));
             println!(

@@ -450,7 +450,10 @@ pub trait StageKind: Send + Sync {
     fn resources(&self, _params: &Params) -> Resources {
         Resources::default()
     }
-    /// Estimated floating-point operations, for `plan` (None when unknown).
+    /// Estimated floating-point operations, for `plan` (None when unknown). `params` holds
+    /// the instance's own parameters and, for names it lacks, those of its upstream
+    /// instances, nearest first (the dataset a weight set came from, the size of the flow
+    /// being sampled).
     fn estimate_flops(&self, _params: &Params) -> Option<f64> {
         None
     }

@@ -117,12 +117,7 @@ impl EvaluateParams {
 }
 
 /// The thesis's layout for a task, for estimates when `layout` is left to the input.
-fn usual_layout(dataset: DatasetName) -> Layout {
-    match dataset {
-        DatasetName::UciWdbc => Layout(vec![30, 16, 16, 2]),
-        DatasetName::Mnist | DatasetName::FashionMnist => Layout(vec![784, 10, 10]),
-    }
-}
+use super::usual_layout;
 
 /// The input weight set, with a clear message when the referenced stage wrote none.
 fn read_weights(ctx: &StageContext<'_>) -> Result<WeightSet, StageError> {

@@ -250,3 +250,26 @@ pub(crate) mod test_support {
         (result, out, tables)
     }
 }
+
+/// The thesis's base layout for a dataset (science.md §1.1).
+pub(crate) fn usual_layout(dataset: DatasetName) -> Layout {
+    match dataset {
+        DatasetName::UciWdbc => Layout(vec![30, 16, 16, 2]),
+        DatasetName::Mnist | DatasetName::FashionMnist => Layout(vec![784, 10, 10]),
+    }
+}
+
+/// The layout a FLOP estimate should assume, from the parameters a kind sees at plan
+/// time (its own, then its upstream instances'): a non-empty `layout`, else the usual
+/// layout of `dataset`, else the toy/UCI layout.
+pub(crate) fn estimate_layout(params: &Params) -> Layout {
+    if let Ok(sizes) = params.usize_list("layout") {
+        if let Ok(layout) = Layout::new(sizes) {
+            return layout;
+        }
+    }
+    match params.str("dataset").ok().and_then(|d| d.parse::<DatasetName>().ok()) {
+        Some(dataset) => usual_layout(dataset),
+        None => Layout(vec![30, 16, 16, 2]),
+    }
+}

@@ -250,6 +250,15 @@ impl StageKind for Sample {
         SampleParams::parse(params).map(|_| ())
     }
 
+    /// One forward pass per sample and Euler update (science.md §11.2); the network size
+    /// comes from the upstream `train-flow` parameters the planner passes along.
+    fn estimate_flops(&self, params: &Params) -> Option<f64> {
+        let p = SampleParams::parse(params).ok()?;
+        let (d, layers) = (params.usize("d_model").ok()?, params.usize("layers").ok()?);
+        let forward = crate::rt::forward_flops(&super::estimate_layout(params), d, layers);
+        Some(forward * p.count as f64 * (p.steps - 1) as f64)
+    }
+
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let p = SampleParams::parse(ctx.params)?;
         let (flow, model_bytes) = read_flow(ctx)?;
@@ -310,6 +319,18 @@ impl StageKind for Sample {
 mod tests {
     use super::*;
     use crate::kinds::test_support::{params, run};
+
+    #[test]
+    fn flop_estimate_uses_the_upstream_flow_size() {
+        // science.md §11.2: MNIST d=32, 128 samples × 64 steps ≈ 0.6 PF.
+        let mut view = params(&Sample, &[("count", Value::Int(128)), ("steps", Value::Int(64))]);
+        assert_eq!(Sample.estimate_flops(&view), None, "no flow size known");
+        view.0.insert("d_model".into(), Value::Int(32));
+        view.0.insert("layers".into(), Value::Int(5));
+        view.0.insert("dataset".into(), Value::Str("mnist".into()));
+        let got = Sample.estimate_flops(&view).expect("an estimate");
+        assert!((got / 0.6e15 - 1.0).abs() < 0.05, "{got:e}");
+    }
 
     fn toy_flow(dir: &std::path::Path) -> std::path::PathBuf {
         let kind = crate::kinds::train_flow::TrainFlow;

@@ -201,6 +201,13 @@ impl StageKind for TrainFlow {
         Resources { cpus: 2, gpus: 0, mem_mb: 4096, time_min: 0 }
     }
 
+    /// Training ≈ 3 × forward per pair and iteration (science.md §11.2).
+    fn estimate_flops(&self, params: &Params) -> Option<f64> {
+        let p = TrainFlowParams::parse(params, 0).ok()?;
+        let forward = crate::rt::forward_flops(&super::estimate_layout(params), p.d_model, p.layers);
+        Some(3.0 * forward * p.settings.batch_size as f64 * p.settings.iterations as f64)
+    }
+
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let p = TrainFlowParams::parse(ctx.params, ctx.seed)?;
         let targets = load_targets(ctx, &p)?;
@@ -257,6 +264,29 @@ impl StageKind for TrainFlow {
 mod tests {
     use super::*;
     use crate::kinds::test_support::{params, run};
+
+    #[test]
+    fn flop_estimates_match_the_spec_table() {
+        // science.md §11.2: toy d=32 B=16 20K iterations ≈ 0.46 PF; UCI d=64 B=32 250K ≈ 43 PF;
+        // MNIST d=8 B=8 100K ≈ 14.5 PF (the dataset comes from an upstream stage's params).
+        let cases: [(&[(&str, Value)], f64); 3] = [
+            (&[("d_model", Value::Int(32)), ("batch_size", Value::Int(16)), ("iterations", Value::Int(20_000))], 0.46e15),
+            (&[], 43e15),
+            (
+                &[
+                    ("d_model", Value::Int(8)),
+                    ("batch_size", Value::Int(8)),
+                    ("iterations", Value::Int(100_000)),
+                    ("dataset", Value::Str("mnist".to_owned())),
+                ],
+                14.5e15,
+            ),
+        ];
+        for (overrides, want) in cases {
+            let got = TrainFlow.estimate_flops(&params(&TrainFlow, overrides)).expect("an estimate");
+            assert!((got / want - 1.0).abs() < 0.05, "{overrides:?}: {got:e} vs {want:e}");
+        }
+    }
 
     #[test]
     fn sphere_geometries_refuse_non_canonical_weights_before_training() {

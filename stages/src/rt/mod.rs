@@ -10,3 +10,10 @@ pub mod graph;
 pub mod init;
 pub mod layer;
 pub mod model;
+
+/// Forward FLOPs of the relational transformer on one graph of `layout` (science.md
+/// §11.2): `N²·[L_rt(18dD + 40D) + 8d² + 2dD]`, the dense pair tensors dominating.
+pub fn forward_flops(layout: &crate::layout::Layout, d: usize, layers: usize) -> f64 {
+    let (n, d, width) = (layout.num_nodes() as f64, d as f64, (d + 1) as f64);
+    n * n * (layers as f64 * (18.0 * d * width + 40.0 * width) + 8.0 * d * d + 2.0 * d * width)
+}

@@ -5,6 +5,32 @@
 //! around 1e-7) so that loops over feature rows vectorize; they run on every one of the N²
 //! pair features of every layer, where a libm call per element would dominate.
 
+/// Compiles a kernel twice, for the baseline target and with AVX2 + FMA, and picks the
+/// wide one at run time when the CPU has it. Rust never contracts `a·b + c` into an FMA
+/// nor reorders float sums on its own, so both versions give bit-identical results; only
+/// the vector width differs.
+macro_rules! with_avx2 {
+    ($(#[$meta:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        pub fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn wide($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has the features `wide` was compiled for.
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
 /// `c ← a·b (+ c if accumulate)` with `a` `[m, k]` and `b` `[k, n]`, all row-major;
 /// `a_t`/`b_t` say that the stored matrix is the transpose (`[k, m]` / `[n, k]`).
 #[allow(clippy::too_many_arguments)]
@@ -75,7 +101,7 @@ pub fn exp(x: f32) -> f32 {
     // SAFETY: |k| ≤ 127 after the bounds above, so the conversion cannot overflow (and,
     // unlike the saturating `as`, it vectorizes).
     let k = unsafe { k.to_int_unchecked::<i32>() };
-    y * f32::from_bits(((k + 127) << 23) as u32)
+    y * f32::from_bits((k.wrapping_add(127) << 23) as u32)
 }
 
 const INV_SQRT_2PI: f32 = 0.398_942_3;
@@ -99,13 +125,16 @@ pub fn normal_cdf(x: f32) -> f32 {
     normal_cdf_pdf(x).0
 }
 
+with_avx2! {
 /// Exact (erf) GELU, `x·Φ(x)`, written over a slice.
 pub fn gelu(x: &[f32], out: &mut [f32]) {
     for (o, &v) in out.iter_mut().zip(x) {
         *o = v * normal_cdf(v);
     }
 }
+}
 
+with_avx2! {
 /// GELU and its derivative `GELU'(x) = Φ(x) + x·φ(x)` in one pass (the backward pass needs
 /// both: the output for the weight gradient, the derivative for the input gradient).
 pub fn gelu_with_derivative(x: &[f32], out: &mut [f32], derivative: &mut [f32]) {
@@ -115,13 +144,16 @@ pub fn gelu_with_derivative(x: &[f32], out: &mut [f32], derivative: &mut [f32]) 
         *dv = cdf + v * pdf;
     }
 }
+}
 
+with_avx2! {
 /// `grad ⊙ GELU'(x)`, in place on `grad`.
 pub fn gelu_backward(x: &[f32], grad: &mut [f32]) {
     for (g, &v) in grad.iter_mut().zip(x) {
         let (cdf, pdf) = normal_cdf_pdf(v);
         *g *= cdf + v * pdf;
     }
+}
 }
 
 /// `a ⊙= b`.
