@@ -36,9 +36,16 @@ impl<'a> SummaryTable<'a> {
             .iter()
             .map(|g| {
                 let mut values = fixed.clone();
+                // A column this group has no value in (rows from a stage without that
+                // axis, e.g. target networks beside flows) counts as empty.
                 for (c, v) in self.grouped.columns.iter().zip(&g.key) {
-                    if let Some(v) = v {
-                        values.insert(c.clone(), match_text(v));
+                    match v {
+                        Some(v) => {
+                            values.insert(c.clone(), match_text(v));
+                        }
+                        None => {
+                            values.entry(c.clone()).or_default();
+                        }
                     }
                 }
                 table.lookup(&values)
