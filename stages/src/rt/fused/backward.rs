@@ -1,10 +1,10 @@
 //! The backward pass of one network's graph: parameter gradients from the gradient of the
 //! flat output, using what [`super::forward`] saved on the tape.
 
-use super::forward::{weight, Act, LayerTape, MlpTape, Tape, Work};
+use super::forward::{activate, weight, Act, LayerTape, MlpTape, Tape, Work};
 use super::kernels::{
-    add_column_sums, gelu, gelu_backward, gelu_with_derivative, gemm, multiply_in_place, layer_norm_backward, layer_norm_output, relu, relu_backward, silu,
-    silu_backward,
+    add_column_sums, gelu, gelu_backward, gelu_with_derivative, gemm, layer_norm_backward, layer_norm_output,
+    multiply_in_place, relu_backward, silu_backward,
 };
 use super::params::{LayerParams, Lin, Norm, ParamMap};
 use super::FusedGraph;
@@ -36,13 +36,6 @@ fn norm_backward(params: &[f32], grads: &mut [f32], ln: Norm, tape_xhat: &[f32],
 
 fn norm_output(params: &[f32], ln: Norm, xhat: &[f32], y: &mut [f32]) {
     layer_norm_output(xhat, &params[ln.gamma..ln.gamma + ln.d], &params[ln.beta..ln.beta + ln.d], y);
-}
-
-fn activate(act: Act, x: &[f32], out: &mut [f32]) {
-    match act {
-        Act::Silu => silu(x, out),
-        Act::Relu => relu(x, out),
-    }
 }
 
 fn activate_backward(act: Act, x: &[f32], grad: &mut [f32]) {

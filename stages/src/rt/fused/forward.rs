@@ -4,7 +4,7 @@
 //! iterations: the dense N² tensors are the bulk of the work, and allocating them afresh
 //! for every operation (as a tensor library does) costs as much as computing them.
 
-use super::kernels::{add_bias, gelu, gemm, layer_norm, relu, silu};
+use super::kernels::{add_bias, add_in_place, gelu, gemm, layer_norm, relu, silu};
 use super::params::{LayerParams, Lin, ParamMap};
 use super::FusedGraph;
 
@@ -173,7 +173,7 @@ pub(super) fn linear(params: &[f32], lin: Lin, x: &[f32], rows: usize, y: &mut [
     }
 }
 
-fn activate(act: Act, x: &[f32], out: &mut [f32]) {
+pub(super) fn activate(act: Act, x: &[f32], out: &mut [f32]) {
     match act {
         Act::Silu => silu(x, out),
         Act::Relu => relu(x, out),
@@ -254,18 +254,14 @@ fn layer_forward(
     // Node update: X1 = LN(X + lin0(att)), X2 = LN(X1 + mlp(X1)).
     let z = &mut work.nw0;
     linear(params, lp.lin0, &tape.att, n, z);
-    for (z, x) in z.iter_mut().zip(&tape.x_in) {
-        *z += x;
-    }
+    add_in_place(z, &tape.x_in);
     let x1 = &mut work.nw1;
     let (g, b) = (norm(params, lp.ln_n0.gamma, w), norm(params, lp.ln_n0.beta, w));
     layer_norm(z, g, b, x1, &mut tape.ln_n0.xhat, &mut tape.ln_n0.rstd);
     linear(params, lp.node_mlp[0], x1, n, &mut tape.h_n);
     gelu(&tape.h_n, &mut work.nd0);
     linear(params, lp.node_mlp[1], &work.nd0, n, z);
-    for (z, x) in z.iter_mut().zip(x1.iter()) {
-        *z += x;
-    }
+    add_in_place(z, x1);
     let (g, b) = (norm(params, lp.ln_n1.gamma, w), norm(params, lp.ln_n1.beta, w));
     layer_norm(z, g, b, x_out, &mut tape.ln_n1.xhat, &mut tape.ln_n1.rstd);
     // Edge message: a_ij = E_ij·W_top + E_ji·W_bot + b + X2_i·W_s + b_s + X2_j·W_t + b_t.
@@ -290,9 +286,7 @@ fn layer_forward(
     gelu(&tape.a, &mut work.pd0);
     let m = &mut work.pw0;
     linear(params, lp.msg_out, &work.pd0, pairs, m);
-    for (m, e) in m.iter_mut().zip(&tape.e_in) {
-        *m += e;
-    }
+    add_in_place(m, &tape.e_in);
     let e1 = &mut work.pw1;
     let (g, b) = (norm(params, lp.ln_e0.gamma, w), norm(params, lp.ln_e0.beta, w));
     layer_norm(m, g, b, e1, &mut tape.ln_e0.xhat, &mut tape.ln_e0.rstd);
@@ -300,9 +294,7 @@ fn layer_forward(
     linear(params, lp.edge_mlp[0], e1, pairs, &mut tape.h_e);
     gelu(&tape.h_e, &mut work.pd0);
     linear(params, lp.edge_mlp[1], &work.pd0, pairs, m);
-    for (m, e) in m.iter_mut().zip(e1.iter()) {
-        *m += e;
-    }
+    add_in_place(m, e1);
     let (g, b) = (norm(params, lp.ln_e1.gamma, w), norm(params, lp.ln_e1.beta, w));
     layer_norm(m, g, b, e_out, &mut tape.ln_e1.xhat, &mut tape.ln_e1.rstd);
 }

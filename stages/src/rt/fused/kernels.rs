@@ -156,6 +156,13 @@ pub fn gelu_backward(x: &[f32], grad: &mut [f32]) {
 }
 }
 
+/// `a += b`.
+pub fn add_in_place(a: &mut [f32], b: &[f32]) {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x += y;
+    }
+}
+
 /// `a ⊙= b`.
 pub fn multiply_in_place(a: &mut [f32], b: &[f32]) {
     for (x, y) in a.iter_mut().zip(b) {
