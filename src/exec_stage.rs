@@ -249,6 +249,7 @@ fn publish(
         inputs: job.inputs.iter().map(|(k, v)| (k.clone(), v.iter().map(|r| r.key.clone()).collect())).collect(),
         input_instances: job.inputs.iter().map(|(k, v)| (k.clone(), v.iter().map(|r| r.instance.clone()).collect())).collect(),
         files: job.files.clone(),
+        data_digest: job.data_digest.clone(),
         outputs,
         tables,
         metrics,

@@ -33,6 +33,8 @@ pub struct Job {
     pub data_dir: PathBuf,
     pub threads: usize,
     pub backend: BackendChoice,
+    #[serde(default)]
+    pub data_digest: Option<String>,
 }
 
 impl Job {
@@ -66,6 +68,7 @@ impl Job {
             data_dir: absolute(data_dir),
             threads: inst.resources.cpus.max(1) as usize,
             backend: if inst.resources.gpus > 0 { backend } else { BackendChoice::Cpu },
+            data_digest: inst.data_digest.clone(),
         }
     }
 

@@ -7,6 +7,7 @@
 //! | contents (blake3) of declared input files     | file paths                            |
 //! | keys of the upstream instances, per parameter | backend, executor, host, pipeline     |
 //! | the seed                                      | wfpipe's own version                  |
+//! | built-in data the kind declares (reference values) |                                  |
 //!
 //! Renaming a stage, moving it to a GPU or to SLURM therefore reuses its cached result,
 //! and identical stages in two pipelines share one entry.
@@ -30,6 +31,8 @@ pub struct KeyMaterial<'a> {
     pub files: &'a BTreeMap<String, Vec<(String, String)>>,
     pub inputs: &'a BTreeMap<String, Vec<String>>,
     pub seed: u64,
+    /// Digest of built-in data the result depends on (absent for most kinds).
+    pub data: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -41,6 +44,9 @@ struct Canonical<'a> {
     files: BTreeMap<&'a str, Vec<&'a str>>,
     inputs: &'a BTreeMap<String, Vec<String>>,
     seed: u64,
+    // Left out when absent, so keys of kinds without built-in data are unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a str>,
 }
 
 /// The canonical bytes hashed into a key (sorted maps, typed numbers, no whitespace).
@@ -53,6 +59,7 @@ pub fn canonical_bytes(m: &KeyMaterial<'_>) -> Vec<u8> {
         files: m.files.iter().map(|(k, v)| (k.as_str(), v.iter().map(|(_, d)| d.as_str()).collect())).collect(),
         inputs: m.inputs,
         seed: m.seed,
+        data: m.data,
     };
     serde_json::to_vec(&c).expect("key material serializes")
 }
@@ -83,7 +90,7 @@ mod tests {
     use super::*;
 
     fn material<'a>(params: &'a Params, skip: &'a BTreeSet<&'a str>, files: &'a BTreeMap<String, Vec<(String, String)>>, inputs: &'a BTreeMap<String, Vec<String>>) -> KeyMaterial<'a> {
-        KeyMaterial { kind: "collect", version: 1, params, skip, files, inputs, seed: 7 }
+        KeyMaterial { kind: "collect", version: 1, params, skip, files, inputs, seed: 7, data: None }
     }
 
     /// A golden value: if this changes, every cached result in the world is invalidated,
@@ -114,5 +121,17 @@ mod tests {
         let a = Params(BTreeMap::from([("x".to_owned(), Value::Int(1))]));
         let b = Params(BTreeMap::from([("x".to_owned(), Value::Float(1.0))]));
         assert_ne!(instance_key(&material(&a, &skip, &files, &inputs)), instance_key(&material(&b, &skip, &files, &inputs)));
+    }
+
+    #[test]
+    fn builtin_data_enters_the_key_only_when_declared() {
+        let params = Params(BTreeMap::from([("x".to_owned(), Value::Int(1))]));
+        let (skip, files, inputs) = (BTreeSet::new(), BTreeMap::new(), BTreeMap::new());
+        let material = |data| KeyMaterial { kind: "table", version: 1, params: &params, skip: &skip, files: &files, inputs: &inputs, seed: 0, data };
+        let none = instance_key(&material(None));
+        let a = instance_key(&material(Some("aaaa")));
+        assert_ne!(none, a);
+        assert_ne!(a, instance_key(&material(Some("bbbb"))));
+        assert!(!String::from_utf8(canonical_bytes(&material(None))).unwrap().contains("data"));
     }
 }

@@ -15,6 +15,8 @@ pub enum Change {
     KindVersion { old: u32, new: u32 },
     Seed { old: u64, new: u64 },
     File { param: String, path: String },
+    /// The built-in data the kind reads (the thesis's reference values) changed.
+    BuiltinData,
 }
 
 impl fmt::Display for Change {
@@ -26,6 +28,7 @@ impl fmt::Display for Change {
             Change::KindVersion { old, new } => write!(f, "kind version changed {old} -> {new}"),
             Change::Seed { old, new } => write!(f, "seed changed {old} -> {new}"),
             Change::File { param, path } => write!(f, "file `{path}` of `{param}` changed"),
+            Change::BuiltinData => write!(f, "the built-in reference data (reference/thesis.toml) changed"),
         }
     }
 }
@@ -112,6 +115,9 @@ pub fn status(p: &Pipeline, inst: &Instance, cache: &Cache) -> Status {
                 changes.push(Change::File { param: param.clone(), path: path.clone() });
             }
         }
+    }
+    if old.data_digest != inst.data_digest {
+        changes.push(Change::BuiltinData);
     }
     Status::Changed { previous_key, changes }
 }

@@ -33,6 +33,9 @@ pub struct Manifest {
     /// Reference parameter -> upstream instance names (for explanations).
     pub input_instances: BTreeMap<String, Vec<String>>,
     pub files: BTreeMap<String, Vec<(String, String)>>,
+    /// See `StageKind::builtin_data_digest`.
+    #[serde(default)]
+    pub data_digest: Option<String>,
     pub outputs: Vec<FileRecord>,
     pub tables: Vec<String>,
     pub metrics: BTreeMap<String, f64>,

@@ -78,6 +78,10 @@ impl StageKind for Figure {
             ParamSpec::with_default("height", ParamType::Int { min: Some(240), max: Some(4000) }, Value::Int(600), "pixels (PNG) / user units (SVG)"),
         ]
     }
+    /// With a `reference`, the result shows the thesis's values: their digest is in the key.
+    fn builtin_data_digest(&self, params: &Params) -> Option<String> {
+        params.str("reference").ok().filter(|r| !r.is_empty()).map(|_| Thesis::digest())
+    }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
         let plot: PlotKind = params.parse("plot")?;
         let need = |name: &str| -> Result<(), StageError> {

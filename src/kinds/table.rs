@@ -46,6 +46,10 @@ impl StageKind for Table {
             ParamSpec::with_default("title", ParamType::Str, Value::Str(String::new()), "caption shown above the table"),
         ]
     }
+    /// With a `reference`, the result shows the thesis's values: their digest is in the key.
+    fn builtin_data_digest(&self, params: &Params) -> Option<String> {
+        params.str("reference").ok().filter(|r| !r.is_empty()).map(|_| Thesis::digest())
+    }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
         let metrics = params.str_list("metrics")?;
         if metrics.is_empty() {

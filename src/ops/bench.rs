@@ -70,6 +70,7 @@ pub fn bench_plan(instances: usize, reps: usize, workdir: &Path) -> anyhow::Resu
             inputs: BTreeMap::new(),
             input_instances: BTreeMap::new(),
             files: BTreeMap::new(),
+            data_digest: inst.data_digest.clone(),
             outputs: Vec::new(),
             tables: Vec::new(),
             metrics: BTreeMap::new(),

@@ -520,6 +520,7 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
                     resources.time_min = o.time_min.unwrap_or(resources.time_min);
                 }
                 let flops = kind.estimate_flops(&estimate_view(&params, &inputs, &p.instances));
+                let data_digest = kind.builtin_data_digest(&params);
                 let id = instance_id(&stage.name, &axes);
                 new_instances.push(Instance {
                     id,
@@ -534,6 +535,7 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
                     files: BTreeMap::new(),
                     key: String::new(),
                     flops,
+                    data_digest,
                 });
             }
         }
@@ -582,6 +584,7 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
                 files: &inst.files,
                 inputs: &input_keys,
                 seed: inst.seed,
+                data: inst.data_digest.as_deref(),
             });
             let idx = p.instances.len();
             p.stages[si].instances.push(idx);

@@ -94,6 +94,8 @@ pub struct Instance {
     pub files: BTreeMap<String, Vec<(String, String)>>,
     pub key: String,
     pub flops: Option<f64>,
+    /// See `StageKind::builtin_data_digest`; part of the key.
+    pub data_digest: Option<String>,
 }
 
 /// Why a pipeline could not be loaded.

@@ -86,6 +86,12 @@ pub enum ReferenceError {
 
 impl Thesis {
     /// The embedded data, parsed on first use.
+    /// blake3 of the reference data as compiled in: tables and figures that draw on it put
+    /// this in their keys, so editing the data recomputes them.
+    pub fn digest() -> String {
+        blake3::hash(THESIS_TOML.as_bytes()).to_hex()[..32].to_owned()
+    }
+
     pub fn get() -> &'static Thesis {
         static THESIS: OnceLock<Thesis> = OnceLock::new();
         THESIS.get_or_init(|| toml::from_str(THESIS_TOML).expect("reference/thesis.toml is valid (checked by a unit test)"))

@@ -450,6 +450,12 @@ pub trait StageKind: Send + Sync {
     fn resources(&self, _params: &Params) -> Resources {
         Resources::default()
     }
+    /// A digest of data compiled into the program that this instance's result depends on
+    /// beyond its parameters (the thesis's reference values a table or figure draws). It
+    /// enters the cache key, so a build with other data recomputes the result.
+    fn builtin_data_digest(&self, _params: &Params) -> Option<String> {
+        None
+    }
     /// Estimated floating-point operations, for `plan` (None when unknown). `params` holds
     /// the instance's own parameters and, for names it lacks, those of its upstream
     /// instances, nearest first (the dataset a weight set came from, the size of the flow
