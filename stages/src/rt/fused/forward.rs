@@ -5,7 +5,7 @@
 //! for every operation (as a tensor library does) costs as much as computing them.
 
 use super::kernels::{add_bias, add_in_place, gelu, gemm, layer_norm, relu, silu};
-use super::params::{LayerParams, Lin, ParamMap};
+use super::params::{LayerParams, Lin, Norm, ParamMap};
 use super::FusedGraph;
 
 /// Which activation a three-layer MLP uses between its linears.
@@ -233,6 +233,27 @@ fn norm<'p>(params: &'p [f32], offset: usize, d: usize) -> &'p [f32] {
     &params[offset..offset + d]
 }
 
+/// `out = LN(x + Lin1(GELU(Lin0(x))))`, the node and edge MLP blocks of a layer.
+struct ResidualMlp<'a> {
+    mlp: &'a [Lin; 2],
+    ln: Norm,
+    rows: usize,
+}
+
+impl ResidualMlp<'_> {
+    /// Saves the pre-GELU activations in `hidden` and the LayerNorm statistics in `saved`;
+    /// `scratch` and `z` are work space.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(&self, params: &[f32], x: &[f32], hidden: &mut [f32], scratch: &mut [f32], z: &mut [f32], saved: &mut NormTape, out: &mut [f32]) {
+        linear(params, self.mlp[0], x, self.rows, hidden);
+        gelu(hidden, scratch);
+        linear(params, self.mlp[1], scratch, self.rows, z);
+        add_in_place(z, x);
+        let (g, b) = (norm(params, self.ln.gamma, self.ln.d), norm(params, self.ln.beta, self.ln.d));
+        layer_norm(z, g, b, out, &mut saved.xhat, &mut saved.rstd);
+    }
+}
+
 /// One RT layer: reads `tape.x_in`, `tape.e_in`, writes `x_out`, `e_out`.
 fn layer_forward(
     params: &[f32],
@@ -258,12 +279,8 @@ fn layer_forward(
     let x1 = &mut work.nw1;
     let (g, b) = (norm(params, lp.ln_n0.gamma, w), norm(params, lp.ln_n0.beta, w));
     layer_norm(z, g, b, x1, &mut tape.ln_n0.xhat, &mut tape.ln_n0.rstd);
-    linear(params, lp.node_mlp[0], x1, n, &mut tape.h_n);
-    gelu(&tape.h_n, &mut work.nd0);
-    linear(params, lp.node_mlp[1], &work.nd0, n, z);
-    add_in_place(z, x1);
-    let (g, b) = (norm(params, lp.ln_n1.gamma, w), norm(params, lp.ln_n1.beta, w));
-    layer_norm(z, g, b, x_out, &mut tape.ln_n1.xhat, &mut tape.ln_n1.rstd);
+    let block = ResidualMlp { mlp: &lp.node_mlp, ln: lp.ln_n1, rows: n };
+    block.forward(params, x1, &mut tape.h_n, &mut work.nd0, z, &mut tape.ln_n1, x_out);
     // Edge message: a_ij = E_ij·W_top + E_ji·W_bot + b + X2_i·W_s + b_s + X2_j·W_t + b_t.
     let pair_w = weight(params, lp.msg_pair);
     gemm(pairs, w, d, &tape.e_in, false, &pair_w[..w * d], false, &mut work.pd0, false);
@@ -291,12 +308,8 @@ fn layer_forward(
     let (g, b) = (norm(params, lp.ln_e0.gamma, w), norm(params, lp.ln_e0.beta, w));
     layer_norm(m, g, b, e1, &mut tape.ln_e0.xhat, &mut tape.ln_e0.rstd);
     // Edge MLP: E2 = LN(E1 + mlp(E1)).
-    linear(params, lp.edge_mlp[0], e1, pairs, &mut tape.h_e);
-    gelu(&tape.h_e, &mut work.pd0);
-    linear(params, lp.edge_mlp[1], &work.pd0, pairs, m);
-    add_in_place(m, e1);
-    let (g, b) = (norm(params, lp.ln_e1.gamma, w), norm(params, lp.ln_e1.beta, w));
-    layer_norm(m, g, b, e_out, &mut tape.ln_e1.xhat, &mut tape.ln_e1.rstd);
+    let block = ResidualMlp { mlp: &lp.edge_mlp, ln: lp.ln_e1, rows: pairs };
+    block.forward(params, e1, &mut tape.h_e, &mut work.pd0, m, &mut tape.ln_e1, e_out);
 }
 
 /// The flat prediction `[P]` for one network `x` `[P]` at time `t`.
