@@ -7,13 +7,17 @@ use common::*;
 use std::path::Path;
 
 fn header(text: &str, key: &str) -> Option<String> {
-    text.lines().find_map(|l| l.strip_prefix(&format!("# {key}: ")).map(str::to_owned))
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("# {key}: ")).map(str::to_owned))
 }
 
 #[test]
 fn every_bad_pipeline_reports_message_and_location() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipelines/bad");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     assert!(files.len() >= 20, "only {} bad pipelines", files.len());
     let p = Project::new();
@@ -48,14 +52,29 @@ fn every_bad_pipeline_reports_message_and_location() {
             failures.push(format!("{name}: {}\n{out}", problems.join(", ")));
         }
     }
-    assert!(!p.cache().join("entries").exists() || std::fs::read_dir(p.cache().join("entries")).unwrap().count() == 0);
-    assert!(failures.is_empty(), "{} of {} bad pipelines misreported:\n{}", failures.len(), files.len(), failures.join("\n"));
+    assert!(
+        !p.cache().join("entries").exists()
+            || std::fs::read_dir(p.cache().join("entries"))
+                .unwrap()
+                .count()
+                == 0
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} bad pipelines misreported:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn errors_quote_the_offending_line_with_a_caret() {
     let p = Project::new();
-    let f = p.write("pipelines/x.toml", "[stage.a]\nkind = \"command\"\ncmd = [\"true\"]\noutputz = [\"x\"]\n");
+    let f = p.write(
+        "pipelines/x.toml",
+        "[stage.a]\nkind = \"command\"\ncmd = [\"true\"]\noutputz = [\"x\"]\n",
+    );
     let o = p.run(&["validate", f.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("4 | outputz = [\"x\"]"), "{err}");
@@ -66,13 +85,29 @@ fn errors_quote_the_offending_line_with_a_caret() {
 fn set_overrides_are_checked_too() {
     let p = Project::new();
     p.write("pipelines/demo.toml", SWEEP);
-    let o = p.run(&["validate", "pipelines/demo.toml", "--set", "shuot.shell=true"]);
+    let o = p.run(&[
+        "validate",
+        "pipelines/demo.toml",
+        "--set",
+        "shuot.shell=true",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("no stage `shuot`") && err.contains("did you mean `shout`?"), "{err}");
-    let o = p.run(&["validate", "pipelines/demo.toml", "--set", "shout.shell=maybe"]);
+    assert!(
+        err.contains("no stage `shuot`") && err.contains("did you mean `shout`?"),
+        "{err}"
+    );
+    let o = p.run(&[
+        "validate",
+        "pipelines/demo.toml",
+        "--set",
+        "shout.shell=maybe",
+    ]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("`shell` must be a boolean, found string `\"maybe\"`"), "{err}");
+    assert!(
+        err.contains("`shell` must be a boolean, found string `\"maybe\"`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -80,5 +115,6 @@ fn a_missing_pipeline_file_is_a_clear_error() {
     let p = Project::new();
     let o = p.run(&["validate", "pipelines/nope.toml"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read pipeline file pipelines/nope.toml"));
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("cannot read pipeline file pipelines/nope.toml"));
 }

@@ -4,7 +4,6 @@
 pub mod local;
 pub mod slurm;
 
-
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use wfpipe_stages::kind::{ParamSpec, ParamType, Params, RefMode, Value};
+use wfpipe_stages::kind::{unkeyed_defaults, ParamSpec, ParamType, Params, RefMode, Value};
 
 use super::check::{check_value, span_of};
 use super::diagnostic::Diagnostic;
@@ -17,7 +17,10 @@ use crate::kinds::Registry;
 pub enum AxisTarget {
     Param(String),
     /// One entry of a string-map parameter (`matrix.env.N = [...]` sets `env.N`).
-    MapEntry { param: String, key: String },
+    MapEntry {
+        param: String,
+        key: String,
+    },
     /// `replicates = n`: the seed offset.
     Replicate,
 }
@@ -78,21 +81,35 @@ pub(crate) fn check_axes(
             let Some(spec) = schema.iter().find(|p| p.name == k.name) else {
                 let names = schema.iter().filter(|p| !p.ty.is_ref()).map(|p| p.name);
                 loader.diags.push(
-                    Diagnostic::new(format!("`{section}.{}`: kind `{kind}` has no parameter `{}` to sweep", k.name, k.name), span_of_key(k))
-                        .suggest(&k.name, names),
+                    Diagnostic::new(
+                        format!(
+                            "`{section}.{}`: kind `{kind}` has no parameter `{}` to sweep",
+                            k.name, k.name
+                        ),
+                        span_of_key(k),
+                    )
+                    .suggest(&k.name, names),
                 );
                 continue;
             };
             if spec.ty.is_ref() {
                 loader.diags.push(
-                    Diagnostic::new(format!("`{section}.{}`: references cannot be swept", k.name), span_of_key(k))
-                        .help("sweep the upstream stage instead; this stage fans out over its instances"),
+                    Diagnostic::new(
+                        format!("`{section}.{}`: references cannot be swept", k.name),
+                        span_of_key(k),
+                    )
+                    .help(
+                        "sweep the upstream stage instead; this stage fans out over its instances",
+                    ),
                 );
                 continue;
             }
             if params.contains_key(spec.name) {
                 loader.diags.push(Diagnostic::new(
-                    format!("`{}` is set both as a parameter and as a `{section}` axis", k.name),
+                    format!(
+                        "`{}` is set both as a parameter and as a `{section}` axis",
+                        k.name
+                    ),
                     span_of_key(k),
                 ));
                 continue;
@@ -101,10 +118,15 @@ pub(crate) fn check_axes(
             match (&spec.ty, &v.kind) {
                 (ParamType::StrMap, SKind::Table(entries)) => {
                     for (ek, ev) in entries {
-                        if let Some(values) = axis_values(loader, section, &ek.name, &ParamType::Str, ev, true) {
+                        if let Some(values) =
+                            axis_values(loader, section, &ek.name, &ParamType::Str, ev, true)
+                        {
                             axes.push(Axis {
                                 name: ek.name.clone(),
-                                target: AxisTarget::MapEntry { param: k.name.clone(), key: ek.name.clone() },
+                                target: AxisTarget::MapEntry {
+                                    param: k.name.clone(),
+                                    key: ek.name.clone(),
+                                },
                                 ty: ParamType::Str,
                                 values,
                             });
@@ -112,14 +134,23 @@ pub(crate) fn check_axes(
                     }
                 }
                 _ => {
-                    if let Some(values) = axis_values(loader, section, &k.name, &spec.ty, v, false) {
-                        axes.push(Axis { name: k.name.clone(), target: AxisTarget::Param(k.name.clone()), ty: spec.ty.clone(), values });
+                    if let Some(values) = axis_values(loader, section, &k.name, &spec.ty, v, false)
+                    {
+                        axes.push(Axis {
+                            name: k.name.clone(),
+                            target: AxisTarget::Param(k.name.clone()),
+                            ty: spec.ty.clone(),
+                            values,
+                        });
                     }
                 }
             }
             for a in &axes {
                 if !seen.insert(a.name.clone()) {
-                    loader.diags.push(Diagnostic::new(format!("axis `{}` is declared twice", a.name), span_of_key(k)));
+                    loader.diags.push(Diagnostic::new(
+                        format!("axis `{}` is declared twice", a.name),
+                        span_of_key(k),
+                    ));
                 }
             }
             if section == "matrix" {
@@ -141,13 +172,18 @@ pub(crate) fn check_axes(
                     Some(span.clone()).filter(|s| *s != super::check::CLI_SPAN),
                 ));
             } else {
-                groups.push(AxisGroup { axes: zipped.into_iter().map(|(a, _)| a).collect() });
+                groups.push(AxisGroup {
+                    axes: zipped.into_iter().map(|(a, _)| a).collect(),
+                });
             }
         }
     }
     if let Some(n) = replicates {
         if !seen.insert(REPLICATE_AXIS.into()) {
-            loader.diags.push(Diagnostic::new(format!("axis `{REPLICATE_AXIS}` is reserved for `replicates`"), None));
+            loader.diags.push(Diagnostic::new(
+                format!("axis `{REPLICATE_AXIS}` is reserved for `replicates`"),
+                None,
+            ));
         }
         groups.push(AxisGroup {
             axes: vec![Axis {
@@ -165,18 +201,31 @@ fn span_of_key(k: &super::source::SKey) -> Option<std::ops::Range<usize>> {
     (k.span != super::check::CLI_SPAN).then(|| k.span.clone())
 }
 
-fn axis_values(loader: &mut Loader<'_>, section: &str, name: &str, ty: &ParamType, v: &SValue, as_string: bool) -> Option<Vec<Value>> {
+fn axis_values(
+    loader: &mut Loader<'_>,
+    section: &str,
+    name: &str,
+    ty: &ParamType,
+    v: &SValue,
+    as_string: bool,
+) -> Option<Vec<Value>> {
     let SKind::Array(items) = &v.kind else {
         loader.diags.push(Diagnostic::new(
-            format!("`{section}.{name}` must be an array of values to sweep, found {}", v.type_name()),
+            format!(
+                "`{section}.{name}` must be an array of values to sweep, found {}",
+                v.type_name()
+            ),
             span_of(v),
         ));
         return None;
     };
     if items.is_empty() {
         loader.diags.push(
-            Diagnostic::new(format!("empty sweep: `{section}.{name}` has no values"), span_of(v))
-                .help("give at least one value, or remove the axis"),
+            Diagnostic::new(
+                format!("empty sweep: `{section}.{name}` has no values"),
+                span_of(v),
+            )
+            .help("give at least one value, or remove the axis"),
         );
         return None;
     }
@@ -185,7 +234,10 @@ fn axis_values(loader: &mut Loader<'_>, section: &str, name: &str, ty: &ParamTyp
     for item in items {
         let checked = if as_string {
             super::scalar(item).map(Value::Str).ok_or_else(|| {
-                Diagnostic::new(format!("`{section}.{name}` values must be strings or numbers"), span_of(item))
+                Diagnostic::new(
+                    format!("`{section}.{name}` values must be strings or numbers"),
+                    span_of(item),
+                )
             })
         } else {
             check_value(name, ty, item)
@@ -193,7 +245,10 @@ fn axis_values(loader: &mut Loader<'_>, section: &str, name: &str, ty: &ParamTyp
         match checked {
             Ok(val) => {
                 if values.contains(&val) {
-                    loader.diags.push(Diagnostic::new(format!("`{section}.{name}` lists `{val}` twice"), span_of(item)));
+                    loader.diags.push(Diagnostic::new(
+                        format!("`{section}.{name}` lists `{val}` twice"),
+                        span_of(item),
+                    ));
                     ok = false;
                 }
                 values.push(val)
@@ -208,7 +263,12 @@ fn axis_values(loader: &mut Loader<'_>, section: &str, name: &str, ty: &ParamTyp
 }
 
 /// `include = [{...}]` / `exclude = [{...}]`: tables of axis values.
-pub(crate) fn check_combos(loader: &mut Loader<'_>, what: &str, v: &SValue, groups: &[AxisGroup]) -> Vec<BTreeMap<String, Value>> {
+pub(crate) fn check_combos(
+    loader: &mut Loader<'_>,
+    what: &str,
+    v: &SValue,
+    groups: &[AxisGroup],
+) -> Vec<BTreeMap<String, Value>> {
     let axes: Vec<&Axis> = groups.iter().flat_map(|g| g.axes.iter()).collect();
     let SKind::Array(items) = &v.kind else {
         loader.diags.push(Diagnostic::new(
@@ -220,7 +280,10 @@ pub(crate) fn check_combos(loader: &mut Loader<'_>, what: &str, v: &SValue, grou
     let mut out = Vec::new();
     for item in items {
         let Some(entries) = item.as_table() else {
-            loader.diags.push(Diagnostic::new(format!("each `{what}` entry must be a table of axis values"), span_of(item)));
+            loader.diags.push(Diagnostic::new(
+                format!("each `{what}` entry must be a table of axis values"),
+                span_of(item),
+            ));
             continue;
         };
         let mut combo = BTreeMap::new();
@@ -231,22 +294,39 @@ pub(crate) fn check_combos(loader: &mut Loader<'_>, what: &str, v: &SValue, grou
                     // are expanded, where the inherited axes are known.
                     if let Some(x) = super::to_plain_value(val) {
                         combo.insert(k.name.clone(), x);
-                        loader.pending_exclude_keys.push((k.name.clone(), span_of_key(k)));
+                        loader
+                            .pending_exclude_keys
+                            .push((k.name.clone(), span_of_key(k)));
                     }
                     continue;
                 }
                 loader.diags.push(
-                    Diagnostic::new(format!("`{what}` names `{}`, which is not an axis of this stage", k.name), span_of_key(k))
-                        .suggest(&k.name, axes.iter().map(|a| a.name.as_str()))
-                        .help_if_none(format!(
-                            "axes: {}",
-                            if axes.is_empty() { "none".to_owned() } else { axes.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ") }
-                        )),
+                    Diagnostic::new(
+                        format!(
+                            "`{what}` names `{}`, which is not an axis of this stage",
+                            k.name
+                        ),
+                        span_of_key(k),
+                    )
+                    .suggest(&k.name, axes.iter().map(|a| a.name.as_str()))
+                    .help_if_none(format!(
+                        "axes: {}",
+                        if axes.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            axes.iter()
+                                .map(|a| a.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    )),
                 );
                 continue;
             };
             let checked = match axis.target {
-                AxisTarget::MapEntry { .. } => super::scalar(val).map(Value::Str).ok_or_else(|| Diagnostic::new("expected a string", span_of(val))),
+                AxisTarget::MapEntry { .. } => super::scalar(val)
+                    .map(Value::Str)
+                    .ok_or_else(|| Diagnostic::new("expected a string", span_of(val))),
                 _ => check_value(&k.name, &axis.ty, val),
             };
             match checked {
@@ -257,10 +337,17 @@ pub(crate) fn check_combos(loader: &mut Loader<'_>, what: &str, v: &SValue, grou
             }
         }
         if what == "include" {
-            let missing: Vec<&str> = axes.iter().map(|a| a.name.as_str()).filter(|a| !combo.contains_key(*a)).collect();
+            let missing: Vec<&str> = axes
+                .iter()
+                .map(|a| a.name.as_str())
+                .filter(|a| !combo.contains_key(*a))
+                .collect();
             if !missing.is_empty() && combo.len() == entries.len() {
                 loader.diags.push(Diagnostic::new(
-                    format!("`include` entry must set every axis; missing: {}", missing.join(", ")),
+                    format!(
+                        "`include` entry must set every axis; missing: {}",
+                        missing.join(", ")
+                    ),
                     span_of(item),
                 ));
                 continue;
@@ -326,31 +413,55 @@ fn estimate_view(own: &Params, inputs: &BTreeMap<String, Vec<usize>>, all: &[Ins
 }
 
 pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diagnostic>) {
-    let stage_index: HashMap<String, usize> = p.stages.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
+    let stage_index: HashMap<String, usize> = p
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.clone(), i))
+        .collect();
     let mut file_digests: HashMap<String, Result<String, String>> = HashMap::new();
     for si in 0..p.stages.len() {
         let stage = &p.stages[si];
         let kind = registry.get(&stage.kind).expect("kinds were checked");
-        let own_axis_names: BTreeSet<String> = stage.axes.iter().flat_map(|g| g.axes.iter().map(|a| a.name.clone())).collect();
+        let own_axis_names: BTreeSet<String> = stage
+            .axes
+            .iter()
+            .flat_map(|g| g.axes.iter().map(|a| a.name.clone()))
+            .collect();
         // Own combinations.
         let mut own: Vec<Combo> = combos(&stage.axes);
-        let as_map = |c: &Combo| -> BTreeMap<String, Value> { c.iter().map(|(a, v)| (a.name.clone(), v.clone())).collect() };
+        let as_map = |c: &Combo| -> BTreeMap<String, Value> {
+            c.iter().map(|(a, v)| (a.name.clone(), v.clone())).collect()
+        };
         let own_names: BTreeSet<&str> = own_axis_names.iter().map(String::as_str).collect();
-        let own_excludes: Vec<&BTreeMap<String, Value>> =
-            stage.exclude.iter().filter(|ex| ex.keys().all(|k| own_names.contains(k.as_str()))).collect();
-        let joint_excludes: Vec<&BTreeMap<String, Value>> =
-            stage.exclude.iter().filter(|ex| !ex.keys().all(|k| own_names.contains(k.as_str()))).collect();
+        let own_excludes: Vec<&BTreeMap<String, Value>> = stage
+            .exclude
+            .iter()
+            .filter(|ex| ex.keys().all(|k| own_names.contains(k.as_str())))
+            .collect();
+        let joint_excludes: Vec<&BTreeMap<String, Value>> = stage
+            .exclude
+            .iter()
+            .filter(|ex| !ex.keys().all(|k| own_names.contains(k.as_str())))
+            .collect();
         own.retain(|c| !own_excludes.iter().any(|ex| matches(&as_map(c), ex)));
         for inc in &stage.include {
             if own.iter().any(|c| as_map(c) == *inc) {
                 continue;
             }
             let all: Vec<&Axis> = stage.axes.iter().flat_map(|g| g.axes.iter()).collect();
-            own.push(all.iter().filter_map(|a| inc.get(&a.name).map(|v| ((*a).clone(), v.clone()))).collect());
+            own.push(
+                all.iter()
+                    .filter_map(|a| inc.get(&a.name).map(|v| ((*a).clone(), v.clone())))
+                    .collect(),
+            );
         }
         if own.is_empty() {
             diags.push(Diagnostic::new(
-                format!("empty sweep: `exclude` removes every combination of stage `{}`", stage.name),
+                format!(
+                    "empty sweep: `exclude` removes every combination of stage `{}`",
+                    stage.name
+                ),
                 Some(stage.name_span.clone()),
             ));
             continue;
@@ -363,7 +474,11 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
             let mut selected: Vec<usize> = Vec::new();
             for sel in &r.sels {
                 let up = &p.stages[stage_index[&sel.stage]];
-                let up_axes: BTreeSet<&String> = up.instances.iter().flat_map(|&i| p.instances[i].axes.keys()).collect();
+                let up_axes: BTreeSet<&String> = up
+                    .instances
+                    .iter()
+                    .flat_map(|&i| p.instances[i].axes.keys())
+                    .collect();
                 for axis in sel.filters.keys() {
                     if !up_axes.contains(axis) {
                         diags.push(
@@ -375,7 +490,14 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
                             .help_if_none(if up_axes.is_empty() {
                                 format!("`{}` is not swept", sel.stage)
                             } else {
-                                format!("its axes: {}", up_axes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+                                format!(
+                                    "its axes: {}",
+                                    up_axes
+                                        .iter()
+                                        .map(|s| s.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                )
                             }),
                         );
                         broken = true;
@@ -385,7 +507,14 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
                     .instances
                     .iter()
                     .copied()
-                    .filter(|&i| sel.filters.iter().all(|(k, v)| p.instances[i].axes.get(k).is_some_and(|x| x.to_string() == *v)))
+                    .filter(|&i| {
+                        sel.filters.iter().all(|(k, v)| {
+                            p.instances[i]
+                                .axes
+                                .get(k)
+                                .is_some_and(|x| x.to_string() == *v)
+                        })
+                    })
                     .collect();
                 if chosen.is_empty() && !broken {
                     diags.push(Diagnostic::new(
@@ -410,7 +539,8 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
         }
         // Joined fan-out choices: one upstream instance per fan-out reference, agreeing
         // on every axis name they share.
-        let mut choices: Vec<(BTreeMap<String, Value>, Vec<(String, usize)>)> = vec![(BTreeMap::new(), Vec::new())];
+        let mut choices: Vec<(BTreeMap<String, Value>, Vec<(String, usize)>)> =
+            vec![(BTreeMap::new(), Vec::new())];
         for (param, candidates) in &fanout {
             let mut next = Vec::new();
             for (axes, picked) in &choices {
@@ -419,8 +549,15 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
                     // Axes the reference pins with a selection are constant for this
                     // input: they are neither joined on nor inherited.
                     let pinned = &stage.refs[param].sels[0].filters;
-                    let free: Vec<(&String, &Value)> = inst.axes.iter().filter(|(k, _)| !pinned.contains_key(*k)).collect();
-                    if free.iter().all(|(k, v)| axes.get(*k).is_none_or(|x| x == *v)) {
+                    let free: Vec<(&String, &Value)> = inst
+                        .axes
+                        .iter()
+                        .filter(|(k, _)| !pinned.contains_key(*k))
+                        .collect();
+                    if free
+                        .iter()
+                        .all(|(k, v)| axes.get(*k).is_none_or(|x| x == *v))
+                    {
                         let mut a2 = axes.clone();
                         a2.extend(free.iter().map(|(k, v)| ((*k).clone(), (*v).clone())));
                         let mut p2 = picked.clone();
@@ -438,19 +575,34 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
             ));
             continue;
         }
-        let known: BTreeSet<&String> = choices.iter().flat_map(|(a, _)| a.keys()).chain(own_axis_names.iter()).collect();
+        let known: BTreeSet<&String> = choices
+            .iter()
+            .flat_map(|(a, _)| a.keys())
+            .chain(own_axis_names.iter())
+            .collect();
         let mut bad_exclude = false;
         for ex in &joint_excludes {
             for k in ex.keys() {
                 if !known.contains(k) {
                     let span = stage.exclude_spans.get(k).cloned().flatten();
                     diags.push(
-                        Diagnostic::new(format!("`exclude` names `{k}`, which is not an axis of this stage"), span)
-                            .suggest(k, known.iter().map(|s| s.as_str()))
-                            .help_if_none(format!(
-                                "axes: {}",
-                                if known.is_empty() { "none".to_owned() } else { known.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ") }
-                            )),
+                        Diagnostic::new(
+                            format!("`exclude` names `{k}`, which is not an axis of this stage"),
+                            span,
+                        )
+                        .suggest(k, known.iter().map(|s| s.as_str()))
+                        .help_if_none(format!(
+                            "axes: {}",
+                            if known.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                known
+                                    .iter()
+                                    .map(|s| s.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            }
+                        )),
                     );
                     bad_exclude = true;
                 }
@@ -459,7 +611,11 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
         if bad_exclude {
             continue;
         }
-        let clash: Vec<&String> = choices[0].0.keys().filter(|k| own_axis_names.contains(*k)).collect();
+        let clash: Vec<&String> = choices[0]
+            .0
+            .keys()
+            .filter(|k| own_axis_names.contains(*k))
+            .collect();
         if !clash.is_empty() {
             diags.push(Diagnostic::new(
                 format!(
@@ -481,7 +637,10 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
                     .map(|(k, v)| (k.clone(), v.to_string()))
                     .chain(combo.iter().map(|(a, v)| (a.name.clone(), v.to_string())))
                     .collect();
-                if joint_excludes.iter().any(|ex| ex.iter().all(|(k, v)| full.get(k) == Some(&v.to_string()))) {
+                if joint_excludes
+                    .iter()
+                    .any(|ex| ex.iter().all(|(k, v)| full.get(k) == Some(&v.to_string())))
+                {
                     continue;
                 }
                 let mut rep = 0u64;
@@ -492,7 +651,9 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
                             params.insert(name.clone(), value.clone());
                         }
                         AxisTarget::MapEntry { param, key } => {
-                            let entry = params.entry(param.clone()).or_insert_with(|| Value::Table(BTreeMap::new()));
+                            let entry = params
+                                .entry(param.clone())
+                                .or_insert_with(|| Value::Table(BTreeMap::new()));
                             if let Value::Table(t) = entry {
                                 t.insert(key.clone(), value.clone());
                             }
@@ -545,7 +706,10 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
             for fp in &p.stages[si].file_params {
                 let paths: Vec<String> = match inst.params.0.get(fp) {
                     Some(Value::Str(s)) if !s.is_empty() => vec![s.clone()],
-                    Some(Value::List(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+                    Some(Value::List(items)) => items
+                        .iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect(),
                     _ => Vec::new(),
                 };
                 let mut digests = Vec::new();
@@ -553,13 +717,20 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
                     let full = p.project_dir.join(&rel);
                     let digest = file_digests
                         .entry(full.to_string_lossy().into_owned())
-                        .or_insert_with(|| key::file_digest(&full).map_err(|e| format!("cannot read `{rel}` ({}): {e}", full.display())))
+                        .or_insert_with(|| {
+                            key::file_digest(&full).map_err(|e| {
+                                format!("cannot read `{rel}` ({}): {e}", full.display())
+                            })
+                        })
                         .clone();
                     match digest {
                         Ok(d) => digests.push((rel, d)),
                         Err(msg) => {
                             if seen_errors.insert(msg.clone()) {
-                                diags.push(Diagnostic::new(format!("stage `{}`: {msg}", p.stages[si].name), Some(p.stages[si].name_span.clone())));
+                                diags.push(Diagnostic::new(
+                                    format!("stage `{}`: {msg}", p.stages[si].name),
+                                    Some(p.stages[si].name_span.clone()),
+                                ));
                             }
                             file_error = true;
                         }
@@ -570,12 +741,28 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
             if file_error {
                 continue;
             }
-            let input_keys: BTreeMap<String, Vec<String>> =
-                inst.inputs.iter().map(|(k, v)| (k.clone(), v.iter().map(|&i| p.instances[i].key.clone()).collect())).collect();
+            let input_keys: BTreeMap<String, Vec<String>> = inst
+                .inputs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.iter().map(|&i| p.instances[i].key.clone()).collect(),
+                    )
+                })
+                .collect();
             // Stage names (in references) and file paths never enter a key: only the
             // inputs' keys and the files' contents do.
-            let refs: BTreeSet<&str> =
-                p.stages[si].refs.keys().chain(p.stages[si].file_params.iter()).map(String::as_str).collect();
+            // Parameters added to a kind later and left at their default stay out too, so
+            // results cached before they existed remain valid.
+            let specs = kind.params();
+            let refs: BTreeSet<&str> = p.stages[si]
+                .refs
+                .keys()
+                .chain(p.stages[si].file_params.iter())
+                .map(String::as_str)
+                .chain(unkeyed_defaults(&specs, &inst.params))
+                .collect();
             inst.key = key::instance_key(&key::KeyMaterial {
                 kind: &inst.kind,
                 version: inst.version,
@@ -590,5 +777,67 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
             p.stages[si].instances.push(idx);
             p.instances.push(inst);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::key::{instance_key, KeyMaterial};
+    use crate::kinds::Registry;
+    use crate::pipeline::load_str;
+
+    fn key_of(extra: &str) -> (String, crate::pipeline::Instance) {
+        let text = format!(
+            "[stage.toy]\nkind = \"toy-data\"\n\n[stage.flow]\nkind = \"train-flow\"\nweights = \"toy\"\niterations = 10\n{extra}\n"
+        );
+        let p = load_str(Path::new("keys.toml"), text, &[], &Registry::standard())
+            .expect("pipeline loads");
+        let inst = p
+            .instances
+            .iter()
+            .find(|i| i.kind == "train-flow")
+            .expect("flow instance")
+            .clone();
+        (inst.key.clone(), inst)
+    }
+
+    #[test]
+    fn parameters_added_later_enter_the_key_only_away_from_their_default() {
+        let (plain, inst) = key_of("");
+        assert_eq!(
+            plain,
+            key_of("lr_schedule = \"constant\"\nwarmup = 0").0,
+            "an explicit default is the same key"
+        );
+        assert_ne!(plain, key_of("lr_schedule = \"cosine\"").0);
+        assert_ne!(
+            key_of("lr_schedule = \"cosine\"").0,
+            key_of("lr_schedule = \"cosine\"\nwarmup = 5").0
+        );
+        // The key equals the one computed before these parameters existed.
+        let mut before = inst.params.clone();
+        before.0.remove("lr_schedule");
+        before.0.remove("warmup");
+        let skip = std::collections::BTreeSet::from(["weights"]);
+        let toy_key = {
+            let text = "[stage.toy]\nkind = \"toy-data\"\n".to_owned();
+            let p = load_str(Path::new("keys.toml"), text, &[], &Registry::standard())
+                .expect("pipeline loads");
+            p.instances[0].key.clone()
+        };
+        let inputs = std::collections::BTreeMap::from([("weights".to_owned(), vec![toy_key])]);
+        let old = instance_key(&KeyMaterial {
+            kind: "train-flow",
+            version: inst.version,
+            params: &before,
+            skip: &skip,
+            files: &inst.files,
+            inputs: &inputs,
+            seed: inst.seed,
+            data: None,
+        });
+        assert_eq!(plain, old);
     }
 }

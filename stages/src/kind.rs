@@ -113,8 +113,14 @@ pub enum RefMode {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ParamType {
     Bool,
-    Int { min: Option<i64>, max: Option<i64> },
-    Float { min: Option<f64>, max: Option<f64> },
+    Int {
+        min: Option<i64>,
+        max: Option<i64>,
+    },
+    Float {
+        min: Option<f64>,
+        max: Option<f64>,
+    },
     Str,
     /// One of a fixed set of kebab-case words.
     Enum(&'static [&'static str]),
@@ -129,18 +135,38 @@ pub enum ParamType {
     /// A list of such files.
     FileList,
     /// A reference to another stage (`"stage"` or `"stage[axis=value,...]"`): a DAG edge.
-    Ref { mode: RefMode },
+    Ref {
+        mode: RefMode,
+    },
     /// A list of references (all gathered).
     RefList,
 }
 
 impl ParamType {
-    pub const INT: ParamType = ParamType::Int { min: None, max: None };
-    pub const POSITIVE_INT: ParamType = ParamType::Int { min: Some(1), max: None };
-    pub const NON_NEGATIVE_INT: ParamType = ParamType::Int { min: Some(0), max: None };
-    pub const FLOAT: ParamType = ParamType::Float { min: None, max: None };
-    pub const NON_NEGATIVE_FLOAT: ParamType = ParamType::Float { min: Some(0.0), max: None };
-    pub const POSITIVE_FLOAT: ParamType = ParamType::Float { min: Some(f64::MIN_POSITIVE), max: None };
+    pub const INT: ParamType = ParamType::Int {
+        min: None,
+        max: None,
+    };
+    pub const POSITIVE_INT: ParamType = ParamType::Int {
+        min: Some(1),
+        max: None,
+    };
+    pub const NON_NEGATIVE_INT: ParamType = ParamType::Int {
+        min: Some(0),
+        max: None,
+    };
+    pub const FLOAT: ParamType = ParamType::Float {
+        min: None,
+        max: None,
+    };
+    pub const NON_NEGATIVE_FLOAT: ParamType = ParamType::Float {
+        min: Some(0.0),
+        max: None,
+    };
+    pub const POSITIVE_FLOAT: ParamType = ParamType::Float {
+        min: Some(f64::MIN_POSITIVE),
+        max: None,
+    };
 
     pub fn is_ref(&self) -> bool {
         matches!(self, ParamType::Ref { .. } | ParamType::RefList)
@@ -155,7 +181,10 @@ impl ParamType {
                 (None, Some(b)) => format!("an integer <= {b}"),
                 (None, None) => "an integer".into(),
             },
-            ParamType::Float { min: Some(m), max: None } if *m == f64::MIN_POSITIVE => "a number > 0".into(),
+            ParamType::Float {
+                min: Some(m),
+                max: None,
+            } if *m == f64::MIN_POSITIVE => "a number > 0".into(),
             ParamType::Float { min, max } => match (min, max) {
                 (Some(a), Some(b)) => format!("a number in [{a}, {b}]"),
                 (Some(a), None) => format!("a number >= {a}"),
@@ -170,14 +199,20 @@ impl ParamType {
             ParamType::StrMap => "a table of strings".into(),
             ParamType::File => "a file path".into(),
             ParamType::FileList => "an array of file paths".into(),
-            ParamType::Ref { .. } => "a stage reference such as \"stage\" or \"stage[axis=value]\"".into(),
+            ParamType::Ref { .. } => {
+                "a stage reference such as \"stage\" or \"stage[axis=value]\"".into()
+            }
             ParamType::RefList => "an array of stage references".into(),
         }
     }
 }
 
 fn quote_list(words: &[&str]) -> String {
-    words.iter().map(|w| format!("\"{w}\"")).collect::<Vec<_>>().join(", ")
+    words
+        .iter()
+        .map(|w| format!("\"{w}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One entry of a kind's parameter schema.
@@ -188,21 +223,71 @@ pub struct ParamSpec {
     /// `None`: the parameter is required.
     pub default: Option<Value>,
     pub doc: &'static str,
+    /// False for a parameter added to a kind after results were cached: it enters the
+    /// cache key only when set away from its default, so those results stay valid.
+    pub keyed_at_default: bool,
 }
 
 impl ParamSpec {
     pub fn required(name: &'static str, ty: ParamType, doc: &'static str) -> Self {
-        ParamSpec { name, ty, default: None, doc }
+        ParamSpec {
+            name,
+            ty,
+            default: None,
+            doc,
+            keyed_at_default: true,
+        }
     }
 
-    pub fn with_default(name: &'static str, ty: ParamType, default: Value, doc: &'static str) -> Self {
-        ParamSpec { name, ty, default: Some(default), doc }
+    pub fn with_default(
+        name: &'static str,
+        ty: ParamType,
+        default: Value,
+        doc: &'static str,
+    ) -> Self {
+        ParamSpec {
+            name,
+            ty,
+            default: Some(default),
+            doc,
+            keyed_at_default: true,
+        }
+    }
+
+    /// A parameter added after the kind's results were first cached, with a default that
+    /// keeps the earlier behaviour: hashed only when set to something else.
+    pub fn added(name: &'static str, ty: ParamType, default: Value, doc: &'static str) -> Self {
+        ParamSpec {
+            name,
+            ty,
+            default: Some(default),
+            doc,
+            keyed_at_default: false,
+        }
     }
 
     /// An optional parameter whose absence is meaningful (an empty list/map/string).
     pub fn optional_ref(name: &'static str, mode: RefMode, doc: &'static str) -> Self {
-        ParamSpec { name, ty: ParamType::Ref { mode }, default: Some(Value::Str(String::new())), doc }
+        ParamSpec {
+            name,
+            ty: ParamType::Ref { mode },
+            default: Some(Value::Str(String::new())),
+            doc,
+            keyed_at_default: true,
+        }
     }
+}
+
+/// The parameters of `params` that stay out of the cache key: those added after the kind's
+/// first results (see [`ParamSpec::added`]) and left at their default.
+pub fn unkeyed_defaults(specs: &[ParamSpec], params: &Params) -> Vec<&'static str> {
+    specs
+        .iter()
+        .filter(|s| {
+            !s.keyed_at_default && s.default.is_some() && params.0.get(s.name) == s.default.as_ref()
+        })
+        .map(|s| s.name)
+        .collect()
 }
 
 /// What one instance asks of the machine. Pipelines may override it per stage; it never
@@ -218,7 +303,12 @@ pub struct Resources {
 
 impl Default for Resources {
     fn default() -> Self {
-        Resources { cpus: 1, gpus: 0, mem_mb: 1024, time_min: 0 }
+        Resources {
+            cpus: 1,
+            gpus: 0,
+            mem_mb: 1024,
+            time_min: 0,
+        }
     }
 }
 
@@ -249,18 +339,23 @@ impl Params {
     }
     pub fn usize(&self, name: &str) -> Result<usize, StageError> {
         let v = self.i64(name)?;
-        usize::try_from(v).map_err(|_| StageError::Param(format!("parameter `{name}` must be >= 0, got {v}")))
+        usize::try_from(v)
+            .map_err(|_| StageError::Param(format!("parameter `{name}` must be >= 0, got {v}")))
     }
     pub fn bool(&self, name: &str) -> Result<bool, StageError> {
         match self.get(name)? {
             Value::Bool(b) => Ok(*b),
-            _ => Err(StageError::Param(format!("parameter `{name}` is not a boolean"))),
+            _ => Err(StageError::Param(format!(
+                "parameter `{name}` is not a boolean"
+            ))),
         }
     }
     pub fn list(&self, name: &str) -> Result<&[Value], StageError> {
         match self.get(name)? {
             Value::List(v) => Ok(v),
-            _ => Err(StageError::Param(format!("parameter `{name}` is not an array"))),
+            _ => Err(StageError::Param(format!(
+                "parameter `{name}` is not an array"
+            ))),
         }
     }
     pub fn usize_list(&self, name: &str) -> Result<Vec<usize>, StageError> {
@@ -269,23 +364,31 @@ impl Params {
             .map(|v| {
                 v.as_i64()
                     .and_then(|i| usize::try_from(i).ok())
-                    .ok_or_else(|| StageError::Param(format!("parameter `{name}` must hold non-negative integers")))
+                    .ok_or_else(|| {
+                        StageError::Param(format!(
+                            "parameter `{name}` must hold non-negative integers"
+                        ))
+                    })
             })
             .collect()
     }
     pub fn f64_list(&self, name: &str) -> Result<Vec<f64>, StageError> {
         self.list(name)?
             .iter()
-            .map(|v| v.as_f64().ok_or_else(|| StageError::Param(format!("parameter `{name}` must hold numbers"))))
+            .map(|v| {
+                v.as_f64().ok_or_else(|| {
+                    StageError::Param(format!("parameter `{name}` must hold numbers"))
+                })
+            })
             .collect()
     }
     pub fn str_list(&self, name: &str) -> Result<Vec<String>, StageError> {
         self.list(name)?
             .iter()
             .map(|v| {
-                v.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| StageError::Param(format!("parameter `{name}` must hold strings")))
+                v.as_str().map(str::to_owned).ok_or_else(|| {
+                    StageError::Param(format!("parameter `{name}` must hold strings"))
+                })
             })
             .collect()
     }
@@ -296,10 +399,14 @@ impl Params {
                 .map(|(k, v)| {
                     v.as_str()
                         .map(|s| (k.clone(), s.to_owned()))
-                        .ok_or_else(|| StageError::Param(format!("parameter `{name}.{k}` is not a string")))
+                        .ok_or_else(|| {
+                            StageError::Param(format!("parameter `{name}.{k}` is not a string"))
+                        })
                 })
                 .collect(),
-            _ => Err(StageError::Param(format!("parameter `{name}` is not a table"))),
+            _ => Err(StageError::Param(format!(
+                "parameter `{name}` is not a table"
+            ))),
         }
     }
     /// Parse an enum parameter into a typed value (`T: FromStr` over the kebab-case words).
@@ -308,7 +415,8 @@ impl Params {
         T::Err: fmt::Display,
     {
         let s = self.str(name)?;
-        s.parse::<T>().map_err(|e| StageError::Param(format!("parameter `{name}`: {e}")))
+        s.parse::<T>()
+            .map_err(|e| StageError::Param(format!("parameter `{name}`: {e}")))
     }
 }
 
@@ -388,7 +496,10 @@ pub struct StageContext<'a> {
 impl StageContext<'_> {
     /// Append rows to the named result table (`<name>.parquet` / `<name>.csv`).
     pub fn emit_rows(&mut self, table: &str, rows: impl IntoIterator<Item = Row>) {
-        self.tables.entry(table.to_owned()).or_default().extend(rows);
+        self.tables
+            .entry(table.to_owned())
+            .or_default()
+            .extend(rows);
     }
 
     /// The single upstream instance of a fan-out reference parameter.
@@ -428,7 +539,10 @@ pub enum StageError {
 
 impl StageError {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        StageError::Io { context: context.into(), source }
+        StageError::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
 

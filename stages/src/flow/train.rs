@@ -14,6 +14,7 @@ use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::{backend::AutodiffBackend, ElementConversion, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::adam::Adam;
 use super::checkpoint::{self, CurvePoint, TrainProgress};
 use super::loss::flow_loss;
 use super::path::{interpolate, sample_time};
@@ -22,7 +23,6 @@ use super::{FlowError, FlowSpec};
 use crate::geometry::{canon::canonicalize, product::ProductGeometry};
 use crate::kind::ProgressSink;
 use crate::noise::Rng;
-use super::adam::Adam;
 use crate::rt::fused::{FusedGraph, FusedRt, Tape};
 use crate::rt::{graph::GraphSpec, model::RelationalTransformer};
 
@@ -32,10 +32,46 @@ pub struct TrainSettings {
     pub iterations: usize,
     pub batch_size: usize,
     pub lr: f64,
+    /// How the learning rate moves over the run (constant in the thesis).
+    pub schedule: LrSchedule,
     pub checkpoint_every: usize,
     /// Iterations averaged into one point of the training curve.
     pub curve_every: usize,
     pub seed: u64,
+}
+
+/// The learning rate over a run. The thesis trains at a constant rate for 250,000 steps;
+/// a run cut to a few thousand steps needs a large rate to move and a small one to settle,
+/// which a cosine decay gives in one run. The rate depends on the iteration only, so a
+/// resumed run follows the same schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrSchedule {
+    Constant,
+    /// Linear warm-up over `warmup` steps, then a half cosine from `lr` to 0 at the last step.
+    Cosine {
+        warmup: usize,
+    },
+}
+
+impl LrSchedule {
+    pub const NAMES: &'static [&'static str] = &["constant", "cosine"];
+
+    /// The rate of step `iteration` (0-based) of `iterations`.
+    pub fn rate(&self, lr: f64, iteration: usize, iterations: usize) -> f64 {
+        match *self {
+            LrSchedule::Constant => lr,
+            LrSchedule::Cosine { warmup } => {
+                let ramp = if iteration < warmup {
+                    (iteration + 1) as f64 / warmup as f64
+                } else {
+                    1.0
+                };
+                let progress = iteration as f64 / iterations.max(1) as f64;
+                lr * ramp * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+        }
+    }
 }
 
 /// The x0 and x1 batch sources of a run.
@@ -56,11 +92,16 @@ pub struct TrainOutcome {
 pub type ModelRecorder = NamedMpkBytesRecorder<FullPrecisionSettings>;
 
 fn record_error(path: &Path, e: impl std::fmt::Display) -> FlowError {
-    FlowError::Checkpoint { path: path.to_path_buf(), reason: e.to_string() }
+    FlowError::Checkpoint {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
 }
 
 /// The model's record as bytes.
-pub fn model_bytes<B: burn::tensor::backend::Backend>(model: &RelationalTransformer<B>) -> Result<Vec<u8>, FlowError> {
+pub fn model_bytes<B: burn::tensor::backend::Backend>(
+    model: &RelationalTransformer<B>,
+) -> Result<Vec<u8>, FlowError> {
     ModelRecorder::default()
         .record(model.clone().into_record(), ())
         .map_err(|e| record_error(Path::new("model"), e))
@@ -101,7 +142,9 @@ impl<B: AutodiffBackend> BurnFlow<B> {
     pub fn new(spec: &FlowSpec, seed: u64, device: &B::Device) -> Self {
         BurnFlow {
             model: Some(spec.rt.init::<B>(seed, device)),
-            optim: AdamConfig::new().with_epsilon(1e-8).init::<B, RelationalTransformer<B>>(),
+            optim: AdamConfig::new()
+                .with_epsilon(1e-8)
+                .init::<B, RelationalTransformer<B>>(),
             spec: spec.clone(),
             graph: GraphSpec::new(&spec.layout, spec.time_channel),
             device: device.clone(),
@@ -109,14 +152,19 @@ impl<B: AutodiffBackend> BurnFlow<B> {
     }
 
     fn model(&self) -> &RelationalTransformer<B> {
-        self.model.as_ref().expect("the model is only taken during a step")
+        self.model
+            .as_ref()
+            .expect("the model is only taken during a step")
     }
 }
 
 impl<B: AutodiffBackend> FlowModel for BurnFlow<B> {
     fn step(&mut self, xt: Vec<f32>, t: Vec<f32>, x1: Vec<f32>, lr: f64) -> f64 {
         let (batch, p) = (t.len(), self.spec.layout.num_params());
-        let model = self.model.take().expect("the model is only taken during a step");
+        let model = self
+            .model
+            .take()
+            .expect("the model is only taken during a step");
         let xt = to_tensor::<B, 2>(xt, [batch, p], &self.device);
         let x1 = to_tensor::<B, 2>(x1, [batch, p], &self.device);
         let t = to_tensor::<B, 1>(t, [batch], &self.device);
@@ -140,15 +188,27 @@ impl<B: AutodiffBackend> FlowModel for BurnFlow<B> {
     }
 
     fn optim_bytes(&self) -> Result<Vec<u8>, FlowError> {
-        ModelRecorder::default().record(self.optim.to_record(), ()).map_err(|e| record_error(Path::new("optimizer"), e))
+        ModelRecorder::default()
+            .record(self.optim.to_record(), ())
+            .map_err(|e| record_error(Path::new("optimizer"), e))
     }
 
     fn restore(&mut self, model: Vec<u8>, optim: Vec<u8>, scratch: &Path) -> Result<(), FlowError> {
         let recorder = ModelRecorder::default();
-        let record = recorder.load(model, &self.device).map_err(|e| record_error(scratch, e))?;
-        self.model = Some(self.model.take().expect("model present").load_record(record));
-        let record = recorder.load(optim, &self.device).map_err(|e| record_error(scratch, e))?;
-        self.optim = std::mem::replace(&mut self.optim, AdamConfig::new().init()).load_record(record);
+        let record = recorder
+            .load(model, &self.device)
+            .map_err(|e| record_error(scratch, e))?;
+        self.model = Some(
+            self.model
+                .take()
+                .expect("model present")
+                .load_record(record),
+        );
+        let record = recorder
+            .load(optim, &self.device)
+            .map_err(|e| record_error(scratch, e))?;
+        self.optim =
+            std::mem::replace(&mut self.optim, AdamConfig::new().init()).load_record(record);
         Ok(())
     }
 }
@@ -191,17 +251,28 @@ pub fn loss_and_gradient(spec: &FlowSpec, pred: Vec<f32>, x1: Vec<f32>) -> (f64,
     let batch = pred.len() / p;
     let pred = to_tensor::<CpuAutodiff, 2>(pred, [batch, p], &device).require_grad();
     let x1 = to_tensor::<CpuAutodiff, 2>(x1, [batch, p], &device);
-    let canonical = if spec.geometry.is_canonical() { canonicalize(pred.clone(), layout) } else { pred.clone() };
+    let canonical = if spec.geometry.is_canonical() {
+        canonicalize(pred.clone(), layout)
+    } else {
+        pred.clone()
+    };
     let loss = flow_loss(spec.geometry, canonical, x1, layout);
     let value: f64 = loss.clone().into_scalar().elem();
     let grads = loss.backward();
-    let grad = pred.grad(&grads).expect("the prediction is a leaf that requires a gradient");
-    (value, grad.into_data().to_vec::<f32>().expect("f32 gradient"))
+    let grad = pred
+        .grad(&grads)
+        .expect("the prediction is a leaf that requires a gradient");
+    (
+        value,
+        grad.into_data().to_vec::<f32>().expect("f32 gradient"),
+    )
 }
 
 impl FlowModel for FusedFlow {
     fn step(&mut self, xt: Vec<f32>, t: Vec<f32>, x1: Vec<f32>, lr: f64) -> f64 {
-        let pred = self.engine.forward_taped(&self.graph, &xt, &t, &mut self.tapes);
+        let pred = self
+            .engine
+            .forward_taped(&self.graph, &xt, &t, &mut self.tapes);
         let (value, dpred) = loss_and_gradient(&self.spec, pred, x1);
         if value.is_finite() {
             let grads = self.engine.backward(&self.graph, &mut self.tapes, &dpred);
@@ -219,10 +290,13 @@ impl FlowModel for FusedFlow {
     }
 
     fn restore(&mut self, model: Vec<u8>, optim: Vec<u8>, scratch: &Path) -> Result<(), FlowError> {
-        let record = ModelRecorder::default().load(model, &Default::default()).map_err(|e| record_error(scratch, e))?;
+        let record = ModelRecorder::default()
+            .load(model, &Default::default())
+            .map_err(|e| record_error(scratch, e))?;
         self.template = self.template.clone().load_record(record);
         self.engine = FusedRt::from_model(&self.template, &self.spec.rt);
-        self.adam = Adam::from_bytes(&optim, self.engine.map.len).map_err(|e| record_error(scratch, e))?;
+        self.adam =
+            Adam::from_bytes(&optim, self.engine.map.len).map_err(|e| record_error(scratch, e))?;
         Ok(())
     }
 }
@@ -240,7 +314,9 @@ pub fn train(
     stop_after: Option<usize>,
 ) -> Result<TrainOutcome, FlowError> {
     let fingerprint = blake3::hash(
-        serde_json::to_string(&(spec, settings)).expect("settings serialize to JSON").as_bytes(),
+        serde_json::to_string(&(spec, settings))
+            .expect("settings serialize to JSON")
+            .as_bytes(),
     )
     .to_hex()
     .to_string();
@@ -283,8 +359,12 @@ pub fn train(
             });
         }
         let rng = &mut state.rng;
-        let x0 = data.source.next_batch(batch, state.source_loader.as_mut(), rng);
-        let x1 = data.target.next_batch(batch, state.target_loader.as_mut(), rng);
+        let x0 = data
+            .source
+            .next_batch(batch, state.source_loader.as_mut(), rng);
+        let x1 = data
+            .target
+            .next_batch(batch, state.target_loader.as_mut(), rng);
         let t: Vec<f32> = (0..batch).map(|_| sample_time(rng)).collect();
         let pairs = spec.coupling.pair(&x0, &x1, p, rng);
         let mut x0_paired = Vec::with_capacity(batch * p);
@@ -293,13 +373,26 @@ pub fn train(
             x0_paired.extend_from_slice(&x0[i * p..(i + 1) * p]);
             x1_paired.extend_from_slice(&x1[j * p..(j + 1) * p]);
         }
-        let xt = interpolate(spec.geometry, &product, &x0_paired, &x1_paired, &t, spec.sigma, rng);
-        let value = model.step(xt, t, x1_paired, settings.lr);
+        let xt = interpolate(
+            spec.geometry,
+            &product,
+            &x0_paired,
+            &x1_paired,
+            &t,
+            spec.sigma,
+            rng,
+        );
+        let lr = settings
+            .schedule
+            .rate(settings.lr, state.iteration, settings.iterations);
+        let value = model.step(xt, t, x1_paired, lr);
         if !value.is_finite() {
             return Err(FlowError::NonFiniteLoss {
                 iteration: state.iteration + 1,
                 value,
-                last_finite: state.last_finite_loss.map_or_else(|| "none".to_owned(), |l| format!("{l}")),
+                last_finite: state
+                    .last_finite_loss
+                    .map_or_else(|| "none".to_owned(), |l| format!("{l}")),
             });
         }
         state.iteration += 1;
@@ -307,16 +400,25 @@ pub fn train(
         state.window_sum += value;
         state.window_len += 1;
         if state.window_len == settings.curve_every || state.iteration == settings.iterations {
-            state.curve.push(CurvePoint { iteration: state.iteration, loss: state.window_sum / state.window_len as f64 });
+            state.curve.push(CurvePoint {
+                iteration: state.iteration,
+                loss: state.window_sum / state.window_len as f64,
+            });
             state.window_sum = 0.0;
             state.window_len = 0;
         }
         progress.progress(state.iteration as u64, total, "it");
         progress.metric("loss", value);
-        if state.iteration % settings.checkpoint_every == 0 && state.iteration < settings.iterations {
+        if state.iteration % settings.checkpoint_every == 0 && state.iteration < settings.iterations
+        {
             state.model_file = format!("model-{}.mpk", state.iteration);
             state.optim_file = format!("optim-{}.bin", state.iteration);
-            checkpoint::save(scratch, &state, &model.model_bytes()?, &model.optim_bytes()?)?;
+            checkpoint::save(
+                scratch,
+                &state,
+                &model.model_bytes()?,
+                &model.optim_bytes()?,
+            )?;
         }
     }
     Ok(TrainOutcome {
@@ -356,15 +458,33 @@ mod tests {
             rt: RtConfig::for_layout(&layout, 4, 1, 1),
             time_channel: TimeChannel::Faithful,
             sigma: 1e-3,
-            source: SourceSpec { mode: SourceMode::Fixed, std: 0.1, count: 16, seed: 1 },
+            source: SourceSpec {
+                mode: SourceMode::Fixed,
+                std: 0.1,
+                count: 16,
+                seed: 1,
+            },
         };
-        let settings =
-            TrainSettings { iterations: 12, batch_size: 4, lr: 1e-2, checkpoint_every: 5, curve_every: 3, seed: 7 };
+        let settings = TrainSettings {
+            iterations: 12,
+            batch_size: 4,
+            lr: 1e-2,
+            schedule: LrSchedule::Constant,
+            checkpoint_every: 5,
+            curve_every: 3,
+            seed: 7,
+        };
         let mut rng = Rng::seed_from(2);
         let canonical = geometry.is_canonical();
         let data = FlowData {
-            source: BatchSource::Rows { rows: prior_set(&layout, 16, 0.1, canonical, &mut rng), p: layout.num_params() },
-            target: BatchSource::Rows { rows: prior_set(&layout, 16, 1.0, canonical, &mut rng), p: layout.num_params() },
+            source: BatchSource::Rows {
+                rows: prior_set(&layout, 16, 0.1, canonical, &mut rng),
+                p: layout.num_params(),
+            },
+            target: BatchSource::Rows {
+                rows: prior_set(&layout, 16, 1.0, canonical, &mut rng),
+                p: layout.num_params(),
+            },
         };
         (spec, settings, data)
     }
@@ -383,7 +503,15 @@ mod tests {
         } else {
             Box::new(BurnFlow::<A>::new(spec, settings.seed, &Default::default()))
         };
-        train(spec, settings, data, dir, model.as_mut(), &NoProgress, stop_after)
+        train(
+            spec,
+            settings,
+            data,
+            dir,
+            model.as_mut(),
+            &NoProgress,
+            stop_after,
+        )
     }
 
     #[test]
@@ -395,30 +523,66 @@ mod tests {
             (Geometry::Normalized, Coupling::Independent, true),
             (Geometry::Geometric, Coupling::Ot, true),
         ] {
-            let (spec, settings, data) = setup(geometry, coupling);
+            let (spec, mut settings, data) = setup(geometry, coupling);
+            if geometry == Geometry::Geometric && fused {
+                // The rate of a resumed step must follow the schedule, not restart it.
+                settings.schedule = LrSchedule::Cosine { warmup: 3 };
+            }
             let tag = format!("{}-{fused}", geometry.name());
             let whole_dir = scratch(&format!("whole-{tag}"));
-            let whole = run_training(fused, &spec, &settings, &data, &whole_dir, None).expect("trains");
+            let whole =
+                run_training(fused, &spec, &settings, &data, &whole_dir, None).expect("trains");
             assert!(whole.is_finished);
             let killed_dir = scratch(&format!("killed-{tag}"));
-            let partial = run_training(fused, &spec, &settings, &data, &killed_dir, Some(8)).expect("trains");
+            let partial =
+                run_training(fused, &spec, &settings, &data, &killed_dir, Some(8)).expect("trains");
             assert!(!partial.is_finished);
             assert_eq!(partial.iterations_done, 8);
-            let resumed = run_training(fused, &spec, &settings, &data, &killed_dir, None).expect("resumes");
+            let resumed =
+                run_training(fused, &spec, &settings, &data, &killed_dir, None).expect("resumes");
             assert!(resumed.is_finished);
-            assert_eq!(whole.model_bytes, resumed.model_bytes, "{tag}: model bytes differ");
+            assert_eq!(
+                whole.model_bytes, resumed.model_bytes,
+                "{tag}: model bytes differ"
+            );
             // Curve values pass through the JSON checkpoint, whose float parsing may differ
             // in the last bit; the model itself must be bit-identical.
             assert_eq!(whole.curve.len(), resumed.curve.len());
             for (a, b) in whole.curve.iter().zip(&resumed.curve) {
                 assert_eq!(a.iteration, b.iteration);
-                assert!((a.loss - b.loss).abs() <= 1e-12 * a.loss.abs(), "{a:?} vs {b:?}");
+                assert!(
+                    (a.loss - b.loss).abs() <= 1e-12 * a.loss.abs(),
+                    "{a:?} vs {b:?}"
+                );
             }
             assert_eq!(whole.curve.len(), 4);
             assert!(whole.curve.iter().all(|c| c.loss.is_finite()));
             let _ = std::fs::remove_dir_all(whole_dir);
             let _ = std::fs::remove_dir_all(killed_dir);
         }
+    }
+
+    #[test]
+    fn the_cosine_schedule_warms_up_then_decays_to_zero() {
+        let s = LrSchedule::Cosine { warmup: 4 };
+        let rates: Vec<f64> = (0..100).map(|i| s.rate(0.01, i, 100)).collect();
+        assert!(
+            (rates[0] - 0.0025).abs() < 1e-4,
+            "first warm-up step: {}",
+            rates[0]
+        );
+        assert!(rates[..4].windows(2).all(|w| w[1] > w[0]), "warm-up rises");
+        assert!(rates[4..].windows(2).all(|w| w[1] < w[0]), "then decays");
+        assert!(
+            (s.rate(0.01, 50, 100) - 0.005).abs() < 1e-12,
+            "half the rate at mid-run"
+        );
+        assert!(
+            rates[99] < 1e-5 && rates[99] > 0.0,
+            "last step near zero: {}",
+            rates[99]
+        );
+        assert!((0..100).all(|i| LrSchedule::Constant.rate(0.01, i, 100) == 0.01));
     }
 
     #[test]
@@ -433,11 +597,21 @@ mod tests {
             rows.iter_mut().for_each(|v| *v = f32::NAN);
         }
         match run_training(true, &spec, &short, &data, &dir, None) {
-            Err(FlowError::NonFiniteLoss { iteration, last_finite, .. }) => {
-                assert_eq!(iteration, 6, "resumed from the checkpoint at 5, failed on the next step");
+            Err(FlowError::NonFiniteLoss {
+                iteration,
+                last_finite,
+                ..
+            }) => {
+                assert_eq!(
+                    iteration, 6,
+                    "resumed from the checkpoint at 5, failed on the next step"
+                );
                 assert_ne!(last_finite, "none");
             }
-            other => panic!("expected a non-finite loss error, got {:?}", other.map(|o| o.iterations_done)),
+            other => panic!(
+                "expected a non-finite loss error, got {:?}",
+                other.map(|o| o.iterations_done)
+            ),
         }
         assert!(dir.join("state.json").exists());
         let _ = std::fs::remove_dir_all(dir);
@@ -448,14 +622,37 @@ mod tests {
         for geometry in [Geometry::Euclidean, Geometry::Geometric] {
             let (spec, mut settings, data) = setup(geometry, Coupling::Independent);
             settings.curve_every = 1;
-            let a = run_training(false, &spec, &settings, &data, &scratch("engine-burn"), None).expect("trains");
-            let b = run_training(true, &spec, &settings, &data, &scratch("engine-fused"), None).expect("trains");
+            let a = run_training(
+                false,
+                &spec,
+                &settings,
+                &data,
+                &scratch("engine-burn"),
+                None,
+            )
+            .expect("trains");
+            let b = run_training(
+                true,
+                &spec,
+                &settings,
+                &data,
+                &scratch("engine-fused"),
+                None,
+            )
+            .expect("trains");
             // Same initial model and batches: the first loss agrees to float precision;
             // later ones drift only through burn's approximate GELU derivative.
             let (first_a, first_b) = (a.curve[0].loss, b.curve[0].loss);
-            assert!((first_a - first_b).abs() < 1e-5 * first_a.abs().max(1.0), "{first_a} vs {first_b}");
+            assert!(
+                (first_a - first_b).abs() < 1e-5 * first_a.abs().max(1.0),
+                "{first_a} vs {first_b}"
+            );
             for (x, y) in a.curve.iter().zip(&b.curve) {
-                assert!((x.loss - y.loss).abs() < 2e-2 * x.loss.abs().max(1e-3), "{}: {x:?} vs {y:?}", geometry.name());
+                assert!(
+                    (x.loss - y.loss).abs() < 2e-2 * x.loss.abs().max(1e-3),
+                    "{}: {x:?} vs {y:?}",
+                    geometry.name()
+                );
             }
         }
     }
