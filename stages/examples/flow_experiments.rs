@@ -91,6 +91,11 @@ fn run_kind(
         let losses: Vec<String> = curve.iter().map(|r| format!("{}", r["loss"])).collect();
         eprintln!("  curve: {}", losses.join(" "));
     }
+    if let Some(profile) = ctx.tables.get("loss_by_time") {
+        for row in profile {
+            eprintln!("  t={} loss={} mean-predictor={}", row["t"], row["loss"], row["mean_predictor_loss"]);
+        }
+    }
     out
 }
 

@@ -87,6 +87,8 @@ pub struct TrainOutcome {
     pub curve: Vec<CurvePoint>,
     pub iterations_done: usize,
     pub is_finished: bool,
+    /// The finished model's loss along the path (empty for an interrupted run).
+    pub loss_by_time: Vec<TimeLoss>,
 }
 
 pub type ModelRecorder = NamedMpkBytesRecorder<FullPrecisionSettings>;
@@ -122,6 +124,8 @@ pub trait FlowModel {
     /// Predicts `x̂1` for `(x_t, t)` (canonicalized for the sphere geometries), takes the
     /// loss against `x1` and, only when it is finite, one Adam step. Returns the loss.
     fn step(&mut self, xt: Vec<f32>, t: Vec<f32>, x1: Vec<f32>, lr: f64) -> f64;
+    /// The same loss without a step.
+    fn loss(&mut self, xt: Vec<f32>, t: Vec<f32>, x1: Vec<f32>) -> f64;
     /// The model record (named MessagePack, full precision).
     fn model_bytes(&self) -> Result<Vec<u8>, FlowError>;
     fn optim_bytes(&self) -> Result<Vec<u8>, FlowError>;
@@ -181,6 +185,21 @@ impl<B: AutodiffBackend> FlowModel for BurnFlow<B> {
             model
         });
         value
+    }
+
+    fn loss(&mut self, xt: Vec<f32>, t: Vec<f32>, x1: Vec<f32>) -> f64 {
+        let (batch, p) = (t.len(), self.spec.layout.num_params());
+        let model = self.model().valid();
+        let xt = to_tensor::<B::InnerBackend, 2>(xt, [batch, p], &self.device);
+        let x1 = to_tensor::<B::InnerBackend, 2>(x1, [batch, p], &self.device);
+        let t = to_tensor::<B::InnerBackend, 1>(t, [batch], &self.device);
+        let mut pred = model.forward(xt, t, &self.graph);
+        if self.spec.geometry.is_canonical() {
+            pred = canonicalize(pred, &self.spec.layout);
+        }
+        flow_loss(self.spec.geometry, pred, x1, &self.spec.layout)
+            .into_scalar()
+            .elem()
     }
 
     fn model_bytes(&self) -> Result<Vec<u8>, FlowError> {
@@ -244,6 +263,21 @@ impl FusedFlow {
     }
 }
 
+/// The loss of `pred` (canonicalized first for the sphere geometries) against `x1`.
+pub fn loss_value(spec: &FlowSpec, pred: Vec<f32>, x1: Vec<f32>) -> f64 {
+    let device = Default::default();
+    let (p, layout) = (spec.layout.num_params(), &spec.layout);
+    let batch = pred.len() / p;
+    let mut pred = to_tensor::<CpuInner, 2>(pred, [batch, p], &device);
+    if spec.geometry.is_canonical() {
+        pred = canonicalize(pred, layout);
+    }
+    let x1 = to_tensor::<CpuInner, 2>(x1, [batch, p], &device);
+    flow_loss(spec.geometry, pred, x1, layout)
+        .into_scalar()
+        .elem()
+}
+
 /// The loss of `pred` against `x1` and its gradient with respect to `pred`.
 pub fn loss_and_gradient(spec: &FlowSpec, pred: Vec<f32>, x1: Vec<f32>) -> (f64, Vec<f32>) {
     let device = Default::default();
@@ -279,6 +313,11 @@ impl FlowModel for FusedFlow {
             self.adam.update(lr, &mut self.engine.params, &grads);
         }
         value
+    }
+
+    fn loss(&mut self, xt: Vec<f32>, t: Vec<f32>, x1: Vec<f32>) -> f64 {
+        let pred = self.engine.predict(&self.graph, &xt, &t);
+        loss_value(&self.spec, pred, x1)
     }
 
     fn model_bytes(&self) -> Result<Vec<u8>, FlowError> {
@@ -356,6 +395,7 @@ pub fn train(
                 curve: state.curve,
                 iterations_done: state.iteration,
                 is_finished: false,
+                loss_by_time: Vec::new(),
             });
         }
         let rng = &mut state.rng;
@@ -426,7 +466,86 @@ pub fn train(
         curve: state.curve,
         iterations_done: state.iteration,
         is_finished: true,
+        loss_by_time: loss_by_time(spec, settings, data, model, TIME_BINS, TIME_BIN_BATCHES),
     })
+}
+
+/// Times and batches per time of the finished model's loss profile (about 13 training
+/// steps' worth of forward passes).
+const TIME_BINS: usize = 10;
+const TIME_BIN_BATCHES: usize = 4;
+
+/// The trained model's loss at one time, next to what predicting the targets' mean scores.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TimeLoss {
+    pub t: f64,
+    pub loss: f64,
+    /// The loss of predicting, for every pair, the mean of the evaluated targets: a flow
+    /// whose loss sits on this line has learned the mean network and ignores `x_t`.
+    pub mean_predictor_loss: f64,
+}
+
+/// The loss at `bins` evenly spaced times (bin centres), each over `batches` fresh batches
+/// drawn and paired as in training, from an RNG stream of its own (training is unaffected).
+/// Training sees times from Beta(1, 2), mostly near 0; this shows where along the path the
+/// model has learned to use its input.
+pub fn loss_by_time(
+    spec: &FlowSpec,
+    settings: &TrainSettings,
+    data: &FlowData,
+    model: &mut dyn FlowModel,
+    bins: usize,
+    batches: usize,
+) -> Vec<TimeLoss> {
+    let mut rng = Rng::derive(settings.seed, "loss-by-time");
+    let mut source_loader = data.source.loader(&mut rng);
+    let mut target_loader = data.target.loader(&mut rng);
+    let (p, batch) = (spec.layout.num_params(), settings.batch_size);
+    let product = ProductGeometry::new(&spec.layout);
+    (0..bins)
+        .map(|bin| {
+            let t = (bin as f64 + 0.5) / bins as f64;
+            let (mut loss, mut baseline) = (0.0, 0.0);
+            for _ in 0..batches {
+                let x0 = data
+                    .source
+                    .next_batch(batch, source_loader.as_mut(), &mut rng);
+                let x1 = data
+                    .target
+                    .next_batch(batch, target_loader.as_mut(), &mut rng);
+                let pairs = spec.coupling.pair(&x0, &x1, p, &mut rng);
+                let mut x0_paired = Vec::with_capacity(batch * p);
+                let mut x1_paired = Vec::with_capacity(batch * p);
+                for &(i, j) in &pairs {
+                    x0_paired.extend_from_slice(&x0[i * p..(i + 1) * p]);
+                    x1_paired.extend_from_slice(&x1[j * p..(j + 1) * p]);
+                }
+                let times = vec![t as f32; batch];
+                let xt = interpolate(
+                    spec.geometry,
+                    &product,
+                    &x0_paired,
+                    &x1_paired,
+                    &times,
+                    spec.sigma,
+                    &mut rng,
+                );
+                loss += model.loss(xt, times, x1_paired.clone());
+                let mut mean = vec![0f32; p];
+                for row in x1_paired.chunks(p) {
+                    mean.iter_mut()
+                        .zip(row)
+                        .for_each(|(m, v)| *m += v / batch as f32);
+                }
+                baseline += loss_value(spec, mean.repeat(batch), x1_paired);
+            }
+            TimeLoss {
+                t,
+                loss: loss / batches as f64,
+                mean_predictor_loss: baseline / batches as f64,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -560,6 +679,75 @@ mod tests {
             let _ = std::fs::remove_dir_all(whole_dir);
             let _ = std::fs::remove_dir_all(killed_dir);
         }
+    }
+
+    #[test]
+    fn the_loss_without_a_step_is_the_step_loss_on_both_engines() {
+        for geometry in [
+            Geometry::Euclidean,
+            Geometry::Normalized,
+            Geometry::Geometric,
+        ] {
+            let (spec, settings, data) = setup(geometry, Coupling::Independent);
+            let mut rng = Rng::seed_from(3);
+            let x0 = data
+                .source
+                .next_batch(4, data.source.loader(&mut rng).as_mut(), &mut rng);
+            let x1 = data
+                .target
+                .next_batch(4, data.target.loader(&mut rng).as_mut(), &mut rng);
+            let t = vec![0.1, 0.4, 0.7, 0.95];
+            let xt = interpolate(
+                geometry,
+                &ProductGeometry::new(&spec.layout),
+                &x0,
+                &x1,
+                &t,
+                0.0,
+                &mut rng,
+            );
+            let mut fused = FusedFlow::new(&spec, settings.seed);
+            let mut burn = BurnFlow::<A>::new(&spec, settings.seed, &Default::default());
+            let a = fused.loss(xt.clone(), t.clone(), x1.clone());
+            let b = burn.loss(xt.clone(), t.clone(), x1.clone());
+            assert!(
+                (a - b).abs() < 1e-5 * a.abs().max(1e-3),
+                "{}: fused {a} vs burn {b}",
+                geometry.name()
+            );
+            assert_eq!(
+                a,
+                fused.step(xt.clone(), t.clone(), x1.clone(), 1e-2),
+                "the step reports the loss before it moves"
+            );
+            assert!(fused.loss(xt, t, x1) != a, "and the step moved the model");
+        }
+    }
+
+    #[test]
+    fn the_loss_profile_is_deterministic_and_its_baseline_vanishes_on_one_target() {
+        let (spec, settings, mut data) = setup(Geometry::Euclidean, Coupling::Independent);
+        let mut model = FusedFlow::new(&spec, settings.seed);
+        let profile = loss_by_time(&spec, &settings, &data, &mut model, 5, 2);
+        assert_eq!(
+            profile,
+            loss_by_time(&spec, &settings, &data, &mut model, 5, 2)
+        );
+        let times: Vec<f64> = profile.iter().map(|p| p.t).collect();
+        assert_eq!(times, vec![0.1, 0.3, 0.5, 0.7, 0.9]);
+        assert!(profile
+            .iter()
+            .all(|p| p.loss > 0.0 && p.mean_predictor_loss > 0.0));
+        // Every target the same network: predicting the mean is exact.
+        if let BatchSource::Rows { rows, p } = &mut data.target {
+            let first = rows[..*p].to_vec();
+            rows.chunks_mut(*p).for_each(|r| r.copy_from_slice(&first));
+        }
+        let profile = loss_by_time(&spec, &settings, &data, &mut model, 5, 2);
+        assert!(
+            profile.iter().all(|p| p.mean_predictor_loss.abs() < 1e-12),
+            "{profile:?}"
+        );
     }
 
     #[test]

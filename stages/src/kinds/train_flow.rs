@@ -223,7 +223,8 @@ impl StageKind for TrainFlow {
 
     fn version(&self) -> u32 {
         // 2: CPU training on the fused engine (exact GELU derivative).
-        2
+        // 3: emits the `loss_by_time` table.
+        3
     }
 
     fn about(&self) -> &'static str {
@@ -441,6 +442,21 @@ impl StageKind for TrainFlow {
             })
             .collect();
         ctx.emit_rows("curve", rows);
+        let rows: Vec<Row> = outcome
+            .loss_by_time
+            .iter()
+            .map(|point| {
+                Row::from([
+                    ("t".to_owned(), Value::Float(point.t)),
+                    ("loss".to_owned(), Value::Float(point.loss)),
+                    (
+                        "mean_predictor_loss".to_owned(),
+                        Value::Float(point.mean_predictor_loss),
+                    ),
+                ])
+            })
+            .collect();
+        ctx.emit_rows("loss_by_time", rows);
         Ok(())
     }
 }
