@@ -3,8 +3,9 @@
 //!
 //! `cargo run -p wfpipe-stages --example flow_experiments -- toy [key=value ...]`
 //! `cargo run -p wfpipe-stages --example flow_experiments -- uci [key=value ...]`
+//! `cargo run -p wfpipe-stages --example flow_experiments -- resample from=<uci work> [key=value ...]`
 //!
-//! Keys: iterations, lr, lr_schedule, warmup, d_model, layers, batch_size, samples, steps, runs (UCI collection
+//! Keys: iterations, lr, lr_schedule, warmup, time_channel, d_model, layers, batch_size, samples, steps, runs (UCI collection
 //! runs), geometries (comma list), work (output folder).
 
 use std::collections::BTreeMap;
@@ -93,7 +94,10 @@ fn run_kind(
     }
     if let Some(profile) = ctx.tables.get("loss_by_time") {
         for row in profile {
-            eprintln!("  t={} loss={} mean-predictor={}", row["t"], row["loss"], row["mean_predictor_loss"]);
+            eprintln!(
+                "  t={} loss={} mean-predictor={}",
+                row["t"], row["loss"], row["mean_predictor_loss"]
+            );
         }
     }
     out
@@ -317,6 +321,10 @@ fn uci(args: &Args, work: &Path) {
                 ("sigma", Value::Float(1e-4)),
                 ("d_model", Value::Int(args.int("d_model", 16))),
                 ("layers", Value::Int(args.int("layers", 2))),
+                (
+                    "time_channel",
+                    Value::Str(args.get("time_channel", "faithful")),
+                ),
                 ("checkpoint_every", Value::Int(100)),
                 ("curve_every", Value::Int(25)),
             ],
@@ -356,6 +364,44 @@ fn uci(args: &Args, work: &Path) {
     }
 }
 
+/// Samples flows trained by an earlier `uci` run (under `from`) again, with every velocity
+/// rule: sampling is cheap, training is not.
+fn resample(args: &Args, work: &Path) {
+    let from = PathBuf::from(args.get("from", "/tmp/wfpipe-flow-experiments"));
+    let test = uci::load(0).test;
+    for geometry in args
+        .get("geometries", "euclidean,normalized,geometric")
+        .split(',')
+    {
+        let flow = from.join(format!("uci-flow-{geometry}")).join("out");
+        if !flow.exists() {
+            continue;
+        }
+        for rule in ["x1-minus-x0", "denoiser"] {
+            let sample_kind = Sample;
+            let p = params(
+                &sample_kind,
+                &[
+                    ("flow", Value::Str("uci-flow".into())),
+                    ("count", Value::Int(args.int("samples", 64))),
+                    ("steps", Value::Int(args.int("steps", 64))),
+                    ("velocity_rule", Value::Str(rule.into())),
+                ],
+            );
+            let dir = work.join(format!("uci-samples-{geometry}-{rule}"));
+            let out = run_kind(
+                &sample_kind,
+                &p,
+                ("flow", artifact("train-flow", &flow)),
+                &dir,
+                1,
+            );
+            let set = WeightSet::read(&out.join(FILE_NAME)).expect("samples");
+            report(&format!("{geometry} flow samples, {rule}"), &set, &test);
+        }
+    }
+}
+
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let which = argv.first().cloned().unwrap_or_else(|| "toy".to_owned());
@@ -380,6 +426,7 @@ fn main() {
     match which.as_str() {
         "toy" => toy(&args, &work),
         "uci" => uci(&args, &work),
+        "resample" => resample(&args, &work),
         other => eprintln!("unknown experiment `{other}`; use toy or uci"),
     }
 }
