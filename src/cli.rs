@@ -6,19 +6,11 @@ use clap::{Args, Parser, Subcommand};
 use wfpipe_stages::kind::BackendChoice;
 
 use crate::executor::slurm::SlurmArgs;
-use crate::ops::{
-    self,
-    dag::DagFormat,
-    run::{ExecutorChoice, RunOptions},
-};
+use crate::ops::{self, dag::DagFormat, run::{ExecutorChoice, RunOptions}};
 use crate::render::Mode;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "wfpipe",
-    version,
-    about = "Declarative, content-addressed experiment pipelines for flow models over neural-network weights"
-)]
+#[command(name = "wfpipe", version, about = "Declarative, content-addressed experiment pipelines for flow models over neural-network weights")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -213,22 +205,7 @@ fn cache_path(p: &PipelineArgs, pipeline: &crate::pipeline::Pipeline) -> PathBuf
 /// Run the parsed command; returns the exit code.
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Run {
-            p,
-            targets,
-            data_dir,
-            jobs,
-            cpus,
-            gpus,
-            mem_mb,
-            keep_going,
-            dry_run,
-            backend,
-            quiet,
-            executor,
-            detach,
-            slurm,
-        } => {
+        Command::Run { p, targets, data_dir, jobs, cpus, gpus, mem_mb, keep_going, dry_run, backend, quiet, executor, detach, slurm } => {
             let o = RunOptions {
                 overrides: p.overrides.clone(),
                 cache: p.cache.clone(),
@@ -301,22 +278,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     print!("{text}");
                     return Ok(if clean { 0 } else { 1 });
                 }
-                CacheCommand::Gc {
-                    pipelines,
-                    max_size,
-                    apply,
-                } => {
-                    print!(
-                        "{}",
-                        ops::cache_cmd::gc_cmd(&c, &pipelines, &[], max_size, apply)?
-                    )
+                CacheCommand::Gc { pipelines, max_size, apply } => {
+                    print!("{}", ops::cache_cmd::gc_cmd(&c, &pipelines, &[], max_size, apply)?)
                 }
             }
             Ok(0)
         }
-        Command::Bench {
-            command: BenchCommand::Plan { instances, reps },
-        } => {
+        Command::Bench { command: BenchCommand::Plan { instances, reps } } => {
             let dir = std::env::temp_dir().join(format!("wfpipe-bench-{}", std::process::id()));
             std::fs::create_dir_all(&dir)?;
             let result = ops::bench::bench_plan(instances, reps.max(1), &dir);
@@ -328,8 +296,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let registry = crate::kinds::Registry::standard();
             Ok(crate::exec_stage::exec(&cache, &job, &registry))
         }
-        Command::SlurmWorker { cache, max, queue } => Ok(crate::executor::slurm::pack::run_worker(
-            &cache, &queue, max,
-        )),
+        Command::SlurmWorker { cache, max, queue } => Ok(crate::executor::slurm::pack::run_worker(&cache, &queue, max)),
     }
 }

@@ -58,10 +58,7 @@ impl FileProgress {
 
 impl ProgressSink for FileProgress {
     fn progress(&self, step: u64, total: u64, unit: &str) {
-        self.line(
-            serde_json::json!({ "step": step, "total": total, "unit": unit }),
-            step == total,
-        );
+        self.line(serde_json::json!({ "step": step, "total": total, "unit": unit }), step == total);
     }
     fn metric(&self, name: &str, value: f64) {
         {
@@ -133,74 +130,42 @@ pub fn exec(cache_root: &Path, job_file: &Path, registry: &Registry) -> i32 {
     }
 }
 
-fn compute(
-    cache: &Cache,
-    job: &Job,
-    out: &Path,
-    scratch: &Path,
-    registry: &Registry,
-) -> Result<(), String> {
-    let kind = registry
-        .get(&job.kind)
-        .ok_or_else(|| format!("this wfpipe has no kind `{}`", job.kind))?;
+fn compute(cache: &Cache, job: &Job, out: &Path, scratch: &Path, registry: &Registry) -> Result<(), String> {
+    let kind = registry.get(&job.kind).ok_or_else(|| format!("this wfpipe has no kind `{}`", job.kind))?;
     if kind.version() != job.version {
-        return Err(format!(
-            "kind `{}` is version {}, the job asks for {}",
-            job.kind,
-            kind.version(),
-            job.version
-        ));
+        return Err(format!("kind `{}` is version {}, the job asks for {}", job.kind, kind.version(), job.version));
     }
     // Inputs must be present and intact: a corrupt upstream entry is reported, not used.
     let mut inputs: BTreeMap<String, Vec<InputArtifact>> = BTreeMap::new();
     for (param, refs) in &job.inputs {
         for r in refs {
             if !cache.is_cached(&r.key) {
-                return Err(format!(
-                    "input `{}` ({}) is not in the cache",
-                    r.instance, r.key
-                ));
+                return Err(format!("input `{}` ({}) is not in the cache", r.instance, r.key));
             }
             if let Some(why) = cache::verify::check_entry(cache, &r.key) {
-                return Err(format!(
-                    "input `{}` ({}) is corrupt: {why}; run `wfpipe cache verify`",
-                    r.instance, r.key
-                ));
+                return Err(format!("input `{}` ({}) is corrupt: {why}; run `wfpipe cache verify`", r.instance, r.key));
             }
-            inputs
-                .entry(param.clone())
-                .or_default()
-                .push(InputArtifact {
-                    instance: r.instance.clone(),
-                    kind: r.kind.clone(),
-                    axes: r.axes.clone(),
-                    key: r.key.clone(),
-                    dir: cache.out_dir(&r.key),
-                });
+            inputs.entry(param.clone()).or_default().push(InputArtifact {
+                instance: r.instance.clone(),
+                kind: r.kind.clone(),
+                axes: r.axes.clone(),
+                key: r.key.clone(),
+                dir: cache.out_dir(&r.key),
+            });
         }
     }
     for (param, files) in &job.files {
         for (rel, digest) in files {
-            let now = crate::key::file_digest(&job.project_dir.join(rel))
-                .map_err(|e| format!("cannot read `{rel}` for `{param}`: {e}"))?;
+            let now = crate::key::file_digest(&job.project_dir.join(rel)).map_err(|e| format!("cannot read `{rel}` for `{param}`: {e}"))?;
             if &now != digest {
-                return Err(format!(
-                    "`{rel}` changed since the pipeline was planned; run again to re-plan"
-                ));
+                return Err(format!("`{rel}` changed since the pipeline was planned; run again to re-plan"));
             }
         }
     }
-    let progress_file = fs::File::create(progress_path(cache, &job.key))
-        .map_err(|e| format!("cannot create progress file: {e}"))?;
+    let progress_file = fs::File::create(progress_path(cache, &job.key)).map_err(|e| format!("cannot create progress file: {e}"))?;
     // Programs run by `command` stages may want to say who they are (logs, counters).
     std::env::set_var("WFPIPE_INSTANCE", &job.instance);
-    let sink = FileProgress {
-        file: Mutex::new((
-            progress_file,
-            Instant::now() - std::time::Duration::from_secs(1),
-            BTreeMap::new(),
-        )),
-    };
+    let sink = FileProgress { file: Mutex::new((progress_file, Instant::now() - std::time::Duration::from_secs(1), BTreeMap::new())) };
     let started = SystemTime::now();
     let clock = Instant::now();
     tracing::info!(instance = %job.instance, key = %job.key, kind = %job.kind, "computing");
@@ -218,12 +183,8 @@ fn compute(
         progress: &sink,
         tables: BTreeMap::new(),
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(job.threads.max(1))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let result = pool
-        .install(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run(&mut ctx))));
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(job.threads.max(1)).build().map_err(|e| e.to_string())?;
+    let result = pool.install(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run(&mut ctx))));
     match result {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(e.to_string()),
@@ -243,8 +204,7 @@ fn compute(
     }
     let duration = clock.elapsed().as_secs_f64();
     let metrics = sink.file.lock().expect("progress lock").2.clone();
-    publish(cache, job, out, table_names, metrics, started, duration)
-        .map_err(|e| format!("publishing the entry: {e}"))?;
+    publish(cache, job, out, table_names, metrics, started, duration).map_err(|e| format!("publishing the entry: {e}"))?;
     tracing::info!(instance = %job.instance, seconds = duration, "done");
     Ok(())
 }
@@ -258,9 +218,7 @@ fn publish(
     started: SystemTime,
     duration_s: f64,
 ) -> std::io::Result<()> {
-    let assembled = cache
-        .tmp_dir()
-        .join(format!("{}.{}", job.key, std::process::id()));
+    let assembled = cache.tmp_dir().join(format!("{}.{}", job.key, std::process::id()));
     if assembled.exists() {
         fs::remove_dir_all(&assembled)?;
     }
@@ -288,25 +246,14 @@ fn publish(
         params: job.params.clone(),
         axes: job.axes.clone(),
         seed: job.seed,
-        inputs: job
-            .inputs
-            .iter()
-            .map(|(k, v)| (k.clone(), v.iter().map(|r| r.key.clone()).collect()))
-            .collect(),
-        input_instances: job
-            .inputs
-            .iter()
-            .map(|(k, v)| (k.clone(), v.iter().map(|r| r.instance.clone()).collect()))
-            .collect(),
+        inputs: job.inputs.iter().map(|(k, v)| (k.clone(), v.iter().map(|r| r.key.clone()).collect())).collect(),
+        input_instances: job.inputs.iter().map(|(k, v)| (k.clone(), v.iter().map(|r| r.instance.clone()).collect())).collect(),
         files: job.files.clone(),
         data_digest: job.data_digest.clone(),
         outputs,
         tables,
         metrics,
-        started_unix: started
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0),
+        started_unix: started.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
         duration_s,
         backend: format!("{:?}", job.backend).to_lowercase(),
         threads: job.threads,
@@ -329,7 +276,5 @@ fn publish(
 }
 
 pub fn hostname() -> String {
-    fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".into())
+    fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "unknown".into())
 }

@@ -38,12 +38,7 @@ pub struct Job {
 }
 
 impl Job {
-    pub fn for_instance(
-        p: &Pipeline,
-        inst: &Instance,
-        data_dir: &Path,
-        backend: BackendChoice,
-    ) -> Job {
+    pub fn for_instance(p: &Pipeline, inst: &Instance, data_dir: &Path, backend: BackendChoice) -> Job {
         let inputs = inst
             .inputs
             .iter()
@@ -52,12 +47,7 @@ impl Job {
                     .iter()
                     .map(|&i| {
                         let up = &p.instances[i];
-                        InputRef {
-                            instance: up.id.clone(),
-                            kind: up.kind.clone(),
-                            axes: up.axes.clone(),
-                            key: up.key.clone(),
-                        }
+                        InputRef { instance: up.id.clone(), kind: up.kind.clone(), axes: up.axes.clone(), key: up.key.clone() }
                     })
                     .collect();
                 (param.clone(), refs)
@@ -77,11 +67,7 @@ impl Job {
             project_dir: absolute(&p.project_dir),
             data_dir: absolute(data_dir),
             threads: inst.resources.cpus.max(1) as usize,
-            backend: if inst.resources.gpus > 0 {
-                backend
-            } else {
-                BackendChoice::Cpu
-            },
+            backend: if inst.resources.gpus > 0 { backend } else { BackendChoice::Cpu },
             data_digest: inst.data_digest.clone(),
         }
     }
@@ -90,24 +76,16 @@ impl Job {
     /// everything that matters).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(self).expect("job serializes"),
-        )?;
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self).expect("job serializes"))?;
         std::fs::rename(tmp, path)
     }
 
     pub fn read(path: &Path) -> std::io::Result<Job> {
         let bytes = std::fs::read(path)?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        serde_json::from_slice(&bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
     }
 }
 
 pub fn absolute(p: &Path) -> PathBuf {
-    p.canonicalize().unwrap_or_else(|_| {
-        std::env::current_dir()
-            .map(|d| d.join(p))
-            .unwrap_or_else(|_| p.to_owned())
-    })
+    p.canonicalize().unwrap_or_else(|_| std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_owned()))
 }

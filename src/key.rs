@@ -55,18 +55,8 @@ pub fn canonical_bytes(m: &KeyMaterial<'_>) -> Vec<u8> {
         encoding: ENCODING,
         kind: m.kind,
         version: m.version,
-        params: m
-            .params
-            .0
-            .iter()
-            .filter(|(k, _)| !m.skip.contains(k.as_str()))
-            .map(|(k, v)| (k.as_str(), v))
-            .collect(),
-        files: m
-            .files
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.iter().map(|(_, d)| d.as_str()).collect()))
-            .collect(),
+        params: m.params.0.iter().filter(|(k, _)| !m.skip.contains(k.as_str())).map(|(k, v)| (k.as_str(), v)).collect(),
+        files: m.files.iter().map(|(k, v)| (k.as_str(), v.iter().map(|(_, d)| d.as_str()).collect())).collect(),
         inputs: m.inputs,
         seed: m.seed,
         data: m.data,
@@ -99,22 +89,8 @@ pub fn file_digest(path: &Path) -> std::io::Result<String> {
 mod tests {
     use super::*;
 
-    fn material<'a>(
-        params: &'a Params,
-        skip: &'a BTreeSet<&'a str>,
-        files: &'a BTreeMap<String, Vec<(String, String)>>,
-        inputs: &'a BTreeMap<String, Vec<String>>,
-    ) -> KeyMaterial<'a> {
-        KeyMaterial {
-            kind: "collect",
-            version: 1,
-            params,
-            skip,
-            files,
-            inputs,
-            seed: 7,
-            data: None,
-        }
+    fn material<'a>(params: &'a Params, skip: &'a BTreeSet<&'a str>, files: &'a BTreeMap<String, Vec<(String, String)>>, inputs: &'a BTreeMap<String, Vec<String>>) -> KeyMaterial<'a> {
+        KeyMaterial { kind: "collect", version: 1, params, skip, files, inputs, seed: 7, data: None }
     }
 
     /// A golden value: if this changes, every cached result in the world is invalidated,
@@ -144,32 +120,18 @@ mod tests {
         let inputs = BTreeMap::new();
         let a = Params(BTreeMap::from([("x".to_owned(), Value::Int(1))]));
         let b = Params(BTreeMap::from([("x".to_owned(), Value::Float(1.0))]));
-        assert_ne!(
-            instance_key(&material(&a, &skip, &files, &inputs)),
-            instance_key(&material(&b, &skip, &files, &inputs))
-        );
+        assert_ne!(instance_key(&material(&a, &skip, &files, &inputs)), instance_key(&material(&b, &skip, &files, &inputs)));
     }
 
     #[test]
     fn builtin_data_enters_the_key_only_when_declared() {
         let params = Params(BTreeMap::from([("x".to_owned(), Value::Int(1))]));
         let (skip, files, inputs) = (BTreeSet::new(), BTreeMap::new(), BTreeMap::new());
-        let material = |data| KeyMaterial {
-            kind: "table",
-            version: 1,
-            params: &params,
-            skip: &skip,
-            files: &files,
-            inputs: &inputs,
-            seed: 0,
-            data,
-        };
+        let material = |data| KeyMaterial { kind: "table", version: 1, params: &params, skip: &skip, files: &files, inputs: &inputs, seed: 0, data };
         let none = instance_key(&material(None));
         let a = instance_key(&material(Some("aaaa")));
         assert_ne!(none, a);
         assert_ne!(a, instance_key(&material(Some("bbbb"))));
-        assert!(!String::from_utf8(canonical_bytes(&material(None)))
-            .unwrap()
-            .contains("data"));
+        assert!(!String::from_utf8(canonical_bytes(&material(None))).unwrap().contains("data"));
     }
 }

@@ -14,22 +14,14 @@ fn main() {
         1 => "info",
         _ => "debug",
     };
-    let is_exec_stage = matches!(
-        cli.command,
-        cli::Command::ExecStage { .. } | cli::Command::SlurmWorker { .. }
-    );
+    let is_exec_stage = matches!(cli.command, cli::Command::ExecStage { .. } | cli::Command::SlurmWorker { .. });
     // exec-stage logs into its instance's log file, so it always logs at info level.
-    let filter = EnvFilter::try_from_env("WFPIPE_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(if is_exec_stage { "info" } else { level }));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_env("WFPIPE_LOG").unwrap_or_else(|_| EnvFilter::new(if is_exec_stage { "info" } else { level }));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if cli.log_format == LogFormat::Json {
         builder.json().init();
     } else {
-        builder
-            .with_ansi(!is_exec_stage && std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
+        builder.with_ansi(!is_exec_stage && std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
     }
     let code = match cli::dispatch(cli) {
         Ok(code) => code,

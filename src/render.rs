@@ -48,15 +48,7 @@ impl Renderer {
         } else {
             ProgressDrawTarget::hidden()
         });
-        Renderer {
-            mode,
-            multi,
-            overall: None,
-            bars: HashMap::new(),
-            started: HashMap::new(),
-            done: 0,
-            to_run: 0,
-        }
+        Renderer { mode, multi, overall: None, bars: HashMap::new(), started: HashMap::new(), done: 0, to_run: 0 }
     }
 
     fn line(&self, text: String) {
@@ -79,16 +71,10 @@ impl Renderer {
 impl EventSink for Renderer {
     fn event(&mut self, event: Event) {
         match &event {
-            Event::Planned {
-                total,
-                cached,
-                to_run,
-            } => {
+            Event::Planned { total, cached, to_run } => {
                 self.to_run = *to_run;
                 self.json(serde_json::json!({"event": "planned", "total": total, "cached": cached, "to_run": to_run}));
-                self.line(format!(
-                    "{total} instances: {cached} cached, {to_run} to run"
-                ));
+                self.line(format!("{total} instances: {cached} cached, {to_run} to run"));
                 if self.mode == Mode::Bars && *to_run > 0 {
                     let bar = self.multi.add(ProgressBar::new(*to_run as u64));
                     bar.set_style(
@@ -104,11 +90,7 @@ impl EventSink for Renderer {
                 self.json(serde_json::json!({"event": "queued", "instance": instance, "job": job}));
                 self.line(format!("  queued   {instance} (job {job})"));
             }
-            Event::Started {
-                instance,
-                key,
-                gpus,
-            } => {
+            Event::Started { instance, key, gpus } => {
                 self.started.insert(instance.clone(), Instant::now());
                 self.json(serde_json::json!({"event": "started", "instance": instance, "key": key, "gpus": gpus}));
                 if self.mode == Mode::Plain {
@@ -117,44 +99,29 @@ impl EventSink for Renderer {
                 if self.mode == Mode::Bars {
                     let bar = self.multi.add(ProgressBar::new(0));
                     bar.set_style(
-                        ProgressStyle::with_template(
-                            "{spinner} {msg:50!} [{bar:20}] {pos}/{len} {per_sec} ETA {eta}",
-                        )
-                        .expect("template")
-                        .progress_chars("=> "),
+                        ProgressStyle::with_template("{spinner} {msg:50!} [{bar:20}] {pos}/{len} {per_sec} ETA {eta}")
+                            .expect("template")
+                            .progress_chars("=> "),
                     );
                     bar.set_message(instance.clone());
                     bar.enable_steady_tick(std::time::Duration::from_millis(250));
                     self.bars.insert(instance.clone(), bar);
                 }
             }
-            Event::Progress {
-                instance,
-                step,
-                total,
-                unit,
-            } => {
+            Event::Progress { instance, step, total, unit } => {
                 self.json(serde_json::json!({"event": "progress", "instance": instance, "step": step, "total": total, "unit": unit}));
                 if let Some(bar) = self.bars.get(instance) {
                     bar.set_length(*total);
                     bar.set_position(*step);
                 }
             }
-            Event::Metric {
-                instance,
-                name,
-                value,
-            } => {
+            Event::Metric { instance, name, value } => {
                 self.json(serde_json::json!({"event": "metric", "instance": instance, "name": name, "value": value}));
                 if let Some(bar) = self.bars.get(instance) {
                     bar.set_message(format!("{instance} {name}={value:.4}"));
                 }
             }
-            Event::Finished {
-                instance,
-                seconds,
-                by_other,
-            } => {
+            Event::Finished { instance, seconds, by_other } => {
                 self.done += 1;
                 if let Some(bar) = self.bars.remove(instance) {
                     bar.finish_and_clear();
@@ -164,31 +131,16 @@ impl EventSink for Renderer {
                     o.inc(1);
                 }
                 self.json(serde_json::json!({"event": "finished", "instance": instance, "seconds": seconds, "by_other": by_other}));
-                let how = if *by_other {
-                    " (computed by another run)"
-                } else {
-                    ""
-                };
-                self.line(format!(
-                    "  done     {instance} in {seconds:.1}s{how} [{}/{}]",
-                    self.done, self.to_run
-                ));
+                let how = if *by_other { " (computed by another run)" } else { "" };
+                self.line(format!("  done     {instance} in {seconds:.1}s{how} [{}/{}]", self.done, self.to_run));
             }
-            Event::Failed {
-                instance,
-                message,
-                log,
-                code,
-            } => {
+            Event::Failed { instance, message, log, code } => {
                 if let Some(bar) = self.bars.remove(instance) {
                     bar.finish_and_clear();
                     self.multi.remove(&bar);
                 }
                 self.json(serde_json::json!({"event": "failed", "instance": instance, "message": message, "log": log, "code": code}));
-                self.line(format!(
-                    "  FAILED   {instance}: {message}\n           log: {}",
-                    log.display()
-                ));
+                self.line(format!("  FAILED   {instance}: {message}\n           log: {}", log.display()));
             }
             Event::Skipped { instance, because } => {
                 self.json(serde_json::json!({"event": "skipped", "instance": instance, "because": because}));

@@ -23,13 +23,7 @@ pub struct Slots {
 
 impl Slots {
     pub fn new(capacity: Capacity) -> Slots {
-        Slots {
-            capacity,
-            running: 0,
-            cpus: 0,
-            mem_mb: 0,
-            free_gpus: (0..capacity.gpus).rev().collect(),
-        }
+        Slots { capacity, running: 0, cpus: 0, mem_mb: 0, free_gpus: (0..capacity.gpus).rev().collect() }
     }
 
     /// A request shrunk to what the machine has, so that a large instance can still run
@@ -81,22 +75,12 @@ mod tests {
     use super::*;
 
     fn res(cpus: u32, gpus: u32) -> Resources {
-        Resources {
-            cpus,
-            gpus,
-            mem_mb: 100,
-            time_min: 0,
-        }
+        Resources { cpus, gpus, mem_mb: 100, time_min: 0 }
     }
 
     #[test]
     fn gpus_are_assigned_exclusively_and_returned() {
-        let mut s = Slots::new(Capacity {
-            jobs: 8,
-            cpus: 8,
-            gpus: 2,
-            mem_mb: 10_000,
-        });
+        let mut s = Slots::new(Capacity { jobs: 8, cpus: 8, gpus: 2, mem_mb: 10_000 });
         let a = s.try_take(res(1, 1)).unwrap();
         let b = s.try_take(res(1, 1)).unwrap();
         assert_ne!(a, b);
@@ -107,12 +91,7 @@ mod tests {
 
     #[test]
     fn oversized_requests_run_alone() {
-        let mut s = Slots::new(Capacity {
-            jobs: 4,
-            cpus: 2,
-            gpus: 0,
-            mem_mb: 1000,
-        });
+        let mut s = Slots::new(Capacity { jobs: 4, cpus: 2, gpus: 0, mem_mb: 1000 });
         assert!(s.try_take(res(16, 0)).is_some());
         assert!(s.try_take(res(1, 0)).is_none());
     }

@@ -28,8 +28,7 @@ fn column_type(values: &[Option<&Value>]) -> ColumnType {
         ty = Some(match (ty, t) {
             (None, t) => t,
             (Some(a), b) if a == b => a,
-            (Some(ColumnType::Int), ColumnType::Float)
-            | (Some(ColumnType::Float), ColumnType::Int) => ColumnType::Float,
+            (Some(ColumnType::Int), ColumnType::Float) | (Some(ColumnType::Float), ColumnType::Int) => ColumnType::Float,
             _ => ColumnType::Str,
         });
     }
@@ -53,42 +52,13 @@ pub fn rows_to_frame_ordered(rows: &[Row], names: &[String]) -> PolarsResult<Dat
         let values: Vec<Option<&Value>> = rows.iter().map(|r| r.get(name)).collect();
         let pname = PlSmallStr::from(name.as_str());
         let col = match column_type(&values) {
-            ColumnType::Int => Column::new(
-                pname,
-                values
-                    .iter()
-                    .map(|v| v.and_then(Value::as_i64))
-                    .collect::<Vec<_>>(),
-            ),
-            ColumnType::Float => Column::new(
-                pname,
-                values
-                    .iter()
-                    .map(|v| v.and_then(Value::as_f64))
-                    .collect::<Vec<_>>(),
-            ),
+            ColumnType::Int => Column::new(pname, values.iter().map(|v| v.and_then(Value::as_i64)).collect::<Vec<_>>()),
+            ColumnType::Float => Column::new(pname, values.iter().map(|v| v.and_then(Value::as_f64)).collect::<Vec<_>>()),
             ColumnType::Bool => Column::new(
                 pname,
-                values
-                    .iter()
-                    .map(|v| {
-                        v.and_then(|x| {
-                            if let Value::Bool(b) = x {
-                                Some(*b)
-                            } else {
-                                None
-                            }
-                        })
-                    })
-                    .collect::<Vec<_>>(),
+                values.iter().map(|v| v.and_then(|x| if let Value::Bool(b) = x { Some(*b) } else { None })).collect::<Vec<_>>(),
             ),
-            ColumnType::Str => Column::new(
-                pname,
-                values
-                    .iter()
-                    .map(|v| v.map(|x| x.to_string()))
-                    .collect::<Vec<_>>(),
-            ),
+            ColumnType::Str => Column::new(pname, values.iter().map(|v| v.map(|x| x.to_string())).collect::<Vec<_>>()),
         };
         columns.push(col);
     }

@@ -48,6 +48,11 @@ fn every_bad_pipeline_reports_message_and_location() {
                 problems.push(format!("help `{help}` missing"));
             }
         }
+        if let Some(absent) = header(&text, "expect-not") {
+            if out.contains(&absent) {
+                problems.push(format!("`{absent}` should not be said"));
+            }
+        }
         if !problems.is_empty() {
             failures.push(format!("{name}: {}\n{out}", problems.join(", ")));
         }

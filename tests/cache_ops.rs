@@ -16,16 +16,8 @@ fn gc_removes_only_entries_no_named_pipeline_reaches() {
     assert_eq!(text(&ls).lines().count(), 10, "{}", text(&ls)); // 3+3+1 and gen/shout[N=9] and a new join
     let dry = p.run(&["cache", "gc", "pipelines/demo.toml"]);
     assert_ok(&dry);
-    assert!(
-        text(&dry).contains("would remove 3 entries"),
-        "{}",
-        text(&dry)
-    );
-    assert_eq!(
-        text(&p.run(&["cache", "ls"])).lines().count(),
-        10,
-        "dry run removed something"
-    );
+    assert!(text(&dry).contains("would remove 3 entries"), "{}", text(&dry));
+    assert_eq!(text(&p.run(&["cache", "ls"])).lines().count(), 10, "dry run removed something");
     assert_ok(&p.run(&["cache", "gc", "pipelines/demo.toml", "--apply"]));
     assert_eq!(text(&p.run(&["cache", "ls"])).lines().count(), 7);
     // Everything demo needs is still cached.
@@ -41,28 +33,11 @@ fn gc_with_a_size_cap_keeps_what_fits() {
     let p = Project::new();
     p.write("pipelines/demo.toml", SWEEP);
     assert_ok(&p.run(&["run", "pipelines/demo.toml"]));
-    p.write(
-        "pipelines/none.toml",
-        "[stage.x]\nkind = \"command\"\ncmd = [\"true\"]\n",
-    );
+    p.write("pipelines/none.toml", "[stage.x]\nkind = \"command\"\ncmd = [\"true\"]\n");
     // A huge cap removes nothing even though nothing is reachable.
-    let o = p.run(&[
-        "cache",
-        "gc",
-        "pipelines/none.toml",
-        "--max-size",
-        "1G",
-        "--apply",
-    ]);
+    let o = p.run(&["cache", "gc", "pipelines/none.toml", "--max-size", "1G", "--apply"]);
     assert!(text(&o).contains("removed 0 entries"), "{}", text(&o));
-    let o = p.run(&[
-        "cache",
-        "gc",
-        "pipelines/none.toml",
-        "--max-size",
-        "0",
-        "--apply",
-    ]);
+    let o = p.run(&["cache", "gc", "pipelines/none.toml", "--max-size", "0", "--apply"]);
     assert!(text(&o).contains("removed 7 entries"), "{}", text(&o));
 }
 

@@ -10,14 +10,8 @@ use std::time::Duration;
 /// 10 x (gen, shout) + join: 21 instances, each doing a little real work.
 fn pipeline() -> String {
     SWEEP
-        .replace(
-            r#"["1", "2", "3"]"#,
-            r#"["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"]"#,
-        )
-        .replace(
-            "echo gen $N $WFPIPE_SEED > out.txt;",
-            "seq 1 20000 | md5sum > out.txt; echo gen $N $WFPIPE_SEED >> out.txt;",
-        )
+        .replace(r#"["1", "2", "3"]"#, r#"["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"]"#)
+        .replace("echo gen $N $WFPIPE_SEED > out.txt;", "seq 1 20000 | md5sum > out.txt; echo gen $N $WFPIPE_SEED >> out.txt;")
 }
 
 /// Every output file of every entry, by instance name.
@@ -27,14 +21,10 @@ fn outputs(p: &Project) -> BTreeMap<String, Vec<u8>> {
     for shard in std::fs::read_dir(&entries).unwrap() {
         for entry in std::fs::read_dir(shard.unwrap().path()).unwrap() {
             let dir = entry.unwrap().path();
-            let m: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+            let m: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
             for f in m["outputs"].as_array().unwrap() {
                 let rel = f["path"].as_str().unwrap();
-                out.insert(
-                    format!("{}/{rel}", m["instance"].as_str().unwrap()),
-                    std::fs::read(dir.join("out").join(rel)).unwrap(),
-                );
+                out.insert(format!("{}/{rel}", m["instance"].as_str().unwrap()), std::fs::read(dir.join("out").join(rel)).unwrap());
             }
         }
     }
@@ -42,9 +32,7 @@ fn outputs(p: &Project) -> BTreeMap<String, Vec<u8>> {
 }
 
 fn lines(path: &Path) -> usize {
-    std::fs::read_to_string(path)
-        .map(|s| s.lines().count())
-        .unwrap_or(0)
+    std::fs::read_to_string(path).map(|s| s.lines().count()).unwrap_or(0)
 }
 
 #[test]
@@ -68,10 +56,7 @@ fn sigkill_at_twenty_points_then_resume_matches_an_uninterrupted_run() {
     for _ in 0..20 {
         let before = lines(&p.counter());
         let target = before + (next() % 3) as usize;
-        let mut child = p
-            .cmd(&["run", "pipelines/p.toml", "-j", "2", "-q"])
-            .spawn()
-            .unwrap();
+        let mut child = p.cmd(&["run", "pipelines/p.toml", "-j", "2", "-q"]).spawn().unwrap();
         // Wait for the seeded point (a polled condition), or for the run to end.
         loop {
             if lines(&p.counter()) >= target || child.try_wait().unwrap().is_some() {
@@ -85,18 +70,10 @@ fn sigkill_at_twenty_points_then_resume_matches_an_uninterrupted_run() {
     // Resume to the end.
     let o = p.run(&["run", "pipelines/p.toml", "-j", "2"]);
     assert_ok(&o);
-    assert_eq!(
-        outputs(&p),
-        expected,
-        "outputs differ from the uninterrupted run"
-    );
+    assert_eq!(outputs(&p), expected, "outputs differ from the uninterrupted run");
     let verify = p.run(&["cache", "verify"]);
     assert_ok(&verify);
-    assert!(
-        text(&verify).contains("21 entries: 0 corrupt"),
-        "{}",
-        text(&verify)
-    );
+    assert!(text(&verify).contains("21 entries: 0 corrupt"), "{}", text(&verify));
     // No instance was computed twice.
     let computed = p.computed();
     let mut unique = computed.clone();
@@ -109,14 +86,8 @@ fn sigkill_at_twenty_points_then_resume_matches_an_uninterrupted_run() {
 fn two_concurrent_runs_compute_every_key_exactly_once() {
     let p = Project::new();
     p.write("pipelines/p.toml", &pipeline());
-    let a = p
-        .cmd(&["run", "pipelines/p.toml", "-j", "2", "-q"])
-        .spawn()
-        .unwrap();
-    let b = p
-        .cmd(&["run", "pipelines/p.toml", "-j", "2", "-q"])
-        .spawn()
-        .unwrap();
+    let a = p.cmd(&["run", "pipelines/p.toml", "-j", "2", "-q"]).spawn().unwrap();
+    let b = p.cmd(&["run", "pipelines/p.toml", "-j", "2", "-q"]).spawn().unwrap();
     let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     assert_ok(&oa);
     assert_ok(&ob);
@@ -151,18 +122,10 @@ fn a_flipped_byte_is_quarantined_and_only_that_entry_recomputed() {
     std::fs::write(&target, bytes).unwrap();
     let v = p.run(&["cache", "verify"]);
     assert_eq!(v.status.code(), Some(1), "{}", text(&v));
-    assert!(
-        text(&v).contains("1 corrupt") && text(&v).contains("does not match its recorded blake3"),
-        "{}",
-        text(&v)
-    );
+    assert!(text(&v).contains("1 corrupt") && text(&v).contains("does not match its recorded blake3"), "{}", text(&v));
     p.clear_counter();
     let plan = p.run(&["plan", "pipelines/p.toml"]);
-    assert!(
-        text(&plan).contains("entry missing (removed or quarantined)"),
-        "{}",
-        text(&plan)
-    );
+    assert!(text(&plan).contains("entry missing (removed or quarantined)"), "{}", text(&plan));
     assert_ok(&p.run(&["run", "pipelines/p.toml"]));
     assert_eq!(p.computed(), vec!["gen[N=2]"]);
     assert_eq!(outputs(&p), before);
@@ -183,9 +146,5 @@ fn a_corrupt_input_is_reported_not_used() {
     }
     let o = p.run(&["run", "pipelines/p.toml", "--keep-going"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        text(&o).contains("is corrupt") && text(&o).contains("wfpipe cache verify"),
-        "{}",
-        text(&o)
-    );
+    assert!(text(&o).contains("is corrupt") && text(&o).contains("wfpipe cache verify"), "{}", text(&o));
 }

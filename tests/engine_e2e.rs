@@ -11,33 +11,17 @@ fn first_run_computes_each_instance_once_and_second_run_nothing() {
     assert_ok(&o);
     assert_eq!(
         p.computed(),
-        vec![
-            "gen[N=1]",
-            "gen[N=2]",
-            "gen[N=3]",
-            "join",
-            "shout[N=1]",
-            "shout[N=2]",
-            "shout[N=3]"
-        ]
+        vec!["gen[N=1]", "gen[N=2]", "gen[N=3]", "join", "shout[N=1]", "shout[N=2]", "shout[N=3]"]
     );
     p.clear_counter();
     let o = p.run(&["run", "pipelines/demo.toml"]);
     assert_ok(&o);
-    assert!(
-        p.computed().is_empty(),
-        "second run computed {:?}",
-        p.computed()
-    );
+    assert!(p.computed().is_empty(), "second run computed {:?}", p.computed());
     assert!(text(&o).contains("7 cached, 0 to run"), "{}", text(&o));
     // The gathered output holds every swept value, in instance order.
     let plan = p.run(&["plan", "pipelines/demo.toml"]);
     assert_ok(&plan);
-    assert!(
-        text(&plan).contains("7 cached, 0 to run"),
-        "{}",
-        text(&plan)
-    );
+    assert!(text(&plan).contains("7 cached, 0 to run"), "{}", text(&plan));
 }
 
 #[test]
@@ -63,16 +47,9 @@ fn changing_one_parameter_reruns_exactly_the_affected_instances() {
     p.write("pipelines/demo.toml", &changed2);
     let why = p.run(&["why", "pipelines/demo.toml", "shout[N=1]"]);
     assert_ok(&why);
-    assert!(
-        text(&why).contains("parameter `env` changed {STYLE=upper} -> {STYLE=loud}"),
-        "{}",
-        text(&why)
-    );
+    assert!(text(&why).contains("parameter `env` changed {STYLE=upper} -> {STYLE=loud}"), "{}", text(&why));
     assert_ok(&p.run(&["run", "pipelines/demo.toml"]));
-    assert_eq!(
-        p.computed(),
-        vec!["join", "shout[N=1]", "shout[N=2]", "shout[N=4]"]
-    );
+    assert_eq!(p.computed(), vec!["join", "shout[N=1]", "shout[N=2]", "shout[N=4]"]);
 }
 
 #[test]
@@ -87,17 +64,9 @@ fn set_overrides_and_renames_reuse_the_cache() {
     assert_ok(&p.run(&["run", "pipelines/renamed.toml"]));
     assert!(p.computed().is_empty(), "{:?}", p.computed());
     // --set changes a parameter from the command line.
-    let o = p.run(&[
-        "run",
-        "pipelines/demo.toml",
-        "--set",
-        "shout.env.STYLE=quiet",
-    ]);
+    let o = p.run(&["run", "pipelines/demo.toml", "--set", "shout.env.STYLE=quiet"]);
     assert_ok(&o);
-    assert_eq!(
-        p.computed(),
-        vec!["join", "shout[N=1]", "shout[N=2]", "shout[N=3]"]
-    );
+    assert_eq!(p.computed(), vec!["join", "shout[N=1]", "shout[N=2]", "shout[N=3]"]);
 }
 
 #[test]
@@ -126,19 +95,12 @@ outputs = ["b.txt"]
     assert!(t.contains("not run because a[N=2] failed: b[N=2]"), "{t}");
     assert!(t.contains("log: "), "{t}");
     // The log holds what the program printed.
-    let log_line = t
-        .lines()
-        .find(|l| l.trim_start().starts_with("log: "))
-        .unwrap();
+    let log_line = t.lines().find(|l| l.trim_start().starts_with("log: ")).unwrap();
     let log = std::fs::read_to_string(log_line.trim_start().trim_start_matches("log: ")).unwrap();
     assert!(log.contains("boom"), "{log}");
     // The branch that did not fail finished.
     let status = p.run(&["status", "pipelines/fail.toml"]);
-    assert!(
-        text(&status).contains("2 cached, 0 running, 1 failed, 1 not run"),
-        "{}",
-        text(&status)
-    );
+    assert!(text(&status).contains("2 cached, 0 running, 1 failed, 1 not run"), "{}", text(&status));
 }
 
 #[test]
@@ -172,9 +134,5 @@ outputs = ["r.txt"]
     assert_ok(&p.run(&["run", "pipelines/f.toml"]));
     p.write("scripts/make.sh", "echo v2 > r.txt\n");
     let plan = p.run(&["plan", "pipelines/f.toml"]);
-    assert!(
-        text(&plan).contains("file `scripts/make.sh` of `inputs` changed"),
-        "{}",
-        text(&plan)
-    );
+    assert!(text(&plan).contains("file `scripts/make.sh` of `inputs` changed"), "{}", text(&plan));
 }

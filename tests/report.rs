@@ -43,9 +43,7 @@ fn read_table(path: &Path) -> Vec<Row> {
 }
 
 fn num(row: &Row, col: &str) -> f64 {
-    row.get(col)
-        .and_then(Value::as_f64)
-        .unwrap_or_else(|| panic!("no number in `{col}`: {row:?}"))
+    row.get(col).and_then(Value::as_f64).unwrap_or_else(|| panic!("no number in `{col}`: {row:?}"))
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -66,15 +64,9 @@ fn table_over_a_two_by_three_matrix_groups_and_summarises() {
         assert!(close(num(row, "acc_mean"), 10.0 * a + 3.0), "{row:?}");
         assert!(close(num(row, "acc_std"), 2f64.sqrt()), "{row:?}");
         assert_eq!(num(row, "acc_count"), 6.0);
-        assert_eq!(
-            (num(row, "acc_min"), num(row, "acc_max")),
-            (10.0 * a + 1.0, 10.0 * a + 5.0)
-        );
+        assert_eq!((num(row, "acc_min"), num(row, "acc_max")), (10.0 * a + 1.0, 10.0 * a + 5.0));
         // loss = B twice each: mean 2, sample variance 4/5.
-        assert!(
-            close(num(row, "loss_mean"), 2.0) && close(num(row, "loss_std"), 0.8f64.sqrt()),
-            "{row:?}"
-        );
+        assert!(close(num(row, "loss_mean"), 2.0) && close(num(row, "loss_std"), 0.8f64.sqrt()), "{row:?}");
     }
     let by_ab = read_table(&p.path().join("reports/demo/tables/by-a-and-b.csv"));
     assert_eq!(by_ab.len(), 6);
@@ -85,28 +77,10 @@ fn table_over_a_two_by_three_matrix_groups_and_summarises() {
         assert_eq!(num(row, "acc_count"), 2.0);
     }
     let groups: Vec<(f64, f64)> = by_ab.iter().map(|r| (num(r, "A"), num(r, "B"))).collect();
-    assert_eq!(
-        groups,
-        [
-            (1.0, 1.0),
-            (1.0, 2.0),
-            (1.0, 3.0),
-            (2.0, 1.0),
-            (2.0, 2.0),
-            (2.0, 3.0)
-        ]
-    );
+    assert_eq!(groups, [(1.0, 1.0), (1.0, 2.0), (1.0, 3.0), (2.0, 1.0), (2.0, 2.0), (2.0, 3.0)]);
     let index = std::fs::read_to_string(p.path().join("reports/demo/index.md")).unwrap();
-    assert!(
-        index.contains(
-            "| 1 | 6 | 13.000 ± 1.414 | 11.000 | 15.000 | 2.000 ± 0.894 | 1.000 | 3.000 |"
-        ),
-        "{index}"
-    );
-    assert!(
-        index.contains("sample standard deviation (ddof = 1)"),
-        "{index}"
-    );
+    assert!(index.contains("| 1 | 6 | 13.000 ± 1.414 | 11.000 | 15.000 | 2.000 ± 0.894 | 1.000 | 3.000 |"), "{index}");
+    assert!(index.contains("sample standard deviation (ddof = 1)"), "{index}");
 }
 
 const REFERENCED: &str = r#"
@@ -134,36 +108,23 @@ fn reference_puts_the_thesis_value_and_difference_beside_ours() {
     assert_ok(&p.run(&["run", "pipelines/ref.toml"]));
     let rows = read_table(&p.path().join("reports/ref/tables/table-7-1.csv"));
     assert_eq!(rows.len(), 2);
-    let expected = [
-        ("euclidean", "Euclidean", 0.998, 0.006, 0.101),
-        ("geometric", "Geometric", 0.992, 0.011, 0.019),
-    ];
+    let expected = [("euclidean", "Euclidean", 0.998, 0.006, 0.101), ("geometric", "Geometric", 0.992, 0.011, 0.019)];
     for (row, (geometry, label, acc, acc_std, loss)) in rows.iter().zip(expected) {
         assert_eq!(row.get("geometry"), Some(&Value::Str(geometry.into())));
         assert_eq!(row.get("thesis_row"), Some(&Value::Str(label.into())));
         assert!(close(num(row, "accuracy_mean"), 0.96));
-        assert!(
-            close(num(row, "accuracy_thesis"), acc)
-                && close(num(row, "accuracy_thesis_std"), acc_std),
-            "{row:?}"
-        );
+        assert!(close(num(row, "accuracy_thesis"), acc) && close(num(row, "accuracy_thesis_std"), acc_std), "{row:?}");
         assert!(close(num(row, "accuracy_diff"), 0.96 - acc), "{row:?}");
         assert!(close(num(row, "loss_diff"), 0.06 - loss), "{row:?}");
     }
     let index = std::fs::read_to_string(p.path().join("reports/ref/index.md")).unwrap();
-    assert!(
-        index.contains("| euclidean | Euclidean | 2 | 0.960 ± 0.014 | 0.998 ± 0.006 | -0.038 |"),
-        "{index}"
-    );
+    assert!(index.contains("| euclidean | Euclidean | 2 | 0.960 ± 0.014 | 0.998 ± 0.006 | -0.038 |"), "{index}");
 }
 
 #[test]
 fn unknown_reference_is_a_pipeline_error_naming_the_known_ones() {
     let p = Project::new();
-    p.write(
-        "pipelines/ref.toml",
-        &REFERENCED.replace("thesis:table-7.1", "thesis:table-9.9"),
-    );
+    p.write("pipelines/ref.toml", &REFERENCED.replace("thesis:table-7.1", "thesis:table-9.9"));
     let o = p.run(&["validate", "pipelines/ref.toml"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("thesis:table-7.2"), "{}", text(&o));
@@ -211,29 +172,17 @@ height = 500
 
 fn png_size(path: &Path) -> (u32, u32) {
     let bytes = std::fs::read(path).unwrap();
-    assert_eq!(
-        &bytes[..8],
-        b"\x89PNG\r\n\x1a\n",
-        "{} is not a PNG",
-        path.display()
-    );
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{} is not a PNG", path.display());
     use image::GenericImageView;
-    image::load_from_memory_with_format(&bytes, image::ImageFormat::Png)
-        .unwrap()
-        .dimensions()
+    image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).unwrap().dimensions()
 }
 
 fn svg_root(path: &Path) -> (String, String, String) {
     let text = std::fs::read_to_string(path).unwrap();
-    let doc = roxmltree::Document::parse(&text)
-        .unwrap_or_else(|e| panic!("{} is not XML: {e}", path.display()));
+    let doc = roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("{} is not XML: {e}", path.display()));
     let root = doc.root_element();
     let attr = |n: &str| root.attribute(n).unwrap_or_default().to_owned();
-    (
-        root.tag_name().name().to_owned(),
-        attr("width"),
-        attr("height"),
-    )
+    (root.tag_name().name().to_owned(), attr("width"), attr("height"))
 }
 
 fn files_below(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
@@ -255,38 +204,17 @@ fn figures_are_valid_svg_and_png_of_the_requested_size() {
     p.write("pipelines/figs.toml", FIGURES);
     assert_ok(&p.run(&["run", "pipelines/figs.toml"]));
     let dir = p.path().join("reports/figs/figures");
-    for (name, w, h) in [
-        ("steps", 1000, 600),
-        ("spread", 1000, 600),
-        ("barriers", 1200, 500),
-    ] {
+    for (name, w, h) in [("steps", 1000, 600), ("spread", 1000, 600), ("barriers", 1200, 500)] {
         assert_eq!(png_size(&dir.join(format!("{name}.png"))), (w, h), "{name}");
-        assert_eq!(
-            svg_root(&dir.join(format!("{name}.svg"))),
-            ("svg".into(), w.to_string(), h.to_string()),
-            "{name}"
-        );
+        assert_eq!(svg_root(&dir.join(format!("{name}.svg"))), ("svg".into(), w.to_string(), h.to_string()), "{name}");
     }
     let svg = std::fs::read_to_string(dir.join("steps.svg")).unwrap();
-    for label in [
-        "Accuracy versus Euler steps",
-        "Euler steps",
-        "test accuracy",
-        "G=6",
-        "G=8",
-        "SGD-optimized (thesis)",
-    ] {
+    for label in ["Accuracy versus Euler steps", "Euler steps", "test accuracy", "G=6", "G=8", "SGD-optimized (thesis)"] {
         assert!(svg.contains(label), "steps.svg lacks `{label}`");
     }
     let index = std::fs::read_to_string(p.path().join("reports/figs/index.md")).unwrap();
-    assert!(
-        index.contains("![Accuracy versus Euler steps](figures/steps.png)"),
-        "{index}"
-    );
-    assert!(
-        index.contains("[figures/steps.svg](figures/steps.svg)"),
-        "{index}"
-    );
+    assert!(index.contains("![Accuracy versus Euler steps](figures/steps.png)"), "{index}");
+    assert!(index.contains("[figures/steps.svg](figures/steps.svg)"), "{index}");
 }
 
 #[test]
@@ -297,11 +225,7 @@ fn report_rebuilds_identical_files_from_the_cache_alone() {
     // Before anything is computed the report names what is missing.
     let o = p.run(&["report", "pipelines/demo.toml"]);
     assert!(!o.status.success());
-    assert!(
-        text(&o).contains("not in the cache: by-a, by-a-and-b"),
-        "{}",
-        text(&o)
-    );
+    assert!(text(&o).contains("not in the cache: by-a, by-a-and-b"), "{}", text(&o));
     for pipeline in ["figs", "demo"] {
         let file = format!("pipelines/{pipeline}.toml");
         assert_ok(&p.run(&["run", &file]));
@@ -311,11 +235,7 @@ fn report_rebuilds_identical_files_from_the_cache_alone() {
         std::fs::remove_dir_all(p.path().join("reports")).unwrap();
         let o = p.run(&["report", &file]);
         assert_ok(&o);
-        assert_eq!(
-            files_below(&dir),
-            first,
-            "`wfpipe report {file}` wrote different files"
-        );
+        assert_eq!(files_below(&dir), first, "`wfpipe report {file}` wrote different files");
         let index = String::from_utf8(first[&dir.join("index.md")].clone()).unwrap();
         assert!(index.contains("## Provenance"), "{index}");
         assert!(!index.contains("not cached"), "{index}");

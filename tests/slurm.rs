@@ -13,37 +13,18 @@ use std::time::{Duration, Instant};
 
 /// Why SLURM cannot be used here, if it cannot.
 fn unavailable() -> Option<String> {
-    let out = match Command::new("sinfo")
-        .args(["-h", "-o", "%T"])
-        .stdin(Stdio::null())
-        .output()
-    {
+    let out = match Command::new("sinfo").args(["-h", "-o", "%T"]).stdin(Stdio::null()).output() {
         Ok(o) => o,
-        Err(e) => {
-            return Some(format!(
-                "`sinfo` cannot run ({e}); start SLURM with tools/slurm-local.sh"
-            ))
-        }
+        Err(e) => return Some(format!("`sinfo` cannot run ({e}); start SLURM with tools/slurm-local.sh")),
     };
     if !out.status.success() {
-        return Some(format!(
-            "`sinfo` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Some(format!("`sinfo` failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
     }
     let states = String::from_utf8_lossy(&out.stdout);
     // A node that is busy (allocated, mixed, completing) still runs jobs later.
-    let unusable = [
-        "down", "drain", "fail", "inval", "unk", "future", "maint", "reboot", "power",
-    ];
-    if !states
-        .lines()
-        .any(|s| !s.trim().is_empty() && !unusable.iter().any(|bad| s.trim().starts_with(bad)))
-    {
-        return Some(format!(
-            "no usable SLURM node (states: {:?})",
-            states.trim()
-        ));
+    let unusable = ["down", "drain", "fail", "inval", "unk", "future", "maint", "reboot", "power"];
+    if !states.lines().any(|s| !s.trim().is_empty() && !unusable.iter().any(|bad| s.trim().starts_with(bad))) {
+        return Some(format!("no usable SLURM node (states: {:?})", states.trim()));
     }
     if Command::new("sbatch").arg("--version").output().is_err() {
         return Some("`sbatch` is not on PATH".into());
@@ -53,9 +34,7 @@ fn unavailable() -> Option<String> {
 
 /// True when the test can run; otherwise says so loudly (never a silent pass).
 fn slurm_ready(test: &str) -> bool {
-    let Some(reason) = unavailable() else {
-        return true;
-    };
+    let Some(reason) = unavailable() else { return true };
     if std::env::var("WFPIPE_REQUIRE_SLURM").is_ok_and(|v| v == "1") {
         panic!("{test}: SLURM is required (WFPIPE_REQUIRE_SLURM=1) but unavailable: {reason}");
     }
@@ -71,10 +50,7 @@ fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) ->
         if let Some(v) = f() {
             return v;
         }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -88,18 +64,12 @@ fn slurm_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
 /// Files of every entry: key -> relative path -> bytes.
 fn entries(cache: &Path) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
     let mut out = BTreeMap::new();
-    let Ok(shards) = std::fs::read_dir(cache.join("entries")) else {
-        return out;
-    };
+    let Ok(shards) = std::fs::read_dir(cache.join("entries")) else { return out };
     for shard in shards.flatten() {
         for entry in std::fs::read_dir(shard.path()).unwrap().flatten() {
             let key = entry.file_name().to_string_lossy().into_owned();
             let mut files = BTreeMap::new();
-            collect(
-                &entry.path().join("out"),
-                &entry.path().join("out"),
-                &mut files,
-            );
+            collect(&entry.path().join("out"), &entry.path().join("out"), &mut files);
             out.insert(key, files);
         }
     }
@@ -111,10 +81,7 @@ fn collect(base: &Path, dir: &Path, files: &mut BTreeMap<String, Vec<u8>>) {
         if e.file_type().unwrap().is_dir() {
             collect(base, &e.path(), files);
         } else {
-            files.insert(
-                e.path().strip_prefix(base).unwrap().display().to_string(),
-                std::fs::read(e.path()).unwrap(),
-            );
+            files.insert(e.path().strip_prefix(base).unwrap().display().to_string(), std::fs::read(e.path()).unwrap());
         }
     }
 }
@@ -122,19 +89,11 @@ fn collect(base: &Path, dir: &Path, files: &mut BTreeMap<String, Vec<u8>>) {
 /// Every `slurm.json` record in a cache: key -> job id.
 fn records(cache: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    let Ok(rd) = std::fs::read_dir(cache.join("work")) else {
-        return out;
-    };
+    let Ok(rd) = std::fs::read_dir(cache.join("work")) else { return out };
     for e in rd.flatten() {
-        let Ok(bytes) = std::fs::read(e.path().join("slurm.json")) else {
-            continue;
-        };
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-            continue;
-        };
-        let Some(job) = v["job"].as_str() else {
-            continue;
-        };
+        let Ok(bytes) = std::fs::read(e.path().join("slurm.json")) else { continue };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else { continue };
+        let Some(job) = v["job"].as_str() else { continue };
         out.insert(e.file_name().to_string_lossy().into_owned(), job.to_owned());
     }
     out
@@ -142,67 +101,29 @@ fn records(cache: &Path) -> BTreeMap<String, String> {
 
 /// SLURM's state of a job or task (`squeue -t all`).
 fn job_state(id: &str) -> String {
-    let o = Command::new("squeue")
-        .args([
-            "-h",
-            "-r",
-            "-t",
-            "all",
-            "-o",
-            "%i|%T",
-            "-j",
-            id.split('_').next().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let o = Command::new("squeue").args(["-h", "-r", "-t", "all", "-o", "%i|%T", "-j", id.split('_').next().unwrap()]).output().unwrap();
     String::from_utf8_lossy(&o.stdout)
         .lines()
-        .find_map(|l| {
-            l.split_once('|')
-                .filter(|(i, _)| *i == id)
-                .map(|(_, s)| s.trim().to_owned())
-        })
+        .find_map(|l| l.split_once('|').filter(|(i, _)| *i == id).map(|(_, s)| s.trim().to_owned()))
         .unwrap_or_default()
 }
 
 /// A folder with an `sbatch` that counts its calls, then runs the real one.
 fn counting_sbatch(dir: &Path) -> (String, PathBuf) {
-    let real = String::from_utf8(
-        Command::new("sh")
-            .args(["-c", "command -v sbatch"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_owned();
+    let real = String::from_utf8(Command::new("sh").args(["-c", "command -v sbatch"]).output().unwrap().stdout).unwrap().trim().to_owned();
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let calls = dir.join("sbatch-calls.txt");
     let script = bin.join("sbatch");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{real}' \"$@\"\n",
-            calls.display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&script, format!("#!/bin/sh\necho \"$*\" >> '{}'\nexec '{real}' \"$@\"\n", calls.display())).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     (path, calls)
 }
 
 fn count_lines(p: &Path) -> usize {
-    std::fs::read_to_string(p)
-        .map(|t| t.lines().count())
-        .unwrap_or(0)
+    std::fs::read_to_string(p).map(|t| t.lines().count()).unwrap_or(0)
 }
 
 #[test]
@@ -216,11 +137,7 @@ fn results_are_byte_identical_to_the_local_executor() {
     let local = p.computed();
     p.clear_counter();
     let slurm_cache = p.path().join("cache-slurm");
-    let o = p
-        .cmd(&slurm_args(&["run", "pipelines/demo.toml"]))
-        .env("WFPIPE_CACHE", &slurm_cache)
-        .output()
-        .unwrap();
+    let o = p.cmd(&slurm_args(&["run", "pipelines/demo.toml"])).env("WFPIPE_CACHE", &slurm_cache).output().unwrap();
     assert_ok(&o);
     let t = text(&o);
     assert!(t.contains("queued"), "{t}");
@@ -232,25 +149,11 @@ fn results_are_byte_identical_to_the_local_executor() {
     // SLURM's own output file sits in each key's work folder, beside exec-stage's log.
     for key in b.keys() {
         let work = slurm_cache.join("work").join(key);
-        let names: Vec<String> = std::fs::read_dir(&work)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        assert!(
-            names
-                .iter()
-                .any(|n| n.starts_with("slurm-") && n.ends_with(".out")),
-            "{}: {names:?}",
-            work.display()
-        );
+        let names: Vec<String> = std::fs::read_dir(&work).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        assert!(names.iter().any(|n| n.starts_with("slurm-") && n.ends_with(".out")), "{}: {names:?}", work.display());
     }
     // A second SLURM run has nothing to do.
-    let o = p
-        .cmd(&slurm_args(&["run", "pipelines/demo.toml"]))
-        .env("WFPIPE_CACHE", &slurm_cache)
-        .output()
-        .unwrap();
+    let o = p.cmd(&slurm_args(&["run", "pipelines/demo.toml"])).env("WFPIPE_CACHE", &slurm_cache).output().unwrap();
     assert_ok(&o);
     assert!(text(&o).contains("7 cached, 0 to run"), "{}", text(&o));
 }
@@ -286,29 +189,17 @@ fn a_failed_job_makes_its_dependents_not_run_and_names_its_log() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("a[N=2]: `sh` exited with status 3"), "{t}");
-    assert!(
-        t.contains("not run because a[N=2] failed: b[N=2], c[N=2]"),
-        "{t}"
-    );
-    let log_line = t
-        .lines()
-        .find(|l| l.trim_start().starts_with("log: "))
-        .unwrap();
+    assert!(t.contains("not run because a[N=2] failed: b[N=2], c[N=2]"), "{t}");
+    let log_line = t.lines().find(|l| l.trim_start().starts_with("log: ")).unwrap();
     let log = std::fs::read_to_string(log_line.trim_start().trim_start_matches("log: ")).unwrap();
     assert!(log.contains("boom"), "{log}");
     // The healthy branch finished; the dependents' jobs are no longer queued.
     let status = text(&p.run(&["status", "pipelines/fail.toml"]));
-    assert!(
-        status.contains("3 cached, 0 running, 1 failed, 2 not run"),
-        "{status}"
-    );
+    assert!(status.contains("3 cached, 0 running, 1 failed, 2 not run"), "{status}");
     let recs = records(&p.cache());
     for job in recs.values() {
         let s = job_state(job);
-        assert!(
-            !matches!(s.as_str(), "PENDING" | "RUNNING"),
-            "job {job} is still {s}"
-        );
+        assert!(!matches!(s.as_str(), "PENDING" | "RUNNING"), "job {job} is still {s}");
     }
 }
 
@@ -339,34 +230,21 @@ outputs = ["b.txt"]
     assert_ok(&o);
     let t = text(&o);
     assert!(t.contains("3 instance(s) submitted"), "{t}");
-    assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "--detach waited for the jobs"
-    );
+    assert!(start.elapsed() < Duration::from_secs(3), "--detach waited for the jobs");
     let mut seen_live = Vec::new();
-    let done = wait_for(
-        "the detached run to finish",
-        Duration::from_secs(120),
-        || {
-            let s = text(&p.run(&["status", "pipelines/slow.toml"]));
-            if s.contains("3 cached, 0 running") {
-                return Some(s);
-            }
-            assert!(!s.contains("failed   "), "{s}");
-            if s.contains("queued   ") || s.contains("running  ") {
-                seen_live.push(s);
-            }
-            None
-        },
-    );
-    assert!(
-        !seen_live.is_empty(),
-        "status never showed queued or running instances; last: {done}"
-    );
-    assert!(
-        seen_live.iter().any(|s| s.contains("(SLURM job ")),
-        "{seen_live:?}"
-    );
+    let done = wait_for("the detached run to finish", Duration::from_secs(120), || {
+        let s = text(&p.run(&["status", "pipelines/slow.toml"]));
+        if s.contains("3 cached, 0 running") {
+            return Some(s);
+        }
+        assert!(!s.contains("failed   "), "{s}");
+        if s.contains("queued   ") || s.contains("running  ") {
+            seen_live.push(s);
+        }
+        None
+    });
+    assert!(!seen_live.is_empty(), "status never showed queued or running instances; last: {done}");
+    assert!(seen_live.iter().any(|s| s.contains("(SLURM job ")), "{seen_live:?}");
     assert_eq!(p.computed(), vec!["a[N=1]", "a[N=2]", "b"]);
     // A later run reconciles from the cache: nothing to submit.
     let o = p.run(&slurm_args(&["run", "pipelines/slow.toml"]));
@@ -397,59 +275,31 @@ outputs = ["b.txt"]
     );
     // A job submitted outside wfpipe.
     let outside = Command::new("sbatch")
-        .args([
-            "--parsable",
-            "--job-name=outside",
-            "--output=/dev/null",
-            "--wrap",
-            "sleep 300",
-        ])
+        .args(["--parsable", "--job-name=outside", "--output=/dev/null", "--wrap", "sleep 300"])
         .output()
         .unwrap();
-    assert!(
-        outside.status.success(),
-        "{}",
-        String::from_utf8_lossy(&outside.stderr)
-    );
-    let outside = String::from_utf8_lossy(&outside.stdout)
-        .trim()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let mut child = p
-        .cmd(&slurm_args(&["run", "pipelines/long.toml"]))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    assert!(outside.status.success(), "{}", String::from_utf8_lossy(&outside.stderr));
+    let outside = String::from_utf8_lossy(&outside.stdout).trim().split(';').next().unwrap().to_owned();
+    let mut child = p.cmd(&slurm_args(&["run", "pipelines/long.toml"])).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     // Wait until this run's first-stage jobs run.
     let recs = wait_for("the run's jobs to start", Duration::from_secs(180), || {
         let r = records(&p.cache());
         (r.len() == 4 && r.values().filter(|j| job_state(j) == "RUNNING").count() == 2).then_some(r)
     });
-    wait_for("the outside job to run", Duration::from_secs(180), || {
-        (job_state(&outside) == "RUNNING").then_some(())
-    });
+    wait_for("the outside job to run", Duration::from_secs(180), || (job_state(&outside) == "RUNNING").then_some(()));
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);
     }
     let start = Instant::now();
-    let status = wait_for("the driver to exit", Duration::from_secs(60), || {
-        child.try_wait().unwrap()
-    });
+    let status = wait_for("the driver to exit", Duration::from_secs(60), || child.try_wait().unwrap());
     let o = child.wait_with_output().unwrap();
     assert_eq!(status.code(), Some(130), "{}", text(&o));
     assert!(start.elapsed() < Duration::from_secs(30));
     for job in recs.values() {
-        let s = wait_for(
-            "this run's job to be cancelled",
-            Duration::from_secs(30),
-            || {
-                let s = job_state(job);
-                (s == "CANCELLED").then_some(s)
-            },
-        );
+        let s = wait_for("this run's job to be cancelled", Duration::from_secs(30), || {
+            let s = job_state(job);
+            (s == "CANCELLED").then_some(s)
+        });
         assert_eq!(s, "CANCELLED", "job {job}");
     }
     let outside_state = job_state(&outside);
@@ -480,42 +330,19 @@ outputs = ["b.txt"]
 "#,
     );
     let (path, calls) = counting_sbatch(p.path());
-    let mut child = p
-        .cmd(&slurm_args(&["run", "pipelines/chain.toml"]))
-        .env("PATH", &path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = p.cmd(&slurm_args(&["run", "pipelines/chain.toml"])).env("PATH", &path).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     // Kill the driver (no clean-up possible) once the first stage is done.
-    wait_for("stage a to finish", Duration::from_secs(180), || {
-        (p.computed().iter().filter(|c| c.starts_with("a[")).count() == 3).then_some(())
-    });
+    wait_for("stage a to finish", Duration::from_secs(180), || (p.computed().iter().filter(|c| c.starts_with("a[")).count() == 3).then_some(()));
     child.kill().unwrap();
     child.wait().unwrap();
     let first_calls = count_lines(&calls);
     assert!(first_calls >= 1);
-    let o = p
-        .cmd(&slurm_args(&["run", "pipelines/chain.toml"]))
-        .env("PATH", &path)
-        .output()
-        .unwrap();
+    let o = p.cmd(&slurm_args(&["run", "pipelines/chain.toml"])).env("PATH", &path).output().unwrap();
     assert_ok(&o);
     let t = text(&o);
-    assert_eq!(
-        count_lines(&calls),
-        first_calls,
-        "the re-run submitted again:\n{t}"
-    );
-    assert!(
-        t.contains("0 instance(s) submitted in 0 sbatch call(s)"),
-        "{t}"
-    );
-    assert_eq!(
-        p.computed(),
-        vec!["a[N=1]", "a[N=2]", "a[N=3]", "b[N=1]", "b[N=2]", "b[N=3]"],
-        "{t}"
-    );
+    assert_eq!(count_lines(&calls), first_calls, "the re-run submitted again:\n{t}");
+    assert!(t.contains("0 instance(s) submitted in 0 sbatch call(s)"), "{t}");
+    assert_eq!(p.computed(), vec!["a[N=1]", "a[N=2]", "a[N=3]", "b[N=1]", "b[N=2]", "b[N=3]"], "{t}");
 }
 
 #[test]
@@ -545,16 +372,7 @@ outputs = ["sq.txt"]
         ),
     );
     let (path, calls) = counting_sbatch(p.path());
-    let o = p
-        .cmd(&slurm_args(&[
-            "run",
-            "pipelines/sweep.toml",
-            "--slurm-array-limit",
-            "20",
-        ]))
-        .env("PATH", &path)
-        .output()
-        .unwrap();
+    let o = p.cmd(&slurm_args(&["run", "pipelines/sweep.toml", "--slurm-array-limit", "20"])).env("PATH", &path).output().unwrap();
     assert_ok(&o);
     let n = count_lines(&calls);
     let _ = writeln!(std::io::stderr(), "measured: 50-instance sweep + 50-instance fan-out (array limit 20): {n} sbatch calls for 100 instances");
@@ -565,11 +383,7 @@ outputs = ["sq.txt"]
     assert_eq!(all.matches("aftercorr").count(), 3, "{all}");
     assert_eq!(p.computed().len(), 100);
     let e = entries(&p.cache());
-    assert!(
-        e.values()
-            .any(|f| f.get("sq.txt").is_some_and(|b| b == b"2401\n")),
-        "49*49 is missing"
-    );
+    assert!(e.values().any(|f| f.get("sq.txt").is_some_and(|b| b == b"2401\n")), "49*49 is missing");
 }
 
 #[test]
@@ -602,33 +416,15 @@ outputs = ["sum.txt"]
         ),
     );
     let (path, calls) = counting_sbatch(p.path());
-    let o = p
-        .cmd(&slurm_args(&["run", "pipelines/many.toml"]))
-        .env("PATH", &path)
-        .output()
-        .unwrap();
+    let o = p.cmd(&slurm_args(&["run", "pipelines/many.toml"])).env("PATH", &path).output().unwrap();
     assert_ok(&o);
     let t = text(&o);
     let n = count_lines(&calls);
-    assert_eq!(
-        n,
-        1,
-        "13 instances in one worker array: {}",
-        std::fs::read_to_string(&calls).unwrap()
-    );
-    assert!(
-        std::fs::read_to_string(&calls)
-            .unwrap()
-            .contains("--array=0-2"),
-        "13 keys / 6 per worker = 3 workers"
-    );
+    assert_eq!(n, 1, "13 instances in one worker array: {}", std::fs::read_to_string(&calls).unwrap());
+    assert!(std::fs::read_to_string(&calls).unwrap().contains("--array=0-2"), "13 keys / 6 per worker = 3 workers");
     assert_eq!(p.computed().len(), 13, "{t}");
     let e = entries(&p.cache());
-    assert!(
-        e.values()
-            .any(|f| f.get("sum.txt").is_some_and(|b| b == b"66\n")),
-        "{t}"
-    );
+    assert!(e.values().any(|f| f.get("sum.txt").is_some_and(|b| b == b"66\n")), "{t}");
 }
 
 /// End-to-end overhead of the SLURM executor over the local one, same pipeline, same
@@ -649,11 +445,7 @@ fn measure_latency_overhead_over_local() {
         assert_ok(&p.run(&["run", "pipelines/demo.toml", "-q"]));
         local.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        let o = p
-            .cmd(&slurm_args(&["run", "pipelines/demo.toml", "-q"]))
-            .env("WFPIPE_CACHE", p.path().join("c2"))
-            .output()
-            .unwrap();
+        let o = p.cmd(&slurm_args(&["run", "pipelines/demo.toml", "-q"])).env("WFPIPE_CACHE", p.path().join("c2")).output().unwrap();
         assert_ok(&o);
         slurm.push(t.elapsed().as_secs_f64());
     }

@@ -23,12 +23,7 @@ pub struct GcReport {
 
 /// `reachable`: keys of every instance of the pipelines named. With `max_bytes`, only as
 /// many unreachable entries are removed (oldest first) as needed to fit under it.
-pub fn gc(
-    cache: &Cache,
-    reachable: &BTreeSet<String>,
-    max_bytes: Option<u64>,
-    apply: bool,
-) -> std::io::Result<GcReport> {
+pub fn gc(cache: &Cache, reachable: &BTreeSet<String>, max_bytes: Option<u64>, apply: bool) -> std::io::Result<GcReport> {
     let mut report = GcReport::default();
     let mut unreachable = Vec::new();
     for key in cache.keys()? {
@@ -42,12 +37,7 @@ pub fn gc(
             Ok(m) => (m.started_unix + m.duration_s, m.instance),
             Err(_) => (0.0, String::from("?")),
         };
-        unreachable.push(GcCandidate {
-            key,
-            bytes,
-            finished_unix,
-            instance,
-        });
+        unreachable.push(GcCandidate { key, bytes, finished_unix, instance });
     }
     unreachable.sort_by(|a, b| a.finished_unix.total_cmp(&b.finished_unix));
     let mut size = report.total_bytes;

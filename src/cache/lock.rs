@@ -10,11 +10,7 @@ pub struct KeyLock {
 }
 
 fn open(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
+    OpenOptions::new().create(true).truncate(false).write(true).open(path)
 }
 
 impl KeyLock {

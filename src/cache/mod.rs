@@ -83,19 +83,13 @@ impl Cache {
     /// Index file remembering the last key computed for an instance name.
     pub fn index_path(&self, pipeline: &str, instance: &str) -> PathBuf {
         let h = blake3::hash(format!("{pipeline}\0{instance}").as_bytes());
-        self.root
-            .join("index")
-            .join(format!("{}.json", &h.to_hex()[..32]))
+        self.root.join("index").join(format!("{}.json", &h.to_hex()[..32]))
     }
 
     pub fn record_index(&self, pipeline: &str, instance: &str, key: &str) -> io::Result<()> {
         let path = self.index_path(pipeline, instance);
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        fs::write(
-            &tmp,
-            serde_json::json!({ "pipeline": pipeline, "instance": instance, "key": key })
-                .to_string(),
-        )?;
+        fs::write(&tmp, serde_json::json!({ "pipeline": pipeline, "instance": instance, "key": key }).to_string())?;
         fs::rename(tmp, path)
     }
 
@@ -161,12 +155,7 @@ pub fn list_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
             if t.is_dir() {
                 walk(base, &e.path(), out)?;
             } else {
-                out.push(
-                    e.path()
-                        .strip_prefix(base)
-                        .expect("below base")
-                        .to_path_buf(),
-                );
+                out.push(e.path().strip_prefix(base).expect("below base").to_path_buf());
             }
         }
         Ok(())

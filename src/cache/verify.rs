@@ -28,34 +28,18 @@ pub fn check_entry(cache: &Cache, key: &str) -> Option<String> {
         Err(e) => return Some(format!("cannot list outputs: {e}")),
     };
     if present.len() != manifest.outputs.len() {
-        return Some(format!(
-            "{} output files on disk, {} in the manifest",
-            present.len(),
-            manifest.outputs.len()
-        ));
+        return Some(format!("{} output files on disk, {} in the manifest", present.len(), manifest.outputs.len()));
     }
     for rec in &manifest.outputs {
         let path = out.join(&rec.path);
         match fs::metadata(&path) {
             Ok(m) if m.len() == rec.size => {}
-            Ok(m) => {
-                return Some(format!(
-                    "`{}` has {} bytes, expected {}",
-                    rec.path,
-                    m.len(),
-                    rec.size
-                ))
-            }
+            Ok(m) => return Some(format!("`{}` has {} bytes, expected {}", rec.path, m.len(), rec.size)),
             Err(e) => return Some(format!("`{}` is missing: {e}", rec.path)),
         }
         match file_digest(&path) {
             Ok(d) if d == rec.blake3 => {}
-            Ok(_) => {
-                return Some(format!(
-                    "`{}` does not match its recorded blake3 digest",
-                    rec.path
-                ))
-            }
+            Ok(_) => return Some(format!("`{}` does not match its recorded blake3 digest", rec.path)),
             Err(e) => return Some(format!("`{}` cannot be read: {e}", rec.path)),
         }
     }
@@ -79,10 +63,7 @@ pub fn verify(cache: &Cache, dry_run: bool) -> std::io::Result<VerifyReport> {
 
 /// Move an entry aside (kept for inspection, never used again).
 pub fn quarantine(cache: &Cache, key: &str) -> std::io::Result<()> {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let dest = cache.quarantine_dir().join(format!("{key}.{stamp}"));
     fs::rename(cache.entry_dir(key), &dest)?;
     super::fsync_dir(Path::new(&cache.quarantine_dir()))

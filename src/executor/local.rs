@@ -63,11 +63,7 @@ impl Executor for LocalExecutor {
                 while i < waiting.len() {
                     let idx = waiting[i];
                     let inst = &p.instances[idx];
-                    let ready = inst
-                        .inputs
-                        .values()
-                        .flatten()
-                        .all(|u| !todo_set.contains(u) || finished.contains(u));
+                    let ready = inst.inputs.values().flatten().all(|u| !todo_set.contains(u) || finished.contains(u));
                     if !ready {
                         i += 1;
                         continue;
@@ -79,39 +75,13 @@ impl Executor for LocalExecutor {
                     waiting.remove(i);
                     match self.spawn(req, idx, &gpus) {
                         Ok(child) => {
-                            emit(
-                                sink,
-                                &mut summary,
-                                Event::Started {
-                                    instance: inst.id.clone(),
-                                    key: inst.key.clone(),
-                                    gpus: gpus.clone(),
-                                },
-                            );
-                            running.insert(
-                                idx,
-                                Running {
-                                    child,
-                                    resources: inst.resources,
-                                    gpus,
-                                    started: Instant::now(),
-                                    progress_offset: 0,
-                                },
-                            );
+                            emit(sink, &mut summary, Event::Started { instance: inst.id.clone(), key: inst.key.clone(), gpus: gpus.clone() });
+                            running.insert(idx, Running { child, resources: inst.resources, gpus, started: Instant::now(), progress_offset: 0 });
                         }
                         Err(e) => {
                             slots.give_back(inst.resources, gpus);
                             let log = exec_stage::log_path(req.cache, &inst.key);
-                            emit(
-                                sink,
-                                &mut summary,
-                                Event::Failed {
-                                    instance: inst.id.clone(),
-                                    message: format!("cannot start: {e}"),
-                                    log,
-                                    code: None,
-                                },
-                            );
+                            emit(sink, &mut summary, Event::Failed { instance: inst.id.clone(), message: format!("cannot start: {e}"), log, code: None });
                             skip_downstream(p, &deps, idx, &mut waiting, sink, &mut summary);
                             if !req.keep_going {
                                 stop_launching = true;
@@ -143,19 +113,9 @@ impl Executor for LocalExecutor {
                 let inst = &p.instances[idx];
                 let seconds = r.started.elapsed().as_secs_f64();
                 let code = status.code();
-                if (code == Some(EXIT_OK) || code == Some(EXIT_CACHED))
-                    && req.cache.is_cached(&inst.key)
-                {
+                if (code == Some(EXIT_OK) || code == Some(EXIT_CACHED)) && req.cache.is_cached(&inst.key) {
                     finished.insert(idx);
-                    emit(
-                        sink,
-                        &mut summary,
-                        Event::Finished {
-                            instance: inst.id.clone(),
-                            seconds,
-                            by_other: code == Some(EXIT_CACHED),
-                        },
-                    );
+                    emit(sink, &mut summary, Event::Finished { instance: inst.id.clone(), seconds, by_other: code == Some(EXIT_CACHED) });
                 } else {
                     let message = if summary.interrupted {
                         "interrupted".to_owned()
@@ -163,16 +123,7 @@ impl Executor for LocalExecutor {
                         failure_message(req, &inst.key, code)
                     };
                     let log = exec_stage::log_path(req.cache, &inst.key);
-                    emit(
-                        sink,
-                        &mut summary,
-                        Event::Failed {
-                            instance: inst.id.clone(),
-                            message,
-                            log,
-                            code,
-                        },
-                    );
+                    emit(sink, &mut summary, Event::Failed { instance: inst.id.clone(), message, log, code });
                     skip_downstream(p, &deps, idx, &mut waiting, sink, &mut summary);
                     if !req.keep_going {
                         stop_launching = true;
@@ -182,20 +133,9 @@ impl Executor for LocalExecutor {
         }
         // Whatever never started because the run stopped early.
         if stop_launching && !summary.interrupted {
-            let first_failure = summary
-                .failed
-                .first()
-                .map(|f| f.0.clone())
-                .unwrap_or_default();
+            let first_failure = summary.failed.first().map(|f| f.0.clone()).unwrap_or_default();
             for idx in waiting.drain(..) {
-                emit(
-                    sink,
-                    &mut summary,
-                    Event::Skipped {
-                        instance: p.instances[idx].id.clone(),
-                        because: first_failure.clone(),
-                    },
-                );
+                emit(sink, &mut summary, Event::Skipped { instance: p.instances[idx].id.clone(), because: first_failure.clone() });
             }
         }
         sink.finish();
@@ -213,10 +153,7 @@ impl LocalExecutor {
         let job_file = exec_stage::job_path(req.cache, &inst.key);
         job.write(&job_file)?;
         // Errors before the child takes its log (unreadable job, lock failure) land here.
-        let early = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(work.join("spawn.log"))?;
+        let early = fs::OpenOptions::new().create(true).append(true).open(work.join("spawn.log"))?;
         let threads = job.threads.to_string();
         let mut cmd = Command::new(&self.exe);
         cmd.arg("exec-stage")
@@ -265,10 +202,7 @@ fn skip_downstream(
     let down: HashSet<usize> = downstream(deps, failed).into_iter().collect();
     waiting.retain(|&w| {
         if down.contains(&w) {
-            let e = Event::Skipped {
-                instance: p.instances[w].id.clone(),
-                because: p.instances[failed].id.clone(),
-            };
+            let e = Event::Skipped { instance: p.instances[w].id.clone(), because: p.instances[failed].id.clone() };
             summary.record(&e);
             sink.event(e);
             false
@@ -279,19 +213,9 @@ fn skip_downstream(
 }
 
 /// Read new lines of a key's progress file and turn the latest into events.
-pub fn read_progress(
-    req: &RunRequest<'_>,
-    instance: &str,
-    key: &str,
-    offset: &mut u64,
-    sink: &mut dyn EventSink,
-) {
-    let Ok(mut f) = fs::File::open(exec_stage::progress_path(req.cache, key)) else {
-        return;
-    };
-    let Ok(len) = f.metadata().map(|m| m.len()) else {
-        return;
-    };
+pub fn read_progress(req: &RunRequest<'_>, instance: &str, key: &str, offset: &mut u64, sink: &mut dyn EventSink) {
+    let Ok(mut f) = fs::File::open(exec_stage::progress_path(req.cache, key)) else { return };
+    let Ok(len) = f.metadata().map(|m| m.len()) else { return };
     if len < *offset {
         *offset = 0;
     }
@@ -306,33 +230,12 @@ pub fn read_progress(
     *offset += end as u64 + 1;
     let mut last_progress = None;
     for line in buf[..end].lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if let (Some(step), Some(total)) = (
-            v.get("step").and_then(|x| x.as_u64()),
-            v.get("total").and_then(|x| x.as_u64()),
-        ) {
-            let unit = v
-                .get("unit")
-                .and_then(|x| x.as_str())
-                .unwrap_or("")
-                .to_owned();
-            last_progress = Some(Event::Progress {
-                instance: instance.to_owned(),
-                step,
-                total,
-                unit,
-            });
-        } else if let (Some(name), Some(value)) = (
-            v.get("metric").and_then(|x| x.as_str()),
-            v.get("value").and_then(|x| x.as_f64()),
-        ) {
-            sink.event(Event::Metric {
-                instance: instance.to_owned(),
-                name: name.to_owned(),
-                value,
-            });
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if let (Some(step), Some(total)) = (v.get("step").and_then(|x| x.as_u64()), v.get("total").and_then(|x| x.as_u64())) {
+            let unit = v.get("unit").and_then(|x| x.as_str()).unwrap_or("").to_owned();
+            last_progress = Some(Event::Progress { instance: instance.to_owned(), step, total, unit });
+        } else if let (Some(name), Some(value)) = (v.get("metric").and_then(|x| x.as_str()), v.get("value").and_then(|x| x.as_f64())) {
+            sink.event(Event::Metric { instance: instance.to_owned(), name: name.to_owned(), value });
         }
     }
     if let Some(e) = last_progress {

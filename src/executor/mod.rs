@@ -4,6 +4,7 @@
 pub mod local;
 pub mod slurm;
 
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 

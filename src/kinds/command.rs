@@ -14,9 +14,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command as Process;
 
-use wfpipe_stages::kind::{
-    ParamSpec, ParamType, Params, RefMode, StageContext, StageError, StageKind, Value,
-};
+use wfpipe_stages::kind::{ParamSpec, ParamType, Params, RefMode, StageContext, StageError, StageKind, Value};
 
 use crate::pipeline::check::check_relative_path;
 
@@ -35,41 +33,12 @@ impl StageKind for Command {
     fn params(&self) -> Vec<ParamSpec> {
         vec![
             ParamSpec::required("cmd", ParamType::StrList, "program and arguments"),
-            ParamSpec::with_default(
-                "shell",
-                ParamType::Bool,
-                Value::Bool(false),
-                "run `cmd` joined by spaces through `sh -c`",
-            ),
-            ParamSpec::with_default(
-                "inputs",
-                ParamType::FileList,
-                Value::List(vec![]),
-                "files read by the program (hashed into the key)",
-            ),
-            ParamSpec::with_default(
-                "outputs",
-                ParamType::StrList,
-                Value::List(vec![]),
-                "files the program writes, moved into the entry",
-            ),
-            ParamSpec::with_default(
-                "deps",
-                ParamType::RefList,
-                Value::List(vec![]),
-                "stages whose outputs the program reads (gathered)",
-            ),
-            ParamSpec::optional_ref(
-                "input",
-                RefMode::FanOut,
-                "a stage to fan out over, one run per instance",
-            ),
-            ParamSpec::with_default(
-                "env",
-                ParamType::StrMap,
-                Value::Table(BTreeMap::new()),
-                "environment variables (sweepable: matrix.env.NAME)",
-            ),
+            ParamSpec::with_default("shell", ParamType::Bool, Value::Bool(false), "run `cmd` joined by spaces through `sh -c`"),
+            ParamSpec::with_default("inputs", ParamType::FileList, Value::List(vec![]), "files read by the program (hashed into the key)"),
+            ParamSpec::with_default("outputs", ParamType::StrList, Value::List(vec![]), "files the program writes, moved into the entry"),
+            ParamSpec::with_default("deps", ParamType::RefList, Value::List(vec![]), "stages whose outputs the program reads (gathered)"),
+            ParamSpec::optional_ref("input", RefMode::FanOut, "a stage to fan out over, one run per instance"),
+            ParamSpec::with_default("env", ParamType::StrMap, Value::Table(BTreeMap::new()), "environment variables (sweepable: matrix.env.NAME)"),
         ]
     }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
@@ -77,14 +46,11 @@ impl StageKind for Command {
             return Err(StageError::Param("`cmd` must name a program".into()));
         }
         for out in params.str_list("outputs")? {
-            check_relative_path(&out)
-                .map_err(|why| StageError::Param(format!("`outputs`: {why}")))?;
+            check_relative_path(&out).map_err(|why| StageError::Param(format!("`outputs`: {why}")))?;
         }
         for name in params.str_map("env")?.keys() {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(StageError::Param(format!(
-                    "`env.{name}` is not a valid variable name"
-                )));
+                return Err(StageError::Param(format!("`env.{name}` is not a valid variable name")));
             }
         }
         Ok(())
@@ -93,28 +59,13 @@ impl StageKind for Command {
         let params = ctx.params;
         let work = ctx.scratch_dir.join("work");
         if work.exists() {
-            std::fs::remove_dir_all(&work)
-                .map_err(|e| StageError::io("cleaning the work folder", e))?;
+            std::fs::remove_dir_all(&work).map_err(|e| StageError::io("cleaning the work folder", e))?;
         }
-        std::fs::create_dir_all(&work)
-            .map_err(|e| StageError::io("creating the work folder", e))?;
-        let work = work
-            .canonicalize()
-            .map_err(|e| StageError::io("resolving the work folder", e))?;
-        let project = ctx
-            .project_dir
-            .canonicalize()
-            .map_err(|e| StageError::io("resolving the project folder", e))?;
-        let input = ctx
-            .inputs_of("input")
-            .first()
-            .map(|a| a.dir.display().to_string())
-            .unwrap_or_default();
-        let deps: Vec<String> = ctx
-            .inputs_of("deps")
-            .iter()
-            .map(|a| a.dir.display().to_string())
-            .collect();
+        std::fs::create_dir_all(&work).map_err(|e| StageError::io("creating the work folder", e))?;
+        let work = work.canonicalize().map_err(|e| StageError::io("resolving the work folder", e))?;
+        let project = ctx.project_dir.canonicalize().map_err(|e| StageError::io("resolving the project folder", e))?;
+        let input = ctx.inputs_of("input").first().map(|a| a.dir.display().to_string()).unwrap_or_default();
+        let deps: Vec<String> = ctx.inputs_of("deps").iter().map(|a| a.dir.display().to_string()).collect();
         let env = params.str_map("env")?;
         let mut vars: BTreeMap<String, String> = BTreeMap::new();
         vars.insert("out".into(), work.display().to_string());
@@ -177,14 +128,11 @@ fn substitute(word: &str, vars: &BTreeMap<String, String>) -> String {
 fn move_output(work: &Path, rel: &str, out_dir: &Path) -> Result<(), StageError> {
     let from = work.join(rel);
     if !from.exists() {
-        return Err(StageError::Failed(format!(
-            "declared output `{rel}` was not written"
-        )));
+        return Err(StageError::Failed(format!("declared output `{rel}` was not written")));
     }
     let to = out_dir.join(rel);
     if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| StageError::io("creating the output folder", e))?;
+        std::fs::create_dir_all(parent).map_err(|e| StageError::io("creating the output folder", e))?;
     }
     std::fs::rename(&from, &to).map_err(|e| StageError::io(format!("moving output `{rel}`"), e))
 }

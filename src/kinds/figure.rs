@@ -10,9 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use wfpipe_stages::kind::{
-    ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value,
-};
+use wfpipe_stages::kind::{ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
 use crate::report::draw::{self, FigureData, FigureSpec};
 use crate::report::figure_data::{heatmap_panels, histogram_series, line_series};
@@ -40,9 +38,7 @@ impl std::str::FromStr for PlotKind {
             "line" => Ok(PlotKind::Line),
             "histogram" => Ok(PlotKind::Histogram),
             "heatmap" => Ok(PlotKind::Heatmap),
-            other => Err(format!(
-                "unknown plot `{other}` (expected line, histogram or heatmap)"
-            )),
+            other => Err(format!("unknown plot `{other}` (expected line, histogram or heatmap)")),
         }
     }
 }
@@ -63,128 +59,34 @@ impl StageKind for Figure {
     }
     fn params(&self) -> Vec<ParamSpec> {
         vec![
-            ParamSpec::required(
-                "from",
-                ParamType::RefList,
-                "stages whose rows are gathered (all selected instances)",
-            ),
-            ParamSpec::with_default(
-                "source",
-                ParamType::Str,
-                text("metrics"),
-                "which emitted table of the inputs to read (<source>.parquet, else <source>.csv)",
-            ),
-            ParamSpec::with_default(
-                "plot",
-                ParamType::Enum(PLOTS),
-                text("line"),
-                "line, histogram or heatmap",
-            ),
-            ParamSpec::required(
-                "x",
-                ParamType::Str,
-                "x column (histogram: the values binned)",
-            ),
-            ParamSpec::with_default(
-                "y",
-                ParamType::Str,
-                text(""),
-                "y column (line: the metric; heatmap: the row column)",
-            ),
+            ParamSpec::required("from", ParamType::RefList, "stages whose rows are gathered (all selected instances)"),
+            ParamSpec::with_default("source", ParamType::Str, text("metrics"), "which emitted table of the inputs to read (<source>.parquet, else <source>.csv)"),
+            ParamSpec::with_default("plot", ParamType::Enum(PLOTS), text("line"), "line, histogram or heatmap"),
+            ParamSpec::required("x", ParamType::Str, "x column (histogram: the values binned)"),
+            ParamSpec::with_default("y", ParamType::Str, text(""), "y column (line: the metric; heatmap: the row column)"),
             ParamSpec::with_default("z", ParamType::Str, text(""), "heatmap: the value column"),
-            ParamSpec::with_default(
-                "series",
-                ParamType::StrList,
-                Value::List(vec![]),
-                "columns whose values make separate series (heatmap: panels)",
-            ),
-            ParamSpec::with_default(
-                "filter",
-                ParamType::StrMap,
-                Value::Table(BTreeMap::new()),
-                "keep rows whose column equals the value",
-            ),
-            ParamSpec::with_default(
-                "band",
-                ParamType::Bool,
-                Value::Bool(true),
-                "line: shade mean ± std",
-            ),
-            ParamSpec::with_default(
-                "bins",
-                ParamType::Int {
-                    min: Some(1),
-                    max: Some(1000),
-                },
-                Value::Int(30),
-                "histogram: number of bins",
-            ),
-            ParamSpec::with_default(
-                "log_x",
-                ParamType::Bool,
-                Value::Bool(false),
-                "line: logarithmic x axis",
-            ),
-            ParamSpec::with_default(
-                "title",
-                ParamType::Str,
-                text(""),
-                "title (default: `<y> vs <x>`)",
-            ),
-            ParamSpec::with_default(
-                "xlabel",
-                ParamType::Str,
-                text(""),
-                "x-axis label (default: the x column)",
-            ),
-            ParamSpec::with_default(
-                "ylabel",
-                ParamType::Str,
-                text(""),
-                "y-axis label (default: the y column, or `count`)",
-            ),
-            ParamSpec::with_default(
-                "reference",
-                ParamType::Str,
-                text(""),
-                "thesis lines to draw, e.g. \"thesis:figure-7.5\"",
-            ),
-            ParamSpec::with_default(
-                "width",
-                ParamType::Int {
-                    min: Some(320),
-                    max: Some(4000),
-                },
-                Value::Int(1000),
-                "pixels (PNG) / user units (SVG)",
-            ),
-            ParamSpec::with_default(
-                "height",
-                ParamType::Int {
-                    min: Some(240),
-                    max: Some(4000),
-                },
-                Value::Int(600),
-                "pixels (PNG) / user units (SVG)",
-            ),
+            ParamSpec::with_default("series", ParamType::StrList, Value::List(vec![]), "columns whose values make separate series (heatmap: panels)"),
+            ParamSpec::with_default("filter", ParamType::StrMap, Value::Table(BTreeMap::new()), "keep rows whose column equals the value"),
+            ParamSpec::with_default("band", ParamType::Bool, Value::Bool(true), "line: shade mean ± std"),
+            ParamSpec::with_default("bins", ParamType::Int { min: Some(1), max: Some(1000) }, Value::Int(30), "histogram: number of bins"),
+            ParamSpec::with_default("log_x", ParamType::Bool, Value::Bool(false), "line: logarithmic x axis"),
+            ParamSpec::with_default("title", ParamType::Str, text(""), "title (default: `<y> vs <x>`)"),
+            ParamSpec::with_default("xlabel", ParamType::Str, text(""), "x-axis label (default: the x column)"),
+            ParamSpec::with_default("ylabel", ParamType::Str, text(""), "y-axis label (default: the y column, or `count`)"),
+            ParamSpec::with_default("reference", ParamType::Str, text(""), "thesis lines to draw, e.g. \"thesis:figure-7.5\""),
+            ParamSpec::with_default("width", ParamType::Int { min: Some(320), max: Some(4000) }, Value::Int(1000), "pixels (PNG) / user units (SVG)"),
+            ParamSpec::with_default("height", ParamType::Int { min: Some(240), max: Some(4000) }, Value::Int(600), "pixels (PNG) / user units (SVG)"),
         ]
     }
     /// With a `reference`, the result shows the thesis's values: their digest is in the key.
     fn builtin_data_digest(&self, params: &Params) -> Option<String> {
-        params
-            .str("reference")
-            .ok()
-            .filter(|r| !r.is_empty())
-            .map(|_| Thesis::digest())
+        params.str("reference").ok().filter(|r| !r.is_empty()).map(|_| Thesis::digest())
     }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
         let plot: PlotKind = params.parse("plot")?;
         let need = |name: &str| -> Result<(), StageError> {
             if params.str(name)?.is_empty() {
-                return Err(StageError::Param(format!(
-                    "plot `{}` needs `{name}`",
-                    params.str("plot")?
-                )));
+                return Err(StageError::Param(format!("plot `{}` needs `{name}`", params.str("plot")?)));
             }
             Ok(())
         };
@@ -199,31 +101,21 @@ impl StageKind for Figure {
         }
         let reference = params.str("reference")?;
         if !reference.is_empty() {
-            Thesis::get()
-                .figure(reference)
-                .map_err(|e| StageError::Param(format!("`reference`: {e}")))?;
+            Thesis::get().figure(reference).map_err(|e| StageError::Param(format!("`reference`: {e}")))?;
         }
         Ok(())
     }
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let p = ctx.params;
         let plot: PlotKind = p.parse("plot")?;
-        let rows = gather(
-            ctx.inputs_of("from"),
-            p.str("source")?,
-            &p.str_map("filter")?,
-        )?;
+        let rows = gather(ctx.inputs_of("from"), p.str("source")?, &p.str_map("filter")?)?;
         let (x, y, z) = (p.str("x")?, p.str("y")?, p.str("z")?);
         let series = p.str_list("series")?;
         let input = |e: crate::report::aggregate::AggregateError| StageError::Input(e.to_string());
         let data = match plot {
             PlotKind::Line => FigureData::Line(line_series(&rows, x, y, &series).map_err(input)?),
-            PlotKind::Histogram => {
-                FigureData::Histogram(histogram_series(&rows, x, &series).map_err(input)?)
-            }
-            PlotKind::Heatmap => {
-                FigureData::Heatmap(heatmap_panels(&rows, x, y, z, &series).map_err(input)?)
-            }
+            PlotKind::Histogram => FigureData::Histogram(histogram_series(&rows, x, &series).map_err(input)?),
+            PlotKind::Heatmap => FigureData::Heatmap(heatmap_panels(&rows, x, y, z, &series).map_err(input)?),
         };
         // Reference values belong to the plotted quantity: y of a line, x of a histogram.
         let plotted = if plot == PlotKind::Histogram { x } else { y };
@@ -231,22 +123,10 @@ impl StageKind for Figure {
         let reference_lines = if reference.is_empty() || plot == PlotKind::Heatmap {
             Vec::new()
         } else {
-            let fig = Thesis::get()
-                .figure(reference)
-                .map_err(|e| StageError::Param(e.to_string()))?;
-            fig.lines
-                .iter()
-                .filter(|l| l.metric == plotted)
-                .cloned()
-                .collect()
+            let fig = Thesis::get().figure(reference).map_err(|e| StageError::Param(e.to_string()))?;
+            fig.lines.iter().filter(|l| l.metric == plotted).cloned().collect()
         };
-        let or = |given: &str, fallback: String| {
-            if given.is_empty() {
-                fallback
-            } else {
-                given.to_owned()
-            }
-        };
+        let or = |given: &str, fallback: String| if given.is_empty() { fallback } else { given.to_owned() };
         let default_title = match plot {
             PlotKind::Line => format!("{y} vs {x}"),
             PlotKind::Histogram => format!("distribution of {x}"),
@@ -255,26 +135,16 @@ impl StageKind for Figure {
         let spec = FigureSpec {
             title: or(p.str("title")?, default_title),
             xlabel: or(p.str("xlabel")?, x.to_owned()),
-            ylabel: or(
-                p.str("ylabel")?,
-                if plot == PlotKind::Histogram {
-                    "count".into()
-                } else {
-                    y.to_owned()
-                },
-            ),
+            ylabel: or(p.str("ylabel")?, if plot == PlotKind::Histogram { "count".into() } else { y.to_owned() }),
             zlabel: z.to_owned(),
             log_x: p.bool("log_x")?,
             band: p.bool("band")?,
             bins: p.usize("bins")?,
-            width: u32::try_from(p.i64("width")?)
-                .map_err(|_| StageError::Param("`width` out of range".into()))?,
-            height: u32::try_from(p.i64("height")?)
-                .map_err(|_| StageError::Param("`height` out of range".into()))?,
+            width: u32::try_from(p.i64("width")?).map_err(|_| StageError::Param("`width` out of range".into()))?,
+            height: u32::try_from(p.i64("height")?).map_err(|_| StageError::Param("`height` out of range".into()))?,
             reference_lines,
         };
-        draw::render(ctx.out_dir, FIGURE_STEM, &spec, &data)
-            .map_err(|e| StageError::Failed(e.to_string()))?;
+        draw::render(ctx.out_dir, FIGURE_STEM, &spec, &data).map_err(|e| StageError::Failed(e.to_string()))?;
         Ok(())
     }
 }

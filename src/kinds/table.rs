@@ -8,9 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use wfpipe_stages::kind::{
-    ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value,
-};
+use wfpipe_stages::kind::{ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
 use crate::report::aggregate::group_and_summarise;
 use crate::report::gather::gather;
@@ -50,58 +48,39 @@ impl StageKind for Table {
     }
     /// With a `reference`, the result shows the thesis's values: their digest is in the key.
     fn builtin_data_digest(&self, params: &Params) -> Option<String> {
-        params
-            .str("reference")
-            .ok()
-            .filter(|r| !r.is_empty())
-            .map(|_| Thesis::digest())
+        params.str("reference").ok().filter(|r| !r.is_empty()).map(|_| Thesis::digest())
     }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
         let metrics = params.str_list("metrics")?;
         if metrics.is_empty() {
-            return Err(StageError::Param(
-                "`metrics` must name at least one column".into(),
-            ));
+            return Err(StageError::Param("`metrics` must name at least one column".into()));
         }
         let rows = params.str_list("rows")?;
         if let Some(both) = rows.iter().find(|r| metrics.contains(r)) {
-            return Err(StageError::Param(format!(
-                "`{both}` is both a group column (`rows`) and a metric"
-            )));
+            return Err(StageError::Param(format!("`{both}` is both a group column (`rows`) and a metric")));
         }
         let reference = params.str("reference")?;
         if !reference.is_empty() {
-            Thesis::get()
-                .table(reference)
-                .map_err(|e| StageError::Param(format!("`reference`: {e}")))?;
+            Thesis::get().table(reference).map_err(|e| StageError::Param(format!("`reference`: {e}")))?;
         }
         Ok(())
     }
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let p = ctx.params;
-        let gathered = gather(
-            ctx.inputs_of("from"),
-            p.str("source")?,
-            &p.str_map("filter")?,
-        )?;
+        let gathered = gather(ctx.inputs_of("from"), p.str("source")?, &p.str_map("filter")?)?;
         let grouped = group_and_summarise(&gathered, &p.str_list("rows")?, &p.str_list("metrics")?)
             .map_err(|e| StageError::Input(e.to_string()))?;
-        let mut summary =
-            SummaryTable::new(p.str("title")?.to_owned(), grouped, p.bool("min_max")?);
+        let mut summary = SummaryTable::new(p.str("title")?.to_owned(), grouped, p.bool("min_max")?);
         let reference = p.str("reference")?;
         if !reference.is_empty() {
-            let thesis = Thesis::get()
-                .table(reference)
-                .map_err(|e| StageError::Param(e.to_string()))?;
+            let thesis = Thesis::get().table(reference).map_err(|e| StageError::Param(e.to_string()))?;
             summary = summary.with_reference(reference, thesis, &p.str_map("reference_match")?);
         }
         let mut frame = table::rows_to_frame_ordered(&summary.rows(), &summary.column_names())
             .map_err(|e| StageError::Failed(format!("building the table: {e}")))?;
-        table::write_frame(ctx.out_dir, TABLE_NAME, &mut frame)
-            .map_err(|e| StageError::Failed(format!("writing the table: {e}")))?;
+        table::write_frame(ctx.out_dir, TABLE_NAME, &mut frame).map_err(|e| StageError::Failed(format!("writing the table: {e}")))?;
         let md = ctx.out_dir.join(MARKDOWN_FILE);
-        std::fs::write(&md, summary.markdown())
-            .map_err(|e| StageError::io(format!("writing {}", md.display()), e))?;
+        std::fs::write(&md, summary.markdown()).map_err(|e| StageError::io(format!("writing {}", md.display()), e))?;
         ctx.progress.metric("groups", frame.height() as f64);
         Ok(())
     }

@@ -17,12 +17,7 @@ pub fn generated_pipeline(instances: usize) -> String {
     let half = (instances / 2).max(1);
     let a = (half as f64).sqrt().ceil() as usize;
     let b = half.div_ceil(a);
-    let list = |n: usize| {
-        (0..n)
-            .map(|i| format!("\"{i}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let list = |n: usize| (0..n).map(|i| format!("\"{i}\"")).collect::<Vec<_>>().join(", ");
     format!(
         "[pipeline]\nname = \"bench\"\n\n[stage.gen]\nkind = \"command\"\ncmd = [\"true\"]\nmatrix.env.A = [{}]\nmatrix.env.B = [{}]\n\n[stage.use]\nkind = \"command\"\ninput = \"gen\"\ncmd = [\"true\"]\n",
         list(a),
@@ -97,24 +92,9 @@ pub fn bench_plan(instances: usize, reps: usize, workdir: &Path) -> anyhow::Resu
         std::hint::black_box(text);
     }
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "generated pipeline: {n} instances, {reps} repetitions (median)"
-    );
-    let _ = writeln!(
-        out,
-        "  load (parse, expand, key)  {:>8.3} s",
-        median(load_s)
-    );
-    let _ = writeln!(
-        out,
-        "  plan (load + status of each, uncached) {:>8.3} s",
-        median(plan_s)
-    );
-    let _ = writeln!(
-        out,
-        "  status (load + all cached) {:>8.3} s",
-        median(status_s)
-    );
+    let _ = writeln!(out, "generated pipeline: {n} instances, {reps} repetitions (median)");
+    let _ = writeln!(out, "  load (parse, expand, key)  {:>8.3} s", median(load_s));
+    let _ = writeln!(out, "  plan (load + status of each, uncached) {:>8.3} s", median(plan_s));
+    let _ = writeln!(out, "  status (load + all cached) {:>8.3} s", median(status_s));
     Ok(out)
 }

@@ -31,10 +31,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         Some('T' | 't') => (&s[..s.len() - 1], 1 << 40),
         _ => (s, 1),
     };
-    num.trim()
-        .parse::<f64>()
-        .map(|n| (n * mult as f64) as u64)
-        .map_err(|_| format!("`{s}` is not a size such as 500M or 2G"))
+    num.trim().parse::<f64>().map(|n| (n * mult as f64) as u64).map_err(|_| format!("`{s}` is not a size such as 500M or 2G"))
 }
 
 pub fn ls(cache: &Cache) -> anyhow::Result<String> {
@@ -43,11 +40,7 @@ pub fn ls(cache: &Cache) -> anyhow::Result<String> {
         let size = human_bytes(dir_size(&cache.entry_dir(&key)));
         match cache.read_manifest(&key) {
             Ok(m) => {
-                let _ = writeln!(
-                    out,
-                    "{key}  {:<12} {:>10}  {:>8.1}s  {}",
-                    m.kind, size, m.duration_s, m.instance
-                );
+                let _ = writeln!(out, "{key}  {:<12} {:>10}  {:>8.1}s  {}", m.kind, size, m.duration_s, m.instance);
             }
             Err(e) => {
                 let _ = writeln!(out, "{key}  (unreadable manifest: {e})");
@@ -74,29 +67,15 @@ pub fn du(cache: &Cache) -> anyhow::Result<String> {
 /// Returns the text and whether the cache was clean.
 pub fn verify_cmd(cache: &Cache, dry_run: bool) -> anyhow::Result<(String, bool)> {
     let report = verify::verify(cache, dry_run)?;
-    let mut out = format!(
-        "checked {} entries: {} corrupt\n",
-        report.checked,
-        report.corrupt.len()
-    );
+    let mut out = format!("checked {} entries: {} corrupt\n", report.checked, report.corrupt.len());
     for (key, why) in &report.corrupt {
-        let action = if dry_run {
-            "would quarantine"
-        } else {
-            "quarantined"
-        };
+        let action = if dry_run { "would quarantine" } else { "quarantined" };
         let _ = writeln!(out, "  {action} {key}: {why}");
     }
     Ok((out, report.corrupt.is_empty()))
 }
 
-pub fn gc_cmd(
-    cache: &Cache,
-    pipelines: &[PathBuf],
-    overrides: &[String],
-    max_size: Option<u64>,
-    apply: bool,
-) -> anyhow::Result<String> {
+pub fn gc_cmd(cache: &Cache, pipelines: &[PathBuf], overrides: &[String], max_size: Option<u64>, apply: bool) -> anyhow::Result<String> {
     let mut reachable = BTreeSet::new();
     for p in pipelines {
         let (pipeline, _) = super::load(p, overrides)?;
@@ -113,13 +92,7 @@ pub fn gc_cmd(
         human_bytes(report.total_bytes)
     );
     for c in &report.removed {
-        let _ = writeln!(
-            out,
-            "  {} {:>10}  {}",
-            c.key,
-            human_bytes(c.bytes),
-            c.instance
-        );
+        let _ = writeln!(out, "  {} {:>10}  {}", c.key, human_bytes(c.bytes), c.instance);
     }
     if !apply && !report.removed.is_empty() {
         out.push_str("(dry run: pass --apply to delete)\n");

@@ -17,23 +17,10 @@ pub fn render(p: &Pipeline, cache: &Cache, format: DagFormat) -> String {
     let cached = |i: usize| cache.is_cached(&p.instances[i].key);
     match format {
         DagFormat::Dot => {
-            let _ = writeln!(
-                out,
-                "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];",
-                p.name
-            );
+            let _ = writeln!(out, "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];", p.name);
             for (i, inst) in p.instances.iter().enumerate() {
-                let style = if cached(i) {
-                    ", style=filled, fillcolor=\"#d9f2d9\""
-                } else {
-                    ""
-                };
-                let _ = writeln!(
-                    out,
-                    "  n{i} [label=\"{}\\n{}\"{style}];",
-                    inst.id.replace('"', "\\\""),
-                    inst.kind
-                );
+                let style = if cached(i) { ", style=filled, fillcolor=\"#d9f2d9\"" } else { "" };
+                let _ = writeln!(out, "  n{i} [label=\"{}\\n{}\"{style}];", inst.id.replace('"', "\\\""), inst.kind);
             }
             for (i, inst) in p.instances.iter().enumerate() {
                 for (param, ups) in &inst.inputs {
@@ -47,12 +34,7 @@ pub fn render(p: &Pipeline, cache: &Cache, format: DagFormat) -> String {
         DagFormat::Mermaid => {
             out.push_str("flowchart LR\n");
             for (i, inst) in p.instances.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "  n{i}[\"{}<br/>{}\"]",
-                    inst.id.replace('"', "'"),
-                    inst.kind
-                );
+                let _ = writeln!(out, "  n{i}[\"{}<br/>{}\"]", inst.id.replace('"', "'"), inst.kind);
                 if cached(i) {
                     let _ = writeln!(out, "  class n{i} cached");
                 }

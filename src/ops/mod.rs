@@ -61,17 +61,8 @@ pub fn kinds_text(kind: Option<&str>) -> anyhow::Result<String> {
             };
             let _ = writeln!(out, "{} (version {}): {}", k.name(), k.version(), k.about());
             for p in k.params() {
-                let default = p
-                    .default
-                    .map(|d| format!(" = {d}"))
-                    .unwrap_or_else(|| " (required)".into());
-                let _ = writeln!(
-                    out,
-                    "  {}{default}\n      {}; {}",
-                    p.name,
-                    p.ty.describe(),
-                    p.doc
-                );
+                let default = p.default.map(|d| format!(" = {d}")).unwrap_or_else(|| " (required)".into());
+                let _ = writeln!(out, "  {}{default}\n      {}; {}", p.name, p.ty.describe(), p.doc);
             }
         }
     }

@@ -15,25 +15,11 @@ pub struct PlannedInstance {
 
 /// Status of every instance, in topological order.
 pub fn plan(p: &Pipeline, cache: &Cache) -> Vec<PlannedInstance> {
-    p.instances
-        .iter()
-        .enumerate()
-        .map(|(index, inst)| PlannedInstance {
-            index,
-            status: stale::status(p, inst, cache),
-        })
-        .collect()
+    p.instances.iter().enumerate().map(|(index, inst)| PlannedInstance { index, status: stale::status(p, inst, cache) }).collect()
 }
 
 pub fn format_flops(f: f64) -> String {
-    let units = [
-        (1e18, "E"),
-        (1e15, "P"),
-        (1e12, "T"),
-        (1e9, "G"),
-        (1e6, "M"),
-        (1e3, "k"),
-    ];
+    let units = [(1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")];
     for (scale, unit) in units {
         if f >= scale {
             return format!("{:.2} {unit}FLOP", f / scale);
@@ -45,22 +31,9 @@ pub fn format_flops(f: f64) -> String {
 /// The text of `wfpipe plan`.
 pub fn render_plan(p: &Pipeline, planned: &[PlannedInstance]) -> String {
     let mut out = String::new();
-    let width = p
-        .instances
-        .iter()
-        .map(|i| i.id.len())
-        .max()
-        .unwrap_or(10)
-        .min(70);
+    let width = p.instances.iter().map(|i| i.id.len()).max().unwrap_or(10).min(70);
     let to_run = planned.iter().filter(|x| !x.status.is_cached()).count();
-    let _ = writeln!(
-        out,
-        "pipeline `{}`: {} instances, {} cached, {} to run",
-        p.name,
-        planned.len(),
-        planned.len() - to_run,
-        to_run
-    );
+    let _ = writeln!(out, "pipeline `{}`: {} instances, {} cached, {} to run", p.name, planned.len(), planned.len() - to_run, to_run);
     for x in planned {
         let inst = &p.instances[x.index];
         let r = inst.resources;
@@ -69,18 +42,8 @@ pub fn render_plan(p: &Pipeline, planned: &[PlannedInstance]) -> String {
             res.push_str(&format!(" gpus={}", r.gpus));
         }
         let flops = inst.flops.map(format_flops).unwrap_or_default();
-        let state = if x.status.is_cached() {
-            "cached"
-        } else {
-            "run"
-        };
-        let _ = writeln!(
-            out,
-            "  {state:<6} {:<width$}  {}  {res:<22} {flops:>12}  {}",
-            inst.id,
-            &inst.key[..12],
-            x.status.reason()
-        );
+        let state = if x.status.is_cached() { "cached" } else { "run" };
+        let _ = writeln!(out, "  {state:<6} {:<width$}  {}  {res:<22} {flops:>12}  {}", inst.id, &inst.key[..12], x.status.reason());
     }
     // FLOPs per kind.
     let mut per_kind: BTreeMap<&str, (usize, f64)> = BTreeMap::new();
@@ -112,9 +75,7 @@ pub fn render_status(p: &Pipeline, cache: &Cache) -> String {
         let live = slurm.get(&inst.key);
         if cache.is_cached(&inst.key) {
             cached += 1;
-        } else if lock::is_locked(&cache.lock_path(&inst.key))
-            || matches!(live, Some(Live::Running { .. }))
-        {
+        } else if lock::is_locked(&cache.lock_path(&inst.key)) || matches!(live, Some(Live::Running { .. })) {
             running.push(inst);
         } else if let Some(Live::Queued { job }) = live {
             queued.push((inst, job));
@@ -126,11 +87,7 @@ pub fn render_status(p: &Pipeline, cache: &Cache) -> String {
             pending += 1;
         }
     }
-    let queued_note = if queued.is_empty() {
-        String::new()
-    } else {
-        format!(" {} queued,", queued.len())
-    };
+    let queued_note = if queued.is_empty() { String::new() } else { format!(" {} queued,", queued.len()) };
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -141,32 +98,18 @@ pub fn render_status(p: &Pipeline, cache: &Cache) -> String {
         failed.len() + slurm_failed.len()
     );
     for inst in running {
-        let note = crate::executor::slurm::status::progress_note(cache, &inst.key)
-            .map(|n| format!(" ({n})"))
-            .unwrap_or_default();
+        let note = crate::executor::slurm::status::progress_note(cache, &inst.key).map(|n| format!(" ({n})")).unwrap_or_default();
         let _ = writeln!(out, "  running  {}{note}", inst.id);
     }
     for (inst, job) in queued {
         let _ = writeln!(out, "  queued   {} (SLURM job {job})", inst.id);
     }
     for (inst, job, message) in slurm_failed {
-        let _ = writeln!(
-            out,
-            "  failed   {}: SLURM job {job}: {message}\n           log: {}",
-            inst.id,
-            exec_stage::log_path(cache, &inst.key).display()
-        );
+        let _ = writeln!(out, "  failed   {}: SLURM job {job}: {message}\n           log: {}", inst.id, exec_stage::log_path(cache, &inst.key).display());
     }
     for inst in failed {
-        let msg =
-            std::fs::read_to_string(exec_stage::error_path(cache, &inst.key)).unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "  failed   {}: {}\n           log: {}",
-            inst.id,
-            msg.trim(),
-            exec_stage::log_path(cache, &inst.key).display()
-        );
+        let msg = std::fs::read_to_string(exec_stage::error_path(cache, &inst.key)).unwrap_or_default();
+        let _ = writeln!(out, "  failed   {}: {}\n           log: {}", inst.id, msg.trim(), exec_stage::log_path(cache, &inst.key).display());
     }
     out
 }
@@ -181,11 +124,7 @@ pub fn render_why(p: &Pipeline, cache: &Cache, instance: &str) -> anyhow::Result
         anyhow::bail!("no instance `{instance}` in pipeline `{}`{hint}", p.name);
     };
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{}  (kind {} v{}, key {})",
-        inst.id, inst.kind, inst.version, inst.key
-    );
+    let _ = writeln!(out, "{}  (kind {} v{}, key {})", inst.id, inst.kind, inst.version, inst.key);
     match stale::status(p, inst, cache) {
         Status::Cached => {
             let _ = writeln!(out, "cached: nothing to do");
@@ -196,14 +135,8 @@ pub fn render_why(p: &Pipeline, cache: &Cache, instance: &str) -> anyhow::Result
         Status::Missing => {
             let _ = writeln!(out, "will run: computed before with this key, but the entry is gone (removed or quarantined)");
         }
-        Status::Changed {
-            previous_key,
-            changes,
-        } => {
-            let _ = writeln!(
-                out,
-                "will run: differs from the last computed key {previous_key}:"
-            );
+        Status::Changed { previous_key, changes } => {
+            let _ = writeln!(out, "will run: differs from the last computed key {previous_key}:");
             for c in &changes {
                 let _ = writeln!(out, "  - {c}");
             }
@@ -219,11 +152,7 @@ pub fn render_why(p: &Pipeline, cache: &Cache, instance: &str) -> anyhow::Result
     for (param, ups) in &inst.inputs {
         for &u in ups {
             let up = &p.instances[u];
-            let state = if cache.is_cached(&up.key) {
-                "cached"
-            } else {
-                "to run"
-            };
+            let state = if cache.is_cached(&up.key) { "cached" } else { "to run" };
             let _ = writeln!(out, "input {param}: {} ({state})", up.id);
         }
     }

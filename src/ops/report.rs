@@ -26,31 +26,16 @@ pub enum ReportError {
         .missing.len(),
         .missing.join(", ")
     )]
-    Missing {
-        pipeline: String,
-        missing: Vec<String>,
-    },
+    Missing { pipeline: String, missing: Vec<String> },
     #[error("cannot read the manifest of `{instance}` ({key}): {source}")]
-    Manifest {
-        instance: String,
-        key: String,
-        source: std::io::Error,
-    },
+    Manifest { instance: String, key: String, source: std::io::Error },
     #[error("{action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { action: &'static str, path: PathBuf, source: std::io::Error },
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ReportError {
     let path = path.to_owned();
-    move |source| ReportError::Io {
-        action,
-        path,
-        source,
-    }
+    move |source| ReportError::Io { action, path, source }
 }
 
 /// Whether the pipeline has anything a report shows.
@@ -79,12 +64,7 @@ pub fn report(path: &Path, overrides: &[String], cache: Option<PathBuf>) -> anyh
 /// Called at the end of a successful `wfpipe run`: writes the report when the pipeline has
 /// tables or figures and all of them are cached (a run of some targets may not cover them).
 pub fn after_run(p: &Pipeline, cache: &Cache, quiet: bool) -> Result<(), ReportError> {
-    if !has_outputs(p)
-        || p.instances
-            .iter()
-            .filter(|i| is_output(i))
-            .any(|i| !cache.is_cached(&i.key))
-    {
+    if !has_outputs(p) || p.instances.iter().filter(|i| is_output(i)).any(|i| !cache.is_cached(&i.key)) {
         return Ok(());
     }
     let index = write_report(p, cache, &reports_root(p))?;
@@ -112,17 +92,9 @@ pub fn slug(id: &str) -> String {
 
 /// Write `<root>/<pipeline>/` afresh; returns the path of its `index.md`.
 pub fn write_report(p: &Pipeline, cache: &Cache, root: &Path) -> Result<PathBuf, ReportError> {
-    let missing: Vec<String> = p
-        .instances
-        .iter()
-        .filter(|i| is_output(i) && !cache.is_cached(&i.key))
-        .map(|i| i.id.clone())
-        .collect();
+    let missing: Vec<String> = p.instances.iter().filter(|i| is_output(i) && !cache.is_cached(&i.key)).map(|i| i.id.clone()).collect();
     if !missing.is_empty() {
-        return Err(ReportError::Missing {
-            pipeline: p.name.clone(),
-            missing,
-        });
+        return Err(ReportError::Missing { pipeline: p.name.clone(), missing });
     }
     let staging = root.join(format!(".{}.partial", p.name));
     if staging.exists() {
@@ -134,42 +106,26 @@ pub fn write_report(p: &Pipeline, cache: &Cache, root: &Path) -> Result<PathBuf,
     fs::create_dir_all(&figures_dir).map_err(io("creating", &figures_dir))?;
 
     let mut md = String::new();
-    let file = p
-        .path
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let file = p.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
     let _ = writeln!(md, "# Report: {}\n", escape(&p.name));
     let _ = writeln!(
         md,
         "Rebuilt by `wfpipe report` from the cache entries of `{file}`; every number and figure below was read from a cached result.\n"
     );
-    let tables: Vec<&Instance> = p
-        .instances
-        .iter()
-        .filter(|i| i.kind == TABLE_KIND)
-        .collect();
+    let tables: Vec<&Instance> = p.instances.iter().filter(|i| i.kind == TABLE_KIND).collect();
     if !tables.is_empty() {
         let _ = writeln!(md, "## Tables\n");
     }
     for inst in tables {
         let out = cache.out_dir(&inst.key);
         let name = slug(&inst.id);
-        let text = fs::read_to_string(out.join(table::MARKDOWN_FILE))
-            .map_err(io("reading", &out.join(table::MARKDOWN_FILE)))?;
-        copy(
-            &out.join(format!("{}.csv", table::TABLE_NAME)),
-            &tables_dir.join(format!("{name}.csv")),
-        )?;
+        let text = fs::read_to_string(out.join(table::MARKDOWN_FILE)).map_err(io("reading", &out.join(table::MARKDOWN_FILE)))?;
+        copy(&out.join(format!("{}.csv", table::TABLE_NAME)), &tables_dir.join(format!("{name}.csv")))?;
         let _ = writeln!(md, "### {}\n", escape(&inst.id));
         let _ = writeln!(md, "{}", text.trim_end());
         let _ = writeln!(md, "\nData: [tables/{name}.csv](tables/{name}.csv)\n");
     }
-    let figures: Vec<&Instance> = p
-        .instances
-        .iter()
-        .filter(|i| i.kind == FIGURE_KIND)
-        .collect();
+    let figures: Vec<&Instance> = p.instances.iter().filter(|i| i.kind == FIGURE_KIND).collect();
     if !figures.is_empty() {
         let _ = writeln!(md, "## Figures\n");
     }
@@ -177,28 +133,12 @@ pub fn write_report(p: &Pipeline, cache: &Cache, root: &Path) -> Result<PathBuf,
         let out = cache.out_dir(&inst.key);
         let name = slug(&inst.id);
         for ext in ["png", "svg"] {
-            copy(
-                &out.join(format!("{}.{ext}", figure::FIGURE_STEM)),
-                &figures_dir.join(format!("{name}.{ext}")),
-            )?;
+            copy(&out.join(format!("{}.{ext}", figure::FIGURE_STEM)), &figures_dir.join(format!("{name}.{ext}")))?;
         }
-        let title = inst
-            .params
-            .str("title")
-            .ok()
-            .filter(|t| !t.is_empty())
-            .unwrap_or(inst.id.as_str())
-            .to_owned();
+        let title = inst.params.str("title").ok().filter(|t| !t.is_empty()).unwrap_or(inst.id.as_str()).to_owned();
         let _ = writeln!(md, "### {}\n", escape(&inst.id));
-        let _ = writeln!(
-            md,
-            "![{}](figures/{name}.png)\n",
-            title.replace(['[', ']'], "")
-        );
-        let _ = writeln!(
-            md,
-            "Vector version: [figures/{name}.svg](figures/{name}.svg)\n"
-        );
+        let _ = writeln!(md, "![{}](figures/{name}.png)\n", title.replace(['[', ']'], ""));
+        let _ = writeln!(md, "Vector version: [figures/{name}.svg](figures/{name}.svg)\n");
     }
     provenance(&mut md, p, cache)?;
     let index = staging.join("index.md");
@@ -220,30 +160,16 @@ fn copy(from: &Path, to: &Path) -> Result<(), ReportError> {
 fn provenance(md: &mut String, p: &Pipeline, cache: &Cache) -> Result<(), ReportError> {
     let _ = writeln!(md, "## Provenance\n");
     let _ = writeln!(md, "Every instance of the pipeline, from its cache manifest. Times are when the result was computed (UTC).\n");
-    let _ = writeln!(
-        md,
-        "| instance | kind | key | computed (UTC) | duration | backend | threads | host | wfpipe |"
-    );
+    let _ = writeln!(md, "| instance | kind | key | computed (UTC) | duration | backend | threads | host | wfpipe |");
     let _ = writeln!(md, "|---|---|---|---|--:|---|--:|---|---|");
     for inst in &p.instances {
         if !cache.is_cached(&inst.key) {
-            let _ = writeln!(
-                md,
-                "| {} | {} | `{}` | not cached | | | | | |",
-                escape(&inst.id),
-                inst.kind,
-                short_key(&inst.key)
-            );
+            let _ = writeln!(md, "| {} | {} | `{}` | not cached | | | | | |", escape(&inst.id), inst.kind, short_key(&inst.key));
             continue;
         }
-        let m: Manifest =
-            cache
-                .read_manifest(&inst.key)
-                .map_err(|source| ReportError::Manifest {
-                    instance: inst.id.clone(),
-                    key: inst.key.clone(),
-                    source,
-                })?;
+        let m: Manifest = cache
+            .read_manifest(&inst.key)
+            .map_err(|source| ReportError::Manifest { instance: inst.id.clone(), key: inst.key.clone(), source })?;
         let _ = writeln!(
             md,
             "| {} | {} v{} | `{}` | {} | {} | {} | {} | {} | {} |",
@@ -289,12 +215,7 @@ pub fn utc(unix: f64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]

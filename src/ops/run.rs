@@ -43,21 +43,10 @@ pub enum ExecutorChoice {
 
 /// What this machine has.
 pub fn detect_capacity(o: &RunOptions) -> Capacity {
-    let cpus = o.cpus.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1)
-    });
+    let cpus = o.cpus.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1));
     let gpus = o.gpus.unwrap_or_else(count_gpus);
-    let mem_mb = o
-        .mem_mb
-        .unwrap_or_else(|| total_memory_mb().unwrap_or(8192));
-    Capacity {
-        jobs: o.jobs.unwrap_or(cpus as usize).max(1),
-        cpus,
-        gpus,
-        mem_mb,
-    }
+    let mem_mb = o.mem_mb.unwrap_or_else(|| total_memory_mb().unwrap_or(8192));
+    Capacity { jobs: o.jobs.unwrap_or(cpus as usize).max(1), cpus, gpus, mem_mb }
 }
 
 fn count_gpus() -> u32 {
@@ -66,9 +55,7 @@ fn count_gpus() -> u32 {
             rd.flatten()
                 .filter(|e| {
                     let n = e.file_name().to_string_lossy().into_owned();
-                    n.strip_prefix("nvidia").is_some_and(|rest| {
-                        !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit())
-                    })
+                    n.strip_prefix("nvidia").is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit()))
                 })
                 .count() as u32
         })
@@ -117,21 +104,12 @@ pub fn run(path: &Path, o: &RunOptions) -> anyhow::Result<i32> {
     let cache = open_cache(&paths.cache)?;
     let selected = select(&p, &o.targets)?;
     let planned = super::plan::plan(&p, &cache);
-    let todo: Vec<usize> = planned
-        .iter()
-        .filter(|x| selected.contains(&x.index) && !x.status.is_cached())
-        .map(|x| x.index)
-        .collect();
+    let todo: Vec<usize> = planned.iter().filter(|x| selected.contains(&x.index) && !x.status.is_cached()).map(|x| x.index).collect();
     if o.detach && o.executor != ExecutorChoice::Slurm {
-        anyhow::bail!(
-            "--detach needs --executor slurm (local instances are children of this process)"
-        );
+        anyhow::bail!("--detach needs --executor slurm (local instances are children of this process)");
     }
     let slurm = match o.executor {
-        ExecutorChoice::Slurm => Some(
-            SlurmConfig::resolve(&p.slurm, &o.slurm)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-        ),
+        ExecutorChoice::Slurm => Some(SlurmConfig::resolve(&p.slurm, &o.slurm).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?),
         ExecutorChoice::Local => None,
     };
     if o.dry_run {
@@ -139,11 +117,7 @@ pub fn run(path: &Path, o: &RunOptions) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let mut renderer = Renderer::new(o.mode);
-    renderer.event(Event::Planned {
-        total: selected.len(),
-        cached: selected.len() - todo.len(),
-        to_run: todo.len(),
-    });
+    renderer.event(Event::Planned { total: selected.len(), cached: selected.len() - todo.len(), to_run: todo.len() });
     if todo.is_empty() {
         renderer.finish();
         return Ok(write_report(&p, &cache, o));
@@ -151,40 +125,23 @@ pub fn run(path: &Path, o: &RunOptions) -> anyhow::Result<i32> {
     let mut capacity = detect_capacity(o);
     let wants_gpu = todo.iter().any(|&i| p.instances[i].resources.gpus > 0);
     if wants_gpu && capacity.gpus == 0 && slurm.is_none() {
-        tracing::warn!(
-            "some instances request GPUs but this machine has none; they run on the CPU"
-        );
+        tracing::warn!("some instances request GPUs but this machine has none; they run on the CPU");
     }
     if o.backend == BackendChoice::Cuda && !cfg!(feature = "cuda") {
         anyhow::bail!("--backend cuda needs a wfpipe built with `--features cuda`");
     }
     capacity.jobs = capacity.jobs.max(1);
     executor::install_interrupt_handler();
-    let req = RunRequest {
-        pipeline: &p,
-        cache: &cache,
-        todo,
-        data_dir: paths.data.clone(),
-        backend: o.backend,
-        keep_going: o.keep_going,
-    };
+    let req = RunRequest { pipeline: &p, cache: &cache, todo, data_dir: paths.data.clone(), backend: o.backend, keep_going: o.keep_going };
     let exe = std::env::current_exe()?;
     let summary = match slurm {
         None => LocalExecutor { capacity, exe }.execute(&req, &mut renderer),
         Some(config) => {
-            let mut ex = SlurmExecutor {
-                config,
-                exe,
-                detach: o.detach,
-                report: Default::default(),
-            };
+            let mut ex = SlurmExecutor { config, exe, detach: o.detach, report: Default::default() };
             let summary = ex.execute(&req, &mut renderer);
             if o.mode == Mode::Json {
                 let r = &ex.report;
-                eprintln!(
-                    "{}",
-                    serde_json::json!({"event": "slurm", "run": r.run_id, "submitted": r.submitted, "sbatch_calls": r.sbatch_calls, "attached": r.attached, "detached": o.detach})
-                );
+                eprintln!("{}", serde_json::json!({"event": "slurm", "run": r.run_id, "submitted": r.submitted, "sbatch_calls": r.sbatch_calls, "attached": r.attached, "detached": o.detach}));
             } else if o.mode != Mode::Quiet {
                 eprintln!("{}", ex.report.line());
                 if o.detach {
@@ -219,18 +176,12 @@ fn write_report(p: &Pipeline, cache: &crate::cache::Cache, o: &RunOptions) -> i3
 
 pub fn print_summary(s: &RunSummary) {
     if s.interrupted {
-        eprintln!(
-            "interrupted: running instances were stopped; finished results are kept in the cache"
-        );
+        eprintln!("interrupted: running instances were stopped; finished results are kept in the cache");
     }
     if s.failed.is_empty() && s.skipped.is_empty() {
         return;
     }
-    eprintln!(
-        "\nerror: {} instance(s) failed, {} not run because of a failure",
-        s.failed.len(),
-        s.skipped.len()
-    );
+    eprintln!("\nerror: {} instance(s) failed, {} not run because of a failure", s.failed.len(), s.skipped.len());
     for (inst, msg, log) in &s.failed {
         eprintln!("  {inst}: {msg}\n    log: {}", log.display());
     }

@@ -20,12 +20,7 @@ pub fn span_of(v: &SValue) -> Option<Range<usize>> {
 
 fn mismatch(name: &str, ty: &ParamType, v: &SValue) -> Diagnostic {
     Diagnostic::new(
-        format!(
-            "`{name}` must be {}, found {} `{}`",
-            ty.describe(),
-            v.type_name(),
-            short(v)
-        ),
+        format!("`{name}` must be {}, found {} `{}`", ty.describe(), v.type_name(), short(v)),
         span_of(v),
     )
 }
@@ -54,10 +49,7 @@ pub fn check_value(name: &str, ty: &ParamType, v: &SValue) -> Result<Value, Diag
         (ParamType::Bool, SKind::Bool(b)) => Ok(Value::Bool(*b)),
         (ParamType::Int { min, max }, SKind::Int(i)) => {
             if min.is_some_and(|m| *i < m) || max.is_some_and(|m| *i > m) {
-                Err(Diagnostic::new(
-                    format!("`{name}` must be {}, found {i}", ty.describe()),
-                    span_of(v),
-                ))
+                Err(Diagnostic::new(format!("`{name}` must be {}, found {i}", ty.describe()), span_of(v)))
             } else {
                 Ok(Value::Int(*i))
             }
@@ -69,16 +61,10 @@ pub fn check_value(name: &str, ty: &ParamType, v: &SValue) -> Result<Value, Diag
                 _ => unreachable!(),
             };
             if !x.is_finite() {
-                return Err(Diagnostic::new(
-                    format!("`{name}` must be a finite number, found {x}"),
-                    span_of(v),
-                ));
+                return Err(Diagnostic::new(format!("`{name}` must be a finite number, found {x}"), span_of(v)));
             }
             if min.is_some_and(|m| x < m) || max.is_some_and(|m| x > m) {
-                Err(Diagnostic::new(
-                    format!("`{name}` must be {}, found {x}", ty.describe()),
-                    span_of(v),
-                ))
+                Err(Diagnostic::new(format!("`{name}` must be {}, found {x}", ty.describe()), span_of(v)))
             } else {
                 Ok(Value::Float(x))
             }
@@ -105,9 +91,7 @@ pub fn check_value(name: &str, ty: &ParamType, v: &SValue) -> Result<Value, Diag
             .map(Value::List),
         (ParamType::FloatList, SKind::Array(items)) => items
             .iter()
-            .map(|item| {
-                check_value(name, &ParamType::FLOAT, item).map_err(|_| mismatch(name, ty, item))
-            })
+            .map(|item| check_value(name, &ParamType::FLOAT, item).map_err(|_| mismatch(name, ty, item)))
             .collect::<Result<_, _>>()
             .map(Value::List),
         (ParamType::StrList, SKind::Array(items)) => items
@@ -123,11 +107,7 @@ pub fn check_value(name: &str, ty: &ParamType, v: &SValue) -> Result<Value, Diag
             for (k, item) in entries {
                 let s = scalar_string(item).ok_or_else(|| {
                     Diagnostic::new(
-                        format!(
-                            "`{name}.{}` must be a string or number, found {}",
-                            k.name,
-                            item.type_name()
-                        ),
+                        format!("`{name}.{}` must be a string or number, found {}", k.name, item.type_name()),
                         span_of(item),
                     )
                 })?;
@@ -136,8 +116,7 @@ pub fn check_value(name: &str, ty: &ParamType, v: &SValue) -> Result<Value, Diag
             Ok(Value::Table(map))
         }
         (ParamType::File, SKind::Str(s)) => {
-            check_relative_path(s)
-                .map_err(|why| Diagnostic::new(format!("`{name}`: {why}"), span_of(v)))?;
+            check_relative_path(s).map_err(|why| Diagnostic::new(format!("`{name}`: {why}"), span_of(v)))?;
             Ok(Value::Str(s.clone()))
         }
         (ParamType::FileList, SKind::Array(items)) => items
@@ -167,14 +146,9 @@ pub fn check_value(name: &str, ty: &ParamType, v: &SValue) -> Result<Value, Diag
             .collect::<Result<_, _>>()
             .map(Value::List),
         // A single reference where a list is expected is accepted as a list of one.
-        (ParamType::RefList, SKind::Str(_)) => check_value(
-            name,
-            ty,
-            &SValue {
-                span: v.span.clone(),
-                kind: SKind::Array(vec![v.clone()]),
-            },
-        ),
+        (ParamType::RefList, SKind::Str(_)) => {
+            check_value(name, ty, &SValue { span: v.span.clone(), kind: SKind::Array(vec![v.clone()]) })
+        }
         _ => Err(mismatch(name, ty, v)),
     }
 }
@@ -198,9 +172,7 @@ pub fn check_relative_path(p: &str) -> Result<(), String> {
         return Err("the path is empty".into());
     }
     if path.is_absolute() {
-        return Err(format!(
-            "`{p}` is absolute; paths must be relative to the project folder"
-        ));
+        return Err(format!("`{p}` is absolute; paths must be relative to the project folder"));
     }
     let mut depth: i64 = 0;
     for c in path.components() {

@@ -39,11 +39,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(message: impl Into<String>, span: Option<Range<usize>>) -> Self {
-        Diagnostic {
-            message: message.into(),
-            span,
-            help: None,
-        }
+        Diagnostic { message: message.into(), span, help: None }
     }
 
     pub fn help(mut self, help: impl Into<String>) -> Self {
@@ -69,10 +65,7 @@ pub struct PipelineError {
 
 impl PipelineError {
     pub fn single(source: Arc<SourceFile>, diagnostic: Diagnostic) -> Self {
-        PipelineError {
-            source,
-            diagnostics: vec![diagnostic],
-        }
+        PipelineError { source, diagnostics: vec![diagnostic] }
     }
 
     /// `file:line:col` of the first diagnostic (used by tests and one-line output).
@@ -101,30 +94,13 @@ impl fmt::Display for PipelineError {
                 Some(span) => {
                     let (line, col) = self.source.line_col(span.start);
                     let gutter = line.to_string().len();
-                    writeln!(
-                        f,
-                        "{:gutter$}--> {}:{line}:{col}",
-                        "",
-                        self.source.path.display()
-                    )?;
+                    writeln!(f, "{:gutter$}--> {}:{line}:{col}", "", self.source.path.display())?;
                     writeln!(f, "{:gutter$} |", "")?;
                     let text = self.source.line_text(line);
                     writeln!(f, "{line} | {text}")?;
-                    let (end_line, end_col) =
-                        self.source.line_col(span.end.max(span.start + 1) - 1);
-                    let width = if end_line == line {
-                        (end_col + 1).saturating_sub(col).max(1)
-                    } else {
-                        text.chars().count().saturating_sub(col - 1).max(1)
-                    };
-                    write!(
-                        f,
-                        "{:gutter$} | {:pad$}{}",
-                        "",
-                        "",
-                        "^".repeat(width),
-                        pad = col - 1
-                    )?;
+                    let (end_line, end_col) = self.source.line_col(span.end.max(span.start + 1) - 1);
+                    let width = if end_line == line { (end_col + 1).saturating_sub(col).max(1) } else { text.chars().count().saturating_sub(col - 1).max(1) };
+                    write!(f, "{:gutter$} | {:pad$}{}", "", "", "^".repeat(width), pad = col - 1)?;
                     writeln!(f)?;
                 }
                 None => writeln!(f, " --> {}", self.source.path.display())?,
@@ -169,19 +145,13 @@ mod tests {
 
     #[test]
     fn suggestions_pick_the_closest_word() {
-        assert_eq!(
-            closest("record_evry", ["record_every", "epochs", "runs"]),
-            Some("record_every")
-        );
+        assert_eq!(closest("record_evry", ["record_every", "epochs", "runs"]), Some("record_every"));
         assert_eq!(closest("zzz", ["record_every", "epochs"]), None);
     }
 
     #[test]
     fn rendering_points_at_line_and_column() {
-        let src = Arc::new(SourceFile {
-            path: "p.toml".into(),
-            text: "[stage.a]\nkind = \"nope\"\n".into(),
-        });
+        let src = Arc::new(SourceFile { path: "p.toml".into(), text: "[stage.a]\nkind = \"nope\"\n".into() });
         let err = PipelineError::single(src, Diagnostic::new("unknown kind `nope`", Some(17..23)));
         assert_eq!(err.location(), "p.toml:2:8");
         let text = err.to_string();

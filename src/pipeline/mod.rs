@@ -513,7 +513,11 @@ impl<'a> Loader<'a> {
                             params.insert(pname.to_owned(), val);
                             given_spans.insert(pname.to_owned(), span_of(v));
                         }
-                        Err(d) => self.err(d),
+                        Err(d) => {
+                            // Given but ill-typed: that error says it all.
+                            given_spans.insert(pname.to_owned(), span_of(v));
+                            self.err(d)
+                        }
                     },
                     None => {
                         let candidates = schema
@@ -556,7 +560,7 @@ impl<'a> Loader<'a> {
             self.pending_exclude_keys.drain(..).collect();
         // Defaults, and required parameters that are neither set nor swept.
         for spec in &schema {
-            if params.contains_key(spec.name) {
+            if params.contains_key(spec.name) || given_spans.contains_key(spec.name) {
                 continue;
             }
             let swept = axes

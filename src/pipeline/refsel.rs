@@ -14,9 +14,7 @@ pub struct RefSel {
 pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 impl RefSel {
@@ -27,9 +25,7 @@ impl RefSel {
             None => (text, None),
         };
         if !is_valid_name(stage) {
-            return Err(format!(
-                "`{text}` is not a stage reference (expected `stage` or `stage[axis=value,...]`)"
-            ));
+            return Err(format!("`{text}` is not a stage reference (expected `stage` or `stage[axis=value,...]`)"));
         }
         let mut filters = BTreeMap::new();
         if let Some(rest) = rest {
@@ -42,19 +38,14 @@ impl RefSel {
                     .ok_or_else(|| format!("`{part}` in reference `{text}` is not `axis=value`"))?;
                 let (axis, value) = (axis.trim(), value.trim().trim_matches('"'));
                 if axis.is_empty() || value.is_empty() {
-                    return Err(format!(
-                        "`{part}` in reference `{text}` is not `axis=value`"
-                    ));
+                    return Err(format!("`{part}` in reference `{text}` is not `axis=value`"));
                 }
                 if filters.insert(axis.to_owned(), value.to_owned()).is_some() {
                     return Err(format!("axis `{axis}` appears twice in reference `{text}`"));
                 }
             }
         }
-        Ok(RefSel {
-            stage: stage.to_owned(),
-            filters,
-        })
+        Ok(RefSel { stage: stage.to_owned(), filters })
     }
 }
 

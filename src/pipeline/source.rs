@@ -90,10 +90,7 @@ pub fn parse_cli_value(text: &str) -> SValue {
             let span = v.span();
             convert_value(v.into_inner(), span)
         }
-        Err(_) => SValue {
-            span: 0..0,
-            kind: SKind::Str(text.to_owned()),
-        },
+        Err(_) => SValue { span: 0..0, kind: SKind::Str(text.to_owned()) },
     }
 }
 
@@ -101,18 +98,12 @@ fn convert_table(table: DeTable<'_>, span: Range<usize>) -> SValue {
     let entries = table
         .into_iter()
         .map(|(k, v)| {
-            let key = SKey {
-                name: k.get_ref().to_string(),
-                span: k.span(),
-            };
+            let key = SKey { name: k.get_ref().to_string(), span: k.span() };
             let vspan = v.span();
             (key, convert_value(v.into_inner(), vspan))
         })
         .collect();
-    SValue {
-        span,
-        kind: SKind::Table(entries),
-    }
+    SValue { span, kind: SKind::Table(entries) }
 }
 
 fn convert_value(value: DeValue<'_>, span: Range<usize>) -> SValue {

@@ -18,11 +18,7 @@ pub enum AggregateError {
     #[error(transparent)]
     Column(#[from] GatherError),
     #[error("column `{column}` is not numeric: row of `{instance}` holds `{value}`")]
-    NotNumeric {
-        column: String,
-        instance: String,
-        value: String,
-    },
+    NotNumeric { column: String, instance: String, value: String },
 }
 
 /// Summary statistics of one metric in one group.
@@ -43,17 +39,10 @@ impl Summary {
         }
         let n = values.len() as f64;
         let mean = values.iter().sum::<f64>() / n;
-        let std = (values.len() > 1)
-            .then(|| (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
+        let std = (values.len() > 1).then(|| (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
         let min = values.iter().copied().fold(f64::INFINITY, f64::min);
         let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        Some(Summary {
-            count: values.len(),
-            mean,
-            std,
-            min,
-            max,
-        })
+        Some(Summary { count: values.len(), mean, std, min, max })
     }
 }
 
@@ -92,28 +81,18 @@ pub fn compare_values(a: &Option<Value>, b: &Option<Value>) -> Ordering {
 pub fn numeric(row: &Row, column: &str) -> Result<Option<f64>, AggregateError> {
     match row.get(column) {
         None => Ok(None),
-        Some(v) => v
-            .as_f64()
-            .map(Some)
-            .ok_or_else(|| AggregateError::NotNumeric {
-                column: column.to_owned(),
-                instance: row
-                    .get(super::gather::INSTANCE_COLUMN)
-                    .map(|v| v.to_string())
-                    .unwrap_or_default(),
-                value: v.to_string(),
-            }),
+        Some(v) => v.as_f64().map(Some).ok_or_else(|| AggregateError::NotNumeric {
+            column: column.to_owned(),
+            instance: row.get(super::gather::INSTANCE_COLUMN).map(|v| v.to_string()).unwrap_or_default(),
+            value: v.to_string(),
+        }),
     }
 }
 
 /// A group being filled: its key values, its row count, and each metric's values.
 type Bucket = (Vec<Option<Value>>, usize, Vec<Vec<f64>>);
 
-pub fn group_and_summarise(
-    rows: &[Row],
-    columns: &[String],
-    metrics: &[String],
-) -> Result<Grouped, AggregateError> {
+pub fn group_and_summarise(rows: &[Row], columns: &[String], metrics: &[String]) -> Result<Grouped, AggregateError> {
     for c in columns.iter().chain(metrics) {
         require_column(rows, c)?;
     }
@@ -121,13 +100,8 @@ pub fn group_and_summarise(
     let mut by_key: BTreeMap<Vec<Option<String>>, Bucket> = BTreeMap::new();
     for row in rows {
         let key: Vec<Option<Value>> = columns.iter().map(|c| row.get(c).cloned()).collect();
-        let text: Vec<Option<String>> = key
-            .iter()
-            .map(|v| v.as_ref().map(Value::to_string))
-            .collect();
-        let entry = by_key
-            .entry(text)
-            .or_insert_with(|| (key, 0, vec![Vec::new(); metrics.len()]));
+        let text: Vec<Option<String>> = key.iter().map(|v| v.as_ref().map(Value::to_string)).collect();
+        let entry = by_key.entry(text).or_insert_with(|| (key, 0, vec![Vec::new(); metrics.len()]));
         entry.1 += 1;
         for (slot, m) in entry.2.iter_mut().zip(metrics) {
             if let Some(x) = numeric(row, m)? {
@@ -137,25 +111,12 @@ pub fn group_and_summarise(
     }
     let mut groups: Vec<Group> = by_key
         .into_values()
-        .map(|(key, rows, values)| Group {
-            key,
-            rows,
-            metrics: values.iter().map(|v| Summary::of(v)).collect(),
-        })
+        .map(|(key, rows, values)| Group { key, rows, metrics: values.iter().map(|v| Summary::of(v)).collect() })
         .collect();
     groups.sort_by(|a, b| {
-        a.key
-            .iter()
-            .zip(&b.key)
-            .map(|(x, y)| compare_values(x, y))
-            .find(|o| o.is_ne())
-            .unwrap_or(Ordering::Equal)
+        a.key.iter().zip(&b.key).map(|(x, y)| compare_values(x, y)).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)
     });
-    Ok(Grouped {
-        columns: columns.to_vec(),
-        metrics: metrics.to_vec(),
-        groups,
-    })
+    Ok(Grouped { columns: columns.to_vec(), metrics: metrics.to_vec(), groups })
 }
 
 #[cfg(test)]
@@ -163,10 +124,7 @@ mod tests {
     use super::*;
 
     fn row(pairs: &[(&str, Value)]) -> Row {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
     }
 
     #[test]
@@ -181,10 +139,7 @@ mod tests {
         assert_eq!(g.groups.len(), 2);
         assert_eq!(g.groups[0].key, vec![Some(Value::Int(8))]);
         let s = g.groups[0].metrics[0].clone().unwrap();
-        assert_eq!(
-            (s.count, s.mean, s.std, s.min, s.max),
-            (3, 4.0, Some(2.0), 2.0, 6.0)
-        );
+        assert_eq!((s.count, s.mean, s.std, s.min, s.max), (3, 4.0, Some(2.0), 2.0, 6.0));
         let one = g.groups[1].metrics[0].clone().unwrap();
         assert_eq!((one.count, one.mean, one.std), (1, 1.0, None));
     }

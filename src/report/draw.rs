@@ -56,9 +56,7 @@ fn draw_err<E: std::fmt::Display>(e: E) -> FigureError {
 
 fn ensure_font() -> Result<(), FigureError> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
-    let ok = *REGISTERED.get_or_init(|| {
-        plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES).is_ok()
-    });
+    let ok = *REGISTERED.get_or_init(|| plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES).is_ok());
     if ok {
         Ok(())
     } else {
@@ -89,12 +87,7 @@ pub enum FigureData {
 }
 
 /// Write `<dir>/<stem>.svg` and `<dir>/<stem>.png`.
-pub fn render(
-    dir: &Path,
-    stem: &str,
-    spec: &FigureSpec,
-    data: &FigureData,
-) -> Result<(), FigureError> {
+pub fn render(dir: &Path, stem: &str, spec: &FigureSpec, data: &FigureData) -> Result<(), FigureError> {
     ensure_font()?;
     let size = (spec.width, spec.height);
     {
@@ -112,15 +105,9 @@ pub fn render(
     Ok(())
 }
 
-fn draw<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    spec: &FigureSpec,
-    data: &FigureData,
-) -> Result<(), FigureError> {
+fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &FigureSpec, data: &FigureData) -> Result<(), FigureError> {
     root.fill(&WHITE).map_err(draw_err)?;
-    let body = root
-        .titled(&spec.title, (FONT, TITLE_SIZE).into_font().color(&BLACK))
-        .map_err(draw_err)?;
+    let body = root.titled(&spec.title, (FONT, TITLE_SIZE).into_font().color(&BLACK)).map_err(draw_err)?;
     match data {
         FigureData::Line(series) => draw_lines(&body, spec, series),
         FigureData::Histogram(series) => draw_histograms(&body, spec, series),
@@ -146,11 +133,7 @@ fn with_legend<DB: DrawingBackend>(
         return Ok(area.clone());
     }
     let (w, _) = area.dim_in_pixel();
-    let longest = entries
-        .iter()
-        .map(|e| e.label.chars().count())
-        .max()
-        .unwrap_or(0) as u32;
+    let longest = entries.iter().map(|e| e.label.chars().count()).max().unwrap_or(0) as u32;
     let legend_w = (56 + longest * (LEGEND_SIZE * 6 / 10)).min(w * 2 / 5);
     let (plot, legend) = area.split_horizontally(w - legend_w);
     let style = (FONT, LEGEND_SIZE).into_font().color(&BLACK);
@@ -161,49 +144,26 @@ fn with_legend<DB: DrawingBackend>(
         let line = e.color.stroke_width(3);
         if e.filled_box {
             legend
-                .draw(&Rectangle::new(
-                    [(8, y - 7), (36, y + 7)],
-                    e.color.mix(0.45).filled(),
-                ))
+                .draw(&Rectangle::new([(8, y - 7), (36, y + 7)], e.color.mix(0.45).filled()))
                 .map_err(draw_err)?;
-            legend
-                .draw(&Rectangle::new(
-                    [(8, y - 7), (36, y + 7)],
-                    e.color.stroke_width(1),
-                ))
-                .map_err(draw_err)?;
+            legend.draw(&Rectangle::new([(8, y - 7), (36, y + 7)], e.color.stroke_width(1))).map_err(draw_err)?;
         } else if e.dashed {
-            legend
-                .draw(&PathElement::new(vec![(6, y), (14, y)], line))
-                .map_err(draw_err)?;
-            legend
-                .draw(&PathElement::new(vec![(20, y), (28, y)], line))
-                .map_err(draw_err)?;
-            legend
-                .draw(&PathElement::new(vec![(34, y), (40, y)], line))
-                .map_err(draw_err)?;
+            legend.draw(&PathElement::new(vec![(6, y), (14, y)], line)).map_err(draw_err)?;
+            legend.draw(&PathElement::new(vec![(20, y), (28, y)], line)).map_err(draw_err)?;
+            legend.draw(&PathElement::new(vec![(34, y), (40, y)], line)).map_err(draw_err)?;
         } else {
-            legend
-                .draw(&PathElement::new(vec![(6, y), (40, y)], line))
-                .map_err(draw_err)?;
+            legend.draw(&PathElement::new(vec![(6, y), (40, y)], line)).map_err(draw_err)?;
         }
         if let Some(m) = e.marker {
             draw_marker(&legend, (23, y), m, e.color)?;
         }
-        legend
-            .draw_text(&e.label, &style, (48, y - (LEGEND_SIZE as i32) / 2))
-            .map_err(draw_err)?;
+        legend.draw_text(&e.label, &style, (48, y - (LEGEND_SIZE as i32) / 2)).map_err(draw_err)?;
     }
     Ok(plot)
 }
 
 /// Marker shapes cycle with the series so lines differ by more than colour.
-fn draw_marker<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    at: (i32, i32),
-    which: usize,
-    color: RGBColor,
-) -> Result<(), FigureError> {
+fn draw_marker<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, at: (i32, i32), which: usize, color: RGBColor) -> Result<(), FigureError> {
     let (x, y) = at;
     let style = color.filled();
     match which % 4 {
@@ -220,11 +180,7 @@ fn padded(lo: f64, hi: f64, fraction: f64) -> Range<f64> {
         return 0.0..1.0;
     }
     if (hi - lo).abs() < 1e-12 {
-        let pad = if lo.abs() > 1e-12 {
-            lo.abs() * 0.1
-        } else {
-            1.0
-        };
+        let pad = if lo.abs() > 1e-12 { lo.abs() * 0.1 } else { 1.0 };
         return (lo - pad)..(hi + pad);
     }
     let pad = (hi - lo) * fraction;
@@ -251,38 +207,22 @@ fn log_tick_label(v: f64) -> String {
         return String::new();
     }
     let mantissa = v / 10f64.powf(v.log10().floor());
-    if [1.0, 2.0, 5.0, 10.0]
-        .iter()
-        .any(|k| (mantissa - k).abs() < 1e-6)
-    {
+    if [1.0, 2.0, 5.0, 10.0].iter().any(|k| (mantissa - k).abs() < 1e-6) {
         tick_label(v)
     } else {
         String::new()
     }
 }
 
-fn draw_lines<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    spec: &FigureSpec,
-    series: &[LineData],
-) -> Result<(), FigureError> {
+fn draw_lines<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, spec: &FigureSpec, series: &[LineData]) -> Result<(), FigureError> {
     if series.is_empty() {
         return Err(FigureError::Empty("no series has points".into()));
     }
     let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.x));
-    let (x_lo, x_hi) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
-        (a.min(x), b.max(x))
-    });
-    let band =
-        |p: &super::figure_data::LinePoint| if spec.band { p.std.unwrap_or(0.0) } else { 0.0 };
-    let mut y_lo = series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.mean - band(p)))
-        .fold(f64::INFINITY, f64::min);
-    let mut y_hi = series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.mean + band(p)))
-        .fold(f64::NEG_INFINITY, f64::max);
+    let (x_lo, x_hi) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
+    let band = |p: &super::figure_data::LinePoint| if spec.band { p.std.unwrap_or(0.0) } else { 0.0 };
+    let mut y_lo = series.iter().flat_map(|s| s.points.iter().map(|p| p.mean - band(p))).fold(f64::INFINITY, f64::min);
+    let mut y_hi = series.iter().flat_map(|s| s.points.iter().map(|p| p.mean + band(p))).fold(f64::NEG_INFINITY, f64::max);
     for r in &spec.reference_lines {
         y_lo = y_lo.min(r.value);
         y_hi = y_hi.max(r.value);
@@ -290,25 +230,13 @@ fn draw_lines<DB: DrawingBackend>(
     let mut entries: Vec<LegendEntry> = series
         .iter()
         .enumerate()
-        .map(|(i, s)| LegendEntry {
-            label: s.label.clone(),
-            color: PALETTE[i % PALETTE.len()],
-            marker: Some(i),
-            dashed: false,
-            filled_box: false,
-        })
+        .map(|(i, s)| LegendEntry { label: s.label.clone(), color: PALETTE[i % PALETTE.len()], marker: Some(i), dashed: false, filled_box: false })
         .collect();
     if series.len() == 1 && series[0].label.is_empty() {
         entries.clear();
     }
     for r in &spec.reference_lines {
-        entries.push(LegendEntry {
-            label: r.label.clone(),
-            color: REFERENCE_COLOR,
-            marker: None,
-            dashed: true,
-            filled_box: false,
-        });
+        entries.push(LegendEntry { label: r.label.clone(), color: REFERENCE_COLOR, marker: None, dashed: true, filled_box: false });
     }
     let plot = with_legend(area, &entries)?;
     let y_range = padded(y_lo, y_hi, 0.06);
@@ -316,11 +244,7 @@ fn draw_lines<DB: DrawingBackend>(
         if x_lo <= 0.0 {
             return Err(FigureError::NonPositiveLogX(x_lo));
         }
-        let (lo, hi) = if x_hi > x_lo {
-            (x_lo / 1.15, x_hi * 1.15)
-        } else {
-            (x_lo / 2.0, x_hi * 2.0)
-        };
+        let (lo, hi) = if x_hi > x_lo { (x_lo / 1.15, x_hi * 1.15) } else { (x_lo / 2.0, x_hi * 2.0) };
         line_chart(&plot, spec, series, (lo..hi).log_scale(), y_range)
     } else {
         line_chart(&plot, spec, series, padded(x_lo, x_hi, 0.03), y_range)
@@ -340,9 +264,7 @@ where
 {
     let (x_min, x_max) = {
         let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.x));
-        xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
-            (a.min(x), b.max(x))
-        })
+        xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)))
     };
     let mut chart = ChartBuilder::on(plot)
         .margin(16)
@@ -351,13 +273,7 @@ where
         .build_cartesian_2d(x_spec, y_range)
         .map_err(draw_err)?;
     let fmt = |v: &f64| tick_label(*v);
-    let x_fmt = |v: &f64| {
-        if spec.log_x {
-            log_tick_label(*v)
-        } else {
-            tick_label(*v)
-        }
-    };
+    let x_fmt = |v: &f64| if spec.log_x { log_tick_label(*v) } else { tick_label(*v) };
     chart
         .configure_mesh()
         .x_desc(spec.xlabel.as_str())
@@ -374,68 +290,40 @@ where
     for (i, s) in series.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         if spec.band && s.points.iter().any(|p| p.std.is_some()) {
-            let upper = s
-                .points
-                .iter()
-                .map(|p| (p.x, p.mean + p.std.unwrap_or(0.0)));
-            let lower = s
-                .points
-                .iter()
-                .rev()
-                .map(|p| (p.x, p.mean - p.std.unwrap_or(0.0)));
+            let upper = s.points.iter().map(|p| (p.x, p.mean + p.std.unwrap_or(0.0)));
+            let lower = s.points.iter().rev().map(|p| (p.x, p.mean - p.std.unwrap_or(0.0)));
             let outline: Vec<(f64, f64)> = upper.chain(lower).collect();
             // Many overlapping bands turn muddy: fainter when there are many series.
             let alpha = if series.len() > 3 { 0.10 } else { 0.18 };
-            chart
-                .draw_series(std::iter::once(Polygon::new(
-                    outline,
-                    color.mix(alpha).filled(),
-                )))
-                .map_err(draw_err)?;
+            chart.draw_series(std::iter::once(Polygon::new(outline, color.mix(alpha).filled()))).map_err(draw_err)?;
         }
         chart
-            .draw_series(LineSeries::new(
-                s.points.iter().map(|p| (p.x, p.mean)),
-                color.stroke_width(3),
-            ))
+            .draw_series(LineSeries::new(s.points.iter().map(|p| (p.x, p.mean)), color.stroke_width(3)))
             .map_err(draw_err)?;
         let at = s.points.iter().map(|p| (p.x, p.mean));
         let style = color.filled();
         match i % 4 {
             0 => chart.draw_series(at.map(|c| Circle::new(c, 5, style))),
             1 => chart.draw_series(at.map(|c| TriangleMarker::new(c, 6, style))),
-            2 => chart.draw_series(
-                at.map(|c| EmptyElement::at(c) + Rectangle::new([(-5, -5), (5, 5)], style)),
-            ),
+            2 => chart.draw_series(at.map(|c| EmptyElement::at(c) + Rectangle::new([(-5, -5), (5, 5)], style))),
             _ => chart.draw_series(at.map(|c| Cross::new(c, 5, color.stroke_width(2)))),
         }
         .map_err(draw_err)?;
     }
     for r in &spec.reference_lines {
         chart
-            .draw_series(DashedLineSeries::new(
-                vec![(x_min, r.value), (x_max, r.value)],
-                10,
-                6,
-                REFERENCE_COLOR.stroke_width(2),
-            ))
+            .draw_series(DashedLineSeries::new(vec![(x_min, r.value), (x_max, r.value)], 10, 6, REFERENCE_COLOR.stroke_width(2)))
             .map_err(draw_err)?;
     }
     Ok(())
 }
 
-fn draw_histograms<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    spec: &FigureSpec,
-    series: &[HistogramSeries],
-) -> Result<(), FigureError> {
+fn draw_histograms<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, spec: &FigureSpec, series: &[HistogramSeries]) -> Result<(), FigureError> {
     if series.is_empty() {
         return Err(FigureError::Empty("no finite values to histogram".into()));
     }
     let all = series.iter().flat_map(|s| s.values.iter().copied());
-    let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
-        (a.min(x), b.max(x))
-    });
+    let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
     let edges = padded(lo, hi, 0.0);
     let bins = spec.bins.max(1);
     let width = (edges.end - edges.start) / bins as f64;
@@ -461,15 +349,7 @@ fn draw_histograms<DB: DrawingBackend>(
         .iter()
         .enumerate()
         .map(|(i, s)| LegendEntry {
-            label: format!(
-                "{} (n={})",
-                if s.label.is_empty() {
-                    "values"
-                } else {
-                    &s.label
-                },
-                s.values.len()
-            ),
+            label: format!("{} (n={})", if s.label.is_empty() { "values" } else { &s.label }, s.values.len()),
             color: PALETTE[i % PALETTE.len()],
             marker: None,
             dashed: false,
@@ -477,13 +357,7 @@ fn draw_histograms<DB: DrawingBackend>(
         })
         .collect();
     for (i, r) in spec.reference_lines.iter().enumerate() {
-        entries.push(LegendEntry {
-            label: r.label.clone(),
-            color: reference_shade(i),
-            marker: None,
-            dashed: true,
-            filled_box: false,
-        });
+        entries.push(LegendEntry { label: r.label.clone(), color: reference_shade(i), marker: None, dashed: true, filled_box: false });
     }
     let plot = with_legend(area, &entries)?;
     let mut chart = ChartBuilder::on(&plot)
@@ -512,24 +386,12 @@ fn draw_histograms<DB: DrawingBackend>(
             let x0 = edges.start + b as f64 * width;
             [(x0, 0.0), (x0 + width, *n as f64)]
         });
-        chart
-            .draw_series(
-                bars.clone()
-                    .map(|r| Rectangle::new(r, color.mix(0.40).filled())),
-            )
-            .map_err(draw_err)?;
-        chart
-            .draw_series(bars.map(|r| Rectangle::new(r, color.stroke_width(1))))
-            .map_err(draw_err)?;
+        chart.draw_series(bars.clone().map(|r| Rectangle::new(r, color.mix(0.40).filled()))).map_err(draw_err)?;
+        chart.draw_series(bars.map(|r| Rectangle::new(r, color.stroke_width(1)))).map_err(draw_err)?;
     }
     for (i, r) in spec.reference_lines.iter().enumerate() {
         chart
-            .draw_series(DashedLineSeries::new(
-                vec![(r.value, 0.0), (r.value, top * 1.08)],
-                10,
-                6,
-                reference_shade(i).stroke_width(2),
-            ))
+            .draw_series(DashedLineSeries::new(vec![(r.value, 0.0), (r.value, top * 1.08)], 10, 6, reference_shade(i).stroke_width(2)))
             .map_err(draw_err)?;
     }
     Ok(())
@@ -543,18 +405,8 @@ fn reference_shade(i: usize) -> RGBColor {
 /// Viridis, sampled at five points and interpolated: perceptually ordered and readable
 /// in grey scale.
 fn viridis(t: f64) -> RGBColor {
-    const STOPS: [(f64, f64, f64); 5] = [
-        (68.0, 1.0, 84.0),
-        (59.0, 82.0, 139.0),
-        (33.0, 145.0, 140.0),
-        (94.0, 201.0, 98.0),
-        (253.0, 231.0, 37.0),
-    ];
-    let t = if t.is_finite() {
-        t.clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
+    const STOPS: [(f64, f64, f64); 5] = [(68.0, 1.0, 84.0), (59.0, 82.0, 139.0), (33.0, 145.0, 140.0), (94.0, 201.0, 98.0), (253.0, 231.0, 37.0)];
+    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
     let pos = t * 4.0;
     let i = (pos.floor() as usize).min(3);
     let f = pos - i as f64;
@@ -563,31 +415,18 @@ fn viridis(t: f64) -> RGBColor {
     RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
 }
 
-fn draw_heatmaps<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    spec: &FigureSpec,
-    panels: &[HeatmapPanel],
-) -> Result<(), FigureError> {
+fn draw_heatmaps<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, spec: &FigureSpec, panels: &[HeatmapPanel]) -> Result<(), FigureError> {
     if panels.is_empty() {
         return Err(FigureError::Empty("no cells".into()));
     }
-    let values = panels
-        .iter()
-        .flat_map(|p| p.cells.iter().map(|c| c.2))
-        .filter(|v| v.is_finite());
-    let (z_lo, z_hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), z| {
-        (a.min(z), b.max(z))
-    });
+    let values = panels.iter().flat_map(|p| p.cells.iter().map(|c| c.2)).filter(|v| v.is_finite());
+    let (z_lo, z_hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), z| (a.min(z), b.max(z)));
     let z_span = if z_hi > z_lo { z_hi - z_lo } else { 1.0 };
     let (w, _) = area.dim_in_pixel();
     let (maps, bar) = area.split_horizontally(w.saturating_sub(130));
     let cells = maps.split_evenly((1, panels.len()));
     for (panel, region) in panels.iter().zip(&cells) {
-        let caption = if panel.label.is_empty() {
-            format!("mean {}", tick_label(panel.mean))
-        } else {
-            format!("{} (mean {})", panel.label, tick_label(panel.mean))
-        };
+        let caption = if panel.label.is_empty() { format!("mean {}", tick_label(panel.mean)) } else { format!("{} (mean {})", panel.label, tick_label(panel.mean)) };
         let mut chart = ChartBuilder::on(region)
             .caption(caption, (FONT, LABEL_SIZE))
             .margin(12)
@@ -597,16 +436,8 @@ fn draw_heatmaps<DB: DrawingBackend>(
             .map_err(draw_err)?;
         let xs = panel.xs.clone();
         let ys = panel.ys.clone();
-        let x_fmt = move |v: &f64| {
-            xs.get(v.floor() as usize)
-                .map(|x| tick_label(*x))
-                .unwrap_or_default()
-        };
-        let y_fmt = move |v: &f64| {
-            ys.get(v.floor() as usize)
-                .map(|y| tick_label(*y))
-                .unwrap_or_default()
-        };
+        let x_fmt = move |v: &f64| xs.get(v.floor() as usize).map(|x| tick_label(*x)).unwrap_or_default();
+        let y_fmt = move |v: &f64| ys.get(v.floor() as usize).map(|y| tick_label(*y)).unwrap_or_default();
         chart
             .configure_mesh()
             .disable_mesh()
@@ -623,22 +454,14 @@ fn draw_heatmaps<DB: DrawingBackend>(
         chart
             .draw_series(panel.cells.iter().map(|&(xi, yi, z)| {
                 let color = viridis((z - z_lo) / z_span);
-                Rectangle::new(
-                    [(xi as f64, yi as f64), (xi as f64 + 1.0, yi as f64 + 1.0)],
-                    color.filled(),
-                )
+                Rectangle::new([(xi as f64, yi as f64), (xi as f64 + 1.0, yi as f64 + 1.0)], color.filled())
             }))
             .map_err(draw_err)?;
     }
     draw_colorbar(&bar, &spec.zlabel, z_lo, z_hi)
 }
 
-fn draw_colorbar<DB: DrawingBackend>(
-    bar: &DrawingArea<DB, Shift>,
-    label: &str,
-    z_lo: f64,
-    z_hi: f64,
-) -> Result<(), FigureError> {
+fn draw_colorbar<DB: DrawingBackend>(bar: &DrawingArea<DB, Shift>, label: &str, z_lo: f64, z_hi: f64) -> Result<(), FigureError> {
     let (_, h) = bar.dim_in_pixel();
     let (top, bottom) = (60i32, h as i32 - 80);
     if bottom <= top {
@@ -650,29 +473,15 @@ fn draw_colorbar<DB: DrawingBackend>(
     for s in 0..steps {
         let (lo, hi) = (s as f64 / steps as f64, (s + 1) as f64 / steps as f64);
         let color = viridis((s as f64 + 0.5) / steps as f64);
-        bar.draw(&Rectangle::new(
-            [(20, y_at(hi)), (48, y_at(lo))],
-            color.filled(),
-        ))
-        .map_err(draw_err)?;
+        bar.draw(&Rectangle::new([(20, y_at(hi)), (48, y_at(lo))], color.filled())).map_err(draw_err)?;
     }
-    bar.draw(&Rectangle::new(
-        [(20, top), (48, bottom)],
-        BLACK.stroke_width(1),
-    ))
-    .map_err(draw_err)?;
+    bar.draw(&Rectangle::new([(20, top), (48, bottom)], BLACK.stroke_width(1))).map_err(draw_err)?;
     let style = (FONT, TICK_SIZE).into_font().color(&BLACK);
-    bar.draw_text(label, &style, (14, top - 30))
-        .map_err(draw_err)?;
+    bar.draw_text(label, &style, (14, top - 30)).map_err(draw_err)?;
     for (frac, value) in [(0.0, z_lo), (0.5, (z_lo + z_hi) / 2.0), (1.0, z_hi)] {
         let y = bottom - (frac * span) as i32;
-        bar.draw(&PathElement::new(
-            vec![(48, y), (54, y)],
-            BLACK.stroke_width(1),
-        ))
-        .map_err(draw_err)?;
-        bar.draw_text(&tick_label(value), &style, (58, y - (TICK_SIZE as i32) / 2))
-            .map_err(draw_err)?;
+        bar.draw(&PathElement::new(vec![(48, y), (54, y)], BLACK.stroke_width(1))).map_err(draw_err)?;
+        bar.draw_text(&tick_label(value), &style, (58, y - (TICK_SIZE as i32) / 2)).map_err(draw_err)?;
     }
     Ok(())
 }

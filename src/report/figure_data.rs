@@ -56,9 +56,7 @@ pub fn series_label(columns: &[String], key: &[Option<Value>]) -> String {
         .zip(key)
         .map(|(c, v)| match v {
             None => format!("{c}=–"),
-            Some(Value::Str(s)) if s != "true" && s != "false" && s.parse::<f64>().is_err() => {
-                s.clone()
-            }
+            Some(Value::Str(s)) if s != "true" && s != "false" && s.parse::<f64>().is_err() => s.clone(),
             Some(v) => format!("{c}={v}"),
         })
         .collect::<Vec<_>>()
@@ -69,46 +67,22 @@ pub fn series_label(columns: &[String], key: &[Option<Value>]) -> String {
 type SeriesRows<'r> = (Vec<Option<Value>>, Vec<&'r Row>);
 
 /// Rows split by their series key, in series order.
-fn by_series<'r>(
-    rows: &'r [Row],
-    series: &[String],
-) -> Result<Vec<(String, Vec<&'r Row>)>, AggregateError> {
+fn by_series<'r>(rows: &'r [Row], series: &[String]) -> Result<Vec<(String, Vec<&'r Row>)>, AggregateError> {
     for c in series {
         require_column(rows, c)?;
     }
     let mut groups: BTreeMap<Vec<Option<String>>, SeriesRows<'r>> = BTreeMap::new();
     for row in rows {
         let key: Vec<Option<Value>> = series.iter().map(|c| row.get(c).cloned()).collect();
-        let text = key
-            .iter()
-            .map(|v| v.as_ref().map(Value::to_string))
-            .collect();
-        groups
-            .entry(text)
-            .or_insert_with(|| (key, Vec::new()))
-            .1
-            .push(row);
+        let text = key.iter().map(|v| v.as_ref().map(Value::to_string)).collect();
+        groups.entry(text).or_insert_with(|| (key, Vec::new())).1.push(row);
     }
     let mut out: Vec<SeriesRows<'r>> = groups.into_values().collect();
-    out.sort_by(|a, b| {
-        a.0.iter()
-            .zip(&b.0)
-            .map(|(x, y)| compare_values(x, y))
-            .find(|o| o.is_ne())
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
-    Ok(out
-        .into_iter()
-        .map(|(key, rows)| (series_label(series, &key), rows))
-        .collect())
+    out.sort_by(|a, b| a.0.iter().zip(&b.0).map(|(x, y)| compare_values(x, y)).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal));
+    Ok(out.into_iter().map(|(key, rows)| (series_label(series, &key), rows)).collect())
 }
 
-pub fn line_series(
-    rows: &[Row],
-    x: &str,
-    y: &str,
-    series: &[String],
-) -> Result<Vec<LineSeries>, AggregateError> {
+pub fn line_series(rows: &[Row], x: &str, y: &str, series: &[String]) -> Result<Vec<LineSeries>, AggregateError> {
     let mut out = Vec::new();
     for (label, members) in by_series(rows, series)? {
         let owned: Vec<Row> = members.into_iter().cloned().collect();
@@ -122,12 +96,7 @@ pub fn line_series(
                 value: xv.to_string(),
             })?;
             if let Some(s) = &g.metrics[0] {
-                points.push(LinePoint {
-                    x: xf,
-                    mean: s.mean,
-                    std: s.std,
-                    count: s.count,
-                });
+                points.push(LinePoint { x: xf, mean: s.mean, std: s.std, count: s.count });
             }
         }
         if !points.is_empty() {
@@ -137,11 +106,7 @@ pub fn line_series(
     Ok(out)
 }
 
-pub fn histogram_series(
-    rows: &[Row],
-    x: &str,
-    series: &[String],
-) -> Result<Vec<HistogramSeries>, AggregateError> {
+pub fn histogram_series(rows: &[Row], x: &str, series: &[String]) -> Result<Vec<HistogramSeries>, AggregateError> {
     require_column(rows, x)?;
     let mut out = Vec::new();
     for (label, members) in by_series(rows, series)? {
@@ -160,13 +125,7 @@ pub fn histogram_series(
     Ok(out)
 }
 
-pub fn heatmap_panels(
-    rows: &[Row],
-    x: &str,
-    y: &str,
-    z: &str,
-    series: &[String],
-) -> Result<Vec<HeatmapPanel>, AggregateError> {
+pub fn heatmap_panels(rows: &[Row], x: &str, y: &str, z: &str, series: &[String]) -> Result<Vec<HeatmapPanel>, AggregateError> {
     for c in [x, y, z] {
         require_column(rows, c)?;
     }
@@ -174,14 +133,8 @@ pub fn heatmap_panels(
     for (label, members) in by_series(rows, series)? {
         let mut sums: BTreeMap<(u64, u64), (f64, f64, f64, usize)> = BTreeMap::new();
         for row in members {
-            let (Some(xv), Some(yv), Some(zv)) =
-                (numeric(row, x)?, numeric(row, y)?, numeric(row, z)?)
-            else {
-                continue;
-            };
-            let e = sums
-                .entry((xv.to_bits(), yv.to_bits()))
-                .or_insert((xv, yv, 0.0, 0));
+            let (Some(xv), Some(yv), Some(zv)) = (numeric(row, x)?, numeric(row, y)?, numeric(row, z)?) else { continue };
+            let e = sums.entry((xv.to_bits(), yv.to_bits())).or_insert((xv, yv, 0.0, 0));
             e.2 += zv;
             e.3 += 1;
         }
@@ -196,22 +149,10 @@ pub fn heatmap_panels(
         };
         let xs = distinct(|e| e.0);
         let ys = distinct(|e| e.1);
-        let index = |list: &[f64], v: f64| {
-            list.binary_search_by(|p| p.total_cmp(&v))
-                .expect("value taken from the list")
-        };
-        let cells: Vec<(usize, usize, f64)> = sums
-            .values()
-            .map(|e| (index(&xs, e.0), index(&ys, e.1), e.2 / e.3 as f64))
-            .collect();
+        let index = |list: &[f64], v: f64| list.binary_search_by(|p| p.total_cmp(&v)).expect("value taken from the list");
+        let cells: Vec<(usize, usize, f64)> = sums.values().map(|e| (index(&xs, e.0), index(&ys, e.1), e.2 / e.3 as f64)).collect();
         let mean = cells.iter().map(|c| c.2).sum::<f64>() / cells.len() as f64;
-        out.push(HeatmapPanel {
-            label,
-            xs,
-            ys,
-            cells,
-            mean,
-        });
+        out.push(HeatmapPanel { label, xs, ys, cells, mean });
     }
     Ok(out)
 }
@@ -221,80 +162,36 @@ mod tests {
     use super::*;
 
     fn row(pairs: &[(&str, Value)]) -> Row {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
     }
 
     #[test]
     fn lines_average_over_rows_at_each_x_per_series() {
         let rows = vec![
-            row(&[
-                ("g", Value::Str("b".into())),
-                ("steps", Value::Int(8)),
-                ("acc", Value::Float(0.5)),
-            ]),
-            row(&[
-                ("g", Value::Str("b".into())),
-                ("steps", Value::Int(8)),
-                ("acc", Value::Float(0.7)),
-            ]),
-            row(&[
-                ("g", Value::Str("a".into())),
-                ("steps", Value::Int(64)),
-                ("acc", Value::Float(0.9)),
-            ]),
-            row(&[
-                ("g", Value::Str("a".into())),
-                ("steps", Value::Int(8)),
-                ("acc", Value::Float(0.8)),
-            ]),
+            row(&[("g", Value::Str("b".into())), ("steps", Value::Int(8)), ("acc", Value::Float(0.5))]),
+            row(&[("g", Value::Str("b".into())), ("steps", Value::Int(8)), ("acc", Value::Float(0.7))]),
+            row(&[("g", Value::Str("a".into())), ("steps", Value::Int(64)), ("acc", Value::Float(0.9))]),
+            row(&[("g", Value::Str("a".into())), ("steps", Value::Int(8)), ("acc", Value::Float(0.8))]),
         ];
         let s = line_series(&rows, "steps", "acc", &["g".into()]).unwrap();
-        assert_eq!(
-            s.iter().map(|l| l.label.as_str()).collect::<Vec<_>>(),
-            ["a", "b"]
-        );
-        assert_eq!(
-            s[0].points.iter().map(|p| p.x).collect::<Vec<_>>(),
-            [8.0, 64.0]
-        );
+        assert_eq!(s.iter().map(|l| l.label.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(s[0].points.iter().map(|p| p.x).collect::<Vec<_>>(), [8.0, 64.0]);
         let b = &s[1].points[0];
-        assert!(
-            (b.mean - 0.6).abs() < 1e-12 && (b.std.unwrap() - 0.02f64.sqrt()).abs() < 1e-12,
-            "{b:?}"
-        );
+        assert!((b.mean - 0.6).abs() < 1e-12 && (b.std.unwrap() - 0.02f64.sqrt()).abs() < 1e-12, "{b:?}");
     }
 
     #[test]
     fn labels_name_numeric_and_boolean_values() {
-        let cols = vec![
-            "geometry".to_string(),
-            "guided".to_string(),
-            "steps".to_string(),
-        ];
-        let key = vec![
-            Some(Value::Str("euclidean".into())),
-            Some(Value::Bool(true)),
-            Some(Value::Int(8)),
-        ];
+        let cols = vec!["geometry".to_string(), "guided".to_string(), "steps".to_string()];
+        let key = vec![Some(Value::Str("euclidean".into())), Some(Value::Bool(true)), Some(Value::Int(8))];
         assert_eq!(series_label(&cols, &key), "euclidean, guided=true, steps=8");
     }
 
     #[test]
     fn heatmap_cells_index_distinct_values() {
         let rows = vec![
-            row(&[
-                ("a", Value::Int(3)),
-                ("b", Value::Int(7)),
-                ("z", Value::Float(1.0)),
-            ]),
-            row(&[
-                ("a", Value::Int(1)),
-                ("b", Value::Int(7)),
-                ("z", Value::Float(3.0)),
-            ]),
+            row(&[("a", Value::Int(3)), ("b", Value::Int(7)), ("z", Value::Float(1.0))]),
+            row(&[("a", Value::Int(1)), ("b", Value::Int(7)), ("z", Value::Float(3.0))]),
         ];
         let p = heatmap_panels(&rows, "a", "b", "z", &[]).unwrap();
         assert_eq!(p[0].xs, [1.0, 3.0]);

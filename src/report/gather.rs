@@ -17,28 +17,14 @@ pub const INSTANCE_COLUMN: &str = "instance";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatherError {
-    #[error(
-        "`{instance}` has neither {source_name}.parquet nor {source_name}.csv (files: {files})"
-    )]
-    NoSource {
-        instance: String,
-        source_name: String,
-        files: String,
-    },
+    #[error("`{instance}` has neither {source_name}.parquet nor {source_name}.csv (files: {files})")]
+    NoSource { instance: String, source_name: String, files: String },
     #[error("cannot read {path}: {message}")]
     Read { path: PathBuf, message: String },
     #[error("`{instance}`: column `{column}` holds {row_value} in its rows but the instance's axis says {axis_value}")]
-    AxisConflict {
-        instance: String,
-        column: String,
-        row_value: String,
-        axis_value: String,
-    },
+    AxisConflict { instance: String, column: String, row_value: String, axis_value: String },
     #[error("no rows: the inputs' {source_name} tables are empty{filtered}")]
-    Empty {
-        source_name: String,
-        filtered: &'static str,
-    },
+    Empty { source_name: String, filtered: &'static str },
     #[error("no column `{column}` in the gathered rows; columns: {columns}")]
     NoColumn { column: String, columns: String },
 }
@@ -51,11 +37,7 @@ impl From<GatherError> for StageError {
 
 /// Every row of `source` from `inputs`, with axis and instance columns, that passes `filter`
 /// (column -> required value, compared as text).
-pub fn gather(
-    inputs: &[InputArtifact],
-    source: &str,
-    filter: &BTreeMap<String, String>,
-) -> Result<Vec<Row>, GatherError> {
+pub fn gather(inputs: &[InputArtifact], source: &str, filter: &BTreeMap<String, String>) -> Result<Vec<Row>, GatherError> {
     let mut rows = Vec::new();
     for input in inputs {
         for mut row in read_source(input, source)? {
@@ -75,8 +57,7 @@ pub fn gather(
                     }
                 }
             }
-            row.entry(INSTANCE_COLUMN.to_owned())
-                .or_insert_with(|| Value::Str(input.instance.clone()));
+            row.entry(INSTANCE_COLUMN.to_owned()).or_insert_with(|| Value::Str(input.instance.clone()));
             rows.push(row);
         }
     }
@@ -84,11 +65,7 @@ pub fn gather(
     for column in filter.keys() {
         require_column(&rows, column)?;
     }
-    rows.retain(|row| {
-        filter
-            .iter()
-            .all(|(col, want)| row.get(col).is_some_and(|v| v.to_string() == *want))
-    });
+    rows.retain(|row| filter.iter().all(|(col, want)| row.get(col).is_some_and(|v| v.to_string() == *want)));
     if rows.is_empty() {
         return Err(GatherError::Empty {
             source_name: source.to_owned(),
@@ -103,16 +80,10 @@ pub fn require_column(rows: &[Row], column: &str) -> Result<(), GatherError> {
     if rows.iter().any(|r| r.contains_key(column)) {
         return Ok(());
     }
-    let mut columns: Vec<&str> = rows
-        .iter()
-        .flat_map(|r| r.keys().map(String::as_str))
-        .collect();
+    let mut columns: Vec<&str> = rows.iter().flat_map(|r| r.keys().map(String::as_str)).collect();
     columns.sort();
     columns.dedup();
-    Err(GatherError::NoColumn {
-        column: column.to_owned(),
-        columns: columns.join(", "),
-    })
+    Err(GatherError::NoColumn { column: column.to_owned(), columns: columns.join(", ") })
 }
 
 fn read_source(input: &InputArtifact, source: &str) -> Result<Vec<Row>, GatherError> {
@@ -126,23 +97,11 @@ fn read_source(input: &InputArtifact, source: &str) -> Result<Vec<Row>, GatherEr
         (csv, f)
     } else {
         let files = crate::cache::list_files(&input.dir)
-            .map(|fs| {
-                fs.iter()
-                    .map(|f| f.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
+            .map(|fs| fs.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "))
             .unwrap_or_default();
-        return Err(GatherError::NoSource {
-            instance: input.instance.clone(),
-            source_name: source.to_owned(),
-            files,
-        });
+        return Err(GatherError::NoSource { instance: input.instance.clone(), source_name: source.to_owned(), files });
     };
-    let frame = frame.map_err(|e| GatherError::Read {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
+    let frame = frame.map_err(|e| GatherError::Read { path: path.clone(), message: e.to_string() })?;
     Ok(table::frame_to_rows(&frame))
 }
 
@@ -154,10 +113,7 @@ mod tests {
         InputArtifact {
             instance: name.into(),
             kind: "command".into(),
-            axes: axes
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
+            axes: axes.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
             key: "k".into(),
             dir: dir.to_owned(),
         }
@@ -166,38 +122,16 @@ mod tests {
     #[test]
     fn csv_rows_get_axis_columns_and_filters_apply() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("metrics.csv"),
-            "kind,acc\nsummary,0.5\nnet,0.25\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("metrics.csv"), "kind,acc\nsummary,0.5\nnet,0.25\n").unwrap();
         let a = artifact(dir.path(), "gen[N=1]", &[("N", Value::Str("1".into()))]);
         let rows = gather(std::slice::from_ref(&a), "metrics", &BTreeMap::new()).unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].get("N"), Some(&Value::Str("1".into())));
         assert_eq!(rows[0].get("acc"), Some(&Value::Float(0.5)));
-        assert_eq!(
-            rows[1].get(INSTANCE_COLUMN),
-            Some(&Value::Str("gen[N=1]".into()))
-        );
-        let only_nets = gather(
-            std::slice::from_ref(&a),
-            "metrics",
-            &BTreeMap::from([("kind".into(), "net".into())]),
-        )
-        .unwrap();
+        assert_eq!(rows[1].get(INSTANCE_COLUMN), Some(&Value::Str("gen[N=1]".into())));
+        let only_nets = gather(std::slice::from_ref(&a), "metrics", &BTreeMap::from([("kind".into(), "net".into())])).unwrap();
         assert_eq!(only_nets.len(), 1);
-        assert!(matches!(
-            gather(
-                std::slice::from_ref(&a),
-                "metrics",
-                &BTreeMap::from([("kid".into(), "net".into())])
-            ),
-            Err(GatherError::NoColumn { .. })
-        ));
-        assert!(matches!(
-            gather(&[a], "missing", &BTreeMap::new()),
-            Err(GatherError::NoSource { .. })
-        ));
+        assert!(matches!(gather(std::slice::from_ref(&a), "metrics", &BTreeMap::from([("kid".into(), "net".into())])), Err(GatherError::NoColumn { .. })));
+        assert!(matches!(gather(&[a], "missing", &BTreeMap::new()), Err(GatherError::NoSource { .. })));
     }
 }

@@ -81,11 +81,7 @@ pub enum ReferenceError {
     #[error("reference `{given}` must start with `{PREFIX}` (e.g. `thesis:table-7.1`)")]
     NoPrefix { given: String },
     #[error("the thesis data has no {what} `{id}`; known: {known}")]
-    Unknown {
-        what: &'static str,
-        id: String,
-        known: String,
-    },
+    Unknown { what: &'static str, id: String, known: String },
 }
 
 impl Thesis {
@@ -98,43 +94,26 @@ impl Thesis {
 
     pub fn get() -> &'static Thesis {
         static THESIS: OnceLock<Thesis> = OnceLock::new();
-        THESIS.get_or_init(|| {
-            toml::from_str(THESIS_TOML)
-                .expect("reference/thesis.toml is valid (checked by a unit test)")
-        })
+        THESIS.get_or_init(|| toml::from_str(THESIS_TOML).expect("reference/thesis.toml is valid (checked by a unit test)"))
     }
 
     pub fn table(&self, reference: &str) -> Result<&ReferenceTable, ReferenceError> {
         let id = strip_prefix(reference)?;
-        self.tables.get(id).ok_or_else(|| ReferenceError::Unknown {
-            what: "table",
-            id: id.to_owned(),
-            known: known(self.tables.keys()),
-        })
+        self.tables.get(id).ok_or_else(|| ReferenceError::Unknown { what: "table", id: id.to_owned(), known: known(self.tables.keys()) })
     }
 
     pub fn figure(&self, reference: &str) -> Result<&ReferenceFigure, ReferenceError> {
         let id = strip_prefix(reference)?;
-        self.figures.get(id).ok_or_else(|| ReferenceError::Unknown {
-            what: "figure",
-            id: id.to_owned(),
-            known: known(self.figures.keys()),
-        })
+        self.figures.get(id).ok_or_else(|| ReferenceError::Unknown { what: "figure", id: id.to_owned(), known: known(self.figures.keys()) })
     }
 }
 
 fn strip_prefix(reference: &str) -> Result<&str, ReferenceError> {
-    reference
-        .strip_prefix(PREFIX)
-        .ok_or_else(|| ReferenceError::NoPrefix {
-            given: reference.to_owned(),
-        })
+    reference.strip_prefix(PREFIX).ok_or_else(|| ReferenceError::NoPrefix { given: reference.to_owned() })
 }
 
 fn known<'a>(ids: impl Iterator<Item = &'a String>) -> String {
-    ids.map(|i| format!("{PREFIX}{i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    ids.map(|i| format!("{PREFIX}{i}")).collect::<Vec<_>>().join(", ")
 }
 
 /// Group values compare as lower-case text, so `true`, `"true"` and `True` agree.
@@ -149,17 +128,10 @@ fn with_derived_keys(group: &BTreeMap<String, String>) -> BTreeMap<String, Strin
     let mut g = group.clone();
     if let (Some(method), false) = (group.get("method"), group.contains_key("aligned")) {
         if !method.is_empty() {
-            g.insert(
-                "aligned".into(),
-                (method.to_lowercase() != "none").to_string(),
-            );
+            g.insert("aligned".into(), (method.to_lowercase() != "none").to_string());
         }
     }
-    if group
-        .get("geometry")
-        .is_some_and(|v| v.is_empty() || v == "null")
-        && !group.contains_key("model")
-    {
+    if group.get("geometry").is_some_and(|v| v.is_empty() || v == "null") && !group.contains_key("model") {
         g.insert("model".into(), "target".into());
     }
     g
@@ -196,10 +168,7 @@ mod tests {
     use super::*;
 
     fn group(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -209,44 +178,23 @@ mod tests {
         for (id, table) in &t.tables {
             for row in &table.rows {
                 for m in &table.metrics {
-                    assert!(
-                        row.metric(m).is_some(),
-                        "{id} row `{}` lacks `{m}`",
-                        row.label
-                    );
+                    assert!(row.metric(m).is_some(), "{id} row `{}` lacks `{m}`", row.label);
                 }
-                assert_eq!(
-                    row.values.len(),
-                    table.metrics.len(),
-                    "{id} row `{}` has extra values",
-                    row.label
-                );
+                assert_eq!(row.values.len(), table.metrics.len(), "{id} row `{}` has extra values", row.label);
             }
         }
-        assert!(t
-            .numbers
-            .iter()
-            .any(|n| n.id == "mlp-parameters-mnist" && n.value == 7960.0));
+        assert!(t.numbers.iter().any(|n| n.id == "mlp-parameters-mnist" && n.value == 7960.0));
     }
 
     #[test]
     fn lookup_matches_unique_rows_and_refuses_ambiguous_ones() {
         let t = Thesis::get().table("thesis:table-7.1").unwrap();
-        let row = t
-            .lookup(&group(&[
-                ("geometry", "Geometric"),
-                ("aligned", "true"),
-                ("coupling", "ot"),
-            ]))
-            .unwrap();
+        let row = t.lookup(&group(&[("geometry", "Geometric"), ("aligned", "true"), ("coupling", "ot")])).unwrap();
         assert_eq!(row.label, "Geometric (aligned + OT)");
         assert_eq!(row.metric("loss"), Some((0.020, 0.012)));
         // Only the geometry known: three Euclidean rows qualify, so none is chosen.
         assert!(t.lookup(&group(&[("geometry", "euclidean")])).is_none());
-        assert_eq!(
-            t.lookup(&group(&[("model", "target")])).unwrap().label,
-            "Target"
-        );
+        assert_eq!(t.lookup(&group(&[("model", "target")])).unwrap().label, "Target");
         // No key in common: nothing.
         assert!(t.lookup(&group(&[("steps", "8")])).is_none());
     }
@@ -255,15 +203,10 @@ mod tests {
     fn unknown_ids_are_errors_naming_the_known_ones() {
         let t = Thesis::get();
         match t.table("thesis:table-9.9") {
-            Err(ReferenceError::Unknown { known, .. }) => {
-                assert!(known.contains("thesis:table-7.2"), "{known}")
-            }
+            Err(ReferenceError::Unknown { known, .. }) => assert!(known.contains("thesis:table-7.2"), "{known}"),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(
-            t.figure("figure-7.5"),
-            Err(ReferenceError::NoPrefix { .. })
-        ));
+        assert!(matches!(t.figure("figure-7.5"), Err(ReferenceError::NoPrefix { .. })));
         assert_eq!(t.figure("thesis:figure-7.5").unwrap().lines[0].value, 0.933);
     }
 }

@@ -24,22 +24,12 @@ pub struct SummaryTable<'a> {
 
 impl<'a> SummaryTable<'a> {
     pub fn new(title: String, grouped: Grouped, with_min_max: bool) -> Self {
-        SummaryTable {
-            title,
-            grouped,
-            with_min_max,
-            reference: None,
-        }
+        SummaryTable { title, grouped, with_min_max, reference: None }
     }
 
     /// Attach the thesis's rows: each group looks itself up by its column values, with
     /// `fixed` supplying values for match keys the table does not group by.
-    pub fn with_reference(
-        mut self,
-        id: &str,
-        table: &'a ReferenceTable,
-        fixed: &BTreeMap<String, String>,
-    ) -> Self {
+    pub fn with_reference(mut self, id: &str, table: &'a ReferenceTable, fixed: &BTreeMap<String, String>) -> Self {
         let rows = self
             .grouped
             .groups
@@ -75,32 +65,19 @@ impl<'a> SummaryTable<'a> {
             names.push("thesis_row".into());
         }
         for m in &self.grouped.metrics {
-            names.extend([
-                format!("{m}_mean"),
-                format!("{m}_std"),
-                format!("{m}_count"),
-            ]);
+            names.extend([format!("{m}_mean"), format!("{m}_std"), format!("{m}_count")]);
             if self.with_min_max {
                 names.extend([format!("{m}_min"), format!("{m}_max")]);
             }
             if self.reference.is_some() {
-                names.extend([
-                    format!("{m}_thesis"),
-                    format!("{m}_thesis_std"),
-                    format!("{m}_diff"),
-                ]);
+                names.extend([format!("{m}_thesis"), format!("{m}_thesis_std"), format!("{m}_diff")]);
             }
         }
         names
     }
 
     pub fn rows(&self) -> Vec<Row> {
-        self.grouped
-            .groups
-            .iter()
-            .enumerate()
-            .map(|(i, g)| self.row(i, g))
-            .collect()
+        self.grouped.groups.iter().enumerate().map(|(i, g)| self.row(i, g)).collect()
     }
 
     fn row(&self, i: usize, g: &Group) -> Row {
@@ -115,10 +92,7 @@ impl<'a> SummaryTable<'a> {
             row.insert("thesis_row".into(), Value::Str(t.label.clone()));
         }
         for (m, s) in self.grouped.metrics.iter().zip(&g.metrics) {
-            row.insert(
-                format!("{m}_count"),
-                Value::Int(s.as_ref().map_or(0, |s| s.count as i64)),
-            );
+            row.insert(format!("{m}_count"), Value::Int(s.as_ref().map_or(0, |s| s.count as i64)));
             let Some(s) = s else { continue };
             row.insert(format!("{m}_mean"), Value::Float(s.mean));
             if let Some(std) = s.std {
@@ -163,21 +137,10 @@ impl<'a> SummaryTable<'a> {
         if !self.title.is_empty() {
             let _ = writeln!(out, "**{}**\n", escape(&self.title));
         }
-        let _ = writeln!(
-            out,
-            "| {} |",
-            head.iter()
-                .map(|h| escape(h))
-                .collect::<Vec<_>>()
-                .join(" | ")
-        );
+        let _ = writeln!(out, "| {} |", head.iter().map(|h| escape(h)).collect::<Vec<_>>().join(" | "));
         let _ = writeln!(out, "|{}|", align.join("|"));
         for (i, g) in self.grouped.groups.iter().enumerate() {
-            let mut cells: Vec<String> = g
-                .key
-                .iter()
-                .map(|v| v.as_ref().map_or("–".into(), |v| escape(&v.to_string())))
-                .collect();
+            let mut cells: Vec<String> = g.key.iter().map(|v| v.as_ref().map_or("–".into(), |v| escape(&v.to_string()))).collect();
             let thesis = self.thesis_row(i);
             if self.reference.is_some() {
                 cells.push(thesis.map_or("–".into(), |t| escape(&t.label)));
@@ -186,14 +149,8 @@ impl<'a> SummaryTable<'a> {
             for (m, s) in self.grouped.metrics.iter().zip(&g.metrics) {
                 cells.push(s.as_ref().map_or("–".into(), |s| mean_std(s.mean, s.std)));
                 if self.with_min_max {
-                    cells.push(
-                        s.as_ref()
-                            .map_or("–".into(), |s| number(s.min, decimals(s.min))),
-                    );
-                    cells.push(
-                        s.as_ref()
-                            .map_or("–".into(), |s| number(s.max, decimals(s.max))),
-                    );
+                    cells.push(s.as_ref().map_or("–".into(), |s| number(s.min, decimals(s.min))));
+                    cells.push(s.as_ref().map_or("–".into(), |s| number(s.max, decimals(s.max))));
                 }
                 if self.reference.is_some() {
                     match (thesis.and_then(|t| t.metric(m)), s) {
@@ -211,16 +168,9 @@ impl<'a> SummaryTable<'a> {
             }
             let _ = writeln!(out, "| {} |", cells.join(" | "));
         }
-        let _ = write!(
-            out,
-            "\nMean ± sample standard deviation (ddof = 1) over the n rows of each group."
-        );
+        let _ = write!(out, "\nMean ± sample standard deviation (ddof = 1) over the n rows of each group.");
         if let Some((id, table, _)) = &self.reference {
-            let _ = write!(
-                out,
-                " Thesis values from `{id}` ({}); Δ = ours − thesis.",
-                escape(&table.title)
-            );
+            let _ = write!(out, " Thesis values from `{id}` ({}); Δ = ours − thesis.", escape(&table.title));
         }
         out.push('\n');
         out

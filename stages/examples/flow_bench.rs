@@ -14,14 +14,14 @@ use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::{Tensor, TensorData};
 use wfpipe_stages::backend::Cpu;
+use wfpipe_stages::layout::Layout;
+use wfpipe_stages::noise::Rng;
+use wfpipe_stages::rt::graph::{GraphSpec, TimeChannel};
 use wfpipe_stages::coupling::Coupling;
 use wfpipe_stages::flow::train::{FlowModel, FusedFlow};
 use wfpipe_stages::flow::{FlowSpec, SourceMode, SourceSpec};
 use wfpipe_stages::geometry::Geometry;
-use wfpipe_stages::layout::Layout;
-use wfpipe_stages::noise::Rng;
 use wfpipe_stages::rt::fused::{FusedGraph, FusedRt};
-use wfpipe_stages::rt::graph::{GraphSpec, TimeChannel};
 use wfpipe_stages::rt::model::{RelationalTransformer, RtConfig};
 
 #[global_allocator]
@@ -38,14 +38,7 @@ fn batch_tensors(layout: &Layout, batch: usize, rng: &mut Rng) -> (Vec<f32>, Vec
 }
 
 /// Seconds per training step and per Euler step of the fused engine.
-fn bench_fused(
-    name: &str,
-    layout: &Layout,
-    d: usize,
-    batch: usize,
-    layers: usize,
-    steps: usize,
-) -> (f64, f64) {
+fn bench_fused(name: &str, layout: &Layout, d: usize, batch: usize, layers: usize, steps: usize) -> (f64, f64) {
     let spec = FlowSpec {
         geometry: Geometry::Euclidean,
         coupling: Coupling::Independent,
@@ -53,12 +46,7 @@ fn bench_fused(
         rt: RtConfig::for_layout(layout, d, layers, 1),
         time_channel: TimeChannel::Faithful,
         sigma: 1e-4,
-        source: SourceSpec {
-            mode: SourceMode::Fresh,
-            std: 0.1,
-            count: 0,
-            seed: 0,
-        },
+        source: SourceSpec { mode: SourceMode::Fresh, std: 0.1, count: 0, seed: 0 },
     };
     let mut flow = FusedFlow::new(&spec, 0);
     let mut rng = Rng::seed_from(0);
@@ -77,9 +65,7 @@ fn bench_fused(
         1.0 / per_step,
         train_flops / per_step / 1e9
     );
-    let model = spec
-        .rt
-        .init::<burn::backend::NdArray<f32>>(0, &Default::default());
+    let model = spec.rt.init::<burn::backend::NdArray<f32>>(0, &Default::default());
     let engine = FusedRt::from_model(&model, &spec.rt);
     let graph = FusedGraph::new(&GraphSpec::new(layout, TimeChannel::Faithful));
     let (x, _, t) = batch_tensors(layout, batch, &mut rng);
@@ -104,20 +90,15 @@ fn bench(name: &str, layout: &Layout, d: usize, batch: usize, steps: usize) -> (
     let layers = 5;
     let config = RtConfig::for_layout(layout, d, layers, 1);
     let mut model: RelationalTransformer<Cpu> = config.init(0, &device);
-    let mut optim = AdamConfig::new()
-        .with_epsilon(1e-8)
-        .init::<Cpu, RelationalTransformer<Cpu>>();
+    let mut optim = AdamConfig::new().with_epsilon(1e-8).init::<Cpu, RelationalTransformer<Cpu>>();
     let graph = GraphSpec::new(layout, TimeChannel::Faithful);
     let p = layout.num_params();
     let mut rng = Rng::seed_from(0);
-    let tensor2 =
-        |v: Vec<f32>| Tensor::<Cpu, 2>::from_data(TensorData::new(v, [batch, p]), &device);
+    let tensor2 = |v: Vec<f32>| Tensor::<Cpu, 2>::from_data(TensorData::new(v, [batch, p]), &device);
     let tensor1 = |v: Vec<f32>| Tensor::<Cpu, 1>::from_data(TensorData::new(v, [batch]), &device);
     let mut train_step = |model: RelationalTransformer<Cpu>, rng: &mut Rng| {
         let (x, target, t) = batch_tensors(layout, batch, rng);
-        let loss = (model.forward(tensor2(x), tensor1(t), &graph) - tensor2(target))
-            .square()
-            .mean();
+        let loss = (model.forward(tensor2(x), tensor1(t), &graph) - tensor2(target)).square().mean();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         optim.step(1e-3, model, grads)
     };
@@ -140,14 +121,10 @@ fn bench(name: &str, layout: &Layout, d: usize, batch: usize, steps: usize) -> (
     let (x, _, t) = batch_tensors(layout, batch, &mut rng);
     let inner2 = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [batch, p]), &device);
     let inner1 = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [batch]), &device);
-    let _ = inference
-        .forward(inner2(x.clone()), inner1(t.clone()), &graph)
-        .into_data(); // warm-up
+    let _ = inference.forward(inner2(x.clone()), inner1(t.clone()), &graph).into_data(); // warm-up
     let start = Instant::now();
     for _ in 0..steps {
-        let _ = inference
-            .forward(inner2(x.clone()), inner1(t.clone()), &graph)
-            .into_data();
+        let _ = inference.forward(inner2(x.clone()), inner1(t.clone()), &graph).into_data();
     }
     let per_euler = start.elapsed().as_secs_f64() / steps as f64;
     let fwd = batch as f64 * forward_flops(layout, d, layers);
@@ -168,11 +145,7 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let uci = Layout(vec![30, 16, 16, 2]);
     let with_burn = !args.iter().any(|a| a == "--no-burn");
     println!("threads: {}", rayon::current_num_threads());
@@ -184,23 +157,9 @@ fn main() {
         configs.push(("uci d=64 B=32", 64, 32));
     }
     // `--custom d,batch,layers`: one more configuration, fused engine only.
-    if let Some(spec) = args
-        .iter()
-        .position(|a| a == "--custom")
-        .and_then(|i| args.get(i + 1))
-    {
-        let v: Vec<usize> = spec
-            .split(',')
-            .map(|x| x.parse().expect("--custom d,batch,layers"))
-            .collect();
-        bench_fused(
-            &format!("uci d={} B={} L={}", v[0], v[1], v[2]),
-            &uci,
-            v[0],
-            v[1],
-            v[2],
-            steps,
-        );
+    if let Some(spec) = args.iter().position(|a| a == "--custom").and_then(|i| args.get(i + 1)) {
+        let v: Vec<usize> = spec.split(',').map(|x| x.parse().expect("--custom d,batch,layers")).collect();
+        bench_fused(&format!("uci d={} B={} L={}", v[0], v[1], v[2]), &uci, v[0], v[1], v[2], steps);
         return;
     }
     for (name, d, batch) in configs {

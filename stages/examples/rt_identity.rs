@@ -15,15 +15,8 @@ use wfpipe_stages::rt::model::RtConfig;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().expect("numbers"))
-        .collect();
-    let (d, layers, steps) = (
-        args.first().copied().unwrap_or(8),
-        args.get(1).copied().unwrap_or(2),
-        args.get(2).copied().unwrap_or(300),
-    );
+    let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("numbers")).collect();
+    let (d, layers, steps) = (args.first().copied().unwrap_or(8), args.get(1).copied().unwrap_or(2), args.get(2).copied().unwrap_or(300));
     let layout = Layout(vec![30, 16, 16, 2]);
     let config = RtConfig::for_layout(&layout, d, layers, 1);
     let model = config.init::<burn::backend::NdArray<f32>>(0, &Default::default());
@@ -39,20 +32,12 @@ fn main() {
         let t = vec![0.5f32; batch];
         let y = engine.forward_taped(&graph, &x, &t, &mut tapes);
         let n = (batch * p) as f32;
-        let loss: f32 = y
-            .iter()
-            .zip(&x)
-            .map(|(a, b)| (a - b) * (a - b))
-            .sum::<f32>()
-            / n;
+        let loss: f32 = y.iter().zip(&x).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / n;
         let dout: Vec<f32> = y.iter().zip(&x).map(|(a, b)| 2.0 * (a - b) / n).collect();
         let grads = engine.backward(&graph, &mut tapes, &dout);
         adam.update(1e-3, &mut engine.params, &grads);
         if step % 25 == 0 || step == 1 {
-            println!(
-                "step {step}: mse {loss:.5} (input variance {:.5})",
-                std * std
-            );
+            println!("step {step}: mse {loss:.5} (input variance {:.5})", std * std);
         }
     }
 }

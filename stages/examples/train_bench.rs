@@ -12,31 +12,13 @@ use wfpipe_stages::layout::Layout;
 use wfpipe_stages::mlp::{self, MlpConfig, OptimizerConfig, TrainConfig};
 use wfpipe_stages::rng;
 
-fn bench(
-    name: &str,
-    dataset: &data::Dataset,
-    layout: Layout,
-    optimizer: OptimizerConfig,
-    epochs: usize,
-) {
-    let config = TrainConfig {
-        epochs,
-        batch_size: 64,
-        optimizer,
-    };
+fn bench(name: &str, dataset: &data::Dataset, layout: Layout, optimizer: OptimizerConfig, epochs: usize) {
+    let config = TrainConfig { epochs, batch_size: 64, optimizer };
     let mut theta = MlpConfig::new(layout.clone()).init(&mut rng::stream(0, "bench init", 0));
     let steps = epochs * mlp::train::batches_per_epoch(dataset.train.len(), 64);
     let start = Instant::now();
-    mlp::train(
-        &layout,
-        &mut theta,
-        &dataset.train,
-        &config,
-        None,
-        &mut rng::stream(0, "bench shuffle", 0),
-        |_, _, _| {},
-    )
-    .expect("training does not diverge");
+    mlp::train(&layout, &mut theta, &dataset.train, &config, None, &mut rng::stream(0, "bench shuffle", 0), |_, _, _| {})
+        .expect("training does not diverge");
     let secs = start.elapsed().as_secs_f64();
     let metrics = mlp::evaluate(&layout, &theta, &dataset.test, 64, &mut Default::default());
     println!(
@@ -56,24 +38,11 @@ fn main() {
         .unwrap_or_else(|| PathBuf::from("data"));
     let mnist_epochs: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(2);
 
-    let uci = data::load(DatasetName::UciWdbc, &data_dir, DEFAULT_SPLIT_SEED)
-        .expect("UCI WDBC is built in");
-    bench(
-        "uci-wdbc 30-16-16-2 adam",
-        &uci,
-        Layout(vec![30, 16, 16, 2]),
-        OptimizerConfig::adam(1e-3),
-        500,
-    );
+    let uci = data::load(DatasetName::UciWdbc, &data_dir, DEFAULT_SPLIT_SEED).expect("UCI WDBC is built in");
+    bench("uci-wdbc 30-16-16-2 adam", &uci, Layout(vec![30, 16, 16, 2]), OptimizerConfig::adam(1e-3), 500);
 
     match data::load(DatasetName::Mnist, &data_dir, DEFAULT_SPLIT_SEED) {
-        Ok(mnist) => bench(
-            "mnist 784-10-10 sgd",
-            &mnist,
-            Layout(vec![784, 10, 10]),
-            OptimizerConfig::sgd(0.1, 0.9, 1e-5),
-            mnist_epochs,
-        ),
+        Ok(mnist) => bench("mnist 784-10-10 sgd", &mnist, Layout(vec![784, 10, 10]), OptimizerConfig::sgd(0.1, 0.9, 1e-5), mnist_epochs),
         Err(e) => eprintln!("skipping MNIST: {e}"),
     }
 }

@@ -74,11 +74,7 @@ pub fn solve_max(score: &[f64], n: usize) -> Vec<usize> {
 
 /// Total cost of an assignment.
 pub fn total(cost: &[f64], n: usize, assignment: &[usize]) -> f64 {
-    assignment
-        .iter()
-        .enumerate()
-        .map(|(r, &c)| cost[r * n + c])
-        .sum()
+    assignment.iter().enumerate().map(|(r, &c)| cost[r * n + c]).sum()
 }
 
 /// Every permutation of `0..n`, for brute-force checks in tests.
@@ -102,6 +98,7 @@ pub(crate) fn permutations(n: usize) -> Vec<Vec<usize>> {
 mod tests {
     use super::*;
 
+
     #[test]
     fn equals_brute_force_on_random_matrices() {
         // A small xorshift keeps the test free of extra dependencies.
@@ -120,10 +117,7 @@ mod tests {
                     .iter()
                     .map(|p| total(&cost, n, p))
                     .fold(f64::INFINITY, f64::min);
-                assert!(
-                    (got - best).abs() < 1e-9,
-                    "n={n}: hungarian {got} vs brute force {best}"
-                );
+                assert!((got - best).abs() < 1e-9, "n={n}: hungarian {got} vs brute force {best}");
             }
         }
     }

@@ -15,11 +15,7 @@ pub const NORM_EPSILON: f32 = 1e-12;
 
 /// Canonicalize one flat network in place with last-layer radius `rho`.
 pub fn canonicalize(layout: &Layout, theta: &mut [f32], rho: f32) {
-    assert_eq!(
-        theta.len(),
-        layout.num_params(),
-        "θ does not match layout {layout}"
-    );
+    assert_eq!(theta.len(), layout.num_params(), "θ does not match layout {layout}");
     let sizes = layout.sizes().to_vec();
     let big_l = layout.num_layers();
     for l in 1..big_l {
@@ -28,9 +24,7 @@ pub fn canonicalize(layout: &Layout, theta: &mut [f32], rho: f32) {
         let next_off = layout.weight_offset(l + 1);
         for b in 0..n_out {
             // Neuron b's incoming weights are the strided column b of the [n_in, n_out] block.
-            let norm_sq: f32 = (0..n_in)
-                .map(|a| theta[w_off + a * n_out + b].powi(2))
-                .sum();
+            let norm_sq: f32 = (0..n_in).map(|a| theta[w_off + a * n_out + b].powi(2)).sum();
             let r = norm_sq.sqrt().max(NORM_EPSILON);
             for a in 0..n_in {
                 theta[w_off + a * n_out + b] /= r;
@@ -44,12 +38,7 @@ pub fn canonicalize(layout: &Layout, theta: &mut [f32], rho: f32) {
     }
     let w_off = layout.weight_offset(big_l);
     let last = &mut theta[w_off..w_off + sizes[big_l - 1] * sizes[big_l]];
-    let s = last
-        .iter()
-        .map(|v| v * v)
-        .sum::<f32>()
-        .sqrt()
-        .max(NORM_EPSILON);
+    let s = last.iter().map(|v| v * v).sum::<f32>().sqrt().max(NORM_EPSILON);
     let scale = rho / s;
     for v in last.iter_mut() {
         *v *= scale;
@@ -88,18 +77,11 @@ mod tests {
         let after = forward_layers(&layout, &canon, &x, 20);
         // Hidden neurons are scaled by 1/r per neuron but their on/off pattern and the
         // network function up to the logits scale are preserved: compare the logits ratio.
-        let ratios: Vec<f32> = before[3]
-            .iter()
-            .zip(&after[3])
-            .map(|(a, b)| b / a)
-            .collect();
+        let ratios: Vec<f32> = before[3].iter().zip(&after[3]).map(|(a, b)| b / a).collect();
         let c = ratios[0];
         assert!(c > 0.0);
         for (i, r) in ratios.iter().enumerate() {
-            assert!(
-                (r - c).abs() < 1e-4 * c.abs().max(1.0),
-                "logit {i}: ratio {r} vs {c}"
-            );
+            assert!((r - c).abs() < 1e-4 * c.abs().max(1.0), "logit {i}: ratio {r} vs {c}");
         }
         // Each hidden neuron's activation is divided by its own positive constant (its
         // incoming norm), the same for every input: the hidden functions are preserved up
@@ -113,11 +95,7 @@ mod tests {
                     assert_eq!(a > 0.0, c > 0.0, "layer {l} neuron {b} input {i}");
                     if a > 1e-3 {
                         let k = *scale.get_or_insert(c / a);
-                        assert!(
-                            (c / a - k).abs() < 1e-4 * k,
-                            "layer {l} neuron {b}: scale {} vs {k}",
-                            c / a
-                        );
+                        assert!((c / a - k).abs() < 1e-4 * k, "layer {l} neuron {b}: scale {} vs {k}", c / a);
                     }
                 }
             }
@@ -176,16 +154,10 @@ mod tests {
                 count += 1;
             }
         }
-        let max_mean = sum
-            .iter()
-            .map(|s| (s / count as f64).abs())
-            .fold(0.0, f64::max);
+        let max_mean = sum.iter().map(|s| (s / count as f64).abs()).fold(0.0, f64::max);
         assert!(max_mean < 0.02, "mean direction coordinate {max_mean}");
         let m2 = second / count as f64;
-        assert!(
-            (m2 - 1.0 / 30.0).abs() < 0.004,
-            "E[u_0²] = {m2}, expected 1/30"
-        );
+        assert!((m2 - 1.0 / 30.0).abs() < 0.004, "E[u_0²] = {m2}, expected 1/30");
     }
 
     #[test]

@@ -67,33 +67,17 @@ pub enum CollectError {
 }
 
 /// Train run `run` and evaluate it.
-pub fn run_one(
-    config: &CollectConfig,
-    dataset: &Dataset,
-    run: usize,
-) -> Result<RunResult, CollectError> {
+pub fn run_one(config: &CollectConfig, dataset: &Dataset, run: usize) -> Result<RunResult, CollectError> {
     let layout = &config.layout;
-    let mut theta = MlpConfig::new(layout.clone()).init(&mut rng::stream(
-        config.seed,
-        "collect init",
-        run as u64,
-    ));
+    let mut theta = MlpConfig::new(layout.clone()).init(&mut rng::stream(config.seed, "collect init", run as u64));
     let mut shuffle = rng::stream(config.seed, "collect shuffle", run as u64);
     let mut data = Vec::new();
     let (mut epochs, mut steps) = (Vec::new(), Vec::new());
-    mlp::train(
-        layout,
-        &mut theta,
-        &dataset.train,
-        &config.train,
-        Some(config.record),
-        &mut shuffle,
-        |epoch, step, state| {
-            data.extend_from_slice(state);
-            epochs.push(epoch as i64);
-            steps.push(step as i64);
-        },
-    )
+    mlp::train(layout, &mut theta, &dataset.train, &config.train, Some(config.record), &mut shuffle, |epoch, step, state| {
+        data.extend_from_slice(state);
+        epochs.push(epoch as i64);
+        steps.push(step as i64);
+    })
     .map_err(|source| CollectError::Train { run, source })?;
     if epochs.is_empty() {
         return Err(CollectError::NoRecords { run });
@@ -105,11 +89,7 @@ pub fn run_one(
         .with_column("step", steps)?;
     let mut ws = Workspace::default();
     let mut eval = |split| mlp::evaluate(layout, &theta, split, config.eval_batch, &mut ws);
-    let (train, val, test) = (
-        eval(&dataset.train),
-        eval(&dataset.val),
-        eval(&dataset.test),
-    );
+    let (train, val, test) = (eval(&dataset.train), eval(&dataset.val), eval(&dataset.test));
     let metrics = RunMetrics {
         run,
         records: count,
@@ -130,9 +110,7 @@ pub struct Checkpoints {
 
 impl Checkpoints {
     pub fn new(dir: &Path) -> Self {
-        Checkpoints {
-            dir: dir.to_owned(),
-        }
+        Checkpoints { dir: dir.to_owned() }
     }
 
     fn weights_path(&self, run: usize) -> PathBuf {
@@ -146,8 +124,7 @@ impl Checkpoints {
     /// A finished run, if its checkpoint is complete and matches the layout.
     pub fn load(&self, run: usize, layout: &Layout) -> Option<RunResult> {
         // The metrics file is written last, so its presence marks a complete checkpoint.
-        let metrics: RunMetrics =
-            serde_json::from_slice(&std::fs::read(self.metrics_path(run)).ok()?).ok()?;
+        let metrics: RunMetrics = serde_json::from_slice(&std::fs::read(self.metrics_path(run)).ok()?).ok()?;
         let records = WeightSet::read(&self.weights_path(run)).ok()?;
         (records.layout == *layout && metrics.run == run && records.count == metrics.records)
             .then_some(RunResult { records, metrics })
@@ -155,15 +132,11 @@ impl Checkpoints {
 
     pub fn save(&self, result: &RunResult) -> Result<(), CollectError> {
         let run = result.metrics.run;
-        std::fs::create_dir_all(&self.dir).map_err(|e| CollectError::Checkpoint {
-            path: self.dir.clone(),
-            reason: e.to_string(),
-        })?;
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| CollectError::Checkpoint { path: self.dir.clone(), reason: e.to_string() })?;
         result.records.write(&self.weights_path(run))?;
         let json = serde_json::to_vec(&result.metrics).expect("run metrics always serialize");
-        crate::weights::write_atomic(&self.metrics_path(run), |w| {
-            std::io::Write::write_all(w, &json)
-        })?;
+        crate::weights::write_atomic(&self.metrics_path(run), |w| std::io::Write::write_all(w, &json))?;
         Ok(())
     }
 }
@@ -182,10 +155,7 @@ pub fn collect(
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
         .build()
-        .map_err(|e| CollectError::Checkpoint {
-            path: PathBuf::new(),
-            reason: format!("thread pool: {e}"),
-        })?;
+        .map_err(|e| CollectError::Checkpoint { path: PathBuf::new(), reason: format!("thread pool: {e}") })?;
     let results: Vec<Result<RunResult, CollectError>> = pool.install(|| {
         (0..config.runs)
             .into_par_iter()

@@ -77,11 +77,7 @@ pub fn draw_pairs(plan: &[f64], count: usize, rng: &mut Rng) -> Vec<(usize, usiz
     let mut cumulative = Vec::with_capacity(cells);
     let mut acc = 0.0;
     for &w in plan {
-        acc += if uniform {
-            1.0 / cells as f64
-        } else {
-            w / total
-        };
+        acc += if uniform { 1.0 / cells as f64 } else { w / total };
         cumulative.push(acc);
     }
     (0..count)
@@ -119,12 +115,7 @@ mod tests {
             let plan_cost: f64 = plan.iter().zip(&cost).map(|(w, c)| w * c).sum::<f64>() * b as f64;
             let best = permutations(b)
                 .iter()
-                .map(|s| {
-                    s.iter()
-                        .enumerate()
-                        .map(|(i, &j)| cost[i * b + j])
-                        .sum::<f64>()
-                })
+                .map(|s| s.iter().enumerate().map(|(i, &j)| cost[i * b + j]).sum::<f64>())
                 .fold(f64::INFINITY, f64::min);
             assert!((plan_cost - best).abs() < 1e-9, "{plan_cost} vs {best}");
             // drawn pairs come only from matched cells

@@ -33,12 +33,7 @@ pub fn mismatch(layout: &Layout, inputs: usize, classes: usize) -> Option<String
 
 impl<'a> TaskGuidance<'a> {
     pub fn new(layout: Layout, train: &'a Split, batch: usize, layout_bug: bool) -> Self {
-        TaskGuidance {
-            layout,
-            train,
-            batch: batch.min(train.len()).max(1),
-            layout_bug,
-        }
+        TaskGuidance { layout, train, batch: batch.min(train.len()).max(1), layout_bug }
     }
 
     /// `batch` distinct row indices (a partial shuffle).
@@ -72,22 +67,17 @@ impl<'a> TaskGuidance<'a> {
 impl Guidance for TaskGuidance<'_> {
     fn field(&mut self, x: &[f32], rng: &mut Rng) -> Vec<f32> {
         let p = self.layout.num_params();
-        let batches: Vec<Split> = (0..x.len() / p)
-            .map(|_| self.train.gather(&self.minibatch(rng)))
-            .collect();
+        let batches: Vec<Split> = (0..x.len() / p).map(|_| self.train.gather(&self.minibatch(rng))).collect();
         let mut out = vec![0.0f32; x.len()];
-        out.par_chunks_mut(p)
-            .zip(x.par_chunks(p))
-            .zip(batches.par_iter())
-            .for_each(|((field, theta), data)| {
-                let mut ws = Workspace::default();
-                let mut grad = vec![0.0f32; p];
-                loss_and_grad(&self.layout, theta, &data.x, &data.y, &mut ws, &mut grad);
-                if self.layout_bug {
-                    grad = self.misplace(&grad);
-                }
-                field.iter_mut().zip(&grad).for_each(|(f, g)| *f = -g);
-            });
+        out.par_chunks_mut(p).zip(x.par_chunks(p)).zip(batches.par_iter()).for_each(|((field, theta), data)| {
+            let mut ws = Workspace::default();
+            let mut grad = vec![0.0f32; p];
+            loss_and_grad(&self.layout, theta, &data.x, &data.y, &mut ws, &mut grad);
+            if self.layout_bug {
+                grad = self.misplace(&grad);
+            }
+            field.iter_mut().zip(&grad).for_each(|(f, g)| *f = -g);
+        });
         out
     }
 }

@@ -14,9 +14,7 @@ pub struct Layout(pub Vec<usize>);
 impl Layout {
     pub fn new(sizes: Vec<usize>) -> Result<Self, String> {
         if sizes.len() < 2 {
-            return Err(format!(
-                "a layout needs at least an input and an output size, got {sizes:?}"
-            ));
+            return Err(format!("a layout needs at least an input and an output size, got {sizes:?}"));
         }
         if sizes.iter().any(|&n| n == 0) {
             return Err(format!("layout sizes must be positive, got {sizes:?}"));
@@ -63,19 +61,13 @@ impl Layout {
 
     /// Offset `O_l` of `vec(W_lᵀ)` for weight layer `l` in 1..=L.
     pub fn weight_offset(&self, l: usize) -> usize {
-        assert!(
-            (1..=self.num_layers()).contains(&l),
-            "weight layer {l} out of range"
-        );
+        assert!((1..=self.num_layers()).contains(&l), "weight layer {l} out of range");
         self.0[..l].windows(2).map(|w| w[0] * w[1]).sum()
     }
 
     /// Offset of `b_l` for weight layer `l` in 1..=L.
     pub fn bias_offset(&self, l: usize) -> usize {
-        assert!(
-            (1..=self.num_layers()).contains(&l),
-            "bias layer {l} out of range"
-        );
+        assert!((1..=self.num_layers()).contains(&l), "bias layer {l} out of range");
         self.num_weights() + self.0[1..l].iter().sum::<usize>()
     }
 

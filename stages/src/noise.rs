@@ -23,9 +23,7 @@ impl Rng {
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             z ^ (z >> 31)
         };
-        Rng {
-            s: [next(), next(), next(), next()],
-        }
+        Rng { s: [next(), next(), next(), next()] }
     }
 
     /// An independent stream for a named purpose (source set, init, sampling, ...), so
@@ -77,9 +75,7 @@ impl Rng {
 
     /// `n` draws of `mean + std·ξ` as f32.
     pub fn normal_vec(&mut self, n: usize, mean: f64, std: f64) -> Vec<f32> {
-        (0..n)
-            .map(|_| (mean + std * self.normal()) as f32)
-            .collect()
+        (0..n).map(|_| (mean + std * self.normal()) as f32).collect()
     }
 
     /// A uniformly random permutation of `0..n` (Fisher–Yates).
@@ -106,10 +102,7 @@ mod tests {
         }
         let saved: Rng = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
         assert_eq!(saved, a);
-        assert_ne!(
-            Rng::derive(7, "source").next_u64(),
-            Rng::derive(7, "time").next_u64()
-        );
+        assert_ne!(Rng::derive(7, "source").next_u64(), Rng::derive(7, "time").next_u64());
     }
 
     #[test]

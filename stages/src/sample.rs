@@ -99,26 +99,16 @@ impl Sampler {
             let x1_hat = predictor.predict(&x, t);
             let mut velocity: Vec<f32> = match self.rule {
                 VelocityRule::X1MinusX0 => x1_hat.iter().zip(x0).map(|(a, b)| a - b).collect(),
-                VelocityRule::Denoiser if riemannian => self
-                    .product
-                    .log(&x, &x1_hat)
-                    .into_iter()
-                    .map(|v| v / (1.0 - t))
-                    .collect(),
-                VelocityRule::Denoiser => x1_hat
-                    .iter()
-                    .zip(&x)
-                    .map(|(a, b)| (a - b) / (1.0 - t))
-                    .collect(),
+                VelocityRule::Denoiser if riemannian => {
+                    self.product.log(&x, &x1_hat).into_iter().map(|v| v / (1.0 - t)).collect()
+                }
+                VelocityRule::Denoiser => x1_hat.iter().zip(&x).map(|(a, b)| (a - b) / (1.0 - t)).collect(),
             };
             if let Some(g) = guidance.as_deref_mut() {
                 if self.guidance_scale > 0.0 {
                     let field = g.field(&x, rng);
                     let lambda = self.guidance_scale as f32;
-                    velocity
-                        .iter_mut()
-                        .zip(&field)
-                        .for_each(|(v, f)| *v += lambda * f);
+                    velocity.iter_mut().zip(&field).for_each(|(v, f)| *v += lambda * f);
                 }
             }
             if riemannian {
@@ -128,9 +118,7 @@ impl Sampler {
                     self.product.project(&mut x);
                 }
             } else {
-                x.iter_mut()
-                    .zip(&velocity)
-                    .for_each(|(xi, v)| *xi += dt * v);
+                x.iter_mut().zip(&velocity).for_each(|(xi, v)| *xi += dt * v);
             }
             trace.updates += 1;
         }
@@ -143,13 +131,7 @@ mod tests {
     use super::*;
     use crate::layout::Layout;
 
-    fn sampler(
-        geometry: Geometry,
-        layout: &Layout,
-        steps: usize,
-        rule: VelocityRule,
-        noise: f64,
-    ) -> Sampler {
+    fn sampler(geometry: Geometry, layout: &Layout, steps: usize, rule: VelocityRule, noise: f64) -> Sampler {
         Sampler {
             geometry,
             product: ProductGeometry::new(layout),
@@ -169,14 +151,8 @@ mod tests {
         let x0 = rng.normal_vec(4 * p, 0.0, 1.0);
         let c: Vec<f32> = (0..4 * p).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
         let mut constant = |_: &[f32], _: f32| c.clone();
-        let (out, _) = sampler(
-            Geometry::Euclidean,
-            &layout,
-            17,
-            VelocityRule::X1MinusX0,
-            0.0,
-        )
-        .run(&x0, &mut constant, None, &mut rng);
+        let (out, _) = sampler(Geometry::Euclidean, &layout, 17, VelocityRule::X1MinusX0, 0.0)
+            .run(&x0, &mut constant, None, &mut rng);
         for (a, b) in out.iter().zip(&c) {
             assert!((a - b).abs() < 1e-5);
         }
@@ -194,14 +170,8 @@ mod tests {
             seen.push(pred.clone());
             pred
         };
-        let (out, trace) = sampler(
-            Geometry::Normalized,
-            &layout,
-            10,
-            VelocityRule::X1MinusX0,
-            0.0,
-        )
-        .run(&x0, &mut predictor, None, &mut rng);
+        let (out, trace) = sampler(Geometry::Normalized, &layout, 10, VelocityRule::X1MinusX0, 0.0)
+            .run(&x0, &mut predictor, None, &mut rng);
         assert_eq!(trace.updates, 9);
         for i in 0..out.len() {
             let mean = seen.iter().map(|s| s[i]).sum::<f32>() / seen.len() as f32;
@@ -215,21 +185,9 @@ mod tests {
         let mut rng = Rng::seed_from(3);
         let x0 = vec![0.0; layout.num_params()];
         let mut zero = |x: &[f32], _: f32| vec![0.0; x.len()];
-        let (_, trace) = sampler(
-            Geometry::Euclidean,
-            &layout,
-            100,
-            VelocityRule::X1MinusX0,
-            0.05,
-        )
-        .run(&x0, &mut zero, None, &mut rng);
-        assert_eq!(
-            trace,
-            SampleTrace {
-                updates: 99,
-                noisy_updates: 19
-            }
-        );
+        let (_, trace) = sampler(Geometry::Euclidean, &layout, 100, VelocityRule::X1MinusX0, 0.05)
+            .run(&x0, &mut zero, None, &mut rng);
+        assert_eq!(trace, SampleTrace { updates: 99, noisy_updates: 19 });
     }
 
     /// p0 = N(0,1), p1 = N(1,1), independent coupling: `E[x1 | x_t] = 1 + t (x_t − t) / ((1−t)² + t²)`.
@@ -242,12 +200,7 @@ mod tests {
             let var = (1.0 - t).powi(2) + t * t;
             x.iter().map(|v| 1.0 + t * (v - t) / var).collect()
         };
-        let (out, _) = sampler(Geometry::Euclidean, &layout, 100, rule, noise).run(
-            &x0,
-            &mut posterior_mean,
-            None,
-            &mut rng,
-        );
+        let (out, _) = sampler(Geometry::Euclidean, &layout, 100, rule, noise).run(&x0, &mut posterior_mean, None, &mut rng);
         let mean = out.iter().map(|&v| v as f64).sum::<f64>() / count as f64;
         assert!((mean - 1.0).abs() < 0.05, "mean {mean}");
         out.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / count as f64
@@ -258,18 +211,9 @@ mod tests {
         let faithful = variance_after_sampling(VelocityRule::X1MinusX0, 0.0);
         let denoiser = variance_after_sampling(VelocityRule::Denoiser, 0.0);
         let noisy = variance_after_sampling(VelocityRule::X1MinusX0, 0.05);
-        assert!(
-            (faithful - 0.23).abs() < 0.03,
-            "faithful variance {faithful}"
-        );
-        assert!(
-            (denoiser - 0.96).abs() < 0.05,
-            "denoiser variance {denoiser}"
-        );
-        assert!(
-            (noisy - 0.29).abs() < 0.04,
-            "noisy faithful variance {noisy}"
-        );
+        assert!((faithful - 0.23).abs() < 0.03, "faithful variance {faithful}");
+        assert!((denoiser - 0.96).abs() < 0.05, "denoiser variance {denoiser}");
+        assert!((noisy - 0.29).abs() < 0.04, "noisy faithful variance {noisy}");
     }
 
     #[test]
@@ -283,14 +227,8 @@ mod tests {
         product.project(&mut x0);
         product.project(&mut target);
         let mut fixed = |_: &[f32], _: f32| target.clone();
-        let (out, _) = sampler(
-            Geometry::Geometric,
-            &layout,
-            50,
-            VelocityRule::Denoiser,
-            0.0,
-        )
-        .run(&x0, &mut fixed, None, &mut rng);
+        let (out, _) = sampler(Geometry::Geometric, &layout, 50, VelocityRule::Denoiser, 0.0)
+            .run(&x0, &mut fixed, None, &mut rng);
         assert!(product.max_norm_error(&out) < 1e-3);
         for (a, b) in out.iter().zip(&target) {
             assert!((a - b).abs() < 0.05, "{a} vs {b}");

@@ -44,30 +44,13 @@ pub enum WeightsError {
     #[error("weight set is empty (no networks)")]
     Empty,
     #[error("weight data holds {len} values, which is not a multiple of P = {params} for layout {layout}")]
-    Ragged {
-        layout: Layout,
-        params: usize,
-        len: usize,
-    },
+    Ragged { layout: Layout, params: usize, len: usize },
     #[error("layout mismatch: expected {expected} (P = {expected_params}), found {found} (P = {found_params})")]
-    LayoutMismatch {
-        expected: Layout,
-        expected_params: usize,
-        found: Layout,
-        found_params: usize,
-    },
+    LayoutMismatch { expected: Layout, expected_params: usize, found: Layout, found_params: usize },
     #[error("network {network} has a non-finite weight ({value}) at flat index {index}")]
-    NonFinite {
-        network: usize,
-        index: usize,
-        value: f32,
-    },
+    NonFinite { network: usize, index: usize, value: f32 },
     #[error("column `{name}` has {len} values for {count} networks")]
-    ColumnLength {
-        name: String,
-        len: usize,
-        count: usize,
-    },
+    ColumnLength { name: String, len: usize, count: usize },
     #[error("column name `{0}` is reserved for the weight tensor")]
     ReservedColumn(String),
     #[error("network index {index} is out of range for a set of {count}")]
@@ -99,38 +82,20 @@ impl WeightSet {
             return Err(WeightsError::Empty);
         }
         if data.len() % params != 0 {
-            return Err(WeightsError::Ragged {
-                layout,
-                params,
-                len: data.len(),
-            });
+            return Err(WeightsError::Ragged { layout, params, len: data.len() });
         }
         check_finite(&data, params)?;
         let count = data.len() / params;
-        Ok(WeightSet {
-            layout,
-            count,
-            data,
-            is_aligned: false,
-            is_canonical: false,
-            columns: BTreeMap::new(),
-        })
+        Ok(WeightSet { layout, count, data, is_aligned: false, is_canonical: false, columns: BTreeMap::new() })
     }
 
     /// Build from separate rows (each of length P).
-    pub fn from_rows<'a>(
-        layout: Layout,
-        rows: impl IntoIterator<Item = &'a [f32]>,
-    ) -> Result<Self, WeightsError> {
+    pub fn from_rows<'a>(layout: Layout, rows: impl IntoIterator<Item = &'a [f32]>) -> Result<Self, WeightsError> {
         let params = layout.num_params();
         let mut data = Vec::new();
         for row in rows {
             if row.len() != params {
-                return Err(WeightsError::Ragged {
-                    layout,
-                    params,
-                    len: row.len(),
-                });
+                return Err(WeightsError::Ragged { layout, params, len: row.len() });
             }
             data.extend_from_slice(row);
         }
@@ -148,11 +113,7 @@ impl WeightSet {
             return Err(WeightsError::ReservedColumn(name.to_owned()));
         }
         if values.len() != self.count {
-            return Err(WeightsError::ColumnLength {
-                name: name.to_owned(),
-                len: values.len(),
-                count: self.count,
-            });
+            return Err(WeightsError::ColumnLength { name: name.to_owned(), len: values.len(), count: self.count });
         }
         self.columns.insert(name.to_owned(), values);
         Ok(())
@@ -213,10 +174,7 @@ impl WeightSet {
         let mut data = Vec::with_capacity(indices.len() * self.params());
         for &i in indices {
             if i >= self.count {
-                return Err(WeightsError::IndexOutOfRange {
-                    index: i,
-                    count: self.count,
-                });
+                return Err(WeightsError::IndexOutOfRange { index: i, count: self.count });
             }
             data.extend_from_slice(self.row(i));
         }
@@ -239,8 +197,7 @@ impl WeightSet {
     pub fn to_bytes(&self) -> Result<Vec<u8>, WeightsError> {
         self.check_writable()?;
         let mut out = Vec::with_capacity(64 + self.data.len() * 4);
-        self.encode_into(&mut out)
-            .expect("writing to a Vec cannot fail");
+        self.encode_into(&mut out).expect("writing to a Vec cannot fail");
         Ok(out)
     }
 
@@ -251,20 +208,12 @@ impl WeightSet {
         }
         let params = self.params();
         if self.data.len() != self.count * params {
-            return Err(WeightsError::Ragged {
-                layout: self.layout.clone(),
-                params,
-                len: self.data.len(),
-            });
+            return Err(WeightsError::Ragged { layout: self.layout.clone(), params, len: self.data.len() });
         }
         check_finite(&self.data, params)?;
         for (name, values) in &self.columns {
             if values.len() != self.count {
-                return Err(WeightsError::ColumnLength {
-                    name: name.clone(),
-                    len: values.len(),
-                    count: self.count,
-                });
+                return Err(WeightsError::ColumnLength { name: name.clone(), len: values.len(), count: self.count });
             }
         }
         Ok(())
@@ -274,23 +223,9 @@ impl WeightSet {
         let mut tensors: Vec<(String, TensorRef<'_>)> = self
             .columns
             .iter()
-            .map(|(name, values)| {
-                (
-                    name.clone(),
-                    TensorRef::I64 {
-                        shape: vec![values.len()],
-                        values,
-                    },
-                )
-            })
+            .map(|(name, values)| (name.clone(), TensorRef::I64 { shape: vec![values.len()], values }))
             .collect();
-        tensors.push((
-            WEIGHTS_TENSOR.to_owned(),
-            TensorRef::F32 {
-                shape: vec![self.count, self.params()],
-                values: &self.data,
-            },
-        ));
+        tensors.push((WEIGHTS_TENSOR.to_owned(), TensorRef::F32 { shape: vec![self.count, self.params()], values: &self.data }));
         encode_safetensors(tensors, &self.metadata(), out)
     }
 
@@ -306,26 +241,15 @@ impl WeightSet {
 
     /// Parse safetensors bytes; `path` only names the source in errors.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self, WeightsError> {
-        let format_err = |reason: String| WeightsError::Format {
-            path: path.to_owned(),
-            reason,
-        };
+        let format_err = |reason: String| WeightsError::Format { path: path.to_owned(), reason };
         let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| format_err(e.to_string()))?;
         let tensors = SafeTensors::deserialize(bytes).map_err(|e| format_err(e.to_string()))?;
-        let info = meta
-            .metadata()
-            .as_ref()
-            .ok_or_else(|| format_err("no metadata".into()))?;
-        let get = |key: &str| {
-            info.get(key)
-                .ok_or_else(|| format_err(format!("metadata `{key}` is missing")))
-        };
+        let info = meta.metadata().as_ref().ok_or_else(|| format_err("no metadata".into()))?;
+        let get = |key: &str| info.get(key).ok_or_else(|| format_err(format!("metadata `{key}` is missing")));
 
         let format = get("format")?;
         if format != FORMAT {
-            return Err(format_err(format!(
-                "metadata format is `{format}`, expected `{FORMAT}`"
-            )));
+            return Err(format_err(format!("metadata format is `{format}`, expected `{FORMAT}`")));
         }
         let layout = parse_layout(get("layout")?).map_err(format_err)?;
         let is_aligned = parse_bool("aligned", get("aligned")?).map_err(format_err)?;
@@ -335,19 +259,12 @@ impl WeightSet {
             .tensor(WEIGHTS_TENSOR)
             .map_err(|_| format_err(format!("no `{WEIGHTS_TENSOR}` tensor")))?;
         if weights.dtype() != Dtype::F32 {
-            return Err(format_err(format!(
-                "`{WEIGHTS_TENSOR}` is {:?}, expected F32",
-                weights.dtype()
-            )));
+            return Err(format_err(format!("`{WEIGHTS_TENSOR}` is {:?}, expected F32", weights.dtype())));
         }
         let params = layout.num_params();
         let (count, found_params) = match weights.shape() {
             [count, p] => (*count, *p),
-            other => {
-                return Err(format_err(format!(
-                    "`{WEIGHTS_TENSOR}` has shape {other:?}, expected [count, P]"
-                )))
-            }
+            other => return Err(format_err(format!("`{WEIGHTS_TENSOR}` has shape {other:?}, expected [count, P]"))),
         };
         if found_params != params {
             return Err(format_err(format!(
@@ -383,21 +300,11 @@ impl WeightSet {
                 .collect();
             columns.insert(name, values);
         }
-        Ok(WeightSet {
-            layout,
-            count,
-            data,
-            is_aligned,
-            is_canonical,
-            columns,
-        })
+        Ok(WeightSet { layout, count, data, is_aligned, is_canonical, columns })
     }
 
     pub fn read(path: &Path) -> Result<Self, WeightsError> {
-        let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let bytes = std::fs::read(path).map_err(|source| WeightsError::Io { path: path.to_owned(), source })?;
         Self::from_bytes(&bytes, path)
     }
 
@@ -423,14 +330,8 @@ impl fmt::Display for WeightSet {
 
 /// A borrowed tensor to be written.
 pub enum TensorRef<'a> {
-    F32 {
-        shape: Vec<usize>,
-        values: &'a [f32],
-    },
-    I64 {
-        shape: Vec<usize>,
-        values: &'a [i64],
-    },
+    F32 { shape: Vec<usize>, values: &'a [f32] },
+    I64 { shape: Vec<usize>, values: &'a [i64] },
 }
 
 impl TensorRef<'_> {
@@ -468,18 +369,14 @@ impl TensorRef<'_> {
             TensorRef::F32 { values, .. } => {
                 for chunk in values.chunks(1 << 14) {
                     block.clear();
-                    chunk
-                        .iter()
-                        .for_each(|v| block.extend_from_slice(&v.to_le_bytes()));
+                    chunk.iter().for_each(|v| block.extend_from_slice(&v.to_le_bytes()));
                     out.write_all(&block)?;
                 }
             }
             TensorRef::I64 { values, .. } => {
                 for chunk in values.chunks(1 << 13) {
                     block.clear();
-                    chunk
-                        .iter()
-                        .for_each(|v| block.extend_from_slice(&v.to_le_bytes()));
+                    chunk.iter().for_each(|v| block.extend_from_slice(&v.to_le_bytes()));
                     out.write_all(&block)?;
                 }
             }
@@ -497,26 +394,17 @@ pub fn encode_safetensors(
     metadata: &BTreeMap<String, String>,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
-    tensors.sort_by(|(a_name, a), (b_name, b)| {
-        b.alignment().cmp(&a.alignment()).then(a_name.cmp(b_name))
-    });
+    tensors.sort_by(|(a_name, a), (b_name, b)| b.alignment().cmp(&a.alignment()).then(a_name.cmp(b_name)));
     let mut header: BTreeMap<String, HeaderEntry> = BTreeMap::new();
     let mut offset = 0usize;
     for (name, t) in &tensors {
-        header.insert(
-            name.clone(),
-            HeaderEntry::tensor(t.dtype(), t.shape().to_vec(), offset, offset + t.byte_len()),
-        );
+        header.insert(name.clone(), HeaderEntry::tensor(t.dtype(), t.shape().to_vec(), offset, offset + t.byte_len()));
         offset += t.byte_len();
     }
-    header.insert(
-        "__metadata__".to_owned(),
-        HeaderEntry::Metadata(metadata.clone()),
-    );
+    header.insert("__metadata__".to_owned(), HeaderEntry::Metadata(metadata.clone()));
     // BTreeMaps and a struct: the key order is fixed whatever serde_json features the build
     // unifies (`preserve_order` would otherwise keep insertion order).
-    let mut header_bytes =
-        serde_json::to_vec(&header).expect("a map of strings and numbers always serializes");
+    let mut header_bytes = serde_json::to_vec(&header).expect("a map of strings and numbers always serializes");
     header_bytes.resize(header_bytes.len().next_multiple_of(8), b' ');
     out.write_all(&(header_bytes.len() as u64).to_le_bytes())?;
     out.write_all(&header_bytes)?;
@@ -527,36 +415,22 @@ pub fn encode_safetensors(
 }
 
 /// Write a file atomically (temporary file + rename) so a killed run leaves no torn file.
-pub fn write_atomic(
-    path: &Path,
-    fill: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
-) -> Result<(), WeightsError> {
+pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>) -> Result<(), WeightsError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let io = |source| WeightsError::Io {
-        path: path.to_owned(),
-        source,
-    };
+    let io = |source| WeightsError::Io { path: path.to_owned(), source };
     let file = std::fs::File::create(&tmp).map_err(io)?;
     let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
     fill(&mut writer).map_err(io)?;
-    writer
-        .into_inner()
-        .map_err(|e| io(e.into_error()))?
-        .sync_all()
-        .map_err(io)?;
+    writer.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
 }
 
 fn check_finite(data: &[f32], params: usize) -> Result<(), WeightsError> {
     match data.iter().position(|v| !v.is_finite()) {
         None => Ok(()),
-        Some(pos) => Err(WeightsError::NonFinite {
-            network: pos / params,
-            index: pos % params,
-            value: data[pos],
-        }),
+        Some(pos) => Err(WeightsError::NonFinite { network: pos / params, index: pos % params, value: data[pos] }),
     }
 }
 
@@ -565,20 +439,12 @@ fn check_finite(data: &[f32], params: usize) -> Result<(), WeightsError> {
 #[serde(untagged)]
 enum HeaderEntry {
     Metadata(BTreeMap<String, String>),
-    Tensor {
-        dtype: &'static str,
-        shape: Vec<usize>,
-        data_offsets: [usize; 2],
-    },
+    Tensor { dtype: &'static str, shape: Vec<usize>, data_offsets: [usize; 2] },
 }
 
 impl HeaderEntry {
     fn tensor(dtype: &'static str, shape: Vec<usize>, start: usize, end: usize) -> Self {
-        HeaderEntry::Tensor {
-            dtype,
-            shape,
-            data_offsets: [start, end],
-        }
+        HeaderEntry::Tensor { dtype, shape, data_offsets: [start, end] }
     }
 }
 
@@ -588,8 +454,8 @@ pub fn layout_json(layout: &Layout) -> String {
 }
 
 fn parse_layout(text: &str) -> Result<Layout, String> {
-    let sizes: Vec<usize> = serde_json::from_str(text)
-        .map_err(|e| format!("metadata layout `{text}` is not a JSON list of sizes: {e}"))?;
+    let sizes: Vec<usize> =
+        serde_json::from_str(text).map_err(|e| format!("metadata layout `{text}` is not a JSON list of sizes: {e}"))?;
     Layout::new(sizes).map_err(|e| format!("metadata layout: {e}"))
 }
 
@@ -597,9 +463,7 @@ fn parse_bool(key: &str, text: &str) -> Result<bool, String> {
     match text {
         "true" => Ok(true),
         "false" => Ok(false),
-        other => Err(format!(
-            "metadata `{key}` is `{other}`, expected `true` or `false`"
-        )),
+        other => Err(format!("metadata `{key}` is `{other}`, expected `true` or `false`")),
     }
 }
 
@@ -628,10 +492,7 @@ mod tests {
         assert_eq!(back, set);
         // The safetensors crate sees the same tensors and metadata.
         let parsed = SafeTensors::deserialize(&bytes).unwrap();
-        assert_eq!(
-            parsed.tensor("weights").unwrap().shape(),
-            &[3, set.params()]
-        );
+        assert_eq!(parsed.tensor("weights").unwrap().shape(), &[3, set.params()]);
         assert_eq!(parsed.tensor("run").unwrap().dtype(), Dtype::I64);
         let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
         let info = meta.metadata().as_ref().unwrap();
@@ -652,46 +513,19 @@ mod tests {
     #[test]
     fn bad_input_gives_clear_errors() {
         let layout = Layout(vec![3, 2, 2]);
-        assert!(matches!(
-            WeightSet::new(layout.clone(), vec![]),
-            Err(WeightsError::Empty)
-        ));
-        assert!(matches!(
-            WeightSet::new(layout.clone(), vec![0.0; 7]),
-            Err(WeightsError::Ragged { .. })
-        ));
+        assert!(matches!(WeightSet::new(layout.clone(), vec![]), Err(WeightsError::Empty)));
+        assert!(matches!(WeightSet::new(layout.clone(), vec![0.0; 7]), Err(WeightsError::Ragged { .. })));
         let mut data = vec![0.0; 2 * layout.num_params()];
         data[layout.num_params() + 4] = f32::NAN;
         let err = WeightSet::new(layout.clone(), data).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                WeightsError::NonFinite {
-                    network: 1,
-                    index: 4,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, WeightsError::NonFinite { network: 1, index: 4, .. }), "{err}");
         let set = small_set();
         let err = set.expect_layout(&Layout(vec![784, 10, 10])).unwrap_err();
         assert!(err.to_string().contains("expected 784-10-10"), "{err}");
-        assert!(matches!(
-            set.select(&[3]),
-            Err(WeightsError::IndexOutOfRange { index: 3, count: 3 })
-        ));
-        assert!(matches!(
-            set.clone().with_column("step", vec![1]),
-            Err(WeightsError::ColumnLength { .. })
-        ));
-        let err = WeightSet::from_bytes(b"not a safetensors file", Path::new("x.safetensors"))
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("x.safetensors: not a wfpipe weight file"),
-            "{err}"
-        );
+        assert!(matches!(set.select(&[3]), Err(WeightsError::IndexOutOfRange { index: 3, count: 3 })));
+        assert!(matches!(set.clone().with_column("step", vec![1]), Err(WeightsError::ColumnLength { .. })));
+        let err = WeightSet::from_bytes(b"not a safetensors file", Path::new("x.safetensors")).unwrap_err();
+        assert!(err.to_string().starts_with("x.safetensors: not a wfpipe weight file"), "{err}");
     }
 
     #[test]
@@ -701,10 +535,7 @@ mod tests {
         let n = bytes.len();
         bytes[n - 4..].copy_from_slice(&f32::INFINITY.to_le_bytes());
         let err = WeightSet::from_bytes(&bytes, Path::new("w")).unwrap_err();
-        assert!(
-            matches!(err, WeightsError::NonFinite { network: 2, .. }),
-            "{err}"
-        );
+        assert!(matches!(err, WeightsError::NonFinite { network: 2, .. }), "{err}");
     }
 
     #[test]

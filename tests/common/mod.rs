@@ -10,9 +10,7 @@ pub struct Project {
 
 impl Project {
     pub fn new() -> Project {
-        Project {
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
+        Project { dir: tempfile::tempdir().expect("temp dir") }
     }
 
     pub fn path(&self) -> &Path {
@@ -37,14 +35,9 @@ impl Project {
     /// `wfpipe ARGS` with the project's cache and counter.
     pub fn cmd(&self, args: &[&str]) -> Command {
         // WFPIPE_TEST_BIN: a copy of the binary, for target folders that other checkouts share.
-        let bin = std::env::var_os("WFPIPE_TEST_BIN")
-            .unwrap_or_else(|| env!("CARGO_BIN_EXE_wfpipe").into());
+        let bin = std::env::var_os("WFPIPE_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_wfpipe").into());
         let mut c = Command::new(bin);
-        c.args(args)
-            .current_dir(self.path())
-            .env("WFPIPE_CACHE", self.cache())
-            .env("COUNTER", self.counter())
-            .env_remove("WFPIPE_LOG");
+        c.args(args).current_dir(self.path()).env("WFPIPE_CACHE", self.cache()).env("COUNTER", self.counter()).env_remove("WFPIPE_LOG");
         c
     }
 
@@ -69,20 +62,11 @@ impl Project {
 }
 
 pub fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 pub fn assert_ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "wfpipe failed ({:?}):\n{}",
-        o.status,
-        text(o)
-    );
+    assert!(o.status.success(), "wfpipe failed ({:?}):\n{}", o.status, text(o));
 }
 
 /// A pipeline of command stages with a 3-way sweep, a fan-out and a gather.

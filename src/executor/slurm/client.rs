@@ -12,18 +12,11 @@ use super::state::JobState;
 #[derive(Debug, thiserror::Error)]
 pub enum SlurmError {
     #[error("cannot run `{tool}`: {source} (is SLURM installed and on PATH?)")]
-    Spawn {
-        tool: String,
-        source: std::io::Error,
-    },
+    Spawn { tool: String, source: std::io::Error },
     #[error("`{tool}` did not answer within {secs} s")]
     Timeout { tool: String, secs: u64 },
     #[error("`{tool}` failed ({status}): {stderr}")]
-    Failed {
-        tool: String,
-        status: String,
-        stderr: String,
-    },
+    Failed { tool: String, status: String, stderr: String },
     #[error("cannot parse the output of `{tool}`: {output:?}")]
     Parse { tool: String, output: String },
 }
@@ -62,10 +55,7 @@ fn run(tool: &str, args: &[String]) -> Result<String, SlurmError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|source| SlurmError::Spawn {
-            tool: tool.into(),
-            source,
-        })?;
+        .map_err(|source| SlurmError::Spawn { tool: tool.into(), source })?;
     let mut out_pipe = child.stdout.take();
     let mut err_pipe = child.stderr.take();
     // Read both pipes on threads so a chatty tool never blocks on a full pipe.
@@ -90,28 +80,16 @@ fn run(tool: &str, args: &[String]) -> Result<String, SlurmError> {
             Ok(None) if start.elapsed() > TIMEOUT => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(SlurmError::Timeout {
-                    tool: tool.into(),
-                    secs: TIMEOUT.as_secs(),
-                });
+                return Err(SlurmError::Timeout { tool: tool.into(), secs: TIMEOUT.as_secs() });
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(source) => {
-                return Err(SlurmError::Spawn {
-                    tool: tool.into(),
-                    source,
-                })
-            }
+            Err(source) => return Err(SlurmError::Spawn { tool: tool.into(), source }),
         }
     };
     let stdout = out_t.join().unwrap_or_default();
     let stderr = err_t.join().unwrap_or_default();
     if !status.success() {
-        return Err(SlurmError::Failed {
-            tool: tool.into(),
-            status: status.to_string(),
-            stderr: stderr.trim().to_owned(),
-        });
+        return Err(SlurmError::Failed { tool: tool.into(), status: status.to_string(), stderr: stderr.trim().to_owned() });
     }
     Ok(stdout)
 }
@@ -124,10 +102,7 @@ pub fn sbatch(flags: &[String], script: &Path) -> Result<u64, SlurmError> {
     let out = run("sbatch", &args)?;
     // `123` or `123;cluster`.
     let id = out.trim().split(';').next().unwrap_or("");
-    id.parse().map_err(|_| SlurmError::Parse {
-        tool: "sbatch".into(),
-        output: out.clone(),
-    })
+    id.parse().map_err(|_| SlurmError::Parse { tool: "sbatch".into(), output: out.clone() })
 }
 
 /// What the queue says about one job or task.
@@ -141,14 +116,7 @@ pub struct QueueEntry {
 /// array task. Keys are `123` / `123_4`.
 pub fn squeue() -> Result<HashMap<JobId, QueueEntry>, SlurmError> {
     let user = current_user();
-    let mut args = vec![
-        "-h".into(),
-        "-r".into(),
-        "-t".into(),
-        "all".into(),
-        "-o".into(),
-        "%i|%T|%r".into(),
-    ];
+    let mut args = vec!["-h".into(), "-r".into(), "-t".into(), "all".into(), "-o".into(), "%i|%T|%r".into()];
     if let Some(u) = user {
         args.push("-u".into());
         args.push(u);
@@ -161,20 +129,12 @@ pub fn parse_squeue(out: &str) -> HashMap<JobId, QueueEntry> {
     let mut map = HashMap::new();
     for line in out.lines() {
         let mut parts = line.trim().splitn(3, '|');
-        let (Some(id), Some(state)) = (parts.next(), parts.next()) else {
-            continue;
-        };
+        let (Some(id), Some(state)) = (parts.next(), parts.next()) else { continue };
         if id.is_empty() || id.contains('[') {
             continue;
         }
         let reason = parts.next().unwrap_or("").to_owned();
-        map.insert(
-            JobId(id.to_owned()),
-            QueueEntry {
-                state: JobState::parse(state),
-                reason,
-            },
-        );
+        map.insert(JobId(id.to_owned()), QueueEntry { state: JobState::parse(state), reason });
     }
     map
 }
@@ -198,21 +158,13 @@ pub fn sacct(bases: &[&str]) -> HashMap<JobId, QueueEntry> {
             let mut map = HashMap::new();
             for line in out.lines() {
                 let mut parts = line.trim().splitn(3, '|');
-                let (Some(id), Some(state)) = (parts.next(), parts.next()) else {
-                    continue;
-                };
+                let (Some(id), Some(state)) = (parts.next(), parts.next()) else { continue };
                 if id.contains('[') || id.contains('.') {
                     continue;
                 }
                 // `CANCELLED by 0` -> CANCELLED
                 let state = state.split_whitespace().next().unwrap_or("");
-                map.insert(
-                    JobId(id.to_owned()),
-                    QueueEntry {
-                        state: JobState::parse(state),
-                        reason: parts.next().unwrap_or("").to_owned(),
-                    },
-                );
+                map.insert(JobId(id.to_owned()), QueueEntry { state: JobState::parse(state), reason: parts.next().unwrap_or("").to_owned() });
             }
             map
         }
@@ -246,10 +198,7 @@ pub fn max_array_size() -> Option<usize> {
 
 /// Whether SLURM answers at all (used for friendly errors before submitting).
 pub fn ping() -> Result<(), SlurmError> {
-    let args: Vec<String> = ["-h", "-o", "%i", "-j", "0"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let args: Vec<String> = ["-h", "-o", "%i", "-j", "0"].iter().map(|s| s.to_string()).collect();
     match run("squeue", &args) {
         Ok(_) => Ok(()),
         // `Invalid job id specified` means the controller answered.
@@ -259,22 +208,16 @@ pub fn ping() -> Result<(), SlurmError> {
 }
 
 fn current_user() -> Option<String> {
-    std::env::var("USER")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .or_else(|| {
-            // SAFETY: getuid cannot fail; getpwuid returns null or a valid entry.
-            unsafe {
-                let pw = libc::getpwuid(libc::getuid());
-                if pw.is_null() {
-                    return None;
-                }
-                std::ffi::CStr::from_ptr((*pw).pw_name)
-                    .to_str()
-                    .ok()
-                    .map(str::to_owned)
+    std::env::var("USER").ok().filter(|u| !u.is_empty()).or_else(|| {
+        // SAFETY: getuid cannot fail; getpwuid returns null or a valid entry.
+        unsafe {
+            let pw = libc::getpwuid(libc::getuid());
+            if pw.is_null() {
+                return None;
             }
-        })
+            std::ffi::CStr::from_ptr((*pw).pw_name).to_str().ok().map(str::to_owned)
+        }
+    })
 }
 
 #[cfg(test)]

@@ -68,18 +68,7 @@ impl Default for SlurmConfig {
     }
 }
 
-const KEYS: &[&str] = &[
-    "partition",
-    "account",
-    "qos",
-    "extra",
-    "array_limit",
-    "pack",
-    "max_workers",
-    "poll_ms",
-    "kill_invalid_dep",
-    "wfpipe",
-];
+const KEYS: &[&str] = &["partition", "account", "qos", "extra", "array_limit", "pack", "max_workers", "poll_ms", "kill_invalid_dep", "wfpipe"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -90,30 +79,19 @@ pub enum ConfigError {
 }
 
 fn string(key: &str, v: &Value) -> Result<String, ConfigError> {
-    v.as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| ConfigError::Type {
-            key: key.into(),
-            expected: "a string",
-        })
+    v.as_str().map(str::to_owned).ok_or_else(|| ConfigError::Type { key: key.into(), expected: "a string" })
 }
 
 fn positive(key: &str, v: &Value) -> Result<usize, ConfigError> {
     match v {
         Value::Int(n) if *n >= 1 => Ok(*n as usize),
-        _ => Err(ConfigError::Type {
-            key: key.into(),
-            expected: "a positive integer",
-        }),
+        _ => Err(ConfigError::Type { key: key.into(), expected: "a positive integer" }),
     }
 }
 
 impl SlurmConfig {
     /// The pipeline's `[executor.slurm]` table, then the command line on top.
-    pub fn resolve(
-        table: &BTreeMap<String, Value>,
-        args: &SlurmArgs,
-    ) -> Result<SlurmConfig, ConfigError> {
+    pub fn resolve(table: &BTreeMap<String, Value>, args: &SlurmArgs) -> Result<SlurmConfig, ConfigError> {
         let mut c = SlurmConfig::default();
         for (k, v) in table {
             match k.as_str() {
@@ -122,15 +100,9 @@ impl SlurmConfig {
                 "qos" => c.qos = Some(string(k, v)?),
                 "extra" => {
                     let Value::List(items) = v else {
-                        return Err(ConfigError::Type {
-                            key: k.clone(),
-                            expected: "a list of strings like [\"--constraint=a100\"]",
-                        });
+                        return Err(ConfigError::Type { key: k.clone(), expected: "a list of strings like [\"--constraint=a100\"]" });
                     };
-                    c.extra = items
-                        .iter()
-                        .map(|i| string(k, i))
-                        .collect::<Result<_, _>>()?;
+                    c.extra = items.iter().map(|i| string(k, i)).collect::<Result<_, _>>()?;
                 }
                 "array_limit" => c.array_limit = positive(k, v)?,
                 "pack" => c.pack = positive(k, v)?,
@@ -139,12 +111,7 @@ impl SlurmConfig {
                 "kill_invalid_dep" => {
                     c.kill_invalid_dep = match v {
                         Value::Bool(b) => *b,
-                        _ => {
-                            return Err(ConfigError::Type {
-                                key: k.clone(),
-                                expected: "true or false",
-                            })
-                        }
+                        _ => return Err(ConfigError::Type { key: k.clone(), expected: "true or false" }),
                     }
                 }
                 "wfpipe" => c.wfpipe = Some(PathBuf::from(string(k, v)?)),
@@ -152,10 +119,7 @@ impl SlurmConfig {
                     let hint = crate::pipeline::diagnostic::closest(other, KEYS.iter().copied())
                         .map(|c| format!(" (did you mean `{c}`?)"))
                         .unwrap_or_default();
-                    return Err(ConfigError::Unknown {
-                        key: other.into(),
-                        hint,
-                    });
+                    return Err(ConfigError::Unknown { key: other.into(), hint });
                 }
             }
         }
@@ -203,36 +167,19 @@ mod tests {
     fn table_then_command_line() {
         let mut t = BTreeMap::new();
         t.insert("partition".to_owned(), Value::Str("gpu".into()));
-        t.insert(
-            "extra".to_owned(),
-            Value::List(vec![Value::Str("--constraint=a100".into())]),
-        );
+        t.insert("extra".to_owned(), Value::List(vec![Value::Str("--constraint=a100".into())]));
         t.insert("array_limit".to_owned(), Value::Int(10));
-        let args = SlurmArgs {
-            slurm_qos: Some("short".into()),
-            slurm_flag: vec!["--exclusive".into()],
-            ..Default::default()
-        };
+        let args = SlurmArgs { slurm_qos: Some("short".into()), slurm_flag: vec!["--exclusive".into()], ..Default::default() };
         let c = SlurmConfig::resolve(&t, &args).unwrap();
         assert_eq!(c.array_limit, 10);
-        assert_eq!(
-            c.common_flags(),
-            vec![
-                "--partition=gpu",
-                "--qos=short",
-                "--constraint=a100",
-                "--exclusive"
-            ]
-        );
+        assert_eq!(c.common_flags(), vec!["--partition=gpu", "--qos=short", "--constraint=a100", "--exclusive"]);
     }
 
     #[test]
     fn unknown_keys_and_wrong_types_are_errors() {
         let mut t = BTreeMap::new();
         t.insert("partiton".to_owned(), Value::Str("gpu".into()));
-        let e = SlurmConfig::resolve(&t, &SlurmArgs::default())
-            .unwrap_err()
-            .to_string();
+        let e = SlurmConfig::resolve(&t, &SlurmArgs::default()).unwrap_err().to_string();
         assert!(e.contains("did you mean `partition`"), "{e}");
         let mut t = BTreeMap::new();
         t.insert("pack".to_owned(), Value::Str("4".into()));

@@ -86,10 +86,7 @@ pub fn group(members: &[Member], limit: usize, array_sizes: &HashMap<String, usi
             // Two members on the same upstream task go to different arrays.
             let mut layers: Vec<Vec<(usize, usize)>> = Vec::new();
             for x in v {
-                match layers
-                    .iter_mut()
-                    .find(|l| l.last().is_some_and(|y| y.0 != x.0))
-                {
+                match layers.iter_mut().find(|l| l.last().is_some_and(|y| y.0 != x.0)) {
                     Some(l) => l.push(x),
                     None => layers.push(vec![x]),
                 }
@@ -97,15 +94,8 @@ pub fn group(members: &[Member], limit: usize, array_sizes: &HashMap<String, usi
             for layer in layers {
                 for chunk in layer.chunks(limit) {
                     if chunk.len() == 1 {
-                        let deps: Vec<JobId> = bases
-                            .iter()
-                            .map(|b| JobId(format!("{b}_{}", chunk[0].0)))
-                            .collect();
-                        out.push(plain(
-                            resources,
-                            &[chunk[0].1],
-                            after_ok(&deps, array_sizes),
-                        ));
+                        let deps: Vec<JobId> = bases.iter().map(|b| JobId(format!("{b}_{}", chunk[0].0))).collect();
+                        out.push(plain(resources, &[chunk[0].1], after_ok(&deps, array_sizes)));
                     } else {
                         out.push(Group {
                             resources,
@@ -145,10 +135,7 @@ fn after_ok(deps: &[JobId], array_sizes: &HashMap<String, usize>) -> Dependency 
     let mut ids: Vec<String> = Vec::new();
     for d in deps {
         let base = d.base();
-        let whole = d.0.contains('_')
-            && array_sizes
-                .get(base)
-                .is_some_and(|&n| per_base.get(base) == Some(&n));
+        let whole = d.0.contains('_') && array_sizes.get(base).is_some_and(|&n| per_base.get(base) == Some(&n));
         let id = if whole { base.to_owned() } else { d.0.clone() };
         if !ids.contains(&id) {
             ids.push(id);
@@ -186,11 +173,7 @@ pub fn array_spec(tasks: &[usize]) -> String {
         while j + 1 < sorted.len() && sorted[j + 1] == sorted[j] + 1 {
             j += 1;
         }
-        parts.push(if i == j {
-            sorted[i].to_string()
-        } else {
-            format!("{}-{}", sorted[i], sorted[j])
-        });
+        parts.push(if i == j { sorted[i].to_string() } else { format!("{}-{}", sorted[i], sorted[j]) });
         i = j + 1;
     }
     parts.join(",")
@@ -211,33 +194,18 @@ mod tests {
     fn a_sweep_without_dependencies_is_one_array_split_under_the_limit() {
         let m: Vec<_> = (0..50).map(|i| (i, r(), vec![])).collect();
         let g = group(&m, 20, &HashMap::new());
-        assert_eq!(
-            g.iter().map(|g| g.members.len()).collect::<Vec<_>>(),
-            vec![20, 20, 10]
-        );
+        assert_eq!(g.iter().map(|g| g.members.len()).collect::<Vec<_>>(), vec![20, 20, 10]);
         assert!(g.iter().all(|g| g.dependency == Dependency::None));
     }
 
     #[test]
     fn fan_out_uses_aftercorr_and_gather_waits_for_whole_arrays() {
         // Members in another order than their upstream tasks, split over two arrays.
-        let m: Vec<_> = [
-            (10, "7_1"),
-            (11, "7_0"),
-            (12, "8_0"),
-            (13, "7_2"),
-            (14, "8_1"),
-        ]
-        .iter()
-        .map(|(i, d)| (*i, r(), vec![j(d)]))
-        .collect();
+        let m: Vec<_> = [(10, "7_1"), (11, "7_0"), (12, "8_0"), (13, "7_2"), (14, "8_1")].iter().map(|(i, d)| (*i, r(), vec![j(d)])).collect();
         let g = group(&m, 100, &HashMap::new());
         assert_eq!(g.len(), 2);
         assert_eq!(g[0].dependency, Dependency::AfterCorr(vec!["7".into()]));
-        assert_eq!(
-            (g[0].members.clone(), g[0].tasks.clone()),
-            (vec![11, 10, 13], vec![0, 1, 2])
-        );
+        assert_eq!((g[0].members.clone(), g[0].tasks.clone()), (vec![11, 10, 13], vec![0, 1, 2]));
         assert_eq!(g[1].dependency, Dependency::AfterCorr(vec!["8".into()]));
         assert_eq!(array_spec(&[0, 1, 2, 5, 7, 8]), "0-2,5,7-8");
         let sizes: HashMap<String, usize> = [("8".to_owned(), 3)].into();
@@ -249,19 +217,12 @@ mod tests {
     #[test]
     fn misaligned_dependencies_and_other_resources_split() {
         let big = Resources { cpus: 4, ..r() };
-        let m = vec![
-            (0, r(), vec![j("7_1"), j("9")]),
-            (1, r(), vec![j("7_0")]),
-            (2, big, vec![]),
-        ];
+        let m = vec![(0, r(), vec![j("7_1"), j("9")]), (1, r(), vec![j("7_0")]), (2, big, vec![])];
         let g = group(&m, 100, &HashMap::new());
         assert_eq!(g.len(), 3);
         assert_eq!(g[0].members, vec![1]);
         assert_eq!(g[0].dependency, Dependency::AfterOk(vec!["7_0".into()]));
-        assert_eq!(
-            g[1].dependency,
-            Dependency::AfterOk(vec!["7_1".into(), "9".into()])
-        );
+        assert_eq!(g[1].dependency, Dependency::AfterOk(vec!["7_1".into(), "9".into()]));
         assert_eq!(g[2].resources.cpus, 4);
     }
 }

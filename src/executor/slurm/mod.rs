@@ -84,29 +84,16 @@ impl Out<'_> {
 }
 
 pub fn new_run_id() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     format!("{secs}-{}", std::process::id())
 }
 
 impl Executor for SlurmExecutor {
     fn execute(&mut self, req: &RunRequest<'_>, sink: &mut dyn EventSink) -> RunSummary {
-        let mut out = Out {
-            sink,
-            summary: RunSummary::default(),
-        };
+        let mut out = Out { sink, summary: RunSummary::default() };
         let run_id = new_run_id();
-        self.report = SubmitReport {
-            run_id: run_id.clone(),
-            ..Default::default()
-        };
-        let exe = self
-            .config
-            .wfpipe
-            .clone()
-            .unwrap_or_else(|| self.exe.clone());
+        self.report = SubmitReport { run_id: run_id.clone(), ..Default::default() };
+        let exe = self.config.wfpipe.clone().unwrap_or_else(|| self.exe.clone());
         let p = req.pipeline;
         let deps = dependents(p);
         let mut done: HashSet<usize> = HashSet::new();
@@ -126,30 +113,14 @@ impl Executor for SlurmExecutor {
             let inst = &p.instances[idx];
             if req.cache.is_cached(&inst.key) {
                 done.insert(idx);
-                out.emit(Event::Finished {
-                    instance: inst.id.clone(),
-                    seconds: 0.0,
-                    by_other: true,
-                });
+                out.emit(Event::Finished { instance: inst.id.clone(), seconds: 0.0, by_other: true });
                 continue;
             }
             match record::read(req.cache, &inst.key) {
-                Some(rec)
-                    if watch::lookup(&queue, &JobId(rec.job.clone()))
-                        .is_some_and(|e| e.state.is_live()) =>
-                {
-                    out.emit(Event::Queued {
-                        instance: inst.id.clone(),
-                        job: rec.job.clone(),
-                    });
+                Some(rec) if watch::lookup(&queue, &JobId(rec.job.clone())).is_some_and(|e| e.state.is_live()) => {
+                    out.emit(Event::Queued { instance: inst.id.clone(), job: rec.job.clone() });
                     self.report.attached += 1;
-                    tracked.push(Tracked {
-                        idx,
-                        job: JobId(rec.job),
-                        ours: false,
-                        submitted_unix: rec.submitted_unix,
-                        packed: rec.packed,
-                    });
+                    tracked.push(Tracked { idx, job: JobId(rec.job), ours: false, submitted_unix: rec.submitted_unix, packed: rec.packed });
                 }
                 _ => to_submit.push(idx),
             }
@@ -166,23 +137,11 @@ impl Executor for SlurmExecutor {
         let result = if self.config.pack > 1 {
             pack::submit(req, &mut submitter, &to_submit, &mut tracked, &mut out)
         } else {
-            submit_all(
-                req,
-                &mut submitter,
-                &to_submit,
-                &mut tracked,
-                &mut out,
-                &deps,
-                &mut done,
-            )
+            submit_all(req, &mut submitter, &to_submit, &mut tracked, &mut out, &deps, &mut done)
         };
         self.report.sbatch_calls = submitter.sbatch_calls;
         self.report.submitted = tracked.iter().filter(|t| t.ours).count();
-        self.report.jobs = tracked
-            .iter()
-            .filter(|t| t.ours)
-            .map(|t| t.job.0.clone())
-            .collect();
+        self.report.jobs = tracked.iter().filter(|t| t.ours).map(|t| t.job.0.clone()).collect();
         if let Err(e) = result {
             // Jobs already submitted stay consistent: their dependents were submitted with
             // them or are reported as not run.
@@ -192,15 +151,7 @@ impl Executor for SlurmExecutor {
             out.sink.finish();
             return out.summary;
         }
-        watch::follow(
-            req,
-            &self.config,
-            &mut submitter,
-            tracked,
-            &mut out,
-            &deps,
-            done,
-        );
+        watch::follow(req, &self.config, &mut submitter, tracked, &mut out, &deps, done);
         self.report.sbatch_calls = submitter.sbatch_calls;
         out.sink.finish();
         out.summary
@@ -233,8 +184,7 @@ fn submit_all(
 ) -> Result<(), submit::SubmitError> {
     let p = req.pipeline;
     let todo: HashSet<usize> = req.todo.iter().copied().collect();
-    let mut job_of: HashMap<usize, JobId> =
-        tracked.iter().map(|t| (t.idx, t.job.clone())).collect();
+    let mut job_of: HashMap<usize, JobId> = tracked.iter().map(|t| (t.idx, t.job.clone())).collect();
     let mut by_stage: Vec<Vec<usize>> = vec![Vec::new(); p.stages.len()];
     for &idx in to_submit {
         by_stage[p.instances[idx].stage].push(idx);
@@ -248,10 +198,7 @@ fn submit_all(
             }
             if let Some(first) = &stopped {
                 done.insert(idx);
-                out.emit(Event::Skipped {
-                    instance: p.instances[idx].id.clone(),
-                    because: first.clone(),
-                });
+                out.emit(Event::Skipped { instance: p.instances[idx].id.clone(), because: first.clone() });
                 continue;
             }
             let inst = &p.instances[idx];
@@ -267,18 +214,9 @@ fn submit_all(
             waits.dedup();
             let job = Job::for_instance(p, inst, &req.data_dir, req.backend);
             let work = req.cache.work_dir(&inst.key);
-            let written = std::fs::create_dir_all(&work)
-                .and_then(|_| job.write(&crate::exec_stage::job_path(req.cache, &inst.key)));
+            let written = std::fs::create_dir_all(&work).and_then(|_| job.write(&crate::exec_stage::job_path(req.cache, &inst.key)));
             if let Err(e) = written {
-                fail_and_skip(
-                    req,
-                    out,
-                    deps,
-                    done,
-                    idx,
-                    format!("cannot write the job file: {e}"),
-                    None,
-                );
+                fail_and_skip(req, out, deps, done, idx, format!("cannot write the job file: {e}"), None);
                 continue;
             }
             ready.push((idx, inst.resources, waits));
@@ -288,27 +226,14 @@ fn submit_all(
         }
         let name = &p.stages[stage].name;
         for g in groups::group(&ready, submitter.array_limit, &submitter.array_sizes) {
-            let keys: Vec<(&str, &str)> = g
-                .members
-                .iter()
-                .map(|&i| (p.instances[i].key.as_str(), p.instances[i].id.as_str()))
-                .collect();
+            let keys: Vec<(&str, &str)> = g.members.iter().map(|&i| (p.instances[i].key.as_str(), p.instances[i].id.as_str())).collect();
             match submitter.submit_group(name, &g, &keys) {
                 Ok(ids) => {
                     let now = record::now_unix();
                     for (&idx, id) in g.members.iter().zip(ids) {
-                        out.emit(Event::Queued {
-                            instance: p.instances[idx].id.clone(),
-                            job: id.0.clone(),
-                        });
+                        out.emit(Event::Queued { instance: p.instances[idx].id.clone(), job: id.0.clone() });
                         job_of.insert(idx, id.clone());
-                        tracked.push(Tracked {
-                            idx,
-                            job: id,
-                            ours: true,
-                            submitted_unix: now,
-                            packed: false,
-                        });
+                        tracked.push(Tracked { idx, job: id, ours: true, submitted_unix: now, packed: false });
                     }
                 }
                 Err(e) => {
@@ -342,22 +267,14 @@ pub(crate) fn fail_and_skip(
     let inst = &p.instances[idx];
     done.insert(idx);
     let log = log.unwrap_or_else(|| crate::exec_stage::log_path(req.cache, &inst.key));
-    out.emit(Event::Failed {
-        instance: inst.id.clone(),
-        message,
-        log,
-        code: None,
-    });
+    out.emit(Event::Failed { instance: inst.id.clone(), message, log, code: None });
     let todo: HashSet<usize> = req.todo.iter().copied().collect();
     let mut skipped = Vec::new();
     let mut down = downstream(deps, idx);
     down.sort();
     for d in down {
         if todo.contains(&d) && done.insert(d) {
-            out.emit(Event::Skipped {
-                instance: p.instances[d].id.clone(),
-                because: inst.id.clone(),
-            });
+            out.emit(Event::Skipped { instance: p.instances[d].id.clone(), because: inst.id.clone() });
             skipped.push(d);
         }
     }

@@ -39,20 +39,12 @@ fn queue_dir(s: &Submitter<'_>) -> PathBuf {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SubmitError + '_ {
-    move |source| SubmitError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| SubmitError::Io { path: path.to_owned(), source }
 }
 
 /// The resources one worker asks for: enough for the largest instance it may compute.
 fn worker_resources(req: &RunRequest<'_>, keys: &[usize], per_worker: usize) -> Resources {
-    let mut r = Resources {
-        cpus: 1,
-        gpus: 0,
-        mem_mb: 1,
-        time_min: 0,
-    };
+    let mut r = Resources { cpus: 1, gpus: 0, mem_mb: 1, time_min: 0 };
     for &i in keys {
         let x = req.pipeline.instances[i].resources;
         r.cpus = r.cpus.max(x.cpus);
@@ -87,9 +79,7 @@ pub(super) fn submit(
         let job_file = exec_stage::job_path(req.cache, &inst.key);
         let work = req.cache.work_dir(&inst.key);
         fs::create_dir_all(&work).map_err(io(&work))?;
-        Job::for_instance(p, inst, &req.data_dir, req.backend)
-            .write(&job_file)
-            .map_err(io(&job_file))?;
+        Job::for_instance(p, inst, &req.data_dir, req.backend).write(&job_file).map_err(io(&job_file))?;
         let entry = q.join("pending").join(&inst.key);
         fs::write(&entry, format!("{order}\n{}\n", job_file.display())).map_err(io(&entry))?;
     }
@@ -97,41 +87,18 @@ pub(super) fn submit(
     let now = record::now_unix();
     for &idx in to_submit {
         let inst = &p.instances[idx];
-        let rec = SlurmRecord {
-            job: job.0.clone(),
-            run: submitter.run_id.clone(),
-            instance: inst.id.clone(),
-            submitted_unix: now,
-            packed: true,
-        };
+        let rec = SlurmRecord { job: job.0.clone(), run: submitter.run_id.clone(), instance: inst.id.clone(), submitted_unix: now, packed: true };
         let path = record::path(req.cache, &inst.key);
         record::write(req.cache, &inst.key, &rec).map_err(io(&path))?;
-        out.emit(Event::Queued {
-            instance: inst.id.clone(),
-            job: job.0.clone(),
-        });
-        tracked.push(Tracked {
-            idx,
-            job: job.clone(),
-            ours: true,
-            submitted_unix: now,
-            packed: true,
-        });
+        out.emit(Event::Queued { instance: inst.id.clone(), job: job.0.clone() });
+        tracked.push(Tracked { idx, job: job.clone(), ours: true, submitted_unix: now, packed: true });
     }
     Ok(())
 }
 
-fn submit_workers(
-    req: &RunRequest<'_>,
-    submitter: &mut Submitter<'_>,
-    keys: &[usize],
-) -> Result<(JobId, usize), SubmitError> {
+fn submit_workers(req: &RunRequest<'_>, submitter: &mut Submitter<'_>, keys: &[usize]) -> Result<(JobId, usize), SubmitError> {
     let pack = submitter.config.pack.max(1);
-    let workers = keys
-        .len()
-        .div_ceil(pack)
-        .clamp(1, submitter.config.max_workers.max(1))
-        .min(submitter.array_limit);
+    let workers = keys.len().div_ceil(pack).clamp(1, submitter.config.max_workers.max(1)).min(submitter.array_limit);
     let per_worker = keys.len().div_ceil(workers);
     let resources = worker_resources(req, keys, per_worker);
     let q = queue_dir(submitter);
@@ -146,12 +113,7 @@ pub(super) fn claimed(s: &Submitter<'_>, key: &str) -> bool {
 }
 
 /// Why a packed key has no result, once that is certain.
-pub(super) fn failure(
-    cache: &Cache,
-    s: &Submitter<'_>,
-    key: &str,
-    submitted_unix: f64,
-) -> Option<String> {
+pub(super) fn failure(cache: &Cache, s: &Submitter<'_>, key: &str, submitted_unix: f64) -> Option<String> {
     let err = exec_stage::error_path(cache, key);
     let fresh = |p: &Path| {
         fs::metadata(p)
@@ -163,39 +125,22 @@ pub(super) fn failure(
     let q = queue_dir(s);
     let done = q.join("done").join(key);
     if fresh(&err) && !lock::is_locked(&cache.lock_path(key)) {
-        return Some(
-            fs::read_to_string(&err)
-                .map(|t| t.trim().to_owned())
-                .unwrap_or_default(),
-        );
+        return Some(fs::read_to_string(&err).map(|t| t.trim().to_owned()).unwrap_or_default());
     }
     if done.exists() && !cache.is_cached(key) {
         let early = fs::read_to_string(cache.work_dir(key).join("spawn.log")).unwrap_or_default();
-        let last = early
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("the worker finished without a result");
+        let last = early.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("the worker finished without a result");
         return Some(last.trim().to_owned());
     }
     let claim = q.join("claimed").join(key);
-    if claim.exists()
-        && !lock::is_locked(&cache.lock_path(key))
-        && age(&claim).is_some_and(|a| a > CLAIM_GRACE)
-    {
-        return Some(
-            "its worker job died while computing it (time limit, memory or node failure?)"
-                .to_owned(),
-        );
+    if claim.exists() && !lock::is_locked(&cache.lock_path(key)) && age(&claim).is_some_and(|a| a > CLAIM_GRACE) {
+        return Some("its worker job died while computing it (time limit, memory or node failure?)".to_owned());
     }
     None
 }
 
 fn age(p: &Path) -> Option<Duration> {
-    fs::metadata(p)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
+    fs::metadata(p).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok())
 }
 
 /// Take keys out of the queue (their inputs failed).
@@ -236,34 +181,21 @@ impl Workers {
         let p = req.pipeline;
         if self.first.is_none() {
             let pending = queue_dir(submitter).join("pending");
-            self.first = waiting
-                .iter()
-                .find_map(|&i| record::read(req.cache, &p.instances[i].key).map(|r| JobId(r.job)))
-                .filter(|_| pending.exists());
+            self.first = waiting.iter().find_map(|&i| record::read(req.cache, &p.instances[i].key).map(|r| JobId(r.job))).filter(|_| pending.exists());
         }
         let all: Vec<&JobId> = self.first.iter().chain(self.jobs.iter()).collect();
-        if all
-            .iter()
-            .any(|j| lookup(queue, j).is_none_or(|e| e.state.is_live()))
-        {
+        if all.iter().any(|j| lookup(queue, j).is_none_or(|e| e.state.is_live())) {
             return Ok(());
         }
         let pending_dir = queue_dir(submitter).join("pending");
-        let left: Vec<usize> = waiting
-            .iter()
-            .copied()
-            .filter(|&i| pending_dir.join(&p.instances[i].key).exists())
-            .collect();
+        let left: Vec<usize> = waiting.iter().copied().filter(|&i| pending_dir.join(&p.instances[i].key).exists()).collect();
         if left.is_empty() {
             return Ok(());
         }
         if self.rounds >= MAX_ROUNDS {
             return Err(SubmitError::Io {
                 path: pending_dir,
-                source: std::io::Error::other(format!(
-                    "{} round(s) of worker jobs ended with keys left in the queue",
-                    self.rounds + 1
-                )),
+                source: std::io::Error::other(format!("{} round(s) of worker jobs ended with keys left in the queue", self.rounds + 1)),
             });
         }
         self.rounds += 1;
@@ -281,26 +213,13 @@ struct Entry {
 
 fn read_pending(q: &Path) -> Vec<Entry> {
     let mut out = Vec::new();
-    let Ok(rd) = fs::read_dir(q.join("pending")) else {
-        return out;
-    };
+    let Ok(rd) = fs::read_dir(q.join("pending")) else { return out };
     for e in rd.flatten() {
         let key = e.file_name().to_string_lossy().into_owned();
-        let Ok(text) = fs::read_to_string(e.path()) else {
-            continue;
-        };
+        let Ok(text) = fs::read_to_string(e.path()) else { continue };
         let mut lines = text.lines();
-        let (Some(order), Some(job)) = (
-            lines.next().and_then(|o| o.trim().parse().ok()),
-            lines.next(),
-        ) else {
-            continue;
-        };
-        out.push(Entry {
-            order,
-            key,
-            job_file: PathBuf::from(job),
-        });
+        let (Some(order), Some(job)) = (lines.next().and_then(|o| o.trim().parse().ok()), lines.next()) else { continue };
+        out.push(Entry { order, key, job_file: PathBuf::from(job) });
     }
     out.sort_by_key(|e| e.order);
     out
@@ -331,25 +250,18 @@ pub fn run_worker(cache_root: &Path, queue: &Path, max: usize) -> i32 {
         }
         let in_progress = |key: &str| {
             let c = queue.join("claimed").join(key);
-            c.exists()
-                && (lock::is_locked(&cache.lock_path(key))
-                    || age(&c).is_none_or(|a| a < CLAIM_GRACE))
+            c.exists() && (lock::is_locked(&cache.lock_path(key)) || age(&c).is_none_or(|a| a < CLAIM_GRACE))
         };
         // In queue order (topological): runnable = inputs cached; alive = will become so.
         let mut alive: HashSet<&str> = HashSet::new();
         let mut pick = None;
         for e in &entries {
-            let inputs: Vec<String> = Job::read(&e.job_file)
-                .map(|j| j.inputs.values().flatten().map(|r| r.key.clone()).collect())
-                .unwrap_or_default();
+            let inputs: Vec<String> = Job::read(&e.job_file).map(|j| j.inputs.values().flatten().map(|r| r.key.clone()).collect()).unwrap_or_default();
             if inputs.iter().all(|k| cache.is_cached(k)) {
                 pick = Some(e);
                 break;
             }
-            if inputs
-                .iter()
-                .all(|k| cache.is_cached(k) || alive.contains(k.as_str()) || in_progress(k))
-            {
+            if inputs.iter().all(|k| cache.is_cached(k) || alive.contains(k.as_str()) || in_progress(k)) {
                 alive.insert(&e.key);
             }
         }
@@ -364,24 +276,11 @@ pub fn run_worker(cache_root: &Path, queue: &Path, max: usize) -> i32 {
         if fs::rename(queue.join("pending").join(&e.key), &claimed).is_err() {
             continue; // another worker took it
         }
-        let _ = fs::write(
-            &claimed,
-            format!("{}\n{}\n", exec_stage::hostname(), std::process::id()),
-        );
+        let _ = fs::write(&claimed, format!("{}\n{}\n", exec_stage::hostname(), std::process::id()));
         let work = cache.work_dir(&e.key);
-        let early = fs::create_dir_all(&work).and_then(|_| {
-            fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(work.join("spawn.log"))
-        });
+        let early = fs::create_dir_all(&work).and_then(|_| fs::OpenOptions::new().create(true).append(true).open(work.join("spawn.log")));
         let mut cmd = Command::new(&exe);
-        cmd.arg("exec-stage")
-            .arg("--cache")
-            .arg(cache.root())
-            .arg(&e.job_file)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
+        cmd.arg("exec-stage").arg("--cache").arg(cache.root()).arg(&e.job_file).stdin(Stdio::null()).stdout(Stdio::null());
         if let Ok(f) = early {
             cmd.stderr(f);
         }

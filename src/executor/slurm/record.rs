@@ -39,26 +39,15 @@ pub fn write(cache: &Cache, key: &str, rec: &SlurmRecord) -> std::io::Result<()>
         fs::create_dir_all(dir)?;
     }
     let tmp = p.with_extension(format!("tmp{}", std::process::id()));
-    fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?,
-    )?;
+    fs::write(&tmp, serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?)?;
     fs::rename(tmp, p)
 }
 
 pub fn now_unix() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 /// A key's job, if the queue still holds it as pending or running.
-pub fn live_job<'a>(
-    rec: &SlurmRecord,
-    queue: &'a HashMap<JobId, QueueEntry>,
-) -> Option<&'a QueueEntry> {
-    queue
-        .get(&JobId(rec.job.clone()))
-        .filter(|e| e.state.is_live())
+pub fn live_job<'a>(rec: &SlurmRecord, queue: &'a HashMap<JobId, QueueEntry>) -> Option<&'a QueueEntry> {
+    queue.get(&JobId(rec.job.clone())).filter(|e| e.state.is_live())
 }

@@ -25,10 +25,10 @@ pub enum EndedHow {
 impl JobState {
     pub fn parse(s: &str) -> JobState {
         match s.trim().trim_end_matches('+') {
-            "PENDING" | "PD" | "REQUEUED" | "RQ" | "REQUEUE_HOLD" | "REQUEUE_FED"
-            | "RESV_DEL_HOLD" | "SUSPENDED" | "S" => JobState::Pending,
-            "RUNNING" | "R" | "CONFIGURING" | "CF" | "COMPLETING" | "CG" | "RESIZING"
-            | "SIGNALING" | "STAGE_OUT" | "STOPPED" => JobState::Running,
+            "PENDING" | "PD" | "REQUEUED" | "RQ" | "REQUEUE_HOLD" | "REQUEUE_FED" | "RESV_DEL_HOLD" | "SUSPENDED" | "S" => JobState::Pending,
+            "RUNNING" | "R" | "CONFIGURING" | "CF" | "COMPLETING" | "CG" | "RESIZING" | "SIGNALING" | "STAGE_OUT" | "STOPPED" => {
+                JobState::Running
+            }
             "COMPLETED" | "CD" => JobState::Completed,
             "FAILED" | "F" => JobState::Ended(EndedHow::Failed),
             "CANCELLED" | "CA" => JobState::Ended(EndedHow::Cancelled),
@@ -44,10 +44,7 @@ impl JobState {
 
     /// Still queued or running: a new submission of the same key would be a duplicate.
     pub fn is_live(self) -> bool {
-        matches!(
-            self,
-            JobState::Pending | JobState::Running | JobState::Other
-        )
+        matches!(self, JobState::Pending | JobState::Running | JobState::Other)
     }
 }
 
@@ -79,10 +76,7 @@ mod tests {
     fn states() {
         assert_eq!(JobState::parse("PENDING"), JobState::Pending);
         assert_eq!(JobState::parse("COMPLETING"), JobState::Running);
-        assert_eq!(
-            JobState::parse("CANCELLED+"),
-            JobState::Ended(EndedHow::Cancelled)
-        );
+        assert_eq!(JobState::parse("CANCELLED+"), JobState::Ended(EndedHow::Cancelled));
         assert!(JobState::Pending.is_live());
         assert!(!JobState::Completed.is_live());
     }

@@ -15,17 +15,10 @@ use crate::pipeline::Pipeline;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Live {
-    Queued {
-        job: String,
-    },
-    Running {
-        job: String,
-    },
+    Queued { job: String },
+    Running { job: String },
     /// The job ended (or can never start) and the key has no entry.
-    Ended {
-        job: String,
-        message: String,
-    },
+    Ended { job: String, message: String },
 }
 
 /// Per key (not cached, with a SLURM record): what the queue says.
@@ -50,11 +43,7 @@ pub fn queue_view(p: &Pipeline, cache: &Cache) -> HashMap<String, Live> {
             return view;
         }
     };
-    let missing: Vec<String> = records
-        .iter()
-        .filter(|(_, r)| lookup(&queue, &JobId(r.job.clone())).is_none())
-        .map(|(_, r)| JobId(r.job.clone()).base().to_owned())
-        .collect();
+    let missing: Vec<String> = records.iter().filter(|(_, r)| lookup(&queue, &JobId(r.job.clone())).is_none()).map(|(_, r)| JobId(r.job.clone()).base().to_owned()).collect();
     if !missing.is_empty() {
         let mut m = missing.clone();
         m.sort();
@@ -65,45 +54,26 @@ pub fn queue_view(p: &Pipeline, cache: &Cache) -> HashMap<String, Live> {
     let inputs_cached: HashMap<&str, bool> = p
         .instances
         .iter()
-        .map(|i| {
-            (
-                i.key.as_str(),
-                i.inputs
-                    .values()
-                    .flatten()
-                    .all(|&u| cache.is_cached(&p.instances[u].key)),
-            )
-        })
+        .map(|i| (i.key.as_str(), i.inputs.values().flatten().all(|&u| cache.is_cached(&p.instances[u].key))))
         .collect();
     for (key, rec) in records {
-        let Some(entry) = lookup(&queue, &JobId(rec.job.clone())) else {
-            continue;
-        };
+        let Some(entry) = lookup(&queue, &JobId(rec.job.clone())) else { continue };
         let job = rec.job.clone();
         // A job that never ran because an input failed is "not run", not a failure.
         let inputs_ok = inputs_cached.get(key.as_str()).copied().unwrap_or(true);
         let live = match entry.state {
             JobState::Pending if dependency_never_satisfied(&entry.reason) => continue,
             JobState::Ended(_) if !inputs_ok => continue,
-            JobState::Pending | JobState::Other
-                if rec.packed && lock::is_locked(&cache.lock_path(&key)) =>
-            {
-                Live::Running { job }
-            }
+            JobState::Pending | JobState::Other if rec.packed && lock::is_locked(&cache.lock_path(&key)) => Live::Running { job },
             JobState::Pending | JobState::Other => Live::Queued { job },
-            JobState::Running if rec.packed && !lock::is_locked(&cache.lock_path(&key)) => {
-                Live::Queued { job }
-            }
+            JobState::Running if rec.packed && !lock::is_locked(&cache.lock_path(&key)) => Live::Queued { job },
             JobState::Running => Live::Running { job },
             JobState::Completed => continue,
             JobState::Ended(how) => {
                 if exec_stage::error_path(cache, &key).exists() {
                     continue;
                 }
-                Live::Ended {
-                    job,
-                    message: how.describe().to_owned(),
-                }
+                Live::Ended { job, message: how.describe().to_owned() }
             }
         };
         view.insert(key, live);

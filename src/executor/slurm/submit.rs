@@ -18,19 +18,13 @@ use crate::exec_stage;
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
     #[error("cannot write {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Slurm(#[from] SlurmError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SubmitError + '_ {
-    move |source| SubmitError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| SubmitError::Io { path: path.to_owned(), source }
 }
 
 /// Single-quote for sh.
@@ -55,12 +49,7 @@ pub struct Submitter<'a> {
 }
 
 impl<'a> Submitter<'a> {
-    pub fn new(
-        cache: &'a Cache,
-        config: &'a SlurmConfig,
-        exe: PathBuf,
-        run_id: String,
-    ) -> Result<Submitter<'a>, SubmitError> {
+    pub fn new(cache: &'a Cache, config: &'a SlurmConfig, exe: PathBuf, run_id: String) -> Result<Submitter<'a>, SubmitError> {
         let run_dir = cache.root().join("work").join("_slurm").join(&run_id);
         fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
         // Array indices must stay below the cluster's MaxArraySize.
@@ -68,17 +57,7 @@ impl<'a> Submitter<'a> {
             Some(max) if max > 1 => config.array_limit.min(max - 1),
             _ => config.array_limit,
         };
-        Ok(Submitter {
-            cache,
-            config,
-            exe,
-            run_id,
-            run_dir,
-            array_limit,
-            sbatch_calls: 0,
-            array_sizes: HashMap::new(),
-            next_group: 0,
-        })
+        Ok(Submitter { cache, config, exe, run_id, run_dir, array_limit, sbatch_calls: 0, array_sizes: HashMap::new(), next_group: 0 })
     }
 
     /// Flags for a job of this run with the given resources.
@@ -98,14 +77,7 @@ impl<'a> Submitter<'a> {
         }
         if let Some(d) = dependency.flag() {
             f.push(d);
-            f.push(format!(
-                "--kill-on-invalid-dep={}",
-                if self.config.kill_invalid_dep {
-                    "yes"
-                } else {
-                    "no"
-                }
-            ));
+            f.push(format!("--kill-on-invalid-dep={}", if self.config.kill_invalid_dep { "yes" } else { "no" }));
         }
         f.extend(self.config.common_flags());
         f
@@ -113,12 +85,7 @@ impl<'a> Submitter<'a> {
 
     /// Submit one group of instances (their job files are already written); returns the
     /// SLURM id of each member, in order.
-    pub fn submit_group(
-        &mut self,
-        stage: &str,
-        group: &Group,
-        keys: &[(&str, &str)],
-    ) -> Result<Vec<JobId>, SubmitError> {
+    pub fn submit_group(&mut self, stage: &str, group: &Group, keys: &[(&str, &str)]) -> Result<Vec<JobId>, SubmitError> {
         let g = self.next_group;
         self.next_group += 1;
         let list = self.run_dir.join(format!("g{g}.list"));
@@ -126,9 +93,7 @@ impl<'a> Submitter<'a> {
         let lines = group.tasks.iter().max().map_or(1, |m| m + 1);
         let mut rows = vec![String::new(); lines];
         for (&t, (key, _)) in group.tasks.iter().zip(keys) {
-            rows[t] = exec_stage::job_path(self.cache, key)
-                .to_string_lossy()
-                .into_owned();
+            rows[t] = exec_stage::job_path(self.cache, key).to_string_lossy().into_owned();
         }
         let text = rows.join("\n") + "\n";
         fs::write(&list, text).map_err(io(&list))?;
@@ -146,16 +111,10 @@ impl<'a> Submitter<'a> {
                 let _ = fs::remove_file(&link);
                 std::os::unix::fs::symlink(self.cache.work_dir(key), &link).map_err(io(&link))?;
             }
-            flags.push(format!(
-                "--array={}",
-                super::groups::array_spec(&group.tasks)
-            ));
+            flags.push(format!("--array={}", super::groups::array_spec(&group.tasks)));
             flags.push(format!("--output={}/%a/slurm-%A_%a.out", links.display()));
         } else {
-            flags.push(format!(
-                "--output={}/slurm-%j.out",
-                self.cache.work_dir(keys[0].0).display()
-            ));
+            flags.push(format!("--output={}/slurm-%j.out", self.cache.work_dir(keys[0].0).display()));
         }
         self.sbatch_calls += 1;
         let job = client::sbatch(&flags, &script)?;
@@ -166,24 +125,12 @@ impl<'a> Submitter<'a> {
         let mut ids = Vec::with_capacity(keys.len());
         for (&t, (key, instance)) in group.tasks.iter().zip(keys) {
             let id = JobId::new(job, array.then_some(t));
-            let rec = SlurmRecord {
-                job: id.0.clone(),
-                run: self.run_id.clone(),
-                instance: (*instance).to_owned(),
-                submitted_unix: now,
-                packed: false,
-            };
+            let rec = SlurmRecord { job: id.0.clone(), run: self.run_id.clone(), instance: (*instance).to_owned(), submitted_unix: now, packed: false };
             let path = record::path(self.cache, key);
             record::write(self.cache, key, &rec).map_err(io(&path))?;
             ids.push(id);
         }
-        tracing::debug!(
-            stage,
-            job,
-            tasks = keys.len(),
-            sbatch_calls = self.sbatch_calls,
-            "submitted"
-        );
+        tracing::debug!(stage, job, tasks = keys.len(), sbatch_calls = self.sbatch_calls, "submitted");
         Ok(ids)
     }
 
@@ -209,13 +156,7 @@ impl<'a> Submitter<'a> {
     }
 
     /// Submit `workers` packed worker jobs (one array) that drain `queue`.
-    pub fn submit_workers(
-        &mut self,
-        queue: &Path,
-        workers: usize,
-        per_worker: usize,
-        resources: Resources,
-    ) -> Result<JobId, SubmitError> {
+    pub fn submit_workers(&mut self, queue: &Path, workers: usize, per_worker: usize, resources: Resources) -> Result<JobId, SubmitError> {
         let g = self.next_group;
         self.next_group += 1;
         let script = self.run_dir.join(format!("w{g}.sh"));

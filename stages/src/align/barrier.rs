@@ -35,11 +35,7 @@ impl Summary {
         let count = values.len();
         let mean = values.iter().sum::<f64>() / count.max(1) as f64;
         let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / count.max(1) as f64;
-        Summary {
-            mean,
-            std: var.sqrt(),
-            count,
-        }
+        Summary { mean, std: var.sqrt(), count }
     }
 }
 
@@ -53,10 +49,7 @@ impl BarrierMatrix {
     }
 
     fn summarize(&self, value: impl Fn(usize, usize) -> f64) -> Summary {
-        let values: Vec<f64> = (0..self.size)
-            .flat_map(|a| (a + 1..self.size).map(move |b| (a, b)))
-            .map(|(a, b)| value(a, b))
-            .collect();
+        let values: Vec<f64> = (0..self.size).flat_map(|a| (a + 1..self.size).map(move |b| (a, b))).map(|(a, b)| value(a, b)).collect();
         Summary::of(&values)
     }
 
@@ -70,12 +63,7 @@ impl BarrierMatrix {
 }
 
 /// Midpoint losses of every pair of `networks` (flat rows of `layout`) on `split`.
-pub fn pairwise_midpoint_losses(
-    layout: &Layout,
-    networks: &[&[f32]],
-    split: &Split,
-    batch_size: usize,
-) -> BarrierMatrix {
+pub fn pairwise_midpoint_losses(layout: &Layout, networks: &[&[f32]], split: &Split, batch_size: usize) -> BarrierMatrix {
     let size = networks.len();
     let endpoints: Vec<(f64, f64)> = networks
         .par_iter()
@@ -110,12 +98,7 @@ pub fn pairwise_midpoint_losses(
             mid_loss[b * size + a] = v;
         }
     }
-    BarrierMatrix {
-        size,
-        endpoint_loss,
-        endpoint_accuracy,
-        mid_loss,
-    }
+    BarrierMatrix { size, endpoint_loss, endpoint_accuracy, mid_loss }
 }
 
 #[cfg(test)]
@@ -132,11 +115,7 @@ mod tests {
         other[0] += 1.0;
         let mut x = vec![0.0; 10 * 4];
         rng::fill_normal(&mut rng::stream(2, "test", 0), &mut x, 0.0, 1.0);
-        let split = Split {
-            features: 4,
-            x,
-            y: (0..10).map(|i| i % 2).collect(),
-        };
+        let split = Split { features: 4, x, y: (0..10).map(|i| i % 2).collect() };
         let m = pairwise_midpoint_losses(&layout, &[&theta, &theta, &other], &split, 4);
         assert!(m.relative(0, 1).abs() < 1e-9);
         assert_eq!(m.absolute(0, 0), m.endpoint_loss[0]);

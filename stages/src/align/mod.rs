@@ -23,15 +23,11 @@ pub struct Permutations {
 impl Permutations {
     pub fn identity(layout: &Layout) -> Self {
         let hidden = &layout.sizes()[1..layout.num_layers()];
-        Permutations {
-            sigma: hidden.iter().map(|&n| (0..n).collect()).collect(),
-        }
+        Permutations { sigma: hidden.iter().map(|&n| (0..n).collect()).collect() }
     }
 
     pub fn is_identity(&self) -> bool {
-        self.sigma
-            .iter()
-            .all(|s| s.iter().enumerate().all(|(i, &j)| i == j))
+        self.sigma.iter().all(|s| s.iter().enumerate().all(|(i, &j)| i == j))
     }
 
     /// σ_l for any layer index 0..=L (identity outside the hidden layers).
@@ -45,16 +41,8 @@ impl Permutations {
 
     /// The permuted network, computing the same function as θ.
     pub fn apply(&self, layout: &Layout, theta: &[f32]) -> Vec<f32> {
-        assert_eq!(
-            theta.len(),
-            layout.num_params(),
-            "θ does not match layout {layout}"
-        );
-        assert_eq!(
-            self.sigma.len(),
-            layout.num_layers() - 1,
-            "one permutation per hidden layer"
-        );
+        assert_eq!(theta.len(), layout.num_params(), "θ does not match layout {layout}");
+        assert_eq!(self.sigma.len(), layout.num_layers() - 1, "one permutation per hidden layer");
         let sizes = layout.sizes();
         let mut out = vec![0.0; theta.len()];
         for l in 1..=layout.num_layers() {
@@ -100,13 +88,7 @@ pub enum AlignMethod {
 }
 
 impl AlignMethod {
-    pub const WORDS: &'static [&'static str] = &[
-        "none",
-        "weight-matching",
-        "sinkhorn-l2",
-        "sinkhorn-mid",
-        "sinkhorn-rnd",
-    ];
+    pub const WORDS: &'static [&'static str] = &["none", "weight-matching", "sinkhorn-l2", "sinkhorn-mid", "sinkhorn-rnd"];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -150,12 +132,7 @@ impl FromStr for AlignMethod {
                     AlignMethod::SinkhornRnd,
                 ][i]
             })
-            .ok_or_else(|| {
-                format!(
-                    "unknown alignment method `{s}`, expected one of {:?}",
-                    Self::WORDS
-                )
-            })
+            .ok_or_else(|| format!("unknown alignment method `{s}`, expected one of {:?}", Self::WORDS))
     }
 }
 
@@ -181,10 +158,7 @@ mod tests {
         assert_ne!(permuted, theta);
         let mut x = vec![0.0; 9 * 6];
         rng::fill_normal(&mut r, &mut x, 0.0, 1.0);
-        let (a, b) = (
-            forward(&layout, &theta, &x, 9),
-            forward(&layout, &permuted, &x, 9),
-        );
+        let (a, b) = (forward(&layout, &theta, &x, 9), forward(&layout, &permuted, &x, 9));
         for (u, v) in a.iter().zip(&b) {
             assert!((u - v).abs() < 1e-5);
         }

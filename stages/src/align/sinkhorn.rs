@@ -67,29 +67,16 @@ struct Batched<B: AutodiffBackend> {
     biases: Vec<Tensor<B, 3>>,
 }
 
-fn batched<B: AutodiffBackend>(
-    layout: &Layout,
-    thetas: &[&[f32]],
-    device: &B::Device,
-) -> Batched<B> {
+fn batched<B: AutodiffBackend>(layout: &Layout, thetas: &[&[f32]], device: &B::Device) -> Batched<B> {
     let n = thetas.len();
     let sizes = layout.sizes();
     let mut weights = Vec::new();
     let mut biases = Vec::new();
     for l in 1..=layout.num_layers() {
         let (n_in, n_out) = (sizes[l - 1], sizes[l]);
-        let w: Vec<f32> = thetas
-            .iter()
-            .flat_map(|t| layout.weight_matrix(t, l))
-            .collect();
-        let b: Vec<f32> = thetas
-            .iter()
-            .flat_map(|t| layout.bias(t, l).to_vec())
-            .collect();
-        weights.push(Tensor::from_data(
-            TensorData::new(w, [n, n_out, n_in]),
-            device,
-        ));
+        let w: Vec<f32> = thetas.iter().flat_map(|t| layout.weight_matrix(t, l)).collect();
+        let b: Vec<f32> = thetas.iter().flat_map(|t| layout.bias(t, l).to_vec()).collect();
+        weights.push(Tensor::from_data(TensorData::new(w, [n, n_out, n_in]), device));
         biases.push(Tensor::from_data(TensorData::new(b, [n, n_out, 1]), device));
     }
     Batched { weights, biases }
@@ -134,53 +121,31 @@ fn soft_permute<B: AutodiffBackend>(net: &Batched<B>, s: &[Tensor<B, 3>]) -> Bat
 }
 
 /// `(1−λ)·a + λ·b` per network, `lambda` `[N, 1, 1]`.
-fn interpolate<B: AutodiffBackend>(
-    a: &Batched<B>,
-    b: &Batched<B>,
-    lambda: Tensor<B, 3>,
-) -> Batched<B> {
+fn interpolate<B: AutodiffBackend>(a: &Batched<B>, b: &Batched<B>, lambda: Tensor<B, 3>) -> Batched<B> {
     let mix = |x: &Tensor<B, 3>, y: &Tensor<B, 3>| {
         x.clone() * (lambda.clone().neg() + 1.0) + y.clone() * lambda.clone()
     };
     Batched {
-        weights: a
-            .weights
-            .iter()
-            .zip(&b.weights)
-            .map(|(x, y)| mix(x, y))
-            .collect(),
-        biases: a
-            .biases
-            .iter()
-            .zip(&b.biases)
-            .map(|(x, y)| mix(x, y))
-            .collect(),
+        weights: a.weights.iter().zip(&b.weights).map(|(x, y)| mix(x, y)).collect(),
+        biases: a.biases.iter().zip(&b.biases).map(|(x, y)| mix(x, y)).collect(),
     }
 }
 
 /// Sum over networks of the mean cross-entropy on one batch.
-fn cross_entropy_sum<B: AutodiffBackend>(
-    net: &Batched<B>,
-    x: &[f32],
-    labels: &[u32],
-    device: &B::Device,
-) -> Tensor<B, 1> {
+fn cross_entropy_sum<B: AutodiffBackend>(net: &Batched<B>, x: &[f32], labels: &[u32], device: &B::Device) -> Tensor<B, 1> {
     let n = net.weights[0].dims()[0];
     let (batch, features) = (labels.len(), x.len() / labels.len());
     let tiled: Vec<f32> = (0..n).flat_map(|_| x.iter().copied()).collect();
     let mut h = Tensor::<B, 3>::from_data(TensorData::new(tiled, [n, batch, features]), device);
     let big_l = net.weights.len();
     for l in 0..big_l {
-        h = h.matmul(net.weights[l].clone().swap_dims(1, 2))
-            + net.biases[l].clone().swap_dims(1, 2);
+        h = h.matmul(net.weights[l].clone().swap_dims(1, 2)) + net.biases[l].clone().swap_dims(1, 2);
         if l + 1 < big_l {
             h = burn::tensor::activation::relu(h);
         }
     }
     let classes = h.dims()[2];
-    let ids: Vec<i64> = (0..n)
-        .flat_map(|_| labels.iter().map(|&c| c as i64))
-        .collect();
+    let ids: Vec<i64> = (0..n).flat_map(|_| labels.iter().map(|&c| c as i64)).collect();
     let ids = Tensor::<B, 3, Int>::from_data(TensorData::new(ids, [n, batch, 1]), device);
     let log_p = burn::tensor::activation::log_softmax(h, 2);
     debug_assert!(classes > 0);
@@ -189,28 +154,18 @@ fn cross_entropy_sum<B: AutodiffBackend>(
 
 fn l2_sum<B: AutodiffBackend>(a: &Batched<B>, b: &Batched<B>, params: usize) -> Tensor<B, 1> {
     let mut total: Option<Tensor<B, 1>> = None;
-    for (x, y) in a
-        .weights
-        .iter()
-        .zip(&b.weights)
-        .chain(a.biases.iter().zip(&b.biases))
-    {
+    for (x, y) in a.weights.iter().zip(&b.weights).chain(a.biases.iter().zip(&b.biases)) {
         let d = (x.clone() - y.clone()).powf_scalar(2.0).sum();
         total = Some(match total {
             Some(t) => t + d,
             None => d,
         });
     }
-    total
-        .expect("a network has at least one layer")
-        .div_scalar(params as f32)
+    total.expect("a network has at least one layer").div_scalar(params as f32)
 }
 
 fn tensor_values<B: burn::tensor::backend::Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .expect("converted tensor data is f32")
+    t.into_data().convert::<f32>().to_vec::<f32>().expect("converted tensor data is f32")
 }
 
 /// Align a batch of networks to `reference`; returns one set of hard permutations each.
@@ -253,36 +208,25 @@ pub fn sinkhorn_rebasin<B: AutodiffBackend>(
             .iter()
             .map(|&h| {
                 let len = n * h * h;
-                let t = Tensor::<B, 3>::from_data(
-                    TensorData::new(q[offset..offset + len].to_vec(), [n, h, h]),
-                    device,
-                )
-                .require_grad();
+                let t = Tensor::<B, 3>::from_data(TensorData::new(q[offset..offset + len].to_vec(), [n, h, h]), device)
+                    .require_grad();
                 offset += len;
                 t
             })
             .collect();
-        let s: Vec<Tensor<B, 3>> = q_tensors
-            .iter()
-            .map(|t| sinkhorn(t.clone(), config.tau, config.sinkhorn_iterations))
-            .collect();
+        let s: Vec<Tensor<B, 3>> =
+            q_tensors.iter().map(|t| sinkhorn(t.clone(), config.tau, config.sinkhorn_iterations)).collect();
         let permuted = soft_permute(&net, &s);
         let loss = match (config.objective, batch) {
             (Objective::L2, _) => l2_sum(&reference_net, &permuted, params),
             (Objective::Mid, Some((x, y))) => {
-                let half =
-                    Tensor::<B, 3>::from_data(TensorData::new(vec![0.5f32; n], [n, 1, 1]), device);
+                let half = Tensor::<B, 3>::from_data(TensorData::new(vec![0.5f32; n], [n, 1, 1]), device);
                 cross_entropy_sum(&interpolate(&reference_net, &permuted, half), x, y, device)
             }
             (Objective::Rnd, Some((x, y))) => {
                 let lambdas: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
                 let lambda = Tensor::<B, 3>::from_data(TensorData::new(lambdas, [n, 1, 1]), device);
-                cross_entropy_sum(
-                    &interpolate(&reference_net, &permuted, lambda),
-                    x,
-                    y,
-                    device,
-                )
+                cross_entropy_sum(&interpolate(&reference_net, &permuted, lambda), x, y, device)
             }
             (_, None) => unreachable!("data objectives always get a batch"),
         };
@@ -304,10 +248,7 @@ pub fn sinkhorn_rebasin<B: AutodiffBackend>(
             let mut order: Vec<usize> = (0..split.len()).collect();
             for _ in 0..config.iterations {
                 order.shuffle(rng);
-                for rows in order
-                    .chunks(config.batch_size)
-                    .take(config.batches_per_iteration)
-                {
+                for rows in order.chunks(config.batch_size).take(config.batches_per_iteration) {
                     let batch = split.gather(rows);
                     step(&mut q, Some((&batch.x, &batch.y)), rng);
                 }
@@ -317,19 +258,11 @@ pub fn sinkhorn_rebasin<B: AutodiffBackend>(
     }
 
     // Hard permutations from the raw Q.
-    let mut perms = vec![
-        Permutations {
-            sigma: Vec::with_capacity(hidden.len())
-        };
-        n
-    ];
+    let mut perms = vec![Permutations { sigma: Vec::with_capacity(hidden.len()) }; n];
     let mut offset = 0;
     for &h in &hidden {
         for p in perms.iter_mut() {
-            let block: Vec<f64> = q[offset..offset + h * h]
-                .iter()
-                .map(|&v| v as f64)
-                .collect();
+            let block: Vec<f64> = q[offset..offset + h * h].iter().map(|&v| v as f64).collect();
             p.sigma.push(assignment::solve_max(&block, h));
             offset += h * h;
         }
@@ -358,19 +291,8 @@ mod tests {
         let copy = scramble.apply(&layout, &reference);
         let mut other = vec![0.0; layout.num_params()];
         rng::fill_normal(&mut r, &mut other, 0.0, 1.0);
-        let config = SinkhornConfig {
-            iterations: 200,
-            ..SinkhornConfig::default()
-        };
-        let perms = sinkhorn_rebasin::<Ad>(
-            &layout,
-            &reference,
-            &[&copy, &other],
-            &config,
-            None,
-            &mut r,
-            &Default::default(),
-        );
+        let config = SinkhornConfig { iterations: 200, ..SinkhornConfig::default() };
+        let perms = sinkhorn_rebasin::<Ad>(&layout, &reference, &[&copy, &other], &config, None, &mut r, &Default::default());
         assert_eq!(perms.len(), 2);
         assert!(l2_distance_sq(&reference, &perms[0].apply(&layout, &copy)) < 1e-10);
         // Every hard result is a permutation of each hidden layer.
@@ -383,19 +305,8 @@ mod tests {
 
     /// Midpoint loss of `aligned` and the reference (absolute barrier numerator).
     fn mid_loss(layout: &Layout, reference: &[f32], aligned: &[f32], split: &Split) -> f64 {
-        let mid: Vec<f32> = reference
-            .iter()
-            .zip(aligned)
-            .map(|(a, b)| 0.5 * (a + b))
-            .collect();
-        crate::mlp::evaluate(
-            layout,
-            &mid,
-            split,
-            64,
-            &mut crate::mlp::grad::Workspace::default(),
-        )
-        .loss
+        let mid: Vec<f32> = reference.iter().zip(aligned).map(|(a, b)| 0.5 * (a + b)).collect();
+        crate::mlp::evaluate(layout, &mid, split, 64, &mut crate::mlp::grad::Workspace::default()).loss
     }
 
     #[test]
@@ -404,42 +315,20 @@ mod tests {
         let mut r = rng::stream(32, "test", 0);
         let mut reference = vec![0.0; layout.num_params()];
         rng::fill_normal(&mut r, &mut reference, 0.0, 1.0);
-        let scramble = Permutations {
-            sigma: vec![vec![2, 0, 5, 1, 3, 4]],
-        };
+        let scramble = Permutations { sigma: vec![vec![2, 0, 5, 1, 3, 4]] };
         let copy = scramble.apply(&layout, &reference);
         let mut x = vec![0.0; 64 * 3];
         rng::fill_normal(&mut r, &mut x, 0.0, 1.0);
         // Labels are the reference's own predictions, so the reference fits the data.
         let logits = crate::mlp::forward(&layout, &reference, &x, 64);
-        let y: Vec<u32> = logits
-            .chunks_exact(2)
-            .map(|z| u32::from(z[1] > z[0]))
-            .collect();
+        let y: Vec<u32> = logits.chunks_exact(2).map(|z| u32::from(z[1] > z[0])).collect();
         let split = Split { features: 3, x, y };
         let unaligned = mid_loss(&layout, &reference, &copy, &split);
         for objective in [Objective::Mid, Objective::Rnd] {
-            let config = SinkhornConfig {
-                objective,
-                iterations: 50,
-                batches_per_iteration: 2,
-                batch_size: 32,
-                ..SinkhornConfig::default()
-            };
-            let perms = sinkhorn_rebasin::<Ad>(
-                &layout,
-                &reference,
-                &[&copy],
-                &config,
-                Some(&split),
-                &mut r,
-                &Default::default(),
-            );
+            let config = SinkhornConfig { objective, iterations: 50, batches_per_iteration: 2, batch_size: 32, ..SinkhornConfig::default() };
+            let perms = sinkhorn_rebasin::<Ad>(&layout, &reference, &[&copy], &config, Some(&split), &mut r, &Default::default());
             let aligned = mid_loss(&layout, &reference, &perms[0].apply(&layout, &copy), &split);
-            assert!(
-                aligned < unaligned,
-                "{objective:?}: midpoint loss {unaligned} -> {aligned}"
-            );
+            assert!(aligned < unaligned, "{objective:?}: midpoint loss {unaligned} -> {aligned}");
         }
     }
 }

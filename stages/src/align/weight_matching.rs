@@ -23,13 +23,7 @@ pub struct Matching {
 
 /// Similarity `C[r, c]` between reference neuron `r` and model neuron `c` of hidden layer
 /// `l`, with the permutations of layers `l-1` and `l+1` held fixed.
-fn similarity(
-    layout: &Layout,
-    reference: &[f32],
-    theta: &[f32],
-    perms: &Permutations,
-    l: usize,
-) -> Vec<f64> {
+fn similarity(layout: &Layout, reference: &[f32], theta: &[f32], perms: &Permutations, l: usize) -> Vec<f64> {
     let sizes = layout.sizes();
     let (n_in, n, n_next) = (sizes[l - 1], sizes[l], sizes[l + 1]);
     let off = layout.weight_offset(l);
@@ -61,9 +55,7 @@ fn similarity(
         let ref_out = &reference[next_off + r * n_next..next_off + (r + 1) * n_next];
         for cc in 0..n {
             let out = &theta[next_off + cc * n_next..next_off + (cc + 1) * n_next];
-            let dot: f64 = (0..n_next)
-                .map(|o| ref_out[o] as f64 * out[s_next.map_or(o, |s| s[o])] as f64)
-                .sum();
+            let dot: f64 = (0..n_next).map(|o| ref_out[o] as f64 * out[s_next.map_or(o, |s| s[o])] as f64).sum();
             c[r * n + cc] += dot;
         }
     }
@@ -71,22 +63,9 @@ fn similarity(
 }
 
 /// Align θ to `reference`. `rng` orders the hidden layers within each sweep.
-pub fn weight_matching(
-    layout: &Layout,
-    reference: &[f32],
-    theta: &[f32],
-    rng: &mut Rng,
-) -> Matching {
-    assert_eq!(
-        reference.len(),
-        layout.num_params(),
-        "reference does not match layout {layout}"
-    );
-    assert_eq!(
-        theta.len(),
-        layout.num_params(),
-        "θ does not match layout {layout}"
-    );
+pub fn weight_matching(layout: &Layout, reference: &[f32], theta: &[f32], rng: &mut Rng) -> Matching {
+    assert_eq!(reference.len(), layout.num_params(), "reference does not match layout {layout}");
+    assert_eq!(theta.len(), layout.num_params(), "θ does not match layout {layout}");
     let mut perms = Permutations::identity(layout);
     let mut hidden: Vec<usize> = (1..layout.num_layers()).collect();
     let mut sweeps = 0;
@@ -135,17 +114,9 @@ mod tests {
             let got = l2_distance_sq(&reference, &m.perms.apply(&layout, &theta));
             let best = crate::assignment::permutations(6)
                 .into_iter()
-                .map(|s| {
-                    l2_distance_sq(
-                        &reference,
-                        &Permutations { sigma: vec![s] }.apply(&layout, &theta),
-                    )
-                })
+                .map(|s| l2_distance_sq(&reference, &Permutations { sigma: vec![s] }.apply(&layout, &theta)))
                 .fold(f64::INFINITY, f64::min);
-            assert!(
-                (got - best).abs() < 1e-6 * best.max(1.0),
-                "matching {got} vs brute force {best}"
-            );
+            assert!((got - best).abs() < 1e-6 * best.max(1.0), "matching {got} vs brute force {best}");
         }
     }
 
@@ -159,10 +130,7 @@ mod tests {
             let m = weight_matching(&layout, &reference, &theta, &mut r);
             let before = l2_distance_sq(&reference, &theta);
             let after = l2_distance_sq(&reference, &m.perms.apply(&layout, &theta));
-            assert!(
-                after <= before + 1e-9,
-                "alignment increased the distance: {before} -> {after}"
-            );
+            assert!(after <= before + 1e-9, "alignment increased the distance: {before} -> {after}");
         }
         // A permuted copy of the reference is matched back exactly.
         let reference = random_network(&layout, &mut r);

@@ -20,16 +20,9 @@ pub const DEFAULT_SPLIT_SEED: u64 = 42;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("{path}: file not found (expected sha256 {expected_sha256}); see the data README for where to get it")]
-    Missing {
-        path: PathBuf,
-        expected_sha256: &'static str,
-    },
+    Missing { path: PathBuf, expected_sha256: &'static str },
     #[error("{path}: sha256 mismatch: expected {expected_sha256}, found {found_sha256}")]
-    Corrupt {
-        path: PathBuf,
-        expected_sha256: &'static str,
-        found_sha256: String,
-    },
+    Corrupt { path: PathBuf, expected_sha256: &'static str, found_sha256: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -89,10 +82,7 @@ impl FromStr for DatasetName {
             "uci-wdbc" => Ok(DatasetName::UciWdbc),
             "mnist" => Ok(DatasetName::Mnist),
             "fashion-mnist" => Ok(DatasetName::FashionMnist),
-            other => Err(format!(
-                "unknown dataset `{other}`, expected one of {:?}",
-                Self::WORDS
-            )),
+            other => Err(format!("unknown dataset `{other}`, expected one of {:?}", Self::WORDS)),
         }
     }
 }
@@ -116,10 +106,7 @@ impl FromStr for SplitName {
             "train" => Ok(SplitName::Train),
             "val" => Ok(SplitName::Val),
             "test" => Ok(SplitName::Test),
-            other => Err(format!(
-                "unknown split `{other}`, expected one of {:?}",
-                Self::WORDS
-            )),
+            other => Err(format!("unknown split `{other}`, expected one of {:?}", Self::WORDS)),
         }
     }
 }
@@ -151,11 +138,7 @@ impl Split {
         for &i in indices {
             x.extend_from_slice(self.row(i));
         }
-        Split {
-            features: self.features,
-            x,
-            y: indices.iter().map(|&i| self.y[i]).collect(),
-        }
+        Split { features: self.features, x, y: indices.iter().map(|&i| self.y[i]).collect() }
     }
 }
 

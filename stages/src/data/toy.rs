@@ -20,20 +20,12 @@ pub struct GaussianToy {
 impl GaussianToy {
     /// The source `p0 = N(0, I)`.
     pub fn source() -> Self {
-        GaussianToy {
-            layout: layout(),
-            mean: 0.0,
-            std: 1.0,
-        }
+        GaussianToy { layout: layout(), mean: 0.0, std: 1.0 }
     }
 
     /// The target `p1 = N(1·𝟙, I)`.
     pub fn target() -> Self {
-        GaussianToy {
-            layout: layout(),
-            mean: 1.0,
-            std: 1.0,
-        }
+        GaussianToy { layout: layout(), mean: 1.0, std: 1.0 }
     }
 
     /// `count` draws, `[count × P]` row-major.

@@ -27,24 +27,11 @@ pub fn raw() -> (Vec<f64>, Vec<u32>) {
             continue;
         }
         let fields: Vec<&str> = line.split(',').collect();
-        assert_eq!(
-            fields.len(),
-            FEATURES + 1,
-            "embedded wdbc.csv line {} has {} fields",
-            line_no + 1,
-            fields.len()
-        );
+        assert_eq!(fields.len(), FEATURES + 1, "embedded wdbc.csv line {} has {} fields", line_no + 1, fields.len());
         for f in &fields[..FEATURES] {
-            x.push(
-                f.trim()
-                    .parse::<f64>()
-                    .expect("embedded wdbc.csv holds numbers"),
-            );
+            x.push(f.trim().parse::<f64>().expect("embedded wdbc.csv holds numbers"));
         }
-        let target: u32 = fields[FEATURES]
-            .trim()
-            .parse()
-            .expect("embedded wdbc.csv targets are 0 or 1");
+        let target: u32 = fields[FEATURES].trim().parse().expect("embedded wdbc.csv targets are 0 or 1");
         y.push(1 - target);
     }
     assert_eq!(y.len(), ROWS, "embedded wdbc.csv has {ROWS} rows");
@@ -56,10 +43,7 @@ fn standardize(x: &mut [f64], features: usize) {
     let rows = x.len() / features;
     for j in 0..features {
         let mean = (0..rows).map(|i| x[i * features + j]).sum::<f64>() / rows as f64;
-        let var = (0..rows)
-            .map(|i| (x[i * features + j] - mean).powi(2))
-            .sum::<f64>()
-            / rows as f64;
+        let var = (0..rows).map(|i| (x[i * features + j] - mean).powi(2)).sum::<f64>() / rows as f64;
         let std = var.sqrt();
         for i in 0..rows {
             x[i * features + j] = (x[i * features + j] - mean) / std;
@@ -70,11 +54,7 @@ fn standardize(x: &mut [f64], features: usize) {
 pub fn load(split_seed: u64) -> Dataset {
     let (mut x, y) = raw();
     standardize(&mut x, FEATURES);
-    let all = Split {
-        features: FEATURES,
-        x: x.iter().map(|&v| v as f32).collect(),
-        y,
-    };
+    let all = Split { features: FEATURES, x: x.iter().map(|&v| v as f32).collect(), y };
     let mut order: Vec<usize> = (0..ROWS).collect();
     order.shuffle(&mut rng::stream(split_seed, "uci-wdbc split", 0));
     Dataset {
@@ -107,21 +87,11 @@ mod tests {
         assert_eq!(a.train, load(42).train);
         assert_ne!(a.train, load(43).train);
         // Standardized over all rows: the column means over the union are ~0, stds ~1.
-        let rows: Vec<&[f32]> = [&a.train, &a.val, &a.test]
-            .iter()
-            .flat_map(|s| (0..s.len()).map(|i| s.row(i)))
-            .collect();
+        let rows: Vec<&[f32]> = [&a.train, &a.val, &a.test].iter().flat_map(|s| (0..s.len()).map(|i| s.row(i))).collect();
         for j in [0, 17, 29] {
             let mean = rows.iter().map(|r| r[j] as f64).sum::<f64>() / ROWS as f64;
-            let var = rows
-                .iter()
-                .map(|r| (r[j] as f64 - mean).powi(2))
-                .sum::<f64>()
-                / ROWS as f64;
-            assert!(
-                mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-4,
-                "column {j}: mean {mean}, var {var}"
-            );
+            let var = rows.iter().map(|r| (r[j] as f64 - mean).powi(2)).sum::<f64>() / ROWS as f64;
+            assert!(mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-4, "column {j}: mean {mean}, var {var}");
         }
     }
 }

@@ -61,20 +61,11 @@ impl Accumulator {
             Averaging::Probabilities => f64::NEG_INFINITY,
             Averaging::Logits => 0.0,
         };
-        Accumulator {
-            averaging,
-            classes,
-            sums: vec![start; rows * classes],
-            models: 0,
-        }
+        Accumulator { averaging, classes, sums: vec![start; rows * classes], models: 0 }
     }
 
     fn add(&mut self, logits: &[f32]) {
-        for (acc, row) in self
-            .sums
-            .chunks_exact_mut(self.classes)
-            .zip(logits.chunks_exact(self.classes))
-        {
+        for (acc, row) in self.sums.chunks_exact_mut(self.classes).zip(logits.chunks_exact(self.classes)) {
             match self.averaging {
                 Averaging::Probabilities => {
                     let log_norm = log_sum_exp(row.iter().map(|&v| v as f64));
@@ -105,11 +96,7 @@ impl Accumulator {
                 Averaging::Logits => log_sum_exp(acc.iter().map(|a| a / n)) - acc[label] / n,
             });
         }
-        BmaPoint {
-            models: self.models,
-            accuracy: correct as f64 / labels.len() as f64,
-            loss: batch_averaged(&losses, eval_batch),
-        }
+        BmaPoint { models: self.models, accuracy: correct as f64 / labels.len() as f64, loss: batch_averaged(&losses, eval_batch) }
     }
 }
 
@@ -131,11 +118,7 @@ fn log_add_exp(a: f64, b: f64) -> f64 {
 
 /// The grid sorted, deduplicated and cut to the networks available.
 pub fn usable_grid(grid: &[usize], available: usize) -> Vec<usize> {
-    let mut out: Vec<usize> = grid
-        .iter()
-        .copied()
-        .filter(|&n| n >= 1 && n <= available)
-        .collect();
+    let mut out: Vec<usize> = grid.iter().copied().filter(|&n| n >= 1 && n <= available).collect();
     out.sort_unstable();
     out.dedup();
     out
@@ -154,16 +137,11 @@ pub fn bma_curve(
     check_networks(layout, networks)?;
     check_split(layout, split)?;
     let grid = usable_grid(grid, networks.len());
-    let Some(&largest) = grid.last() else {
-        return Ok(Vec::new());
-    };
+    let Some(&largest) = grid.last() else { return Ok(Vec::new()) };
     let mut acc = Accumulator::new(averaging, split.len(), layout.outputs());
     let mut points = Vec::with_capacity(grid.len());
     for chunk in networks[..largest].chunks(CHUNK) {
-        let outputs: Vec<Vec<f32>> = chunk
-            .par_iter()
-            .map(|theta| logits(layout, theta, &split.x, split.len()))
-            .collect();
+        let outputs: Vec<Vec<f32>> = chunk.par_iter().map(|theta| logits(layout, theta, &split.x, split.len())).collect();
         for out in &outputs {
             acc.add(out);
             if grid.binary_search(&acc.models).is_ok() {
@@ -188,18 +166,7 @@ mod tests {
         rng::fill_normal(&mut r, &mut x, 0.0, 1.0);
         // Labels from a fixed linear rule, so random networks are right a third of the time
         // and their average does better.
-        let y = x
-            .chunks(4)
-            .map(|v| {
-                if v[0] > 0.5 {
-                    0
-                } else if v[1] > 0.0 {
-                    1
-                } else {
-                    2
-                }
-            })
-            .collect();
+        let y = x.chunks(4).map(|v| if v[0] > 0.5 { 0 } else if v[1] > 0.0 { 1 } else { 2 }).collect();
         let nets = (0..20)
             .map(|_| {
                 let mut t = vec![0.0; layout.num_params()];
@@ -217,16 +184,10 @@ mod tests {
         let copies: Vec<&[f32]> = vec![nets[0].as_slice(); 8];
         for averaging in [Averaging::Probabilities, Averaging::Logits] {
             let curve = bma_curve(&layout, &copies, &split, 64, &[1, 2, 4, 8], averaging).unwrap();
-            assert_eq!(
-                curve.iter().map(|p| p.models).collect::<Vec<_>>(),
-                [1, 2, 4, 8]
-            );
+            assert_eq!(curve.iter().map(|p| p.models).collect::<Vec<_>>(), [1, 2, 4, 8]);
             for p in &curve {
                 assert_eq!(p.accuracy, single.accuracy, "{averaging:?} {p:?}");
-                assert!(
-                    (p.loss - single.loss).abs() < 1e-5,
-                    "{averaging:?} {p:?} vs {single:?}"
-                );
+                assert!((p.loss - single.loss).abs() < 1e-5, "{averaging:?} {p:?} vs {single:?}");
             }
         }
     }
@@ -235,15 +196,7 @@ mod tests {
     fn averaging_distinct_networks_differs_by_rule_and_grid_is_cut() {
         let (layout, split, nets) = setup();
         let refs: Vec<&[f32]> = nets.iter().map(Vec::as_slice).collect();
-        let probs = bma_curve(
-            &layout,
-            &refs,
-            &split,
-            64,
-            &[64, 1, 16, 16],
-            Averaging::Probabilities,
-        )
-        .unwrap();
+        let probs = bma_curve(&layout, &refs, &split, 64, &[64, 1, 16, 16], Averaging::Probabilities).unwrap();
         let logits = bma_curve(&layout, &refs, &split, 64, &[1, 16], Averaging::Logits).unwrap();
         assert_eq!(probs.iter().map(|p| p.models).collect::<Vec<_>>(), [1, 16]);
         // One model: both rules are the network itself.
@@ -251,15 +204,7 @@ mod tests {
         assert!((probs[0].loss - logits[0].loss).abs() < 1e-12);
         assert_ne!(probs[1].loss, logits[1].loss);
         // The loss of the average prediction is at most the average of the losses (Jensen).
-        let mean_loss = refs[..16]
-            .iter()
-            .map(|t| network_metrics(&layout, t, &split, 64).loss)
-            .sum::<f64>()
-            / 16.0;
-        assert!(
-            probs[1].loss <= mean_loss + 1e-9,
-            "{} > {mean_loss}",
-            probs[1].loss
-        );
+        let mean_loss = refs[..16].iter().map(|t| network_metrics(&layout, t, &split, 64).loss).sum::<f64>() / 16.0;
+        assert!(probs[1].loss <= mean_loss + 1e-9, "{} > {mean_loss}", probs[1].loss);
     }
 }

@@ -73,10 +73,7 @@ pub struct OutputSet {
 
 impl OutputSet {
     pub fn new(points: Vec<f32>, classes: usize) -> Self {
-        let norms = points
-            .chunks_exact(classes)
-            .map(|z| z.iter().map(|v| v * v).sum())
-            .collect();
+        let norms = points.chunks_exact(classes).map(|z| z.iter().map(|v| v * v).sum()).collect();
         OutputSet { points, norms }
     }
 
@@ -86,57 +83,26 @@ impl OutputSet {
 }
 
 /// The output sets of `networks` on the first `inputs` rows of `split`, in parallel.
-pub fn output_sets(
-    layout: &Layout,
-    networks: &[&[f32]],
-    split: &Split,
-    inputs: usize,
-) -> Result<Vec<OutputSet>, EvalError> {
+pub fn output_sets(layout: &Layout, networks: &[&[f32]], split: &Split, inputs: usize) -> Result<Vec<OutputSet>, EvalError> {
     check_networks(layout, networks)?;
     check_split(layout, split)?;
     if inputs == 0 {
-        return Err(EvalError::ZeroSize {
-            what: "the number of diversity inputs",
-        });
+        return Err(EvalError::ZeroSize { what: "the number of diversity inputs" });
     }
     let rows = inputs.min(split.len());
     let classes = layout.outputs();
-    Ok(networks
-        .par_iter()
-        .map(|theta| {
-            OutputSet::new(
-                softmax(&logits(layout, theta, &split.x, rows), classes),
-                classes,
-            )
-        })
-        .collect())
+    Ok(networks.par_iter().map(|theta| OutputSet::new(softmax(&logits(layout, theta, &split.x, rows), classes), classes)).collect())
 }
 
 /// For every point of `a`, log Σ_{b∈B} exp(−|z−b|²/2h²), and for every point of `b` the
 /// same over A. One shift (the smallest squared distance) serves both directions: softmax
 /// outputs lie in the simplex, whose squared diameter is 2, so nothing underflows unless h
 /// is below about 0.04, and then only terms that are negligible next to the own-set density.
-fn log_kernel_sums(
-    a: &OutputSet,
-    b: &OutputSet,
-    classes: usize,
-    inv_two_h2: f32,
-    dist: &mut Vec<f32>,
-) -> (Vec<f64>, Vec<f64>) {
+fn log_kernel_sums(a: &OutputSet, b: &OutputSet, classes: usize, inv_two_h2: f32, dist: &mut Vec<f32>) -> (Vec<f64>, Vec<f64>) {
     let (ka, kb) = (a.len(), b.len());
     dist.resize(ka * kb, 0.0);
     // dist = A·Bᵀ; Bᵀ is B `[kb × C]` read with swapped strides.
-    gemm(
-        ka,
-        classes,
-        kb,
-        &a.points,
-        (classes, 1),
-        &b.points,
-        (1, classes),
-        0.0,
-        dist,
-    );
+    gemm(ka, classes, kb, &a.points, (classes, 1), &b.points, (1, classes), 0.0, dist);
     let mut shift = f32::INFINITY;
     for (row, &na) in dist.chunks_exact_mut(kb).zip(&a.norms) {
         for (d, &nb) in row.iter_mut().zip(&b.norms) {
@@ -179,13 +145,7 @@ struct SetDensity {
 }
 
 impl SetDensity {
-    fn new(
-        set: &OutputSet,
-        classes: usize,
-        inv_two_h2: f32,
-        form: JsdForm,
-        dist: &mut Vec<f32>,
-    ) -> Self {
+    fn new(set: &OutputSet, classes: usize, inv_two_h2: f32, form: JsdForm, dist: &mut Vec<f32>) -> Self {
         let (own, _) = log_kernel_sums(set, set, classes, inv_two_h2, dist);
         let weights = match form {
             JsdForm::MonteCarlo => vec![1.0 / own.len() as f64; own.len()],
@@ -214,15 +174,9 @@ impl SetDensity {
 /// The JSD between every pair i < j of output sets, row-major over pairs, in parallel.
 fn pairwise_jsd(sets: &[OutputSet], classes: usize, config: DiversityConfig) -> Vec<f64> {
     let inv_two_h2 = (1.0 / (2.0 * config.bandwidth * config.bandwidth)) as f32;
-    let densities: Vec<SetDensity> = sets
-        .par_iter()
-        .map_init(Vec::new, |dist, set| {
-            SetDensity::new(set, classes, inv_two_h2, config.form, dist)
-        })
-        .collect();
-    let pairs: Vec<(usize, usize)> = (0..sets.len())
-        .flat_map(|i| (i + 1..sets.len()).map(move |j| (i, j)))
-        .collect();
+    let densities: Vec<SetDensity> =
+        sets.par_iter().map_init(Vec::new, |dist, set| SetDensity::new(set, classes, inv_two_h2, config.form, dist)).collect();
+    let pairs: Vec<(usize, usize)> = (0..sets.len()).flat_map(|i| (i + 1..sets.len()).map(move |j| (i, j))).collect();
     pairs
         .par_iter()
         .map_init(Vec::new, |dist, &(i, j)| {
@@ -233,26 +187,17 @@ fn pairwise_jsd(sets: &[OutputSet], classes: usize, config: DiversityConfig) -> 
 }
 
 /// The diversity of a list of output sets (all of the same K and C).
-pub fn diversity(
-    sets: &[OutputSet],
-    classes: usize,
-    config: DiversityConfig,
-) -> Result<Diversity, EvalError> {
+pub fn diversity(sets: &[OutputSet], classes: usize, config: DiversityConfig) -> Result<Diversity, EvalError> {
     if sets.is_empty() {
         return Err(EvalError::NoNetworks);
     }
     if !(config.bandwidth > 0.0 && config.bandwidth.is_finite()) {
-        return Err(EvalError::ZeroSize {
-            what: "the KDE bandwidth",
-        });
+        return Err(EvalError::ZeroSize { what: "the KDE bandwidth" });
     }
     let n = sets.len();
     let pair_values = pairwise_jsd(sets, classes, config);
     // Every i < j value stands for (i, j) and (j, i); the diagonal adds n zeros.
-    let all = pair_values
-        .iter()
-        .flat_map(|&v| [v, v])
-        .chain(std::iter::repeat_n(0.0, n));
+    let all = pair_values.iter().flat_map(|&v| [v, v]).chain(std::iter::repeat_n(0.0, n));
     Ok(Diversity {
         all: MeanStd::of(all).expect("at least one network"),
         pairs: MeanStd::of(pair_values.iter().copied()),
@@ -273,15 +218,7 @@ mod tests {
         rng::fill_normal(&mut r, &mut x, 0.0, 1.0);
         let mut theta = vec![0.0; layout.num_params()];
         rng::fill_normal(&mut r, &mut theta, 0.0, 0.8);
-        (
-            layout,
-            Split {
-                features: 5,
-                x,
-                y: vec![0; 120],
-            },
-            theta,
-        )
+        (layout, Split { features: 5, x, y: vec![0; 120] }, theta)
     }
 
     /// `n` networks: the base plus N(0, spread²) noise on every weight.
@@ -291,21 +228,12 @@ mod tests {
             .map(|_| {
                 let mut noise = vec![0.0; theta.len()];
                 rng::fill_normal(&mut r, &mut noise, 0.0, 1.0);
-                theta
-                    .iter()
-                    .zip(&noise)
-                    .map(|(t, e)| t + spread * e)
-                    .collect()
+                theta.iter().zip(&noise).map(|(t, e)| t + spread * e).collect()
             })
             .collect()
     }
 
-    fn measure(
-        layout: &Layout,
-        split: &Split,
-        nets: &[Vec<f32>],
-        config: DiversityConfig,
-    ) -> Diversity {
+    fn measure(layout: &Layout, split: &Split, nets: &[Vec<f32>], config: DiversityConfig) -> Diversity {
         let refs: Vec<&[f32]> = nets.iter().map(Vec::as_slice).collect();
         let sets = output_sets(layout, &refs, split, 100).unwrap();
         diversity(&sets, layout.outputs(), config).unwrap()
@@ -316,19 +244,8 @@ mod tests {
         let (layout, split, theta) = base();
         let nets = vec![theta; 6];
         for form in [JsdForm::MonteCarlo, JsdForm::DensityWeighted] {
-            let d = measure(
-                &layout,
-                &split,
-                &nets,
-                DiversityConfig {
-                    bandwidth: 1.0,
-                    form,
-                },
-            );
-            assert!(
-                d.all.mean.abs() < 1e-12 && d.all.std < 1e-12,
-                "{form:?}: {d:?}"
-            );
+            let d = measure(&layout, &split, &nets, DiversityConfig { bandwidth: 1.0, form });
+            assert!(d.all.mean.abs() < 1e-12 && d.all.std < 1e-12, "{form:?}: {d:?}");
             assert_eq!((d.networks, d.inputs, d.pairs.unwrap().count), (6, 100, 15));
         }
     }
@@ -339,18 +256,9 @@ mod tests {
         for form in [JsdForm::MonteCarlo, JsdForm::DensityWeighted] {
             for bandwidth in [1.0, 0.1] {
                 let config = DiversityConfig { bandwidth, form };
-                let values: Vec<f64> = [0.01, 0.1, 1.0]
-                    .iter()
-                    .map(|&s| {
-                        measure(&layout, &split, &perturbed(&theta, 6, s), config)
-                            .all
-                            .mean
-                    })
-                    .collect();
-                assert!(
-                    values[0] > 0.0 && values[0] < values[1] && values[1] < values[2],
-                    "{config:?}: {values:?}"
-                );
+                let values: Vec<f64> =
+                    [0.01, 0.1, 1.0].iter().map(|&s| measure(&layout, &split, &perturbed(&theta, 6, s), config).all.mean).collect();
+                assert!(values[0] > 0.0 && values[0] < values[1] && values[1] < values[2], "{config:?}: {values:?}");
                 // JSD is bounded by ln 2.
                 assert!(values[2] < std::f64::consts::LN_2, "{values:?}");
             }
@@ -361,20 +269,9 @@ mod tests {
     fn the_diagonal_counts_in_the_mean() {
         let (layout, split, theta) = base();
         let nets = perturbed(&theta, 2, 0.5);
-        let d = measure(
-            &layout,
-            &split,
-            &nets,
-            DiversityConfig {
-                bandwidth: 1.0,
-                form: JsdForm::MonteCarlo,
-            },
-        );
+        let d = measure(&layout, &split, &nets, DiversityConfig { bandwidth: 1.0, form: JsdForm::MonteCarlo });
         let pair = d.pairs.unwrap().mean;
         // Values {0, 0, v, v}: mean v/2, std v/2.
-        assert!(
-            (d.all.mean - pair / 2.0).abs() < 1e-15 && (d.all.std - pair / 2.0).abs() < 1e-12,
-            "{d:?}"
-        );
+        assert!((d.all.mean - pair / 2.0).abs() < 1e-15 && (d.all.std - pair / 2.0).abs() < 1e-12, "{d:?}");
     }
 }

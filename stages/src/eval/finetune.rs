@@ -49,11 +49,7 @@ pub fn finetune(
     let mut ws = Workspace::default();
     let mut measure = |theta: &[f32], iteration: usize| {
         let m = evaluate(layout, theta, eval, config.eval_batch, &mut ws);
-        CurvePoint {
-            iteration,
-            accuracy: m.accuracy,
-            loss: m.loss,
-        }
+        CurvePoint { iteration, accuracy: m.accuracy, loss: m.loss }
     };
     let mut curve = vec![measure(theta, 0)];
     let mut optimizer = config.optimizer.build(theta.len());
@@ -77,11 +73,7 @@ pub fn finetune(
             }
             let stats = loss_and_grad(layout, theta, &x, &y, &mut train_ws, &mut grad);
             if !stats.loss.is_finite() {
-                return Err(TrainError::Diverged {
-                    epoch,
-                    step,
-                    loss: stats.loss,
-                });
+                return Err(TrainError::Diverged { epoch, step, loss: stats.loss });
             }
             optimizer.step(theta, &grad);
             iteration += 1;
@@ -106,26 +98,9 @@ mod tests {
         let uci = data::load(DatasetName::UciWdbc, std::path::Path::new("unused"), 42).unwrap();
         let layout = Layout(vec![30, 16, 16, 2]);
         let mut theta = MlpConfig::new(layout.clone()).init(&mut rng::stream(1, "test init", 0));
-        let config = FinetuneConfig {
-            iterations: 23,
-            record_every: 5,
-            batch_size: 64,
-            optimizer: OptimizerConfig::adam(1e-2),
-            eval_batch: 64,
-        };
-        let curve = finetune(
-            &layout,
-            &mut theta,
-            &uci.train,
-            &uci.test,
-            &config,
-            &mut rng::stream(1, "test shuffle", 0),
-        )
-        .unwrap();
-        assert_eq!(
-            curve.iter().map(|p| p.iteration).collect::<Vec<_>>(),
-            [0, 5, 10, 15, 20, 23]
-        );
+        let config = FinetuneConfig { iterations: 23, record_every: 5, batch_size: 64, optimizer: OptimizerConfig::adam(1e-2), eval_batch: 64 };
+        let curve = finetune(&layout, &mut theta, &uci.train, &uci.test, &config, &mut rng::stream(1, "test shuffle", 0)).unwrap();
+        assert_eq!(curve.iter().map(|p| p.iteration).collect::<Vec<_>>(), [0, 5, 10, 15, 20, 23]);
         assert!(curve[5].loss < curve[0].loss, "{curve:?}");
         assert!(curve[5].accuracy > 0.85, "{curve:?}");
     }

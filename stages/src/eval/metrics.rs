@@ -36,46 +36,26 @@ pub fn batch_averaged(row_values: &[f64], batch: usize) -> f64 {
     let batch = batch.max(1);
     let (sum, batches) = row_values
         .chunks(batch)
-        .fold((0.0, 0usize), |(sum, n), chunk| {
-            (sum + chunk.iter().sum::<f64>() / chunk.len() as f64, n + 1)
-        });
+        .fold((0.0, 0usize), |(sum, n), chunk| (sum + chunk.iter().sum::<f64>() / chunk.len() as f64, n + 1));
     sum / batches.max(1) as f64
 }
 
 /// Accuracy and loss of one network on a split.
-pub fn network_metrics(
-    layout: &Layout,
-    theta: &[f32],
-    split: &Split,
-    eval_batch: usize,
-) -> Metrics {
+pub fn network_metrics(layout: &Layout, theta: &[f32], split: &Split, eval_batch: usize) -> Metrics {
     let out = logits(layout, theta, &split.x, split.len());
     let (losses, correct) = row_losses(&out, &split.y, layout.outputs());
-    Metrics {
-        loss: batch_averaged(&losses, eval_batch),
-        accuracy: correct as f64 / split.len() as f64,
-    }
+    Metrics { loss: batch_averaged(&losses, eval_batch), accuracy: correct as f64 / split.len() as f64 }
 }
 
 /// Accuracy and loss of every network, in order; networks run in parallel on the current
 /// rayon pool.
-pub fn evaluate_networks(
-    layout: &Layout,
-    networks: &[&[f32]],
-    split: &Split,
-    eval_batch: usize,
-) -> Result<Vec<Metrics>, EvalError> {
+pub fn evaluate_networks(layout: &Layout, networks: &[&[f32]], split: &Split, eval_batch: usize) -> Result<Vec<Metrics>, EvalError> {
     check_networks(layout, networks)?;
     check_split(layout, split)?;
     if eval_batch == 0 {
-        return Err(EvalError::ZeroSize {
-            what: "the evaluation batch",
-        });
+        return Err(EvalError::ZeroSize { what: "the evaluation batch" });
     }
-    Ok(networks
-        .par_iter()
-        .map(|theta| network_metrics(layout, theta, split, eval_batch))
-        .collect())
+    Ok(networks.par_iter().map(|theta| network_metrics(layout, theta, split, eval_batch)).collect())
 }
 
 #[cfg(test)]
@@ -110,10 +90,7 @@ mod tests {
         let ours = evaluate_networks(&layout, &refs, &split, 64).unwrap();
         for (theta, m) in nets.iter().zip(&ours) {
             let reference = mlp::evaluate(&layout, theta, &split, 64, &mut Workspace::default());
-            assert!(
-                (m.loss - reference.loss).abs() < 1e-6,
-                "{m:?} vs {reference:?}"
-            );
+            assert!((m.loss - reference.loss).abs() < 1e-6, "{m:?} vs {reference:?}");
             assert_eq!(m.accuracy, reference.accuracy);
         }
     }

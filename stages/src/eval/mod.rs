@@ -22,24 +22,11 @@ pub enum EvalError {
     #[error("the evaluation split is empty")]
     EmptySplit,
     #[error("network {network} has {found} values but layout {layout} needs {expected}")]
-    WrongLength {
-        network: usize,
-        layout: crate::layout::Layout,
-        expected: usize,
-        found: usize,
-    },
+    WrongLength { network: usize, layout: crate::layout::Layout, expected: usize, found: usize },
     #[error("split rows have {found} features but layout {layout} reads {expected}")]
-    WrongFeatures {
-        layout: crate::layout::Layout,
-        expected: usize,
-        found: usize,
-    },
+    WrongFeatures { layout: crate::layout::Layout, expected: usize, found: usize },
     #[error("a label is {label} but layout {layout} has only {classes} outputs")]
-    LabelOutOfRange {
-        layout: crate::layout::Layout,
-        label: u32,
-        classes: usize,
-    },
+    LabelOutOfRange { layout: crate::layout::Layout, label: u32, classes: usize },
     #[error("{what} must be positive")]
     ZeroSize { what: &'static str },
 }

@@ -16,18 +16,10 @@ pub fn check_split(layout: &Layout, split: &Split) -> Result<(), EvalError> {
         return Err(EvalError::EmptySplit);
     }
     if split.features != layout.inputs() {
-        return Err(EvalError::WrongFeatures {
-            layout: layout.clone(),
-            expected: layout.inputs(),
-            found: split.features,
-        });
+        return Err(EvalError::WrongFeatures { layout: layout.clone(), expected: layout.inputs(), found: split.features });
     }
     if let Some(&label) = split.y.iter().find(|&&y| y as usize >= layout.outputs()) {
-        return Err(EvalError::LabelOutOfRange {
-            layout: layout.clone(),
-            label,
-            classes: layout.outputs(),
-        });
+        return Err(EvalError::LabelOutOfRange { layout: layout.clone(), label, classes: layout.outputs() });
     }
     Ok(())
 }
@@ -39,12 +31,7 @@ pub fn check_networks(layout: &Layout, networks: &[&[f32]]) -> Result<(), EvalEr
     }
     let expected = layout.num_params();
     match networks.iter().position(|t| t.len() != expected) {
-        Some(network) => Err(EvalError::WrongLength {
-            network,
-            layout: layout.clone(),
-            expected,
-            found: networks[network].len(),
-        }),
+        Some(network) => Err(EvalError::WrongLength { network, layout: layout.clone(), expected, found: networks[network].len() }),
         None => Ok(()),
     }
 }
@@ -55,12 +42,7 @@ pub fn logits(layout: &Layout, theta: &[f32], x: &[f32], rows: usize) -> Vec<f32
     let mut out = Vec::with_capacity(rows * layout.outputs());
     for start in (0..rows).step_by(FORWARD_ROWS) {
         let end = (start + FORWARD_ROWS).min(rows);
-        out.extend(mlp::forward(
-            layout,
-            theta,
-            &x[start * features..end * features],
-            end - start,
-        ));
+        out.extend(mlp::forward(layout, theta, &x[start * features..end * features], end - start));
     }
     out
 }
@@ -119,28 +101,11 @@ mod tests {
     #[test]
     fn mismatched_inputs_are_errors() {
         let layout = Layout(vec![3, 2]);
-        let split = Split {
-            features: 3,
-            x: vec![0.0; 6],
-            y: vec![0, 2],
-        };
-        assert!(matches!(
-            check_split(&layout, &split),
-            Err(EvalError::LabelOutOfRange { label: 2, .. })
-        ));
-        let wide = Split {
-            features: 4,
-            x: vec![0.0; 4],
-            y: vec![0],
-        };
-        assert!(matches!(
-            check_split(&layout, &wide),
-            Err(EvalError::WrongFeatures { .. })
-        ));
+        let split = Split { features: 3, x: vec![0.0; 6], y: vec![0, 2] };
+        assert!(matches!(check_split(&layout, &split), Err(EvalError::LabelOutOfRange { label: 2, .. })));
+        let wide = Split { features: 4, x: vec![0.0; 4], y: vec![0] };
+        assert!(matches!(check_split(&layout, &wide), Err(EvalError::WrongFeatures { .. })));
         assert_eq!(check_networks(&layout, &[]), Err(EvalError::NoNetworks));
-        assert!(matches!(
-            check_networks(&layout, &[&[0.0; 3]]),
-            Err(EvalError::WrongLength { network: 0, .. })
-        ));
+        assert!(matches!(check_networks(&layout, &[&[0.0; 3]]), Err(EvalError::WrongLength { network: 0, .. })));
     }
 }

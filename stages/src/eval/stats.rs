@@ -19,11 +19,7 @@ impl MeanStd {
         let n = values.len() as f64;
         let mean = values.iter().sum::<f64>() / n;
         let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
-        Some(MeanStd {
-            mean,
-            std: var.sqrt(),
-            count: values.len(),
-        })
+        Some(MeanStd { mean, std: var.sqrt(), count: values.len() })
     }
 }
 

@@ -26,55 +26,31 @@ pub struct ToySummary {
 }
 
 pub fn sample_stats(vector: &[f32]) -> SampleStats {
-    let s = MeanStd::of(vector.iter().map(|&v| v as f64)).unwrap_or(MeanStd {
-        mean: 0.0,
-        std: 0.0,
-        count: 0,
-    });
-    SampleStats {
-        coordinate_mean: s.mean,
-        coordinate_std: s.std,
-    }
+    let s = MeanStd::of(vector.iter().map(|&v| v as f64)).unwrap_or(MeanStd { mean: 0.0, std: 0.0, count: 0 });
+    SampleStats { coordinate_mean: s.mean, coordinate_std: s.std }
 }
 
 /// Per-sample statistics and the set summary of `count` vectors of length `p` (row-major).
 pub fn toy_statistics(data: &[f32], p: usize) -> Result<(Vec<SampleStats>, ToySummary), EvalError> {
     if p == 0 {
-        return Err(EvalError::ZeroSize {
-            what: "the vector length",
-        });
+        return Err(EvalError::ZeroSize { what: "the vector length" });
     }
     let per_sample: Vec<SampleStats> = data.chunks_exact(p).map(sample_stats).collect();
-    let sample_means =
-        MeanStd::of(per_sample.iter().map(|s| s.coordinate_mean)).ok_or(EvalError::NoNetworks)?;
+    let sample_means = MeanStd::of(per_sample.iter().map(|s| s.coordinate_mean)).ok_or(EvalError::NoNetworks)?;
     let count = per_sample.len() as f64;
     let mean_coordinate_std = per_sample.iter().map(|s| s.coordinate_std).sum::<f64>() / count;
     // Two passes over columns: means, then squared deviations.
     let mut col_mean = vec![0.0f64; p];
     for row in data.chunks_exact(p) {
-        col_mean
-            .iter_mut()
-            .zip(row)
-            .for_each(|(m, &v)| *m += v as f64);
+        col_mean.iter_mut().zip(row).for_each(|(m, &v)| *m += v as f64);
     }
     col_mean.iter_mut().for_each(|m| *m /= count);
     let mut col_var = vec![0.0f64; p];
     for row in data.chunks_exact(p) {
-        col_var
-            .iter_mut()
-            .zip(row)
-            .zip(&col_mean)
-            .for_each(|((s, &v), m)| *s += (v as f64 - m).powi(2));
+        col_var.iter_mut().zip(row).zip(&col_mean).for_each(|((s, &v), m)| *s += (v as f64 - m).powi(2));
     }
     let mean_across_sample_std = col_var.iter().map(|s| (s / count).sqrt()).sum::<f64>() / p as f64;
-    Ok((
-        per_sample,
-        ToySummary {
-            sample_means,
-            mean_coordinate_std,
-            mean_across_sample_std,
-        },
-    ))
+    Ok((per_sample, ToySummary { sample_means, mean_coordinate_std, mean_across_sample_std }))
 }
 
 #[cfg(test)]
@@ -92,22 +68,12 @@ mod tests {
         assert_eq!(per_sample.len(), 2000);
         assert!((s.sample_means.mean - 1.0).abs() < 0.005, "{s:?}");
         // N(1, 1/802): std ≈ 0.0353.
-        assert!(
-            (s.sample_means.std - (1.0 / p as f64).sqrt()).abs() < 0.003,
-            "{s:?}"
-        );
-        assert!(
-            (s.mean_coordinate_std - 1.0).abs() < 0.01
-                && (s.mean_across_sample_std - 1.0).abs() < 0.02,
-            "{s:?}"
-        );
+        assert!((s.sample_means.std - (1.0 / p as f64).sqrt()).abs() < 0.003, "{s:?}");
+        assert!((s.mean_coordinate_std - 1.0).abs() < 0.01 && (s.mean_across_sample_std - 1.0).abs() < 0.02, "{s:?}");
         // A collapsed set (every sample the same vector) has no spread across samples.
         let collapsed: Vec<f32> = data[..p].repeat(10);
         let (_, c) = toy_statistics(&collapsed, p).unwrap();
-        assert!(
-            c.sample_means.std < 1e-12 && c.mean_across_sample_std < 1e-6,
-            "{c:?}"
-        );
+        assert!(c.sample_means.std < 1e-12 && c.mean_across_sample_std < 1e-6, "{c:?}");
         assert_eq!(toy_statistics(&[], p).unwrap_err(), EvalError::NoNetworks);
     }
 }

@@ -15,14 +15,7 @@ pub struct Adam {
 
 impl Adam {
     pub fn new(len: usize) -> Self {
-        Adam {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            step: 0,
-            m: vec![0.0; len],
-            v: vec![0.0; len],
-        }
+        Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 0, m: vec![0.0; len], v: vec![0.0; len] }
     }
 
     /// One update of `params` with `grads`.
@@ -35,12 +28,7 @@ impl Adam {
         let c2 = 1.0 - self.beta2.powi(t);
         let lr = lr as f32;
         let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
-        for (((p, &g), m), v) in params
-            .iter_mut()
-            .zip(grads)
-            .zip(&mut self.m)
-            .zip(&mut self.v)
-        {
+        for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(&mut self.m).zip(&mut self.v) {
             *m = b1 * *m + (1.0 - b1) * g;
             *v = b2 * *v + (1.0 - b2) * g * g;
             *p -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
@@ -59,18 +47,12 @@ impl Adam {
     /// The state saved by [`Adam::to_bytes`] for an arena of `len` values.
     pub fn from_bytes(bytes: &[u8], len: usize) -> Result<Self, String> {
         if bytes.len() != 8 + 8 * len {
-            return Err(format!(
-                "optimizer state has {} bytes, expected {}",
-                bytes.len(),
-                8 + 8 * len
-            ));
+            return Err(format!("optimizer state has {} bytes, expected {}", bytes.len(), 8 + 8 * len));
         }
         let mut adam = Adam::new(len);
         adam.step = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
-        let floats: Vec<f32> = bytes[8..]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect();
+        let floats: Vec<f32> =
+            bytes[8..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
         adam.m.copy_from_slice(&floats[..len]);
         adam.v.copy_from_slice(&floats[len..]);
         Ok(adam)

@@ -54,12 +54,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FlowError> {
 }
 
 /// Writes a checkpoint and removes the files of the previous one.
-pub fn save(
-    dir: &Path,
-    progress: &TrainProgress,
-    model: &[u8],
-    optim: &[u8],
-) -> Result<(), FlowError> {
+pub fn save(dir: &Path, progress: &TrainProgress, model: &[u8], optim: &[u8]) -> Result<(), FlowError> {
     fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     let previous = load_state(dir, &progress.fingerprint)?;
     write_atomic(&dir.join(&progress.model_file), model)?;
@@ -85,27 +80,16 @@ fn load_state(dir: &Path, fingerprint: &str) -> Result<Option<TrainProgress>, Fl
     let bytes = match fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(FlowError::Io {
-                context: format!("reading {}", path.display()),
-                source: e,
-            })
-        }
+        Err(e) => return Err(FlowError::Io { context: format!("reading {}", path.display()), source: e }),
     };
     let progress: TrainProgress =
-        serde_json::from_slice(&bytes).map_err(|e| FlowError::Checkpoint {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        serde_json::from_slice(&bytes).map_err(|e| FlowError::Checkpoint { path: path.clone(), reason: e.to_string() })?;
     Ok((progress.fingerprint == fingerprint).then_some(progress))
 }
 
 /// The latest checkpoint of a run with this fingerprint: progress, model bytes, optimizer
 /// bytes.
-pub fn load(
-    dir: &Path,
-    fingerprint: &str,
-) -> Result<Option<(TrainProgress, Vec<u8>, Vec<u8>)>, FlowError> {
+pub fn load(dir: &Path, fingerprint: &str) -> Result<Option<(TrainProgress, Vec<u8>, Vec<u8>)>, FlowError> {
     let Some(progress) = load_state(dir, fingerprint)? else {
         return Ok(None);
     };

@@ -12,12 +12,7 @@ use crate::geometry::{sphere::EPS, Geometry};
 use crate::layout::Layout;
 
 /// The loss for `geometry`: `[B, P]` prediction and target → scalar `[1]`.
-pub fn flow_loss<B: Backend>(
-    geometry: Geometry,
-    pred: Tensor<B, 2>,
-    x1: Tensor<B, 2>,
-    layout: &Layout,
-) -> Tensor<B, 1> {
+pub fn flow_loss<B: Backend>(geometry: Geometry, pred: Tensor<B, 2>, x1: Tensor<B, 2>, layout: &Layout) -> Tensor<B, 1> {
     match geometry {
         Geometry::Euclidean | Geometry::Normalized => (pred - x1).square().mean(),
         Geometry::Geometric => geometric_loss(pred, x1, layout),
@@ -25,11 +20,7 @@ pub fn flow_loss<B: Backend>(
 }
 
 /// `mean_b [ (1/L) Σ_k mean_s dist(x̂_s, x_s)² + mean_bias (x̂ − x)² ]`.
-pub fn geometric_loss<B: Backend>(
-    pred: Tensor<B, 2>,
-    x1: Tensor<B, 2>,
-    layout: &Layout,
-) -> Tensor<B, 1> {
+pub fn geometric_loss<B: Backend>(pred: Tensor<B, 2>, x1: Tensor<B, 2>, layout: &Layout) -> Tensor<B, 1> {
     let [batch, p] = pred.dims();
     let n = layout.sizes();
     let depth = layout.num_layers();
@@ -42,9 +33,7 @@ pub fn geometric_loss<B: Backend>(
         // Hidden layer: one point per output neuron (the column of W_lᵀ); last layer: one
         // point holding the whole block.
         let cosine = if l < depth {
-            (a.reshape([batch, n[l - 1], n[l]]) * b.reshape([batch, n[l - 1], n[l]]))
-                .sum_dim(1)
-                .reshape([batch, n[l]])
+            (a.reshape([batch, n[l - 1], n[l]]) * b.reshape([batch, n[l - 1], n[l]])).sum_dim(1).reshape([batch, n[l]])
         } else {
             (a * b).sum_dim(1)
         };
@@ -71,10 +60,7 @@ mod tests {
     type B = NdArray<f32>;
 
     fn tensor<BB: Backend>(v: &[f32], batch: usize) -> Tensor<BB, 2> {
-        Tensor::from_data(
-            TensorData::new(v.to_vec(), [batch, v.len() / batch]),
-            &Default::default(),
-        )
+        Tensor::from_data(TensorData::new(v.to_vec(), [batch, v.len() / batch]), &Default::default())
     }
 
     #[test]
@@ -100,10 +86,7 @@ mod tests {
                 blocks[pt.block].1 += 1;
             }
             let sphere_part: f64 = blocks.iter().map(|(s, c)| s / *c as f64).sum::<f64>() / 2.0;
-            let bias: f64 = product
-                .bias_range()
-                .map(|i| ((ra[i] - rb[i]) as f64).powi(2))
-                .sum::<f64>()
+            let bias: f64 = product.bias_range().map(|i| ((ra[i] - rb[i]) as f64).powi(2)).sum::<f64>()
                 / product.bias_range().len() as f64;
             expected += (sphere_part + bias) / 2.0;
         }
@@ -123,16 +106,8 @@ mod tests {
         let floor = (1.0f32 - 1e-4).acos().powi(2);
         assert!((value - floor).abs() < 1e-6, "loss {value}, floor² {floor}");
         let grads = loss.backward();
-        let g = pred
-            .grad(&grads)
-            .expect("gradient")
-            .into_data()
-            .to_vec::<f32>()
-            .expect("f32");
-        assert!(
-            g.iter().all(|v| *v == 0.0),
-            "gradient within the clamp must vanish"
-        );
+        let g = pred.grad(&grads).expect("gradient").into_data().to_vec::<f32>().expect("f32");
+        assert!(g.iter().all(|v| *v == 0.0), "gradient within the clamp must vanish");
     }
 
     #[test]

@@ -69,16 +69,9 @@ pub struct FlowSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum FlowError {
     #[error("loss became {value} at iteration {iteration}; last finite loss {last_finite}")]
-    NonFiniteLoss {
-        iteration: usize,
-        value: f64,
-        last_finite: String,
-    },
+    NonFiniteLoss { iteration: usize, value: f64, last_finite: String },
     #[error("checkpoint {path}: {reason}")]
-    Checkpoint {
-        path: std::path::PathBuf,
-        reason: String,
-    },
+    Checkpoint { path: std::path::PathBuf, reason: String },
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -31,11 +31,7 @@ pub fn interpolate(
         .enumerate()
         .map(|(k, (a, b))| {
             let tk = t[k / p];
-            let noise = if sigma > 0.0 {
-                (sigma * rng.normal()) as f32
-            } else {
-                0.0
-            };
+            let noise = if sigma > 0.0 { (sigma * rng.normal()) as f32 } else { 0.0 };
             (1.0 - tk) * a + tk * b + noise
         })
         .collect()
@@ -66,15 +62,7 @@ mod tests {
         let mut rng = Rng::seed_from(1);
         let x0 = rng.normal_vec(2 * p, 0.0, 1.0);
         let x1 = rng.normal_vec(2 * p, 1.0, 1.0);
-        let xt = interpolate(
-            Geometry::Normalized,
-            &product,
-            &x0,
-            &x1,
-            &[0.25, 1.0],
-            0.0,
-            &mut rng,
-        );
+        let xt = interpolate(Geometry::Normalized, &product, &x0, &x1, &[0.25, 1.0], 0.0, &mut rng);
         for k in 0..p {
             assert!((xt[k] - (0.75 * x0[k] + 0.25 * x1[k])).abs() < 1e-6);
             assert!((xt[p + k] - x1[p + k]).abs() < 1e-6);

@@ -22,10 +22,7 @@ pub struct LoaderState {
 
 impl LoaderState {
     fn new(count: usize, rng: &mut Rng) -> Self {
-        LoaderState {
-            order: rng.permutation(count),
-            cursor: 0,
-        }
+        LoaderState { order: rng.permutation(count), cursor: 0 }
     }
 
     /// The row indices of the next full batch (drop_last: a new epoch starts when fewer
@@ -47,12 +44,7 @@ pub enum BatchSource {
     /// A finite `[count, P]` set.
     Rows { rows: Vec<f32>, p: usize },
     /// Fresh `N(mean·𝟙, std²·I)` draws, canonicalized when `canonical`.
-    Gaussian {
-        layout: Layout,
-        mean: f64,
-        std: f64,
-        canonical: bool,
-    },
+    Gaussian { layout: Layout, mean: f64, std: f64, canonical: bool },
 }
 
 impl BatchSource {
@@ -69,12 +61,7 @@ impl BatchSource {
     }
 
     /// The next `[batch, P]` batch.
-    pub fn next_batch(
-        &self,
-        batch: usize,
-        loader: Option<&mut LoaderState>,
-        rng: &mut Rng,
-    ) -> Vec<f32> {
+    pub fn next_batch(&self, batch: usize, loader: Option<&mut LoaderState>, rng: &mut Rng) -> Vec<f32> {
         match (self, loader) {
             (BatchSource::Rows { rows, p }, Some(loader)) => {
                 let mut out = Vec::with_capacity(batch * p);
@@ -84,15 +71,7 @@ impl BatchSource {
                 out
             }
             (BatchSource::Rows { .. }, None) => panic!("a finite source needs its loader state"),
-            (
-                BatchSource::Gaussian {
-                    layout,
-                    mean,
-                    std,
-                    canonical,
-                },
-                _,
-            ) => {
+            (BatchSource::Gaussian { layout, mean, std, canonical }, _) => {
                 let draws = rng.normal_vec(batch * layout.num_params(), *mean, *std);
                 if *canonical {
                     canonicalize_rows(&draws, layout)
@@ -108,25 +87,13 @@ impl BatchSource {
 pub fn canonicalize_rows(rows: &[f32], layout: &Layout) -> Vec<f32> {
     let p = layout.num_params();
     let device = Default::default();
-    let t = Tensor::<NdArray<f32>, 2>::from_data(
-        TensorData::new(rows.to_vec(), [rows.len() / p, p]),
-        &device,
-    );
-    canonicalize(t, layout)
-        .into_data()
-        .to_vec::<f32>()
-        .expect("canonicalize yields f32 rows")
+    let t = Tensor::<NdArray<f32>, 2>::from_data(TensorData::new(rows.to_vec(), [rows.len() / p, p]), &device);
+    canonicalize(t, layout).into_data().to_vec::<f32>().expect("canonicalize yields f32 rows")
 }
 
 /// The fixed prior set: `count` draws of `N(0, std²·I_P)` on all coordinates (biases
 /// included), canonicalized when `canonical` (science.md §5.2, faithful).
-pub fn prior_set(
-    layout: &Layout,
-    count: usize,
-    std: f64,
-    canonical: bool,
-    rng: &mut Rng,
-) -> Vec<f32> {
+pub fn prior_set(layout: &Layout, count: usize, std: f64, canonical: bool, rng: &mut Rng) -> Vec<f32> {
     let draws = rng.normal_vec(count * layout.num_params(), 0.0, std);
     if canonical {
         canonicalize_rows(&draws, layout)
@@ -141,10 +108,7 @@ mod tests {
 
     #[test]
     fn loader_visits_every_row_once_per_epoch_and_drops_the_rest() {
-        let source = BatchSource::Rows {
-            rows: (0..10).map(|v| v as f32).collect(),
-            p: 1,
-        };
+        let source = BatchSource::Rows { rows: (0..10).map(|v| v as f32).collect(), p: 1 };
         let mut rng = Rng::seed_from(2);
         let mut loader = source.loader(&mut rng);
         let mut seen: Vec<f32> = Vec::new();
@@ -168,10 +132,7 @@ mod tests {
             for (a, m) in mean.iter_mut().enumerate() {
                 *m += r[layout.weight_index(1, 0, a)] as f64 / 4000.0;
             }
-            let norm: f32 = (0..3)
-                .map(|a| r[layout.weight_index(1, 0, a)].powi(2))
-                .sum::<f32>()
-                .sqrt();
+            let norm: f32 = (0..3).map(|a| r[layout.weight_index(1, 0, a)].powi(2)).sum::<f32>().sqrt();
             assert!((norm - 1.0).abs() < 1e-5);
         }
         assert!(mean.iter().all(|m| m.abs() < 0.05), "{mean:?}");

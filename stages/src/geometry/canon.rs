@@ -40,25 +40,14 @@ pub fn canonicalize<B: Backend>(theta: Tensor<B, 2>, layout: &Layout) -> Tensor<
     for l in 0..depth - 1 {
         // Incoming norm of each neuron of layer l+1: over the input axis.
         // Clamping the squared norm keeps the gradient of sqrt finite at zero.
-        let r = weights[l]
-            .clone()
-            .square()
-            .sum_dim(1)
-            .clamp_min(FLOOR_SQUARED)
-            .sqrt(); // [B, 1, n]
+        let r = weights[l].clone().square().sum_dim(1).clamp_min(FLOOR_SQUARED).sqrt(); // [B, 1, n]
         weights[l] = weights[l].clone() / r.clone();
         biases[l] = biases[l].clone() / r.clone().reshape([batch, n[l + 1]]);
         let outgoing = r.reshape([batch, n[l + 1], 1]);
         weights[l + 1] = weights[l + 1].clone() * outgoing;
     }
     let last = depth - 1;
-    let s = weights[last]
-        .clone()
-        .square()
-        .sum_dim(1)
-        .sum_dim(2)
-        .clamp_min(FLOOR_SQUARED)
-        .sqrt(); // [B,1,1]
+    let s = weights[last].clone().square().sum_dim(1).sum_dim(2).clamp_min(FLOOR_SQUARED).sqrt(); // [B,1,1]
     weights[last] = weights[last].clone() / s.clone();
     biases[last] = biases[last].clone() / s.reshape([batch, 1]);
     let mut parts: Vec<Tensor<B, 2>> = weights
@@ -88,13 +77,8 @@ mod tests {
         for l in 1..=layout.num_layers() {
             let w = layout.weight_matrix(theta, l);
             let b = layout.bias(theta, l);
-            let mut z: Vec<f32> = (0..n[l])
-                .map(|o| {
-                    b[o] + (0..n[l - 1])
-                        .map(|a| w[o * n[l - 1] + a] * h[a])
-                        .sum::<f32>()
-                })
-                .collect();
+            let mut z: Vec<f32> =
+                (0..n[l]).map(|o| b[o] + (0..n[l - 1]).map(|a| w[o * n[l - 1] + a] * h[a]).sum::<f32>()).collect();
             if l < layout.num_layers() {
                 z.iter_mut().for_each(|v| *v = v.max(0.0));
             }
@@ -106,14 +90,8 @@ mod tests {
 
     fn canon_rows(layout: &Layout, rows: &[f32], count: usize) -> Vec<f32> {
         let dev = Default::default();
-        let t = Tensor::<B, 2>::from_data(
-            TensorData::new(rows.to_vec(), [count, layout.num_params()]),
-            &dev,
-        );
-        canonicalize(t, layout)
-            .into_data()
-            .to_vec::<f32>()
-            .expect("f32 tensor")
+        let t = Tensor::<B, 2>::from_data(TensorData::new(rows.to_vec(), [count, layout.num_params()]), &dev);
+        canonicalize(t, layout).into_data().to_vec::<f32>().expect("f32 tensor")
     }
 
     #[test]
@@ -130,19 +108,13 @@ mod tests {
         // what each one computes, and the logits' argmax, are preserved.
         for l in 0..2 {
             for (a, b) in before[l].iter().zip(&after[l]) {
-                assert!(
-                    a * b >= 0.0 && (*a == 0.0) == (*b == 0.0),
-                    "layer {l}: {a} vs {b}"
-                );
+                assert!(a * b >= 0.0 && (*a == 0.0) == (*b == 0.0), "layer {l}: {a} vs {b}");
             }
         }
         let ratio = after[2][0] / before[2][0];
         assert!(ratio > 0.0);
         for (a, b) in before[2].iter().zip(&after[2]) {
-            assert!(
-                (b - ratio * a).abs() < 1e-4 * (1.0 + a.abs()),
-                "{a} {b} {ratio}"
-            );
+            assert!((b - ratio * a).abs() < 1e-4 * (1.0 + a.abs()), "{a} {b} {ratio}");
         }
         // Unit spheres: every hidden row and the last matrix.
         let geo = crate::geometry::product::ProductGeometry::new(&layout);
@@ -163,12 +135,7 @@ mod tests {
         let theta = Tensor::<A, 2>::zeros([2, layout.num_params()], &dev).require_grad();
         let out = canonicalize(theta.clone(), &layout);
         let grads = out.sum().backward();
-        let g = theta
-            .grad(&grads)
-            .expect("gradient")
-            .into_data()
-            .to_vec::<f32>()
-            .expect("f32");
+        let g = theta.grad(&grads).expect("gradient").into_data().to_vec::<f32>().expect("f32");
         assert!(g.iter().all(|v| v.is_finite()));
     }
 }

@@ -66,10 +66,7 @@ impl ProductGeometry {
             stride: 1,
             len: n[depth - 1] * n[depth],
         });
-        ProductGeometry {
-            layout: layout.clone(),
-            points,
-        }
+        ProductGeometry { layout: layout.clone(), points }
     }
 
     pub fn layout(&self) -> &Layout {
@@ -104,10 +101,7 @@ impl ProductGeometry {
             .zip(t.par_iter())
             .for_each(|((row, (a, b)), &t)| {
                 for point in &self.points {
-                    point.scatter(
-                        row,
-                        &sphere::geodesic(&point.gather(a), &point.gather(b), t),
-                    );
+                    point.scatter(row, &sphere::geodesic(&point.gather(a), &point.gather(b), t));
                 }
                 for i in self.bias_range() {
                     row[i] = (1.0 - t) * a[i] + t * b[i];
@@ -120,17 +114,15 @@ impl ProductGeometry {
     /// projected) and `b ← b + v_b` on biases.
     pub fn step(&self, x: &mut [f32], v: &[f32]) {
         let p = self.dim();
-        x.par_chunks_mut(p)
-            .zip(v.par_chunks(p))
-            .for_each(|(row, vel)| {
-                for point in &self.points {
-                    let next = sphere::expmap(&point.gather(row), &point.gather(vel));
-                    point.scatter(row, &next);
-                }
-                for i in self.bias_range() {
-                    row[i] += vel[i];
-                }
-            });
+        x.par_chunks_mut(p).zip(v.par_chunks(p)).for_each(|(row, vel)| {
+            for point in &self.points {
+                let next = sphere::expmap(&point.gather(row), &point.gather(vel));
+                point.scatter(row, &next);
+            }
+            for i in self.bias_range() {
+                row[i] += vel[i];
+            }
+        });
     }
 
     /// `log_x(y)` per sphere point and `y − x` on biases.
@@ -201,10 +193,7 @@ mod tests {
         // hidden neuron 1 of layer 1 holds W_1[1, a] for every input a
         let l = uci.layout();
         let first: Vec<usize> = uci.points()[1].indices().collect();
-        assert_eq!(
-            first,
-            (0..30).map(|a| l.weight_index(1, 1, a)).collect::<Vec<_>>()
-        );
+        assert_eq!(first, (0..30).map(|a| l.weight_index(1, 1, a)).collect::<Vec<_>>());
     }
 
     #[test]

@@ -19,9 +19,7 @@ use super::{read_input_weights, row, split_seed, thread_pool, write_weights};
 use crate::align::sinkhorn::{sinkhorn_rebasin, SinkhornConfig};
 use crate::align::{l2_distance_sq, weight_matching::weight_matching, AlignMethod, Permutations};
 use crate::data::{self, DatasetName, SplitName};
-use crate::kind::{
-    ParamSpec, ParamType, Params, RefMode, Resources, StageContext, StageError, StageKind, Value,
-};
+use crate::kind::{ParamSpec, ParamType, Params, RefMode, Resources, StageContext, StageError, StageKind, Value};
 use crate::layout::Layout;
 use crate::rng;
 use crate::weights::{encode_safetensors, layout_json, write_atomic, TensorRef};
@@ -39,20 +37,12 @@ impl Align {
     fn dataset(params: &Params) -> Result<Option<DatasetName>, StageError> {
         match params.str("dataset")? {
             "none" => Ok(None),
-            other => other
-                .parse()
-                .map(Some)
-                .map_err(|e: String| StageError::Param(format!("`dataset`: {e}"))),
+            other => other.parse().map(Some).map_err(|e: String| StageError::Param(format!("`dataset`: {e}"))),
         }
     }
 
-    fn sinkhorn_config(
-        params: &Params,
-        method: AlignMethod,
-    ) -> Result<Option<SinkhornConfig>, StageError> {
-        let Some(objective) = method.sinkhorn_objective() else {
-            return Ok(None);
-        };
+    fn sinkhorn_config(params: &Params, method: AlignMethod) -> Result<Option<SinkhornConfig>, StageError> {
+        let Some(objective) = method.sinkhorn_objective() else { return Ok(None) };
         Ok(Some(SinkhornConfig {
             objective,
             iterations: params.usize("iterations")?,
@@ -79,76 +69,17 @@ impl StageKind for Align {
 
     fn params(&self) -> Vec<ParamSpec> {
         vec![
-            ParamSpec::required(
-                "weights",
-                ParamType::Ref {
-                    mode: RefMode::FanOut,
-                },
-                "Stage whose weights.safetensors to align",
-            ),
-            ParamSpec::with_default(
-                "method",
-                ParamType::Enum(AlignMethod::WORDS),
-                Value::Str("weight-matching".into()),
-                "Alignment algorithm",
-            ),
-            ParamSpec::with_default(
-                "reference",
-                ParamType::NON_NEGATIVE_INT,
-                Value::Int(256),
-                "Index of the reference network in the set",
-            ),
-            ParamSpec::with_default(
-                "iterations",
-                ParamType::POSITIVE_INT,
-                Value::Int(1000),
-                "Sinkhorn methods: Adam iterations on Q",
-            ),
-            ParamSpec::with_default(
-                "lr",
-                ParamType::Float {
-                    min: Some(f64::MIN_POSITIVE),
-                    max: None,
-                },
-                Value::Float(0.1),
-                "Sinkhorn methods: Adam learning rate",
-            ),
-            ParamSpec::with_default(
-                "dataset",
-                ParamType::Enum(DATASET_WORDS),
-                Value::Str("none".into()),
-                "Data objectives: base task",
-            ),
-            ParamSpec::with_default(
-                "data_split",
-                ParamType::Enum(SplitName::WORDS),
-                Value::Str("train".into()),
-                "Data objectives: split to estimate the loss on (the code used test)",
-            ),
-            ParamSpec::with_default(
-                "batches_per_iteration",
-                ParamType::POSITIVE_INT,
-                Value::Int(25),
-                "Data objectives: minibatches (Adam steps) per iteration",
-            ),
-            ParamSpec::with_default(
-                "batch_size",
-                ParamType::POSITIVE_INT,
-                Value::Int(64),
-                "Data objectives: minibatch size",
-            ),
-            ParamSpec::with_default(
-                "split_seed",
-                ParamType::NON_NEGATIVE_INT,
-                Value::Int(42),
-                "Seed of the train/val/test split",
-            ),
-            ParamSpec::with_default(
-                "chunk",
-                ParamType::POSITIVE_INT,
-                Value::Int(256),
-                "Sinkhorn methods: networks optimized together",
-            ),
+            ParamSpec::required("weights", ParamType::Ref { mode: RefMode::FanOut }, "Stage whose weights.safetensors to align"),
+            ParamSpec::with_default("method", ParamType::Enum(AlignMethod::WORDS), Value::Str("weight-matching".into()), "Alignment algorithm"),
+            ParamSpec::with_default("reference", ParamType::NON_NEGATIVE_INT, Value::Int(256), "Index of the reference network in the set"),
+            ParamSpec::with_default("iterations", ParamType::POSITIVE_INT, Value::Int(1000), "Sinkhorn methods: Adam iterations on Q"),
+            ParamSpec::with_default("lr", ParamType::Float { min: Some(f64::MIN_POSITIVE), max: None }, Value::Float(0.1), "Sinkhorn methods: Adam learning rate"),
+            ParamSpec::with_default("dataset", ParamType::Enum(DATASET_WORDS), Value::Str("none".into()), "Data objectives: base task"),
+            ParamSpec::with_default("data_split", ParamType::Enum(SplitName::WORDS), Value::Str("train".into()), "Data objectives: split to estimate the loss on (the code used test)"),
+            ParamSpec::with_default("batches_per_iteration", ParamType::POSITIVE_INT, Value::Int(25), "Data objectives: minibatches (Adam steps) per iteration"),
+            ParamSpec::with_default("batch_size", ParamType::POSITIVE_INT, Value::Int(64), "Data objectives: minibatch size"),
+            ParamSpec::with_default("split_seed", ParamType::NON_NEGATIVE_INT, Value::Int(42), "Seed of the train/val/test split"),
+            ParamSpec::with_default("chunk", ParamType::POSITIVE_INT, Value::Int(256), "Sinkhorn methods: networks optimized together"),
         ]
     }
 
@@ -156,21 +87,14 @@ impl StageKind for Align {
         let method = Self::method(params)?;
         let dataset = Self::dataset(params)?;
         params.parse::<SplitName>("data_split")?;
-        if matches!(method, AlignMethod::SinkhornMid | AlignMethod::SinkhornRnd)
-            && dataset.is_none()
-        {
-            return Err(StageError::Param(format!(
-                "method `{method}` needs `dataset` (its loss is computed on data)"
-            )));
+        if matches!(method, AlignMethod::SinkhornMid | AlignMethod::SinkhornRnd) && dataset.is_none() {
+            return Err(StageError::Param(format!("method `{method}` needs `dataset` (its loss is computed on data)")));
         }
         Ok(())
     }
 
     fn resources(&self, _params: &Params) -> Resources {
-        Resources {
-            cpus: 2,
-            ..Resources::default()
-        }
+        Resources { cpus: 2, ..Resources::default() }
     }
 
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
@@ -210,15 +134,12 @@ impl StageKind for Align {
                     .collect()
             }),
             _ => {
-                let config = Self::sinkhorn_config(ctx.params, method)?
-                    .expect("Sinkhorn methods have a config");
+                let config = Self::sinkhorn_config(ctx.params, method)?.expect("Sinkhorn methods have a config");
                 let data = match Self::dataset(ctx.params)? {
                     Some(name) if config.objective != crate::align::sinkhorn::Objective::L2 => {
                         let dataset = data::load(name, ctx.data_dir, split_seed(ctx.params)?)?;
                         if dataset.inputs() != layout.inputs() {
-                            return Err(StageError::Param(format!(
-                                "layout {layout} does not fit dataset {name}"
-                            )));
+                            return Err(StageError::Param(format!("layout {layout} does not fit dataset {name}")));
                         }
                         Some(dataset.split(ctx.params.parse("data_split")?).clone())
                     }
@@ -228,20 +149,10 @@ impl StageKind for Align {
                 let device = Default::default();
                 let mut perms = Vec::with_capacity(set.count);
                 for (c, start) in (0..set.count).step_by(chunk).enumerate() {
-                    let rows: Vec<&[f32]> = (start..(start + chunk).min(set.count))
-                        .map(|i| set.row(i))
-                        .collect();
+                    let rows: Vec<&[f32]> = (start..(start + chunk).min(set.count)).map(|i| set.row(i)).collect();
                     let mut r = rng::stream(seed, "align sinkhorn", c as u64);
                     perms.extend(pool.install(|| {
-                        sinkhorn_rebasin::<Autodiff<NdArray<f32>>>(
-                            &layout,
-                            &reference_theta,
-                            &rows,
-                            &config,
-                            data.as_ref(),
-                            &mut r,
-                            &device,
-                        )
+                        sinkhorn_rebasin::<Autodiff<NdArray<f32>>>(&layout, &reference_theta, &rows, &config, data.as_ref(), &mut r, &device)
                     }));
                     progress.progress(perms.len() as u64, total, "networks");
                 }
@@ -260,12 +171,7 @@ impl StageKind for Align {
         }
         aligned.is_aligned = method != AlignMethod::None;
         write_weights(&aligned, ctx.out_dir)?;
-        write_permutations(
-            &ctx.out_dir.join("permutations.safetensors"),
-            &layout,
-            reference,
-            &perms,
-        )?;
+        write_permutations(&ctx.out_dir.join("permutations.safetensors"), &layout, reference, &perms)?;
 
         let n = set.count as f64;
         ctx.progress.metric("l2_sq_before", before / n);
@@ -286,34 +192,16 @@ impl StageKind for Align {
 }
 
 /// `sigma_<l>` tensors `[count, n_l]` (i64), one per hidden layer.
-fn write_permutations(
-    path: &std::path::Path,
-    layout: &Layout,
-    reference: usize,
-    perms: &[Permutations],
-) -> Result<(), StageError> {
+fn write_permutations(path: &std::path::Path, layout: &Layout, reference: usize, perms: &[Permutations]) -> Result<(), StageError> {
     let hidden: Vec<usize> = (1..layout.num_layers()).collect();
     let flat: Vec<Vec<i64>> = hidden
         .iter()
-        .map(|&l| {
-            perms
-                .iter()
-                .flat_map(|p| p.sigma[l - 1].iter().map(|&s| s as i64))
-                .collect()
-        })
+        .map(|&l| perms.iter().flat_map(|p| p.sigma[l - 1].iter().map(|&s| s as i64)).collect())
         .collect();
     let tensors: Vec<(String, TensorRef<'_>)> = hidden
         .iter()
         .zip(&flat)
-        .map(|(&l, values)| {
-            (
-                format!("sigma_{l}"),
-                TensorRef::I64 {
-                    shape: vec![perms.len(), layout.sizes()[l]],
-                    values,
-                },
-            )
-        })
+        .map(|(&l, values)| (format!("sigma_{l}"), TensorRef::I64 { shape: vec![perms.len(), layout.sizes()[l]], values }))
         .collect();
     let metadata = BTreeMap::from([
         ("format".to_owned(), "wfpipe-permutations-v1".to_owned()),
@@ -321,9 +209,7 @@ fn write_permutations(
         ("reference".to_owned(), reference.to_string()),
     ]);
     // A layout without hidden layers gives a file with metadata only.
-    Ok(write_atomic(path, |w| {
-        encode_safetensors(tensors, &metadata, w)
-    })?)
+    Ok(write_atomic(path, |w| encode_safetensors(tensors, &metadata, w))?)
 }
 
 #[cfg(test)]
@@ -339,12 +225,7 @@ mod tests {
         let out = dir.join("collect");
         let params = testing::params(
             &Collect,
-            &[
-                ("dataset", Value::Str("uci-wdbc".into())),
-                ("runs", Value::Int(4)),
-                ("epochs", Value::Int(3)),
-                ("skip_epochs", Value::Int(2)),
-            ],
+            &[("dataset", Value::Str("uci-wdbc".into())), ("runs", Value::Int(4)), ("epochs", Value::Int(3)), ("skip_epochs", Value::Int(2))],
         );
         testing::run(&Collect, &params, BTreeMap::new(), &out, 5).unwrap();
         out
@@ -354,17 +235,8 @@ mod tests {
     fn aligned_networks_compute_the_same_function_and_move_closer() {
         let dir = testing::temp_dir("align");
         let upstream = collected(&dir);
-        let inputs = BTreeMap::from([(
-            "weights".to_owned(),
-            vec![testing::input(&upstream, "collect")],
-        )]);
-        let params = testing::params(
-            &Align,
-            &[
-                ("weights", Value::Str("collect".into())),
-                ("reference", Value::Int(3)),
-            ],
-        );
+        let inputs = BTreeMap::from([("weights".to_owned(), vec![testing::input(&upstream, "collect")])]);
+        let params = testing::params(&Align, &[("weights", Value::Str("collect".into())), ("reference", Value::Int(3))]);
         let tables = testing::run(&Align, &params, inputs, &dir.join("align"), 1).unwrap();
         let raw = WeightSet::read(&upstream.join("weights.safetensors")).unwrap();
         let aligned = WeightSet::read(&dir.join("align/weights.safetensors")).unwrap();
@@ -375,22 +247,12 @@ mod tests {
         for i in 0..raw.count {
             let a = forward(&raw.layout, raw.row(i), &test.x, test.len());
             let b = forward(&raw.layout, aligned.row(i), &test.x, test.len());
-            let diff = a
-                .iter()
-                .zip(&b)
-                .map(|(u, v)| (u - v).abs())
-                .fold(0.0f32, f32::max);
+            let diff = a.iter().zip(&b).map(|(u, v)| (u - v).abs()).fold(0.0f32, f32::max);
             assert!(diff < 1e-5, "network {i}: max logit difference {diff}");
-            assert!(
-                l2_distance_sq(raw.row(3), aligned.row(i))
-                    <= l2_distance_sq(raw.row(3), raw.row(i)) + 1e-9
-            );
+            assert!(l2_distance_sq(raw.row(3), aligned.row(i)) <= l2_distance_sq(raw.row(3), raw.row(i)) + 1e-9);
         }
         let summary = &tables["alignment"][0];
-        assert!(
-            summary["mean_l2_sq_after"].as_f64().unwrap()
-                < summary["mean_l2_sq_before"].as_f64().unwrap()
-        );
+        assert!(summary["mean_l2_sq_after"].as_f64().unwrap() < summary["mean_l2_sq_before"].as_f64().unwrap());
         let perms = std::fs::read(dir.join("align/permutations.safetensors")).unwrap();
         let parsed = safetensors::SafeTensors::deserialize(&perms).unwrap();
         assert_eq!(parsed.tensor("sigma_1").unwrap().shape(), &[raw.count, 16]);
@@ -402,30 +264,12 @@ mod tests {
     fn bad_reference_and_missing_dataset_are_clear_errors() {
         let dir = testing::temp_dir("align-bad");
         let upstream = collected(&dir);
-        let inputs = BTreeMap::from([(
-            "weights".to_owned(),
-            vec![testing::input(&upstream, "collect")],
-        )]);
+        let inputs = BTreeMap::from([("weights".to_owned(), vec![testing::input(&upstream, "collect")])]);
         let params = testing::params(&Align, &[("weights", Value::Str("collect".into()))]);
-        let err = testing::run(&Align, &params, inputs, &dir.join("align"), 1)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("reference index 256 is out of range: the input set has 8 networks"),
-            "{err}"
-        );
-        let mid = testing::params(
-            &Align,
-            &[
-                ("weights", Value::Str("c".into())),
-                ("method", Value::Str("sinkhorn-mid".into())),
-            ],
-        );
-        assert!(Align
-            .validate(&mid)
-            .unwrap_err()
-            .to_string()
-            .contains("needs `dataset`"));
+        let err = testing::run(&Align, &params, inputs, &dir.join("align"), 1).unwrap_err().to_string();
+        assert!(err.contains("reference index 256 is out of range: the input set has 8 networks"), "{err}");
+        let mid = testing::params(&Align, &[("weights", Value::Str("c".into())), ("method", Value::Str("sinkhorn-mid".into()))]);
+        assert!(Align.validate(&mid).unwrap_err().to_string().contains("needs `dataset`"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

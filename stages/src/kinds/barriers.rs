@@ -12,9 +12,7 @@ use rand::seq::SliceRandom;
 use super::{check_layout_fits, dataset_param, load_dataset, row, thread_pool};
 use crate::align::barrier::{pairwise_midpoint_losses, BarrierMatrix, Summary};
 use crate::data::{DatasetName, SplitName};
-use crate::kind::{
-    ParamSpec, ParamType, Params, RefMode, Row, StageContext, StageError, StageKind, Value,
-};
+use crate::kind::{ParamSpec, ParamType, Params, RefMode, Row, StageContext, StageError, StageKind, Value};
 use crate::rng;
 use crate::weights::{WeightSet, FILE_NAME};
 
@@ -28,16 +26,16 @@ fn summary_rows(set: &str, m: &BarrierMatrix) -> Vec<Row> {
         ("endpoint-accuracy", Summary::of(&m.endpoint_accuracy)),
     ]
     .into_iter()
-    .map(|(variant, s)| {
-        row([
-            ("set", Value::Str(set.into())),
-            ("variant", Value::Str(variant.into())),
-            ("mean", Value::Float(s.mean)),
-            ("std", Value::Float(s.std)),
-            ("count", Value::Int(s.count as i64)),
-        ])
-    })
-    .collect()
+        .map(|(variant, s)| {
+            row([
+                ("set", Value::Str(set.into())),
+                ("variant", Value::Str(variant.into())),
+                ("mean", Value::Float(s.mean)),
+                ("std", Value::Float(s.std)),
+                ("count", Value::Int(s.count as i64)),
+            ])
+        })
+        .collect()
 }
 
 fn pair_rows(set: &str, indices: &[usize], m: &BarrierMatrix) -> Vec<Row> {
@@ -71,50 +69,13 @@ impl StageKind for Barriers {
 
     fn params(&self) -> Vec<ParamSpec> {
         vec![
-            ParamSpec::required(
-                "weights",
-                ParamType::Ref {
-                    mode: RefMode::FanOut,
-                },
-                "Stage whose weights.safetensors to measure",
-            ),
-            ParamSpec::optional_ref(
-                "aligned",
-                RefMode::FanOut,
-                "Optional second stage with the same networks aligned (same order)",
-            ),
-            ParamSpec::required(
-                "dataset",
-                ParamType::Enum(DatasetName::WORDS),
-                "Base task of the networks",
-            ),
-            ParamSpec::with_default(
-                "count",
-                ParamType::Int {
-                    min: Some(2),
-                    max: None,
-                },
-                Value::Int(250),
-                "Networks drawn at random",
-            ),
-            ParamSpec::with_default(
-                "split",
-                ParamType::Enum(SplitName::WORDS),
-                Value::Str("test".into()),
-                "Split the loss is computed on",
-            ),
-            ParamSpec::with_default(
-                "split_seed",
-                ParamType::NON_NEGATIVE_INT,
-                Value::Int(42),
-                "Seed of the train/val/test split",
-            ),
-            ParamSpec::with_default(
-                "eval_batch",
-                ParamType::POSITIVE_INT,
-                Value::Int(64),
-                "Batch size of the loss (per-batch averaging)",
-            ),
+            ParamSpec::required("weights", ParamType::Ref { mode: RefMode::FanOut }, "Stage whose weights.safetensors to measure"),
+            ParamSpec::optional_ref("aligned", RefMode::FanOut, "Optional second stage with the same networks aligned (same order)"),
+            ParamSpec::required("dataset", ParamType::Enum(DatasetName::WORDS), "Base task of the networks"),
+            ParamSpec::with_default("count", ParamType::Int { min: Some(2), max: None }, Value::Int(250), "Networks drawn at random"),
+            ParamSpec::with_default("split", ParamType::Enum(SplitName::WORDS), Value::Str("test".into()), "Split the loss is computed on"),
+            ParamSpec::with_default("split_seed", ParamType::NON_NEGATIVE_INT, Value::Int(42), "Seed of the train/val/test split"),
+            ParamSpec::with_default("eval_batch", ParamType::POSITIVE_INT, Value::Int(64), "Batch size of the loss (per-batch averaging)"),
         ]
     }
 
@@ -122,9 +83,7 @@ impl StageKind for Barriers {
         dataset_param(params, "dataset")?;
         params.parse::<SplitName>("split")?;
         if params.usize("count")? < 2 {
-            return Err(StageError::Param(
-                "count must be at least 2 (barriers are pairwise)".into(),
-            ));
+            return Err(StageError::Param("count must be at least 2 (barriers are pairwise)".into()));
         }
         Ok(())
     }
@@ -138,11 +97,7 @@ impl StageKind for Barriers {
             DatasetName::UciWdbc => (57.0, 768.0),
             DatasetName::Mnist | DatasetName::FashionMnist => (5_000.0, 7_940.0),
         };
-        let sets = if params.str("aligned").ok()?.is_empty() {
-            1.0
-        } else {
-            2.0
-        };
+        let sets = if params.str("aligned").ok()?.is_empty() { 1.0 } else { 2.0 };
         Some(sets * count * (count + 1.0) / 2.0 * rows * 2.0 * weights)
     }
 
@@ -164,19 +119,11 @@ impl StageKind for Barriers {
                 }
                 Some(set)
             }
-            many => {
-                return Err(StageError::Input(format!(
-                    "`aligned` selects {} instances where one was expected",
-                    many.len()
-                )))
-            }
+            many => return Err(StageError::Input(format!("`aligned` selects {} instances where one was expected", many.len()))),
         };
         let count = ctx.params.usize("count")?;
         if count > raw.count {
-            return Err(StageError::Param(format!(
-                "count {count} exceeds the {} networks in the set",
-                raw.count
-            )));
+            return Err(StageError::Param(format!("count {count} exceeds the {} networks in the set", raw.count)));
         }
         let mut indices: Vec<usize> = (0..raw.count).collect();
         indices.shuffle(&mut rng::stream(ctx.seed, "barrier subset", 0));
@@ -193,19 +140,14 @@ impl StageKind for Barriers {
 
         let mut summaries = Vec::new();
         let mut pairs = Vec::new();
-        let sets: Vec<(&str, &WeightSet)> = std::iter::once(("raw", &raw))
-            .chain(aligned.as_ref().map(|s| ("aligned", s)))
-            .collect();
+        let sets: Vec<(&str, &WeightSet)> = std::iter::once(("raw", &raw)).chain(aligned.as_ref().map(|s| ("aligned", s))).collect();
         for (done, (name, set)) in sets.iter().enumerate() {
             let m = measure(set);
-            ctx.progress
-                .metric(&format!("{name}_mid_loss_mean"), m.absolute_summary().mean);
-            ctx.progress
-                .metric(&format!("{name}_barrier_mean"), m.relative_summary().mean);
+            ctx.progress.metric(&format!("{name}_mid_loss_mean"), m.absolute_summary().mean);
+            ctx.progress.metric(&format!("{name}_barrier_mean"), m.relative_summary().mean);
             summaries.extend(summary_rows(name, &m));
             pairs.extend(pair_rows(name, &indices, &m));
-            ctx.progress
-                .progress(done as u64 + 1, sets.len() as u64, "sets");
+            ctx.progress.progress(done as u64 + 1, sets.len() as u64, "sets");
         }
         ctx.emit_rows("barriers", summaries);
         ctx.emit_rows("barrier_pairs", pairs);
@@ -226,44 +168,17 @@ mod tests {
         let collect = dir.join("collect");
         let params = testing::params(
             &Collect,
-            &[
-                ("dataset", Value::Str("uci-wdbc".into())),
-                ("runs", Value::Int(12)),
-                ("epochs", Value::Int(20)),
-                ("skip_epochs", Value::Int(19)),
-                ("record_every", Value::Int(8)),
-            ],
+            &[("dataset", Value::Str("uci-wdbc".into())), ("runs", Value::Int(12)), ("epochs", Value::Int(20)), ("skip_epochs", Value::Int(19)), ("record_every", Value::Int(8))],
         );
         testing::run(&Collect, &params, BTreeMap::new(), &collect, 11).unwrap();
-        let inputs = BTreeMap::from([(
-            "weights".to_owned(),
-            vec![testing::input(&collect, "collect")],
-        )]);
+        let inputs = BTreeMap::from([("weights".to_owned(), vec![testing::input(&collect, "collect")])]);
         let align = dir.join("align");
-        testing::run(
-            &Align,
-            &testing::params(
-                &Align,
-                &[
-                    ("weights", Value::Str("c".into())),
-                    ("reference", Value::Int(0)),
-                ],
-            ),
-            inputs.clone(),
-            &align,
-            1,
-        )
-        .unwrap();
+        testing::run(&Align, &testing::params(&Align, &[("weights", Value::Str("c".into())), ("reference", Value::Int(0))]), inputs.clone(), &align, 1).unwrap();
         let mut both = inputs;
         both.insert("aligned".into(), vec![testing::input(&align, "align")]);
         let params = testing::params(
             &Barriers,
-            &[
-                ("weights", Value::Str("c".into())),
-                ("aligned", Value::Str("a".into())),
-                ("dataset", Value::Str("uci-wdbc".into())),
-                ("count", Value::Int(12)),
-            ],
+            &[("weights", Value::Str("c".into())), ("aligned", Value::Str("a".into())), ("dataset", Value::Str("uci-wdbc".into())), ("count", Value::Int(12))],
         );
         let tables = testing::run(&Barriers, &params, both, &dir.join("barriers"), 2).unwrap();
         let mean = |set: &str, variant: &str| {
@@ -284,30 +199,11 @@ mod tests {
     fn too_many_networks_is_a_clear_error() {
         let dir = testing::temp_dir("barriers-bad");
         let toy = dir.join("toy");
-        let toy_params = testing::params(
-            &crate::kinds::toy_data::ToyData,
-            &[("count", Value::Int(3))],
-        );
-        testing::run(
-            &crate::kinds::toy_data::ToyData,
-            &toy_params,
-            BTreeMap::new(),
-            &toy,
-            1,
-        )
-        .unwrap();
-        let inputs =
-            BTreeMap::from([("weights".to_owned(), vec![testing::input(&toy, "toy-data")])]);
-        let params = testing::params(
-            &Barriers,
-            &[
-                ("weights", Value::Str("t".into())),
-                ("dataset", Value::Str("uci-wdbc".into())),
-            ],
-        );
-        let err = testing::run(&Barriers, &params, inputs, &dir.join("b"), 1)
-            .unwrap_err()
-            .to_string();
+        let toy_params = testing::params(&crate::kinds::toy_data::ToyData, &[("count", Value::Int(3))]);
+        testing::run(&crate::kinds::toy_data::ToyData, &toy_params, BTreeMap::new(), &toy, 1).unwrap();
+        let inputs = BTreeMap::from([("weights".to_owned(), vec![testing::input(&toy, "toy-data")])]);
+        let params = testing::params(&Barriers, &[("weights", Value::Str("t".into())), ("dataset", Value::Str("uci-wdbc".into()))]);
+        let err = testing::run(&Barriers, &params, inputs, &dir.join("b"), 1).unwrap_err().to_string();
         assert!(err.contains("count 250 exceeds the 3 networks"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

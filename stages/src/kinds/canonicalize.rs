@@ -4,9 +4,7 @@
 
 use super::{read_input_weights, write_weights};
 use crate::canonicalize::canonicalize;
-use crate::kind::{
-    ParamSpec, ParamType, Params, RefMode, StageContext, StageError, StageKind, Value,
-};
+use crate::kind::{ParamSpec, ParamType, Params, RefMode, StageContext, StageError, StageKind, Value};
 
 pub struct Canonicalize;
 
@@ -25,31 +23,15 @@ impl StageKind for Canonicalize {
 
     fn params(&self) -> Vec<ParamSpec> {
         vec![
-            ParamSpec::required(
-                "weights",
-                ParamType::Ref {
-                    mode: RefMode::FanOut,
-                },
-                "Stage whose weights.safetensors to canonicalize",
-            ),
-            ParamSpec::with_default(
-                "rho",
-                ParamType::Float {
-                    min: Some(f64::MIN_POSITIVE),
-                    max: None,
-                },
-                Value::Float(1.0),
-                "Radius of the last-layer sphere",
-            ),
+            ParamSpec::required("weights", ParamType::Ref { mode: RefMode::FanOut }, "Stage whose weights.safetensors to canonicalize"),
+            ParamSpec::with_default("rho", ParamType::Float { min: Some(f64::MIN_POSITIVE), max: None }, Value::Float(1.0), "Radius of the last-layer sphere"),
         ]
     }
 
     fn validate(&self, params: &Params) -> Result<(), StageError> {
         let rho = params.f64("rho")?;
         if !(rho.is_finite() && rho > 0.0) {
-            return Err(StageError::Param(format!(
-                "rho must be a positive finite number, got {rho}"
-            )));
+            return Err(StageError::Param(format!("rho must be a positive finite number, got {rho}")));
         }
         Ok(())
     }
@@ -79,29 +61,15 @@ mod tests {
     fn marks_the_set_canonical_and_rejects_bad_rho() {
         let dir = testing::temp_dir("canonicalize");
         let toy = dir.join("toy");
-        testing::run(
-            &ToyData,
-            &testing::params(&ToyData, &[("count", Value::Int(4))]),
-            BTreeMap::new(),
-            &toy,
-            1,
-        )
-        .unwrap();
-        let inputs =
-            BTreeMap::from([("weights".to_owned(), vec![testing::input(&toy, "toy-data")])]);
+        testing::run(&ToyData, &testing::params(&ToyData, &[("count", Value::Int(4))]), BTreeMap::new(), &toy, 1).unwrap();
+        let inputs = BTreeMap::from([("weights".to_owned(), vec![testing::input(&toy, "toy-data")])]);
         let params = testing::params(&Canonicalize, &[("weights", Value::Str("toy".into()))]);
         testing::run(&Canonicalize, &params, inputs, &dir.join("canon"), 1).unwrap();
         let set = WeightSet::read(&dir.join("canon/weights.safetensors")).unwrap();
         assert!(set.is_canonical && !set.is_aligned);
         let last = set.layout.weight_matrix(set.row(0), 3);
         assert!((last.iter().map(|v| v * v).sum::<f32>().sqrt() - 1.0).abs() < 1e-5);
-        let bad = testing::params(
-            &Canonicalize,
-            &[
-                ("weights", Value::Str("toy".into())),
-                ("rho", Value::Float(f64::NAN)),
-            ],
-        );
+        let bad = testing::params(&Canonicalize, &[("weights", Value::Str("toy".into())), ("rho", Value::Float(f64::NAN))]);
         assert!(Canonicalize.validate(&bad).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }

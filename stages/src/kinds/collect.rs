@@ -8,17 +8,11 @@
 //! Outputs: `weights.safetensors` (every record, run order, with `run`/`epoch`/`step`
 //! columns) and the table `runs` (final train/val/test loss and accuracy per run).
 
-use super::{
-    check_layout_fits, dataset_param, int_list, layout_param, load_dataset, row, write_weights,
-};
+use super::{check_layout_fits, dataset_param, int_list, layout_param, load_dataset, row, write_weights};
 use crate::collect::{collect, Checkpoints, CollectConfig, RunMetrics};
 use crate::data::{mnist, uci, DatasetName};
-use crate::kind::{
-    ParamSpec, ParamType, Params, Resources, StageContext, StageError, StageKind, Value,
-};
-use crate::mlp::{
-    train::batches_per_epoch, OptimizerConfig, OptimizerKind, RecordRule, TrainConfig,
-};
+use crate::kind::{ParamSpec, ParamType, Params, Resources, StageContext, StageError, StageKind, Value};
+use crate::mlp::{train::batches_per_epoch, OptimizerConfig, OptimizerKind, RecordRule, TrainConfig};
 
 pub struct Collect;
 
@@ -36,15 +30,8 @@ impl Collect {
         Ok(CollectConfig {
             layout,
             runs: params.usize("runs")?,
-            train: TrainConfig {
-                epochs: params.usize("epochs")?,
-                batch_size: params.usize("batch_size")?,
-                optimizer,
-            },
-            record: RecordRule {
-                skip_epochs: params.usize("skip_epochs")?,
-                every: params.usize("record_every")?,
-            },
+            train: TrainConfig { epochs: params.usize("epochs")?, batch_size: params.usize("batch_size")?, optimizer },
+            record: RecordRule { skip_epochs: params.usize("skip_epochs")?, every: params.usize("record_every")? },
             eval_batch: params.usize("eval_batch")?,
             seed,
         })
@@ -92,82 +79,21 @@ impl StageKind for Collect {
     }
 
     fn params(&self) -> Vec<ParamSpec> {
-        let positive = ParamType::Float {
-            min: Some(f64::MIN_POSITIVE),
-            max: None,
-        };
+        let positive = ParamType::Float { min: Some(f64::MIN_POSITIVE), max: None };
         vec![
             ParamSpec::required("dataset", ParamType::Enum(DatasetName::WORDS), "Base task"),
-            ParamSpec::with_default(
-                "layout",
-                ParamType::IntList,
-                int_list(&[30, 16, 16, 2]),
-                "MLP layer sizes [n_0, ..., n_L]",
-            ),
-            ParamSpec::with_default(
-                "runs",
-                ParamType::POSITIVE_INT,
-                Value::Int(100),
-                "Independent training runs",
-            ),
-            ParamSpec::with_default(
-                "epochs",
-                ParamType::POSITIVE_INT,
-                Value::Int(50),
-                "Epochs per run",
-            ),
-            ParamSpec::with_default(
-                "skip_epochs",
-                ParamType::NON_NEGATIVE_INT,
-                Value::Int(10),
-                "Epochs recorded nothing at the start",
-            ),
-            ParamSpec::with_default(
-                "record_every",
-                ParamType::POSITIVE_INT,
-                Value::Int(4),
-                "Record before every k-th minibatch step",
-            ),
-            ParamSpec::with_default(
-                "batch_size",
-                ParamType::POSITIVE_INT,
-                Value::Int(64),
-                "Training minibatch size",
-            ),
-            ParamSpec::with_default(
-                "optimizer",
-                ParamType::Enum(OptimizerKind::WORDS),
-                Value::Str("adam".into()),
-                "adam or sgd (PyTorch semantics)",
-            ),
+            ParamSpec::with_default("layout", ParamType::IntList, int_list(&[30, 16, 16, 2]), "MLP layer sizes [n_0, ..., n_L]"),
+            ParamSpec::with_default("runs", ParamType::POSITIVE_INT, Value::Int(100), "Independent training runs"),
+            ParamSpec::with_default("epochs", ParamType::POSITIVE_INT, Value::Int(50), "Epochs per run"),
+            ParamSpec::with_default("skip_epochs", ParamType::NON_NEGATIVE_INT, Value::Int(10), "Epochs recorded nothing at the start"),
+            ParamSpec::with_default("record_every", ParamType::POSITIVE_INT, Value::Int(4), "Record before every k-th minibatch step"),
+            ParamSpec::with_default("batch_size", ParamType::POSITIVE_INT, Value::Int(64), "Training minibatch size"),
+            ParamSpec::with_default("optimizer", ParamType::Enum(OptimizerKind::WORDS), Value::Str("adam".into()), "adam or sgd (PyTorch semantics)"),
             ParamSpec::with_default("lr", positive, Value::Float(1e-3), "Learning rate"),
-            ParamSpec::with_default(
-                "momentum",
-                ParamType::Float {
-                    min: Some(0.0),
-                    max: Some(1.0),
-                },
-                Value::Float(0.9),
-                "SGD momentum (SGD only)",
-            ),
-            ParamSpec::with_default(
-                "weight_decay",
-                ParamType::NON_NEGATIVE_FLOAT,
-                Value::Float(0.0),
-                "L2 penalty added to the gradient",
-            ),
-            ParamSpec::with_default(
-                "split_seed",
-                ParamType::NON_NEGATIVE_INT,
-                Value::Int(42),
-                "Seed of the train/val/test split",
-            ),
-            ParamSpec::with_default(
-                "eval_batch",
-                ParamType::POSITIVE_INT,
-                Value::Int(64),
-                "Batch size of the final evaluation",
-            ),
+            ParamSpec::with_default("momentum", ParamType::Float { min: Some(0.0), max: Some(1.0) }, Value::Float(0.9), "SGD momentum (SGD only)"),
+            ParamSpec::with_default("weight_decay", ParamType::NON_NEGATIVE_FLOAT, Value::Float(0.0), "L2 penalty added to the gradient"),
+            ParamSpec::with_default("split_seed", ParamType::NON_NEGATIVE_INT, Value::Int(42), "Seed of the train/val/test split"),
+            ParamSpec::with_default("eval_batch", ParamType::POSITIVE_INT, Value::Int(64), "Batch size of the final evaluation"),
         ]
     }
 
@@ -181,9 +107,7 @@ impl StageKind for Collect {
                 config.record.skip_epochs, config.train.epochs
             )));
         }
-        if config.train.optimizer.kind == OptimizerKind::Sgd
-            && config.train.optimizer.momentum >= 1.0
-        {
+        if config.train.optimizer.kind == OptimizerKind::Sgd && config.train.optimizer.momentum >= 1.0 {
             return Err(StageError::Param("momentum must be below 1".into()));
         }
         Ok(())
@@ -191,10 +115,7 @@ impl StageKind for Collect {
 
     fn resources(&self, params: &Params) -> Resources {
         let runs = params.usize("runs").unwrap_or(1).clamp(1, 16) as u32;
-        Resources {
-            cpus: runs.min(8),
-            ..Resources::default()
-        }
+        Resources { cpus: runs.min(8), ..Resources::default() }
     }
 
     fn estimate_flops(&self, params: &Params) -> Option<f64> {
@@ -203,11 +124,7 @@ impl StageKind for Collect {
         // Forward + backward ≈ 6 FLOPs per weight per row; the final evaluation 2.
         let weights = config.layout.num_weights() as f64;
         let train_rows = (Self::train_rows(dataset) * config.train.epochs) as f64;
-        Some(
-            config.runs as f64
-                * weights
-                * (6.0 * train_rows + 2.0 * Self::eval_rows(dataset) as f64),
-        )
+        Some(config.runs as f64 * weights * (6.0 * train_rows + 2.0 * Self::eval_rows(dataset) as f64))
     }
 
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
@@ -215,32 +132,15 @@ impl StageKind for Collect {
         let dataset_name = dataset_param(ctx.params, "dataset")?;
         let config = Self::config(ctx.params, ctx.seed)?;
         let dataset = load_dataset(ctx, dataset_name)?;
-        let per_run = config.record.records_per_run(
-            config.train.epochs,
-            batches_per_epoch(dataset.train.len(), config.train.batch_size),
-        );
-        tracing::info!(
-            runs = config.runs,
-            per_run,
-            "collecting {} on {}",
-            config.layout,
-            dataset_name
-        );
+        let per_run = config.record.records_per_run(config.train.epochs, batches_per_epoch(dataset.train.len(), config.train.batch_size));
+        tracing::info!(runs = config.runs, per_run, "collecting {} on {}", config.layout, dataset_name);
         let progress = ctx.progress;
         let checkpoints = Checkpoints::new(ctx.scratch_dir);
-        let (weights, metrics) = collect(
-            &config,
-            &dataset,
-            &checkpoints,
-            ctx.threads,
-            &|done, total| progress.progress(done, total, "runs"),
-        )
-        .map_err(|e| StageError::Failed(e.to_string()))?;
+        let (weights, metrics) = collect(&config, &dataset, &checkpoints, ctx.threads, &|done, total| progress.progress(done, total, "runs"))
+            .map_err(|e| StageError::Failed(e.to_string()))?;
         write_weights(&weights, ctx.out_dir)?;
-        let mean =
-            |f: fn(&RunMetrics) -> f64| metrics.iter().map(f).sum::<f64>() / metrics.len() as f64;
-        ctx.progress
-            .metric("test_accuracy_mean", mean(|m| m.test_accuracy));
+        let mean = |f: fn(&RunMetrics) -> f64| metrics.iter().map(f).sum::<f64>() / metrics.len() as f64;
+        ctx.progress.metric("test_accuracy_mean", mean(|m| m.test_accuracy));
         ctx.progress.metric("test_loss_mean", mean(|m| m.test_loss));
         ctx.emit_rows("runs", metrics.iter().map(metrics_row));
         Ok(())
@@ -300,14 +200,8 @@ mod tests {
         set.write(&ckpt).unwrap();
         testing::run(&Collect, &small(2), BTreeMap::new(), &out, 3).unwrap();
         let resumed = WeightSet::read(&out.join("weights.safetensors")).unwrap();
-        assert_eq!(
-            resumed.data[0], 123.0,
-            "run 0 was retrained instead of resumed"
-        );
-        assert_ne!(
-            first,
-            std::fs::read(out.join("weights.safetensors")).unwrap()
-        );
+        assert_eq!(resumed.data[0], 123.0, "run 0 was retrained instead of resumed");
+        assert_ne!(first, std::fs::read(out.join("weights.safetensors")).unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -315,34 +209,16 @@ mod tests {
     fn bad_parameters_are_rejected_with_clear_messages() {
         let wrong_layout = testing::params(
             &Collect,
-            &[
-                ("dataset", Value::Str("mnist".into())),
-                ("layout", int_list(&[30, 16, 2])),
-            ],
+            &[("dataset", Value::Str("mnist".into())), ("layout", int_list(&[30, 16, 2]))],
         );
         let err = Collect.validate(&wrong_layout).unwrap_err().to_string();
-        assert!(
-            err.contains("layout 30-16-2 does not fit mnist") && err.contains("784 inputs"),
-            "{err}"
-        );
+        assert!(err.contains("layout 30-16-2 does not fit mnist") && err.contains("784 inputs"), "{err}");
         let nothing_recorded = testing::params(
             &Collect,
-            &[
-                ("dataset", Value::Str("uci-wdbc".into())),
-                ("epochs", Value::Int(5)),
-                ("skip_epochs", Value::Int(5)),
-            ],
+            &[("dataset", Value::Str("uci-wdbc".into())), ("epochs", Value::Int(5)), ("skip_epochs", Value::Int(5))],
         );
-        assert!(Collect
-            .validate(&nothing_recorded)
-            .unwrap_err()
-            .to_string()
-            .contains("skip_epochs"));
+        assert!(Collect.validate(&nothing_recorded).unwrap_err().to_string().contains("skip_epochs"));
         let unknown = testing::params(&Collect, &[("dataset", Value::Str("cifar".into()))]);
-        assert!(Collect
-            .validate(&unknown)
-            .unwrap_err()
-            .to_string()
-            .contains("unknown dataset `cifar`"));
+        assert!(Collect.validate(&unknown).unwrap_err().to_string().contains("unknown dataset `cifar`"));
     }
 }

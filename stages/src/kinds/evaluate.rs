@@ -28,10 +28,7 @@ use crate::eval::diversity::{diversity, output_sets, Diversity, DiversityConfig,
 use crate::eval::metrics::evaluate_networks;
 use crate::eval::stats::MeanStd;
 use crate::eval::toy::{toy_statistics, SampleStats, ToySummary};
-use crate::kind::{
-    ParamSpec, ParamType, Params, RefMode, Resources, Row, StageContext, StageError, StageKind,
-    Value,
-};
+use crate::kind::{ParamSpec, ParamType, Params, RefMode, Resources, Row, StageContext, StageError, StageKind, Value};
 use crate::layout::Layout;
 use crate::mlp::Metrics;
 use crate::rng;
@@ -68,11 +65,7 @@ struct EvaluateParams {
 impl EvaluateParams {
     fn parse(params: &Params) -> Result<Self, StageError> {
         let dataset = params.str("dataset")?;
-        let dataset = if dataset == NO_DATASET {
-            None
-        } else {
-            Some(dataset.parse::<DatasetName>().map_err(StageError::Param)?)
-        };
+        let dataset = if dataset == NO_DATASET { None } else { Some(dataset.parse::<DatasetName>().map_err(StageError::Param)?) };
         let mode = match (params.str("mode")?, dataset) {
             ("task", Some(name)) => Mode::Task(name),
             ("task", None) => {
@@ -85,25 +78,17 @@ impl EvaluateParams {
             (other, _) => return Err(StageError::Param(format!("`mode` must be one of {MODE_WORDS:?}, got \"{other}\""))),
         };
         let sizes = params.usize_list("layout")?;
-        let layout = if sizes.is_empty() {
-            None
-        } else {
-            Some(Layout::new(sizes).map_err(|e| StageError::Param(format!("`layout`: {e}")))?)
-        };
+        let layout = if sizes.is_empty() { None } else { Some(Layout::new(sizes).map_err(|e| StageError::Param(format!("`layout`: {e}")))?) };
         if let (Mode::Task(name), Some(layout)) = (&mode, &layout) {
             check_layout_fits(layout, *name)?;
         }
         let bandwidth = params.f64("kde_bandwidth")?;
         if !(bandwidth > 0.0 && bandwidth.is_finite()) {
-            return Err(StageError::Param(format!(
-                "`kde_bandwidth` must be a positive number, got {bandwidth}"
-            )));
+            return Err(StageError::Param(format!("`kde_bandwidth` must be a positive number, got {bandwidth}")));
         }
         let bma_models = params.usize_list("bma_models")?;
         if bma_models.contains(&0) {
-            return Err(StageError::Param(
-                "`bma_models` entries must be at least 1".into(),
-            ));
+            return Err(StageError::Param("`bma_models` entries must be at least 1".into()));
         }
         Ok(EvaluateParams {
             mode,
@@ -114,17 +99,9 @@ impl EvaluateParams {
             count: params.usize("count")?,
             diversity_networks: params.usize("diversity_networks")?,
             diversity_inputs: super::positive(params, "diversity_inputs")?,
-            diversity: DiversityConfig {
-                bandwidth,
-                form: super::enum_param(params, "jsd_form", JsdForm::parse, JsdForm::WORDS)?,
-            },
+            diversity: DiversityConfig { bandwidth, form: super::enum_param(params, "jsd_form", JsdForm::parse, JsdForm::WORDS)? },
             bma_models,
-            bma_average: super::enum_param(
-                params,
-                "bma_average",
-                Averaging::parse,
-                Averaging::WORDS,
-            )?,
+            bma_average: super::enum_param(params, "bma_average", Averaging::parse, Averaging::WORDS)?,
         })
     }
 
@@ -158,10 +135,7 @@ fn read_weights(ctx: &StageContext<'_>) -> Result<WeightSet, StageError> {
 /// Indices of the networks to evaluate: all of them, or a seeded random subset in index order.
 fn chosen_networks(set: &WeightSet, count: usize, seed: u64) -> Result<Vec<usize>, StageError> {
     if count > set.count {
-        return Err(StageError::Param(format!(
-            "count {count} exceeds the {} networks in the set",
-            set.count
-        )));
+        return Err(StageError::Param(format!("count {count} exceeds the {} networks in the set", set.count)));
     }
     let mut indices: Vec<usize> = (0..set.count).collect();
     if count > 0 && count < set.count {
@@ -222,11 +196,7 @@ fn summary_row(metrics: &[Metrics], diversity: Option<&Diversity>) -> Row {
 }
 
 fn bma_row(p: &BmaPoint) -> Row {
-    row([
-        ("models", Value::Int(p.models as i64)),
-        ("accuracy", Value::Float(p.accuracy)),
-        ("loss", Value::Float(p.loss)),
-    ])
+    row([("models", Value::Int(p.models as i64)), ("accuracy", Value::Float(p.accuracy)), ("loss", Value::Float(p.loss))])
 }
 
 fn toy_rows(indices: &[usize], per_sample: &[SampleStats], summary: &ToySummary) -> Vec<Row> {
@@ -246,61 +216,37 @@ fn toy_rows(indices: &[usize], per_sample: &[SampleStats], summary: &ToySummary)
         ("row_type", Value::Str("summary".into())),
         ("networks", Value::Int(per_sample.len() as i64)),
         ("coordinate_mean", Value::Float(summary.sample_means.mean)),
-        (
-            "coordinate_mean_std",
-            Value::Float(summary.sample_means.std),
-        ),
+        ("coordinate_mean_std", Value::Float(summary.sample_means.std)),
         ("coordinate_std", Value::Float(summary.mean_coordinate_std)),
-        (
-            "across_sample_std",
-            Value::Float(summary.mean_across_sample_std),
-        ),
+        ("across_sample_std", Value::Float(summary.mean_across_sample_std)),
     ]));
     rows
 }
 
 impl Evaluate {
-    fn run_toy(
-        ctx: &mut StageContext<'_>,
-        set: &WeightSet,
-        indices: &[usize],
-    ) -> Result<(), StageError> {
-        let data: Vec<f32> = indices
-            .iter()
-            .flat_map(|&i| set.row(i).iter().copied())
-            .collect();
+    fn run_toy(ctx: &mut StageContext<'_>, set: &WeightSet, indices: &[usize]) -> Result<(), StageError> {
+        let data: Vec<f32> = indices.iter().flat_map(|&i| set.row(i).iter().copied()).collect();
         let (per_sample, summary) = toy_statistics(&data, set.params())?;
-        ctx.progress
-            .metric("coordinate_mean", summary.sample_means.mean);
-        ctx.progress
-            .metric("coordinate_mean_std", summary.sample_means.std);
+        ctx.progress.metric("coordinate_mean", summary.sample_means.mean);
+        ctx.progress.metric("coordinate_mean_std", summary.sample_means.std);
         ctx.emit_rows("toy", toy_rows(indices, &per_sample, &summary));
         Ok(())
     }
 
-    fn run_task(
-        ctx: &mut StageContext<'_>,
-        p: &EvaluateParams,
-        name: DatasetName,
-        set: &WeightSet,
-        indices: &[usize],
-    ) -> Result<(), StageError> {
+    fn run_task(ctx: &mut StageContext<'_>, p: &EvaluateParams, name: DatasetName, set: &WeightSet, indices: &[usize]) -> Result<(), StageError> {
         let dataset = data::load(name, ctx.data_dir, p.split_seed)?;
         let split = dataset.split(p.split);
         let layout = &set.layout;
         let pool = thread_pool(ctx.threads)?;
         const PHASES: u64 = 3;
 
-        let metrics = pool
-            .install(|| evaluate_networks(layout, &rows_of(set, indices), split, p.eval_batch))?;
+        let metrics = pool.install(|| evaluate_networks(layout, &rows_of(set, indices), split, p.eval_batch))?;
         ctx.progress.progress(1, PHASES, "phases");
 
         let diversity = if p.diversity_networks > 0 {
             let mut order = shuffled(indices, ctx.seed, "evaluate diversity");
             order.truncate(p.diversity_networks);
-            let sets = pool.install(|| {
-                output_sets(layout, &rows_of(set, &order), split, p.diversity_inputs)
-            })?;
+            let sets = pool.install(|| output_sets(layout, &rows_of(set, &order), split, p.diversity_inputs))?;
             Some(pool.install(|| diversity(&sets, layout.outputs(), p.diversity))?)
         } else {
             None
@@ -309,25 +255,13 @@ impl Evaluate {
 
         let grid = usable_grid(&p.bma_models, indices.len());
         if grid.len() < p.bma_models.len() {
-            tracing::warn!(
-                available = indices.len(),
-                "bma_models entries above the number of networks are skipped"
-            );
+            tracing::warn!(available = indices.len(), "bma_models entries above the number of networks are skipped");
         }
         let curve = match grid.last() {
             Some(&largest) => {
                 let mut order = shuffled(indices, ctx.seed, "evaluate bma");
                 order.truncate(largest);
-                pool.install(|| {
-                    bma_curve(
-                        layout,
-                        &rows_of(set, &order),
-                        split,
-                        p.eval_batch,
-                        &grid,
-                        p.bma_average,
-                    )
-                })?
+                pool.install(|| bma_curve(layout, &rows_of(set, &order), split, p.eval_batch, &grid, p.bma_average))?
             }
             None => Vec::new(),
         };
@@ -342,11 +276,7 @@ impl Evaluate {
         if let Some(last) = curve.last() {
             ctx.progress.metric("bma_accuracy", last.accuracy);
         }
-        let mut rows: Vec<Row> = indices
-            .iter()
-            .zip(&metrics)
-            .map(|(&i, m)| network_row(set, i, m))
-            .collect();
+        let mut rows: Vec<Row> = indices.iter().zip(&metrics).map(|(&i, m)| network_row(set, i, m)).collect();
         rows.push(summary);
         ctx.emit_rows("metrics", rows);
         ctx.emit_rows("bma", curve.iter().map(bma_row));
@@ -394,11 +324,7 @@ impl StageKind for Evaluate {
 
     fn resources(&self, params: &Params) -> Resources {
         match EvaluateParams::parse(params).map(|p| p.mode) {
-            Ok(Mode::Task(DatasetName::Mnist | DatasetName::FashionMnist)) => Resources {
-                cpus: 2,
-                mem_mb: 2048,
-                ..Resources::default()
-            },
+            Ok(Mode::Task(DatasetName::Mnist | DatasetName::FashionMnist)) => Resources { cpus: 2, mem_mb: 2048, ..Resources::default() },
             _ => Resources::default(),
         }
     }
@@ -459,13 +385,7 @@ mod tests {
     fn collect_uci(dir: &Path) -> WeightSet {
         let params = testing::params(
             &Collect,
-            &[
-                ("dataset", s("uci-wdbc")),
-                ("runs", Value::Int(4)),
-                ("epochs", Value::Int(40)),
-                ("skip_epochs", Value::Int(39)),
-                ("record_every", Value::Int(8)),
-            ],
+            &[("dataset", s("uci-wdbc")), ("runs", Value::Int(4)), ("epochs", Value::Int(40)), ("skip_epochs", Value::Int(39)), ("record_every", Value::Int(8))],
         );
         testing::run(&Collect, &params, BTreeMap::new(), dir, 3).unwrap();
         WeightSet::read(&dir.join(FILE_NAME)).unwrap()
@@ -482,11 +402,7 @@ mod tests {
     }
 
     fn summary(tables: &BTreeMap<String, Vec<Row>>, table: &str) -> Row {
-        tables[table]
-            .iter()
-            .find(|r| r["row_type"].as_str() == Some("summary"))
-            .cloned()
-            .expect("a summary row")
+        tables[table].iter().find(|r| r["row_type"].as_str() == Some("summary")).cloned().expect("a summary row")
     }
 
     #[test]
@@ -494,66 +410,27 @@ mod tests {
         let dir = testing::temp_dir("evaluate-uci");
         let set = collect_uci(&dir.join("collect"));
         assert_eq!(set.count, 4);
-        let tables = testing::run(
-            &Evaluate,
-            &uci_params(&[]),
-            inputs(&dir.join("collect"), "collect"),
-            &dir.join("eval"),
-            1,
-        )
-        .unwrap();
-        let uci = data::load(
-            DatasetName::UciWdbc,
-            Path::new("unused"),
-            data::DEFAULT_SPLIT_SEED,
-        )
-        .unwrap();
-        let networks: Vec<&Row> = tables["metrics"]
-            .iter()
-            .filter(|r| r["row_type"].as_str() == Some("network"))
-            .collect();
+        let tables = testing::run(&Evaluate, &uci_params(&[]), inputs(&dir.join("collect"), "collect"), &dir.join("eval"), 1).unwrap();
+        let uci = data::load(DatasetName::UciWdbc, Path::new("unused"), data::DEFAULT_SPLIT_SEED).unwrap();
+        let networks: Vec<&Row> = tables["metrics"].iter().filter(|r| r["row_type"].as_str() == Some("network")).collect();
         assert_eq!(networks.len(), 4);
         for (i, r) in networks.iter().enumerate() {
-            let reference = mlp::evaluate(
-                &set.layout,
-                set.row(i),
-                &uci.test,
-                64,
-                &mut Workspace::default(),
-            );
+            let reference = mlp::evaluate(&set.layout, set.row(i), &uci.test, 64, &mut Workspace::default());
             assert_eq!(r["network"], Value::Int(i as i64));
             assert_eq!(r["accuracy"].as_f64().unwrap(), reference.accuracy);
-            assert!(
-                (r["loss"].as_f64().unwrap() - reference.loss).abs() < 1e-6,
-                "{r:?} vs {reference:?}"
-            );
-            assert_eq!(
-                r["run"],
-                Value::Int(i as i64),
-                "the set's columns are carried"
-            );
+            assert!((r["loss"].as_f64().unwrap() - reference.loss).abs() < 1e-6, "{r:?} vs {reference:?}");
+            assert_eq!(r["run"], Value::Int(i as i64), "the set's columns are carried");
             assert!(reference.accuracy > 0.85, "trained networks: {reference:?}");
         }
         let sum = summary(&tables, "metrics");
-        let mean_acc = networks
-            .iter()
-            .map(|r| r["accuracy"].as_f64().unwrap())
-            .sum::<f64>()
-            / 4.0;
+        let mean_acc = networks.iter().map(|r| r["accuracy"].as_f64().unwrap()).sum::<f64>() / 4.0;
         assert!((sum["accuracy"].as_f64().unwrap() - mean_acc).abs() < 1e-12);
         assert_eq!(sum["networks"], Value::Int(4));
         assert_eq!(sum["diversity_networks"], Value::Int(4));
-        assert_eq!(
-            sum["diversity_inputs"],
-            Value::Int(57),
-            "K is cut to the 57 test rows"
-        );
+        assert_eq!(sum["diversity_inputs"], Value::Int(57), "K is cut to the 57 test rows");
         assert!(sum["diversity"].as_f64().unwrap() > 0.0);
         // The grid 1..64 is cut to the 4 networks.
-        let models: Vec<i64> = tables["bma"]
-            .iter()
-            .map(|r| r["models"].as_i64().unwrap())
-            .collect();
+        let models: Vec<i64> = tables["bma"].iter().map(|r| r["models"].as_i64().unwrap()).collect();
         assert_eq!(models, [1, 2, 4]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -566,28 +443,15 @@ mod tests {
         std::fs::create_dir_all(dir.join("copies")).unwrap();
         copies.write(&dir.join("copies").join(FILE_NAME)).unwrap();
         for average in ["probabilities", "logits"] {
-            let params = uci_params(&[
-                ("bma_average", s(average)),
-                ("bma_models", crate::kinds::int_list(&[1, 8])),
-            ]);
-            let tables = testing::run(
-                &Evaluate,
-                &params,
-                inputs(&dir.join("copies"), "collect"),
-                &dir.join("eval"),
-                1,
-            )
-            .unwrap();
+            let params = uci_params(&[("bma_average", s(average)), ("bma_models", crate::kinds::int_list(&[1, 8]))]);
+            let tables = testing::run(&Evaluate, &params, inputs(&dir.join("copies"), "collect"), &dir.join("eval"), 1).unwrap();
             let sum = summary(&tables, "metrics");
             assert!(sum["diversity"].as_f64().unwrap().abs() < 1e-12, "{sum:?}");
             assert_eq!(sum["accuracy_std"].as_f64(), Some(0.0));
             let single = sum["accuracy"].as_f64().unwrap();
             for r in &tables["bma"] {
                 assert_eq!(r["accuracy"].as_f64().unwrap(), single, "{average}: {r:?}");
-                assert!(
-                    (r["loss"].as_f64().unwrap() - sum["loss"].as_f64().unwrap()).abs() < 1e-5,
-                    "{average}: {r:?}"
-                );
+                assert!((r["loss"].as_f64().unwrap() - sum["loss"].as_f64().unwrap()).abs() < 1e-5, "{average}: {r:?}");
             }
         }
         std::fs::remove_dir_all(&dir).unwrap();
@@ -599,29 +463,13 @@ mod tests {
         let toy = testing::params(&ToyData, &[("count", Value::Int(300))]);
         testing::run(&ToyData, &toy, BTreeMap::new(), &dir.join("toy"), 4).unwrap();
         let params = testing::params(&Evaluate, &[("weights", s("t")), ("mode", s("toy"))]);
-        let tables = testing::run(
-            &Evaluate,
-            &params,
-            inputs(&dir.join("toy"), "toy-data"),
-            &dir.join("eval"),
-            1,
-        )
-        .unwrap();
+        let tables = testing::run(&Evaluate, &params, inputs(&dir.join("toy"), "toy-data"), &dir.join("eval"), 1).unwrap();
         assert!(!tables.contains_key("metrics"));
         assert_eq!(tables["toy"].len(), 301);
         let sum = summary(&tables, "toy");
-        assert!(
-            (sum["coordinate_mean"].as_f64().unwrap() - 1.0).abs() < 0.01,
-            "{sum:?}"
-        );
-        assert!(
-            (sum["coordinate_mean_std"].as_f64().unwrap() - 0.0353).abs() < 0.006,
-            "{sum:?}"
-        );
-        assert!(
-            (sum["across_sample_std"].as_f64().unwrap() - 1.0).abs() < 0.03,
-            "{sum:?}"
-        );
+        assert!((sum["coordinate_mean"].as_f64().unwrap() - 1.0).abs() < 0.01, "{sum:?}");
+        assert!((sum["coordinate_mean_std"].as_f64().unwrap() - 0.0353).abs() < 0.006, "{sum:?}");
+        assert!((sum["across_sample_std"].as_f64().unwrap() - 1.0).abs() < 0.03, "{sum:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -632,76 +480,24 @@ mod tests {
         let toy = testing::params(&ToyData, &[("count", Value::Int(3))]);
         testing::run(&ToyData, &toy, BTreeMap::new(), &dir.join("toy"), 1).unwrap();
         let params = testing::params(&Evaluate, &[("weights", s("t")), ("dataset", s("mnist"))]);
-        let err = testing::run(
-            &Evaluate,
-            &params,
-            inputs(&dir.join("toy"), "toy-data"),
-            &dir.join("e1"),
-            1,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("layout 30-16-16-2 does not fit mnist"),
-            "{err}"
-        );
+        let err = testing::run(&Evaluate, &params, inputs(&dir.join("toy"), "toy-data"), &dir.join("e1"), 1).unwrap_err().to_string();
+        assert!(err.contains("layout 30-16-16-2 does not fit mnist"), "{err}");
         // A declared layout that does not fit the dataset fails at plan time.
-        let declared = testing::params(
-            &Evaluate,
-            &[
-                ("weights", s("t")),
-                ("dataset", s("mnist")),
-                ("layout", crate::kinds::int_list(&[30, 16, 2])),
-            ],
-        );
+        let declared = testing::params(&Evaluate, &[("weights", s("t")), ("dataset", s("mnist")), ("layout", crate::kinds::int_list(&[30, 16, 2]))]);
         let err = Evaluate.validate(&declared).unwrap_err().to_string();
-        assert!(
-            err.contains("does not fit mnist") && err.contains("784 inputs"),
-            "{err}"
-        );
+        assert!(err.contains("does not fit mnist") && err.contains("784 inputs"), "{err}");
         // A declared layout the set does not have.
         let other = uci_params(&[("layout", crate::kinds::int_list(&[30, 8, 2]))]);
-        let err = testing::run(
-            &Evaluate,
-            &other,
-            inputs(&dir.join("toy"), "toy-data"),
-            &dir.join("e2"),
-            1,
-        )
-        .unwrap_err()
-        .to_string();
+        let err = testing::run(&Evaluate, &other, inputs(&dir.join("toy"), "toy-data"), &dir.join("e2"), 1).unwrap_err().to_string();
         assert!(err.contains("layout mismatch: expected 30-8-2"), "{err}");
         // Task mode needs a dataset; toy mode refuses one.
         let no_task = testing::params(&Evaluate, &[("weights", s("t"))]);
-        assert!(Evaluate
-            .validate(&no_task)
-            .unwrap_err()
-            .to_string()
-            .contains("mode = \"toy\""));
-        let toy_with_task = testing::params(
-            &Evaluate,
-            &[
-                ("weights", s("t")),
-                ("mode", s("toy")),
-                ("dataset", s("mnist")),
-            ],
-        );
-        assert!(Evaluate
-            .validate(&toy_with_task)
-            .unwrap_err()
-            .to_string()
-            .contains("evaluates no task"));
+        assert!(Evaluate.validate(&no_task).unwrap_err().to_string().contains("mode = \"toy\""));
+        let toy_with_task = testing::params(&Evaluate, &[("weights", s("t")), ("mode", s("toy")), ("dataset", s("mnist"))]);
+        assert!(Evaluate.validate(&toy_with_task).unwrap_err().to_string().contains("evaluates no task"));
         // More networks asked for than the set holds.
         let too_many = uci_params(&[("count", Value::Int(10))]);
-        let err = testing::run(
-            &Evaluate,
-            &too_many,
-            inputs(&dir.join("toy"), "toy-data"),
-            &dir.join("e3"),
-            1,
-        )
-        .unwrap_err()
-        .to_string();
+        let err = testing::run(&Evaluate, &too_many, inputs(&dir.join("toy"), "toy-data"), &dir.join("e3"), 1).unwrap_err().to_string();
         assert!(err.contains("count 10 exceeds the 3 networks"), "{err}");
         // An empty weight file.
         let empty = dir.join("empty");
@@ -713,39 +509,12 @@ mod tests {
             ("canonical".to_owned(), "false".to_owned()),
         ]);
         let mut bytes = Vec::new();
-        encode_safetensors(
-            vec![(
-                "weights".into(),
-                TensorRef::F32 {
-                    shape: vec![0, 802],
-                    values: &[],
-                },
-            )],
-            &metadata,
-            &mut bytes,
-        )
-        .unwrap();
+        encode_safetensors(vec![("weights".into(), TensorRef::F32 { shape: vec![0, 802], values: &[] })], &metadata, &mut bytes).unwrap();
         std::fs::write(empty.join(FILE_NAME), bytes).unwrap();
-        let err = testing::run(
-            &Evaluate,
-            &uci_params(&[]),
-            inputs(&empty, "sample"),
-            &dir.join("e4"),
-            1,
-        )
-        .unwrap_err()
-        .to_string();
+        let err = testing::run(&Evaluate, &uci_params(&[]), inputs(&empty, "sample"), &dir.join("e4"), 1).unwrap_err().to_string();
         assert!(err.contains("weight set is empty"), "{err}");
         // A stage that wrote no weights at all.
-        let err = testing::run(
-            &Evaluate,
-            &uci_params(&[]),
-            inputs(&dir.join("e1"), "train-flow"),
-            &dir.join("e5"),
-            1,
-        )
-        .unwrap_err()
-        .to_string();
+        let err = testing::run(&Evaluate, &uci_params(&[]), inputs(&dir.join("e1"), "train-flow"), &dir.join("e5"), 1).unwrap_err().to_string();
         assert!(err.contains("wrote no weights.safetensors"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -761,76 +530,32 @@ mod tests {
         let dir = testing::temp_dir("evaluate-speed");
         let layout = Layout(vec![784, 10, 10]);
         let mlp = MlpConfig::new(layout.clone());
-        let data: Vec<f32> = (0..512)
-            .flat_map(|i| mlp.init(&mut rng::stream(0, "speed", i)))
-            .collect();
+        let data: Vec<f32> = (0..512).flat_map(|i| mlp.init(&mut rng::stream(0, "speed", i))).collect();
         let set = WeightSet::new(layout.clone(), data).unwrap();
         std::fs::create_dir_all(dir.join("w")).unwrap();
         set.write(&dir.join("w").join(FILE_NAME)).unwrap();
 
         let start = Instant::now();
-        let mnist = data::load(
-            DatasetName::Mnist,
-            &testing::data_dir(),
-            data::DEFAULT_SPLIT_SEED,
-        )
-        .expect("MNIST under $WFPIPE_DATA/mnist");
+        let mnist = data::load(DatasetName::Mnist, &testing::data_dir(), data::DEFAULT_SPLIT_SEED).expect("MNIST under $WFPIPE_DATA/mnist");
         println!("load mnist: {:.2} s", start.elapsed().as_secs_f64());
         let pool = thread_pool(2).unwrap();
         let refs: Vec<&[f32]> = set.rows().collect();
         let start = Instant::now();
-        pool.install(|| evaluate_networks(&layout, &refs, &mnist.test, 64))
-            .unwrap();
-        println!(
-            "metrics of 512 networks on {} images: {:.2} s",
-            mnist.test.len(),
-            start.elapsed().as_secs_f64()
-        );
+        pool.install(|| evaluate_networks(&layout, &refs, &mnist.test, 64)).unwrap();
+        println!("metrics of 512 networks on {} images: {:.2} s", mnist.test.len(), start.elapsed().as_secs_f64());
         let start = Instant::now();
-        let config = DiversityConfig {
-            bandwidth: 1.0,
-            form: JsdForm::MonteCarlo,
-        };
-        let sets = pool
-            .install(|| output_sets(&layout, &refs[..64], &mnist.test, 1000))
-            .unwrap();
+        let config = DiversityConfig { bandwidth: 1.0, form: JsdForm::MonteCarlo };
+        let sets = pool.install(|| output_sets(&layout, &refs[..64], &mnist.test, 1000)).unwrap();
         let d = pool.install(|| diversity(&sets, 10, config)).unwrap();
-        println!(
-            "diversity N = 64, K = 1000: {:.2} s ({:.3e})",
-            start.elapsed().as_secs_f64(),
-            d.all.mean
-        );
+        println!("diversity N = 64, K = 1000: {:.2} s ({:.3e})", start.elapsed().as_secs_f64(), d.all.mean);
         let start = Instant::now();
-        pool.install(|| {
-            bma_curve(
-                &layout,
-                &refs[..64],
-                &mnist.test,
-                64,
-                &[1, 2, 4, 8, 16, 32, 64],
-                Averaging::Probabilities,
-            )
-        })
-        .unwrap();
-        println!(
-            "bma up to 64 networks: {:.2} s",
-            start.elapsed().as_secs_f64()
-        );
+        pool.install(|| bma_curve(&layout, &refs[..64], &mnist.test, 64, &[1, 2, 4, 8, 16, 32, 64], Averaging::Probabilities)).unwrap();
+        println!("bma up to 64 networks: {:.2} s", start.elapsed().as_secs_f64());
 
         let params = testing::params(&Evaluate, &[("weights", s("w")), ("dataset", s("mnist"))]);
         let start = Instant::now();
-        let tables = testing::run(
-            &Evaluate,
-            &params,
-            inputs(&dir.join("w"), "sample"),
-            &dir.join("eval"),
-            1,
-        )
-        .unwrap();
-        println!(
-            "evaluate kind, everything (2 threads): {:.2} s",
-            start.elapsed().as_secs_f64()
-        );
+        let tables = testing::run(&Evaluate, &params, inputs(&dir.join("w"), "sample"), &dir.join("eval"), 1).unwrap();
+        println!("evaluate kind, everything (2 threads): {:.2} s", start.elapsed().as_secs_f64());
         assert_eq!(tables["metrics"].len(), 513);
         assert_eq!(tables["bma"].len(), 7);
         std::fs::remove_dir_all(&dir).unwrap();

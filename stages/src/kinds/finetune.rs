@@ -21,10 +21,7 @@ use rayon::prelude::*;
 use super::{check_layout_fits, dataset_param, row, thread_pool};
 use crate::data::{self, DatasetName, Split, SplitName};
 use crate::eval::finetune::{finetune, CurvePoint, FinetuneConfig};
-use crate::kind::{
-    ParamSpec, ParamType, Params, RefMode, Resources, Row, StageContext, StageError, StageKind,
-    Value,
-};
+use crate::kind::{ParamSpec, ParamType, Params, RefMode, Resources, Row, StageContext, StageError, StageKind, Value};
 use crate::layout::Layout;
 use crate::mlp::{MlpConfig, OptimizerConfig, OptimizerKind};
 use crate::rng;
@@ -73,23 +70,11 @@ impl FinetuneParams {
         let init = super::enum_param(params, "init", Init::parse, INIT_WORDS)?;
         let has_weights = !params.str("weights")?.is_empty();
         let sizes = params.usize_list("layout")?;
-        let layout = if sizes.is_empty() {
-            None
-        } else {
-            Some(Layout::new(sizes).map_err(|e| StageError::Param(format!("`layout`: {e}")))?)
-        };
+        let layout = if sizes.is_empty() { None } else { Some(Layout::new(sizes).map_err(|e| StageError::Param(format!("`layout`: {e}")))?) };
         match (init, has_weights, &layout) {
-            (Init::Weights, false, _) => {
-                return Err(StageError::Param(
-                    "init = \"weights\" needs `weights`: the stage whose networks start the runs"
-                        .into(),
-                ))
-            }
+            (Init::Weights, false, _) => return Err(StageError::Param("init = \"weights\" needs `weights`: the stage whose networks start the runs".into())),
             (Init::Prior, false, None) => {
-                return Err(StageError::Param(
-                    "init = \"prior\" needs a `layout` (or `weights`, whose layout is then used)"
-                        .into(),
-                ))
+                return Err(StageError::Param("init = \"prior\" needs a `layout` (or `weights`, whose layout is then used)".into()))
             }
             _ => {}
         }
@@ -132,12 +117,7 @@ fn read_weights(ctx: &StageContext<'_>) -> Result<Option<WeightSet>, StageError>
     let input = match ctx.inputs_of("weights") {
         [] => return Ok(None),
         [one] => one,
-        many => {
-            return Err(StageError::Input(format!(
-                "`weights` selects {} instances where one was expected",
-                many.len()
-            )))
-        }
+        many => return Err(StageError::Input(format!("`weights` selects {} instances where one was expected", many.len()))),
     };
     let path = input.file(FILE_NAME);
     if !path.exists() {
@@ -151,16 +131,8 @@ fn read_weights(ctx: &StageContext<'_>) -> Result<Option<WeightSet>, StageError>
 
 /// The first `rows` rows of a split (all of it for 0).
 fn first_rows(split: &Split, rows: usize) -> Split {
-    let n = if rows == 0 {
-        split.len()
-    } else {
-        rows.min(split.len())
-    };
-    Split {
-        features: split.features,
-        x: split.x[..n * split.features].to_vec(),
-        y: split.y[..n].to_vec(),
-    }
+    let n = if rows == 0 { split.len() } else { rows.min(split.len()) };
+    Split { features: split.features, x: split.x[..n * split.features].to_vec(), y: split.y[..n].to_vec() }
 }
 
 fn curve_rows(run: usize, init: Init, network: Option<usize>, curve: &[CurvePoint]) -> Vec<Row> {
@@ -199,101 +171,22 @@ impl StageKind for Finetune {
         use ParamType as T;
         let s = |v: &str| Value::Str(v.to_owned());
         vec![
-            ParamSpec::with_default(
-                "init",
-                T::Enum(INIT_WORDS),
-                s("weights"),
-                "weights: random networks of `weights`; prior: N(0, 0.1²) weights, zero biases",
-            ),
-            ParamSpec::optional_ref(
-                "weights",
-                RefMode::FanOut,
-                "stage whose networks start the runs (init = \"weights\")",
-            ),
-            ParamSpec::required(
-                "dataset",
-                T::Enum(DatasetName::WORDS),
-                "task trained and measured on",
-            ),
-            ParamSpec::with_default(
-                "layout",
-                T::IntList,
-                Value::List(Vec::new()),
-                "MLP layout (empty: the weight set's)",
-            ),
+            ParamSpec::with_default("init", T::Enum(INIT_WORDS), s("weights"), "weights: random networks of `weights`; prior: N(0, 0.1²) weights, zero biases"),
+            ParamSpec::optional_ref("weights", RefMode::FanOut, "stage whose networks start the runs (init = \"weights\")"),
+            ParamSpec::required("dataset", T::Enum(DatasetName::WORDS), "task trained and measured on"),
+            ParamSpec::with_default("layout", T::IntList, Value::List(Vec::new()), "MLP layout (empty: the weight set's)"),
             ParamSpec::with_default("runs", T::POSITIVE_INT, Value::Int(5), "independent runs"),
-            ParamSpec::with_default(
-                "iterations",
-                T::POSITIVE_INT,
-                Value::Int(1876),
-                "optimizer steps per run (1,876 = 2 MNIST epochs at batch 64)",
-            ),
-            ParamSpec::with_default(
-                "record_every",
-                T::POSITIVE_INT,
-                Value::Int(5),
-                "measure every this many steps",
-            ),
-            ParamSpec::with_default(
-                "eval_rows",
-                T::NON_NEGATIVE_INT,
-                Value::Int(512),
-                "first rows of the split measured on (0: all; 512 = the code's 8 batches)",
-            ),
-            ParamSpec::with_default(
-                "split",
-                T::Enum(SplitName::WORDS),
-                s("test"),
-                "split measured on",
-            ),
-            ParamSpec::with_default(
-                "split_seed",
-                T::NON_NEGATIVE_INT,
-                Value::Int(data::DEFAULT_SPLIT_SEED as i64),
-                "seed of the train/val/test split",
-            ),
-            ParamSpec::with_default(
-                "eval_batch",
-                T::POSITIVE_INT,
-                Value::Int(crate::mlp::EVAL_BATCH as i64),
-                "batch size of the per-batch loss averaging",
-            ),
-            ParamSpec::with_default(
-                "batch_size",
-                T::POSITIVE_INT,
-                Value::Int(64),
-                "training minibatch size",
-            ),
-            ParamSpec::with_default(
-                "optimizer",
-                T::Enum(OptimizerKind::WORDS),
-                s("adam"),
-                "adam or sgd (PyTorch semantics)",
-            ),
-            ParamSpec::with_default(
-                "lr",
-                T::Float {
-                    min: Some(f64::MIN_POSITIVE),
-                    max: None,
-                },
-                Value::Float(1e-3),
-                "learning rate",
-            ),
-            ParamSpec::with_default(
-                "momentum",
-                T::Float {
-                    min: Some(0.0),
-                    max: Some(1.0),
-                },
-                Value::Float(0.9),
-                "SGD momentum (SGD only)",
-            ),
-            ParamSpec::with_default(
-                "weight_decay",
-                T::NON_NEGATIVE_FLOAT,
-                Value::Float(0.0),
-                "L2 penalty added to the gradient",
-            ),
+            ParamSpec::with_default("iterations", T::POSITIVE_INT, Value::Int(1876), "optimizer steps per run (1,876 = 2 MNIST epochs at batch 64)"),
+            ParamSpec::with_default("record_every", T::POSITIVE_INT, Value::Int(5), "measure every this many steps"),
+            ParamSpec::with_default("eval_rows", T::NON_NEGATIVE_INT, Value::Int(512), "first rows of the split measured on (0: all; 512 = the code's 8 batches)"),
+            ParamSpec::with_default("split", T::Enum(SplitName::WORDS), s("test"), "split measured on"),
+            ParamSpec::with_default("split_seed", T::NON_NEGATIVE_INT, Value::Int(data::DEFAULT_SPLIT_SEED as i64), "seed of the train/val/test split"),
+            ParamSpec::with_default("eval_batch", T::POSITIVE_INT, Value::Int(crate::mlp::EVAL_BATCH as i64), "batch size of the per-batch loss averaging"),
+            ParamSpec::with_default("batch_size", T::POSITIVE_INT, Value::Int(64), "training minibatch size"),
+            ParamSpec::with_default("optimizer", T::Enum(OptimizerKind::WORDS), s("adam"), "adam or sgd (PyTorch semantics)"),
+            ParamSpec::with_default("lr", T::Float { min: Some(f64::MIN_POSITIVE), max: None }, Value::Float(1e-3), "learning rate"),
+            ParamSpec::with_default("momentum", T::Float { min: Some(0.0), max: Some(1.0) }, Value::Float(0.9), "SGD momentum (SGD only)"),
+            ParamSpec::with_default("weight_decay", T::NON_NEGATIVE_FLOAT, Value::Float(0.0), "L2 penalty added to the gradient"),
         ]
     }
 
@@ -308,11 +201,7 @@ impl StageKind for Finetune {
             Ok(DatasetName::Mnist | DatasetName::FashionMnist) => 2048,
             _ => Resources::default().mem_mb,
         };
-        Resources {
-            cpus,
-            mem_mb,
-            ..Resources::default()
-        }
+        Resources { cpus, mem_mb, ..Resources::default() }
     }
 
     fn estimate_flops(&self, params: &Params) -> Option<f64> {
@@ -324,8 +213,7 @@ impl StageKind for Finetune {
         let c = &p.config;
         // Forward + backward ≈ 6 FLOPs per weight per row; each measurement a forward pass.
         let eval_rows = if p.eval_rows == 0 { 5_000 } else { p.eval_rows } as f64;
-        let per_run = 6.0 * weights * (c.iterations * c.batch_size) as f64
-            + 2.0 * weights * eval_rows * (c.iterations / c.record_every + 2) as f64;
+        let per_run = 6.0 * weights * (c.iterations * c.batch_size) as f64 + 2.0 * weights * eval_rows * (c.iterations / c.record_every + 2) as f64;
         Some(p.runs as f64 * per_run)
     }
 
@@ -339,11 +227,7 @@ impl StageKind for Finetune {
             }
             (Some(layout), _) => layout.clone(),
             (None, Some(set)) => set.layout.clone(),
-            (None, None) => {
-                return Err(StageError::Param(
-                    "no layout: set `layout` or `weights`".into(),
-                ))
-            }
+            (None, None) => return Err(StageError::Param("no layout: set `layout` or `weights`".into())),
         };
         // Every input check happens before the dataset is loaded or anything trains.
         check_layout_fits(&layout, p.dataset)?;
@@ -351,36 +235,18 @@ impl StageKind for Finetune {
             (Init::Weights, Some(set)) => {
                 let mut order: Vec<usize> = (0..set.count).collect();
                 order.shuffle(&mut rng::stream(ctx.seed, "finetune networks", 0));
-                (0..p.runs)
-                    .map(|r| order[r % set.count])
-                    .map(|i| (Some(i), set.row(i).to_vec()))
-                    .collect()
+                (0..p.runs).map(|r| order[r % set.count]).map(|i| (Some(i), set.row(i).to_vec())).collect()
             }
-            (Init::Weights, None) => {
-                return Err(StageError::Input(
-                    "init = \"weights\" but no `weights` input".into(),
-                ))
-            }
+            (Init::Weights, None) => return Err(StageError::Input("init = \"weights\" but no `weights` input".into())),
             (Init::Prior, _) => {
                 let mlp = MlpConfig::new(layout.clone());
-                (0..p.runs)
-                    .map(|r| {
-                        (
-                            None,
-                            mlp.init(&mut rng::stream(ctx.seed, "finetune prior", r as u64)),
-                        )
-                    })
-                    .collect()
+                (0..p.runs).map(|r| (None, mlp.init(&mut rng::stream(ctx.seed, "finetune prior", r as u64)))).collect()
             }
         };
         let dataset = data::load(p.dataset, ctx.data_dir, p.split_seed)?;
         let eval = first_rows(dataset.split(p.split), p.eval_rows);
         if eval.is_empty() {
-            return Err(StageError::Input(format!(
-                "the {} split of {} is empty",
-                ctx.params.str("split")?,
-                p.dataset
-            )));
+            return Err(StageError::Input(format!("the {} split of {} is empty", ctx.params.str("split")?, p.dataset)));
         }
         let pool = thread_pool(ctx.threads)?;
         let done = AtomicU64::new(0);
@@ -393,20 +259,9 @@ impl StageKind for Finetune {
                 .map(|(run, (_, theta))| {
                     let mut theta = theta.clone();
                     let mut shuffle = rng::stream(seed, "finetune shuffle", run as u64);
-                    let curve = finetune(
-                        &layout,
-                        &mut theta,
-                        &dataset.train,
-                        &eval,
-                        &p.config,
-                        &mut shuffle,
-                    )
-                    .map_err(|e| StageError::Failed(format!("run {run}: {e}")));
-                    progress.progress(
-                        done.fetch_add(1, Ordering::Relaxed) + 1,
-                        p.runs as u64,
-                        "runs",
-                    );
+                    let curve = finetune(&layout, &mut theta, &dataset.train, &eval, &p.config, &mut shuffle)
+                        .map_err(|e| StageError::Failed(format!("run {run}: {e}")));
+                    progress.progress(done.fetch_add(1, Ordering::Relaxed) + 1, p.runs as u64, "runs");
                     curve
                 })
                 .collect()
@@ -418,11 +273,8 @@ impl StageKind for Finetune {
             finals.extend(curve.last().copied());
             rows.extend(curve_rows(run, p.init, *network, &curve));
         }
-        let mean = |f: fn(&CurvePoint) -> f64| {
-            finals.iter().map(f).sum::<f64>() / finals.len().max(1) as f64
-        };
-        ctx.progress
-            .metric("final_accuracy_mean", mean(|c| c.accuracy));
+        let mean = |f: fn(&CurvePoint) -> f64| finals.iter().map(f).sum::<f64>() / finals.len().max(1) as f64;
+        ctx.progress.metric("final_accuracy_mean", mean(|c| c.accuracy));
         ctx.progress.metric("final_loss_mean", mean(|c| c.loss));
         ctx.emit_rows("curve", rows);
         Ok(())
@@ -440,24 +292,13 @@ mod tests {
     }
 
     fn finetune_params(init: &str, extra: &[(&str, Value)]) -> Params {
-        let mut all = vec![
-            ("init", s(init)),
-            ("weights", s("w")),
-            ("dataset", s("uci-wdbc")),
-            ("runs", Value::Int(3)),
-            ("iterations", Value::Int(12)),
-            ("eval_rows", Value::Int(0)),
-        ];
+        let mut all = vec![("init", s(init)), ("weights", s("w")), ("dataset", s("uci-wdbc")), ("runs", Value::Int(3)), ("iterations", Value::Int(12)), ("eval_rows", Value::Int(0))];
         all.extend_from_slice(extra);
         testing::params(&Finetune, &all)
     }
 
     fn at(rows: &[Row], iteration: i64, column: &str) -> f64 {
-        let values: Vec<f64> = rows
-            .iter()
-            .filter(|r| r["iteration"].as_i64() == Some(iteration))
-            .map(|r| r[column].as_f64().unwrap())
-            .collect();
+        let values: Vec<f64> = rows.iter().filter(|r| r["iteration"].as_i64() == Some(iteration)).map(|r| r[column].as_f64().unwrap()).collect();
         values.iter().sum::<f64>() / values.len() as f64
     }
 
@@ -466,56 +307,20 @@ mod tests {
         let dir = testing::temp_dir("finetune");
         let collect = testing::params(
             &Collect,
-            &[
-                ("dataset", s("uci-wdbc")),
-                ("runs", Value::Int(3)),
-                ("epochs", Value::Int(8)),
-                ("skip_epochs", Value::Int(7)),
-                ("record_every", Value::Int(8)),
-            ],
+            &[("dataset", s("uci-wdbc")), ("runs", Value::Int(3)), ("epochs", Value::Int(8)), ("skip_epochs", Value::Int(7)), ("record_every", Value::Int(8))],
         );
         testing::run(&Collect, &collect, BTreeMap::new(), &dir.join("collect"), 5).unwrap();
-        let inputs = BTreeMap::from([(
-            "weights".to_owned(),
-            vec![testing::input(&dir.join("collect"), "collect")],
-        )]);
-        let learned = testing::run(
-            &Finetune,
-            &finetune_params("weights", &[]),
-            inputs.clone(),
-            &dir.join("learned"),
-            2,
-        )
-        .unwrap();
-        let prior = testing::run(
-            &Finetune,
-            &finetune_params("prior", &[]),
-            inputs,
-            &dir.join("prior"),
-            2,
-        )
-        .unwrap();
+        let inputs = BTreeMap::from([("weights".to_owned(), vec![testing::input(&dir.join("collect"), "collect")])]);
+        let learned = testing::run(&Finetune, &finetune_params("weights", &[]), inputs.clone(), &dir.join("learned"), 2).unwrap();
+        let prior = testing::run(&Finetune, &finetune_params("prior", &[]), inputs, &dir.join("prior"), 2).unwrap();
         let (learned, prior) = (&learned["curve"], &prior["curve"]);
         // Runs 0..3 at iterations 0, 5, 10, 12.
         assert_eq!(learned.len(), 3 * 4);
-        let iterations: Vec<i64> = learned
-            .iter()
-            .filter(|r| r["run"].as_i64() == Some(0))
-            .map(|r| r["iteration"].as_i64().unwrap())
-            .collect();
+        let iterations: Vec<i64> = learned.iter().filter(|r| r["run"].as_i64() == Some(0)).map(|r| r["iteration"].as_i64().unwrap()).collect();
         assert_eq!(iterations, [0, 5, 10, 12]);
-        assert!(learned
-            .iter()
-            .all(|r| r["init"].as_str() == Some("weights") && r.contains_key("network")));
-        assert!(prior
-            .iter()
-            .all(|r| r["init"].as_str() == Some("prior") && !r.contains_key("network")));
-        assert!(
-            at(learned, 0, "loss") < at(prior, 0, "loss"),
-            "learned {} vs prior {}",
-            at(learned, 0, "loss"),
-            at(prior, 0, "loss")
-        );
+        assert!(learned.iter().all(|r| r["init"].as_str() == Some("weights") && r.contains_key("network")));
+        assert!(prior.iter().all(|r| r["init"].as_str() == Some("prior") && !r.contains_key("network")));
+        assert!(at(learned, 0, "loss") < at(prior, 0, "loss"), "learned {} vs prior {}", at(learned, 0, "loss"), at(prior, 0, "loss"));
         assert!(at(learned, 0, "accuracy") > at(prior, 0, "accuracy") + 0.1);
         assert!(at(learned, 12, "loss") < at(prior, 12, "loss"));
         // The prior curve learns.
@@ -526,58 +331,18 @@ mod tests {
     #[test]
     fn bad_parameters_are_clear_errors() {
         let no_weights = testing::params(&Finetune, &[("dataset", s("uci-wdbc"))]);
-        assert!(Finetune
-            .validate(&no_weights)
-            .unwrap_err()
-            .to_string()
-            .contains("init = \"weights\" needs `weights`"));
-        let no_layout = testing::params(
-            &Finetune,
-            &[("dataset", s("uci-wdbc")), ("init", s("prior"))],
-        );
-        assert!(Finetune
-            .validate(&no_layout)
-            .unwrap_err()
-            .to_string()
-            .contains("needs a `layout`"));
-        let wrong = testing::params(
-            &Finetune,
-            &[
-                ("dataset", s("mnist")),
-                ("init", s("prior")),
-                ("layout", crate::kinds::int_list(&[30, 16, 16, 2])),
-            ],
-        );
-        assert!(Finetune
-            .validate(&wrong)
-            .unwrap_err()
-            .to_string()
-            .contains("layout 30-16-16-2 does not fit mnist"));
+        assert!(Finetune.validate(&no_weights).unwrap_err().to_string().contains("init = \"weights\" needs `weights`"));
+        let no_layout = testing::params(&Finetune, &[("dataset", s("uci-wdbc")), ("init", s("prior"))]);
+        assert!(Finetune.validate(&no_layout).unwrap_err().to_string().contains("needs a `layout`"));
+        let wrong = testing::params(&Finetune, &[("dataset", s("mnist")), ("init", s("prior")), ("layout", crate::kinds::int_list(&[30, 16, 16, 2]))]);
+        assert!(Finetune.validate(&wrong).unwrap_err().to_string().contains("layout 30-16-16-2 does not fit mnist"));
         // A set whose layout does not fit the dataset: refused before any data is read.
         let dir = testing::temp_dir("finetune-bad");
-        let toy = testing::params(
-            &crate::kinds::toy_data::ToyData,
-            &[("count", Value::Int(2))],
-        );
-        testing::run(
-            &crate::kinds::toy_data::ToyData,
-            &toy,
-            BTreeMap::new(),
-            &dir.join("toy"),
-            1,
-        )
-        .unwrap();
-        let inputs = BTreeMap::from([(
-            "weights".to_owned(),
-            vec![testing::input(&dir.join("toy"), "toy-data")],
-        )]);
-        let params = testing::params(
-            &Finetune,
-            &[("weights", s("t")), ("dataset", s("fashion-mnist"))],
-        );
-        let err = testing::run(&Finetune, &params, inputs, &dir.join("f"), 1)
-            .unwrap_err()
-            .to_string();
+        let toy = testing::params(&crate::kinds::toy_data::ToyData, &[("count", Value::Int(2))]);
+        testing::run(&crate::kinds::toy_data::ToyData, &toy, BTreeMap::new(), &dir.join("toy"), 1).unwrap();
+        let inputs = BTreeMap::from([("weights".to_owned(), vec![testing::input(&dir.join("toy"), "toy-data")])]);
+        let params = testing::params(&Finetune, &[("weights", s("t")), ("dataset", s("fashion-mnist"))]);
+        let err = testing::run(&Finetune, &params, inputs, &dir.join("f"), 1).unwrap_err().to_string();
         assert!(err.contains("does not fit fashion-mnist"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -8,8 +8,8 @@ pub mod collect;
 pub mod evaluate;
 pub mod finetune;
 pub mod sample;
-pub mod toy_data;
 pub mod train_flow;
+pub mod toy_data;
 
 use std::path::Path;
 
@@ -71,18 +71,12 @@ pub(crate) fn split_seed(params: &Params) -> Result<u64, StageError> {
     Ok(params.usize("split_seed")? as u64)
 }
 
-pub(crate) fn load_dataset(
-    ctx: &StageContext<'_>,
-    name: DatasetName,
-) -> Result<Dataset, StageError> {
+pub(crate) fn load_dataset(ctx: &StageContext<'_>, name: DatasetName) -> Result<Dataset, StageError> {
     Ok(data::load(name, ctx.data_dir, split_seed(ctx.params)?)?)
 }
 
 /// The weight set of the single upstream instance named by a reference parameter.
-pub(crate) fn read_input_weights(
-    ctx: &StageContext<'_>,
-    param: &str,
-) -> Result<WeightSet, StageError> {
+pub(crate) fn read_input_weights(ctx: &StageContext<'_>, param: &str) -> Result<WeightSet, StageError> {
     let input = ctx.input(param)?;
     Ok(WeightSet::read(&input.file(FILE_NAME))?)
 }
@@ -111,10 +105,7 @@ pub(crate) mod testing {
     use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
 
-    use crate::kind::{
-        InputArtifact, NoProgress, ParamSpec, Params, Row, StageContext, StageError, StageKind,
-        Value,
-    };
+    use crate::kind::{InputArtifact, NoProgress, ParamSpec, Params, Row, StageContext, StageError, StageKind, Value};
 
     /// Fill in every default of a kind's schema, then apply `overrides`.
     pub fn params(kind: &dyn StageKind, overrides: &[(&str, Value)]) -> Params {
@@ -130,13 +121,7 @@ pub(crate) mod testing {
     }
 
     pub fn input(dir: &Path, kind: &str) -> InputArtifact {
-        InputArtifact {
-            instance: kind.to_owned(),
-            kind: kind.to_owned(),
-            axes: BTreeMap::new(),
-            key: "test".into(),
-            dir: dir.to_owned(),
-        }
+        InputArtifact { instance: kind.to_owned(), kind: kind.to_owned(), axes: BTreeMap::new(), key: "test".into(), dir: dir.to_owned() }
     }
 
     /// Run a kind with the given inputs into `out`; returns its tables.
@@ -172,9 +157,7 @@ pub(crate) mod testing {
 
     /// `$WFPIPE_DATA`, else `data/` (MNIST is not needed by these tests).
     pub fn data_dir() -> PathBuf {
-        std::env::var_os("WFPIPE_DATA")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("data"))
+        std::env::var_os("WFPIPE_DATA").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("data"))
     }
 
     /// A fresh temporary folder for one test.
@@ -186,19 +169,11 @@ pub(crate) mod testing {
     }
 }
 
+
 /// Parses an enum parameter with its `parse` function.
-pub(crate) fn enum_param<T>(
-    params: &Params,
-    name: &str,
-    parse: fn(&str) -> Option<T>,
-    words: &[&str],
-) -> Result<T, StageError> {
+pub(crate) fn enum_param<T>(params: &Params, name: &str, parse: fn(&str) -> Option<T>, words: &[&str]) -> Result<T, StageError> {
     let value = params.str(name)?;
-    parse(value).ok_or_else(|| {
-        StageError::Param(format!(
-            "`{name}` must be one of {words:?}, got \"{value}\""
-        ))
-    })
+    parse(value).ok_or_else(|| StageError::Param(format!("`{name}` must be one of {words:?}, got \"{value}\"")))
 }
 
 /// A positive integer parameter.
@@ -220,18 +195,12 @@ pub(crate) mod test_support {
     use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
 
-    use crate::kind::{
-        BackendChoice, InputArtifact, NoProgress, Params, Row, StageContext, StageError, StageKind,
-        Value,
-    };
+    use crate::kind::{BackendChoice, InputArtifact, NoProgress, Params, Row, StageContext, StageError, StageKind, Value};
 
     /// The kind's defaults with `overrides` applied.
     pub fn params(kind: &dyn StageKind, overrides: &[(&str, Value)]) -> Params {
-        let mut map: BTreeMap<String, Value> = kind
-            .params()
-            .into_iter()
-            .filter_map(|s| s.default.map(|d| (s.name.to_owned(), d)))
-            .collect();
+        let mut map: BTreeMap<String, Value> =
+            kind.params().into_iter().filter_map(|s| s.default.map(|d| (s.name.to_owned(), d))).collect();
         for (k, v) in overrides {
             map.insert((*k).to_owned(), v.clone());
         }
@@ -299,11 +268,7 @@ pub(crate) fn estimate_layout(params: &Params) -> Layout {
             return layout;
         }
     }
-    match params
-        .str("dataset")
-        .ok()
-        .and_then(|d| d.parse::<DatasetName>().ok())
-    {
+    match params.str("dataset").ok().and_then(|d| d.parse::<DatasetName>().ok()) {
         Some(dataset) => usual_layout(dataset),
         None => Layout(vec![30, 16, 16, 2]),
     }

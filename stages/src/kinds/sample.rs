@@ -15,10 +15,7 @@ use crate::flow::train::ModelRecorder;
 use crate::flow::SourceMode;
 use crate::geometry::{canon::canonicalize, product::ProductGeometry};
 use crate::guidance::{mismatch, TaskGuidance};
-use crate::kind::{
-    BackendChoice, ParamSpec, ParamType, Params, RefMode, StageContext, StageError, StageKind,
-    Value,
-};
+use crate::kind::{BackendChoice, ParamSpec, ParamType, Params, RefMode, StageContext, StageError, StageKind, Value};
 use crate::layout::Layout;
 use crate::noise::Rng;
 use crate::rt::fused::{FusedGraph, FusedRt};
@@ -49,9 +46,7 @@ impl SampleParams {
     fn parse(params: &Params) -> Result<Self, StageError> {
         let steps = params.usize("steps")?;
         if steps < 2 {
-            return Err(StageError::Param(format!(
-                "`steps` must be at least 2 (n grid points, n−1 updates), got {steps}"
-            )));
+            return Err(StageError::Param(format!("`steps` must be at least 2 (n grid points, n−1 updates), got {steps}")));
         }
         let task = params.str("guidance_task")?;
         let guidance_task = if task == NO_GUIDANCE {
@@ -61,26 +56,15 @@ impl SampleParams {
         };
         let guidance_scale = params.f64("guidance_scale")?;
         if guidance_scale > 0.0 && guidance_task.is_none() {
-            return Err(StageError::Param(
-                "`guidance_scale` > 0 needs a `guidance_task`".to_owned(),
-            ));
+            return Err(StageError::Param("`guidance_scale` > 0 needs a `guidance_task`".to_owned()));
         }
         let sizes = params.usize_list("layout")?;
-        let layout = if sizes.is_empty() {
-            None
-        } else {
-            Some(Layout::new(sizes).map_err(StageError::Param)?)
-        };
+        let layout = if sizes.is_empty() { None } else { Some(Layout::new(sizes).map_err(StageError::Param)?) };
         Ok(SampleParams {
             count: positive(params, "count")?,
             batch_size: positive(params, "batch_size")?,
             steps,
-            rule: enum_param(
-                params,
-                "velocity_rule",
-                VelocityRule::parse,
-                VelocityRule::NAMES,
-            )?,
+            rule: enum_param(params, "velocity_rule", VelocityRule::parse, VelocityRule::NAMES)?,
             noise_scale: params.f64("noise_scale")?,
             guidance_scale,
             guidance_task,
@@ -111,10 +95,7 @@ impl<B: Backend> Predictor for FlowPredictor<'_, B> {
         if self.canonical {
             pred = canonicalize(pred, &self.graph.layout);
         }
-        pred.into_data()
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .expect("predictions are f32")
+        pred.into_data().convert::<f32>().to_vec::<f32>().expect("predictions are f32")
     }
 }
 
@@ -135,12 +116,8 @@ impl Predictor for FusedPredictor {
             return pred;
         }
         type Cpu = burn::backend::NdArray<f32>;
-        let tensor =
-            Tensor::<Cpu, 2>::from_data(TensorData::new(pred, [batch, p]), &Default::default());
-        canonicalize(tensor, &self.layout)
-            .into_data()
-            .to_vec::<f32>()
-            .expect("predictions are f32")
+        let tensor = Tensor::<Cpu, 2>::from_data(TensorData::new(pred, [batch, p]), &Default::default());
+        canonicalize(tensor, &self.layout).into_data().to_vec::<f32>().expect("predictions are f32")
     }
 }
 
@@ -178,18 +155,13 @@ impl SampleTask<'_> {
             let guidance = self.guidance.as_mut().map(|g| g as &mut dyn Guidance);
             let (samples, _) = self.sampler.run(chunk, predictor, guidance, self.rng);
             out.extend(samples);
-            self.progress
-                .progress((out.len() / p) as u64, total as u64, "samples");
+            self.progress.progress((out.len() / p) as u64, total as u64, "samples");
         }
         Ok(out)
     }
 }
 
-fn load_model<B: Backend>(
-    flow: &TrainedFlow,
-    bytes: &[u8],
-    device: &B::Device,
-) -> Result<RelationalTransformer<B>, StageError> {
+fn load_model<B: Backend>(flow: &TrainedFlow, bytes: &[u8], device: &B::Device) -> Result<RelationalTransformer<B>, StageError> {
     let record = ModelRecorder::default()
         .load(bytes.to_vec(), device)
         .map_err(|e| StageError::Input(format!("reading the flow model: {e}")))?;
@@ -234,13 +206,7 @@ fn starting_points(flow: &TrainedFlow, layout: &Layout, count: usize, rng: &mut 
         BatchSource::Rows { rows, p } => {
             let n = rows.len() / p;
             let order = rng.permutation(n);
-            (0..count)
-                .flat_map(|k| {
-                    rows[order[k % n] * p..(order[k % n] + 1) * p]
-                        .iter()
-                        .copied()
-                })
-                .collect()
+            (0..count).flat_map(|k| rows[order[k % n] * p..(order[k % n] + 1) * p].iter().copied()).collect()
         }
         BatchSource::Gaussian { .. } => source.next_batch(count, None, rng),
     }
@@ -264,88 +230,19 @@ impl StageKind for Sample {
         use ParamType as T;
         let s = |v: &str| Value::Str(v.to_owned());
         vec![
-            ParamSpec::required(
-                "flow",
-                T::Ref {
-                    mode: RefMode::FanOut,
-                },
-                "the train-flow stage to sample",
-            ),
-            ParamSpec::with_default(
-                "count",
-                T::POSITIVE_INT,
-                Value::Int(256),
-                "number of networks",
-            ),
-            ParamSpec::with_default(
-                "batch_size",
-                T::POSITIVE_INT,
-                Value::Int(32),
-                "networks mapped at once",
-            ),
-            ParamSpec::with_default(
-                "steps",
-                T::Int {
-                    min: Some(2),
-                    max: None,
-                },
-                Value::Int(64),
-                "Euler grid points n (n−1 updates)",
-            ),
-            ParamSpec::with_default(
-                "velocity_rule",
-                T::Enum(VelocityRule::NAMES),
-                s("x1-minus-x0"),
-                "x1-minus-x0 (faithful) or denoiser",
-            ),
-            ParamSpec::with_default(
-                "noise_scale",
-                T::NON_NEGATIVE_FLOAT,
-                Value::Float(0.0),
-                "ε: noise std added per step for t > 0.8",
-            ),
-            ParamSpec::with_default(
-                "guidance_scale",
-                T::NON_NEGATIVE_FLOAT,
-                Value::Float(0.0),
-                "λ: weight of the task-gradient guidance",
-            ),
-            ParamSpec::with_default(
-                "guidance_task",
-                T::Enum(&["none", "uci-wdbc", "mnist", "fashion-mnist"]),
-                s(NO_GUIDANCE),
-                "dataset whose training loss guides sampling",
-            ),
-            ParamSpec::with_default(
-                "guidance_batch",
-                T::POSITIVE_INT,
-                Value::Int(64),
-                "training rows per guidance gradient",
-            ),
-            ParamSpec::with_default(
-                "guidance_layout_bug",
-                T::Bool,
-                Value::Bool(false),
-                "reproduce the code's transposed guidance gradient",
-            ),
-            ParamSpec::with_default(
-                "split_seed",
-                T::NON_NEGATIVE_INT,
-                Value::Int(0),
-                "seed of the guidance dataset's split",
-            ),
-            ParamSpec::with_default(
-                "layout",
-                T::IntList,
-                Value::List(Vec::new()),
-                "layout to sample (empty: the flow's; hidden widths may differ)",
-            ),
-            ParamSpec::with_default(
-                "reproject",
-                T::Bool,
-                Value::Bool(false),
-                "project sphere points after each step (ablation)",
-            ),
+            ParamSpec::required("flow", T::Ref { mode: RefMode::FanOut }, "the train-flow stage to sample"),
+            ParamSpec::with_default("count", T::POSITIVE_INT, Value::Int(256), "number of networks"),
+            ParamSpec::with_default("batch_size", T::POSITIVE_INT, Value::Int(32), "networks mapped at once"),
+            ParamSpec::with_default("steps", T::Int { min: Some(2), max: None }, Value::Int(64), "Euler grid points n (n−1 updates)"),
+            ParamSpec::with_default("velocity_rule", T::Enum(VelocityRule::NAMES), s("x1-minus-x0"), "x1-minus-x0 (faithful) or denoiser"),
+            ParamSpec::with_default("noise_scale", T::NON_NEGATIVE_FLOAT, Value::Float(0.0), "ε: noise std added per step for t > 0.8"),
+            ParamSpec::with_default("guidance_scale", T::NON_NEGATIVE_FLOAT, Value::Float(0.0), "λ: weight of the task-gradient guidance"),
+            ParamSpec::with_default("guidance_task", T::Enum(&["none", "uci-wdbc", "mnist", "fashion-mnist"]), s(NO_GUIDANCE), "dataset whose training loss guides sampling"),
+            ParamSpec::with_default("guidance_batch", T::POSITIVE_INT, Value::Int(64), "training rows per guidance gradient"),
+            ParamSpec::with_default("guidance_layout_bug", T::Bool, Value::Bool(false), "reproduce the code's transposed guidance gradient"),
+            ParamSpec::with_default("split_seed", T::NON_NEGATIVE_INT, Value::Int(0), "seed of the guidance dataset's split"),
+            ParamSpec::with_default("layout", T::IntList, Value::List(Vec::new()), "layout to sample (empty: the flow's; hidden widths may differ)"),
+            ParamSpec::with_default("reproject", T::Bool, Value::Bool(false), "project sphere points after each step (ablation)"),
         ]
     }
 
@@ -367,10 +264,7 @@ impl StageKind for Sample {
         let (flow, model_bytes) = read_flow(ctx)?;
         let layout = p.layout.clone().unwrap_or_else(|| flow.spec.layout.clone());
         let trained = &flow.spec.layout;
-        if layout.inputs() != trained.inputs()
-            || layout.num_layers() != trained.num_layers()
-            || layout.outputs() != trained.outputs()
-        {
+        if layout.inputs() != trained.inputs() || layout.num_layers() != trained.num_layers() || layout.outputs() != trained.outputs() {
             return Err(StageError::Param(format!(
                 "layout {layout} is incompatible with the flow's layout {trained}: only hidden widths may differ"
             )));
@@ -383,21 +277,11 @@ impl StageKind for Sample {
                 if let Some(why) = mismatch(&layout, name.inputs(), name.classes()) {
                     return Err(StageError::Param(why));
                 }
-                Some(
-                    data::load(name, ctx.data_dir, p.split_seed)
-                        .map_err(|e| StageError::Input(e.to_string()))?,
-                )
+                Some(data::load(name, ctx.data_dir, p.split_seed).map_err(|e| StageError::Input(e.to_string()))?)
             }
             _ => None,
         };
-        let guidance = dataset.as_ref().map(|d| {
-            TaskGuidance::new(
-                layout.clone(),
-                &d.train,
-                p.guidance_batch,
-                p.guidance_layout_bug,
-            )
-        });
+        let guidance = dataset.as_ref().map(|d| TaskGuidance::new(layout.clone(), &d.train, p.guidance_batch, p.guidance_layout_bug));
         let mut rng = Rng::derive(ctx.seed, "sampling");
         let x0 = starting_points(&flow, &layout, p.count, &mut rng);
         let sampler = Sampler {
@@ -424,11 +308,9 @@ impl StageKind for Sample {
             BackendChoice::Cpu => task.run_fused()?,
             _ => dispatch(ctx.backend, task)??,
         };
-        let mut set = WeightSet::new(layout, samples)
-            .map_err(|e| StageError::Failed(format!("sampled weights: {e}")))?;
+        let mut set = WeightSet::new(layout, samples).map_err(|e| StageError::Failed(format!("sampled weights: {e}")))?;
         set.is_aligned = flow.target_aligned;
-        set.write(&ctx.out_dir.join(FILE_NAME))
-            .map_err(|e| StageError::Failed(e.to_string()))?;
+        set.write(&ctx.out_dir.join(FILE_NAME)).map_err(|e| StageError::Failed(e.to_string()))?;
         Ok(())
     }
 }
@@ -441,10 +323,7 @@ mod tests {
     #[test]
     fn flop_estimate_uses_the_upstream_flow_size() {
         // science.md §11.2: MNIST d=32, 128 samples × 64 steps ≈ 0.6 PF.
-        let mut view = params(
-            &Sample,
-            &[("count", Value::Int(128)), ("steps", Value::Int(64))],
-        );
+        let mut view = params(&Sample, &[("count", Value::Int(128)), ("steps", Value::Int(64))]);
         assert_eq!(Sample.estimate_flops(&view), None, "no flow size known");
         view.0.insert("d_model".into(), Value::Int(32));
         view.0.insert("layers".into(), Value::Int(5));
@@ -467,14 +346,7 @@ mod tests {
                 ("source_std", Value::Float(1.0)),
             ],
         );
-        let (result, out, tables) = run(
-            &kind,
-            &p,
-            "weights",
-            "toy-data",
-            &dir.join("toy"),
-            &dir.join("flow"),
-        );
+        let (result, out, tables) = run(&kind, &p, "weights", "toy-data", &dir.join("toy"), &dir.join("flow"));
         result.expect("toy flow trains");
         assert_eq!(tables["curve"].len(), 1);
         out
@@ -485,104 +357,25 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("wfpipe-sample-kind-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let flow = toy_flow(&dir);
-        let p = params(
-            &Sample,
-            &[
-                ("flow", Value::Str("toy-flow".into())),
-                ("count", Value::Int(3)),
-                ("steps", Value::Int(3)),
-            ],
-        );
-        let (result, out, _) = run(
-            &Sample,
-            &p,
-            "flow",
-            "train-flow",
-            &flow,
-            &dir.join("samples"),
-        );
+        let p = params(&Sample, &[("flow", Value::Str("toy-flow".into())), ("count", Value::Int(3)), ("steps", Value::Int(3))]);
+        let (result, out, _) = run(&Sample, &p, "flow", "train-flow", &flow, &dir.join("samples"));
         result.expect("sampling runs");
         let set = WeightSet::read(&out.join(FILE_NAME)).expect("a weight set");
-        assert_eq!(
-            (set.count, set.layout.clone()),
-            (3, Layout(vec![30, 16, 16, 2]))
-        );
+        assert_eq!((set.count, set.layout.clone()), (3, Layout(vec![30, 16, 16, 2])));
 
         // Another hidden width works; another input size is refused before any compute.
-        let wide = params(
-            &Sample,
-            &[
-                ("flow", Value::Str("f".into())),
-                ("count", Value::Int(2)),
-                ("steps", Value::Int(2)),
-                (
-                    "layout",
-                    Value::List(vec![
-                        Value::Int(30),
-                        Value::Int(8),
-                        Value::Int(24),
-                        Value::Int(2),
-                    ]),
-                ),
-            ],
-        );
-        let (result, out, _) = run(
-            &Sample,
-            &wide,
-            "flow",
-            "train-flow",
-            &flow,
-            &dir.join("wide"),
-        );
+        let wide = params(&Sample, &[("flow", Value::Str("f".into())), ("count", Value::Int(2)), ("steps", Value::Int(2)), ("layout", Value::List(vec![Value::Int(30), Value::Int(8), Value::Int(24), Value::Int(2)]))]);
+        let (result, out, _) = run(&Sample, &wide, "flow", "train-flow", &flow, &dir.join("wide"));
         result.expect("a wider layout samples");
-        assert_eq!(
-            WeightSet::read(&out.join(FILE_NAME))
-                .expect("weights")
-                .params(),
-            30 * 8 + 8 * 24 + 24 * 2 + 34
-        );
-        let bad = params(
-            &Sample,
-            &[
-                ("flow", Value::Str("f".into())),
-                (
-                    "layout",
-                    Value::List(vec![
-                        Value::Int(31),
-                        Value::Int(16),
-                        Value::Int(16),
-                        Value::Int(2),
-                    ]),
-                ),
-            ],
-        );
+        assert_eq!(WeightSet::read(&out.join(FILE_NAME)).expect("weights").params(), 30 * 8 + 8 * 24 + 24 * 2 + 34);
+        let bad = params(&Sample, &[("flow", Value::Str("f".into())), ("layout", Value::List(vec![Value::Int(31), Value::Int(16), Value::Int(16), Value::Int(2)]))]);
         let (result, _, _) = run(&Sample, &bad, "flow", "train-flow", &flow, &dir.join("bad"));
-        assert!(
-            matches!(result, Err(StageError::Param(ref m)) if m.contains("incompatible")),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(StageError::Param(ref m)) if m.contains("incompatible")), "{result:?}");
 
         // A guidance task whose input size differs from the layout is refused.
-        let guided = params(
-            &Sample,
-            &[
-                ("flow", Value::Str("f".into())),
-                ("guidance_scale", Value::Float(0.1)),
-                ("guidance_task", Value::Str("mnist".into())),
-            ],
-        );
-        let (result, _, _) = run(
-            &Sample,
-            &guided,
-            "flow",
-            "train-flow",
-            &flow,
-            &dir.join("guided"),
-        );
-        assert!(
-            matches!(result, Err(StageError::Param(ref m)) if m.contains("784 inputs")),
-            "{result:?}"
-        );
+        let guided = params(&Sample, &[("flow", Value::Str("f".into())), ("guidance_scale", Value::Float(0.1)), ("guidance_task", Value::Str("mnist".into()))]);
+        let (result, _, _) = run(&Sample, &guided, "flow", "train-flow", &flow, &dir.join("guided"));
+        assert!(matches!(result, Err(StageError::Param(ref m)) if m.contains("784 inputs")), "{result:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

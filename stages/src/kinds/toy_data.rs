@@ -14,11 +14,7 @@ pub struct ToyData;
 impl ToyData {
     fn toy(params: &Params) -> Result<(GaussianToy, usize), StageError> {
         let layout = layout_param(params, "layout")?;
-        let toy = GaussianToy {
-            layout,
-            mean: params.f64("mean")? as f32,
-            std: params.f64("std")? as f32,
-        };
+        let toy = GaussianToy { layout, mean: params.f64("mean")? as f32, std: params.f64("std")? as f32 };
         Ok((toy, params.usize("count")?))
     }
 }
@@ -38,33 +34,10 @@ impl StageKind for ToyData {
 
     fn params(&self) -> Vec<ParamSpec> {
         vec![
-            ParamSpec::with_default(
-                "count",
-                ParamType::POSITIVE_INT,
-                Value::Int(10_000),
-                "Number of vectors",
-            ),
-            ParamSpec::with_default(
-                "layout",
-                ParamType::IntList,
-                int_list(&[30, 16, 16, 2]),
-                "Layout that fixes P and the graph",
-            ),
-            ParamSpec::with_default(
-                "mean",
-                ParamType::FLOAT,
-                Value::Float(1.0),
-                "Mean of every coordinate",
-            ),
-            ParamSpec::with_default(
-                "std",
-                ParamType::Float {
-                    min: Some(f64::MIN_POSITIVE),
-                    max: None,
-                },
-                Value::Float(1.0),
-                "Standard deviation of every coordinate",
-            ),
+            ParamSpec::with_default("count", ParamType::POSITIVE_INT, Value::Int(10_000), "Number of vectors"),
+            ParamSpec::with_default("layout", ParamType::IntList, int_list(&[30, 16, 16, 2]), "Layout that fixes P and the graph"),
+            ParamSpec::with_default("mean", ParamType::FLOAT, Value::Float(1.0), "Mean of every coordinate"),
+            ParamSpec::with_default("std", ParamType::Float { min: Some(f64::MIN_POSITIVE), max: None }, Value::Float(1.0), "Standard deviation of every coordinate"),
         ]
     }
 

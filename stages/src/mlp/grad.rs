@@ -51,28 +51,17 @@ impl Workspace {
 
 /// Row-wise softmax cross-entropy of `logits` `[batch, classes]`; writes
 /// `∂(mean CE)/∂logits` into `delta` when given.
-fn softmax_cross_entropy(
-    logits: &[f32],
-    labels: &[u32],
-    classes: usize,
-    mut delta: Option<&mut [f32]>,
-) -> BatchStats {
+fn softmax_cross_entropy(logits: &[f32], labels: &[u32], classes: usize, mut delta: Option<&mut [f32]>) -> BatchStats {
     let batch = labels.len();
     let mut loss = 0.0f64;
     let mut correct = 0;
     for (i, (row, &label)) in logits.chunks_exact(classes).zip(labels).enumerate() {
         let label = label as usize;
-        let (argmax, max) =
-            row.iter()
-                .copied()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (j, v)| {
-                    if v > best.1 {
-                        (j, v)
-                    } else {
-                        best
-                    }
-                });
+        let (argmax, max) = row
+            .iter()
+            .copied()
+            .enumerate()
+            .fold((0, f32::NEG_INFINITY), |best, (j, v)| if v > best.1 { (j, v) } else { best });
         if argmax == label {
             correct += 1;
         }
@@ -88,10 +77,7 @@ fn softmax_cross_entropy(
             d[label] -= scale;
         }
     }
-    BatchStats {
-        loss: loss / batch as f64,
-        correct,
-    }
+    BatchStats { loss: loss / batch as f64, correct }
 }
 
 /// Mean cross-entropy of θ on a batch and its gradient, written into `grad` (flat layout).
@@ -110,12 +96,7 @@ pub fn loss_and_grad(
     ws.prepare(layout, batch);
     ws.forward(layout, theta, x, batch);
     let classes = sizes[big_l];
-    let stats = softmax_cross_entropy(
-        &ws.acts[big_l],
-        labels,
-        classes,
-        Some(&mut ws.delta[..batch * classes]),
-    );
+    let stats = softmax_cross_entropy(&ws.acts[big_l], labels, classes, Some(&mut ws.delta[..batch * classes]));
 
     for l in (1..=big_l).rev() {
         let (n_in, n_out) = (sizes[l - 1], sizes[l]);
@@ -123,17 +104,7 @@ pub fn loss_and_grad(
         let h_below: &[f32] = if l == 1 { x } else { &ws.acts[l - 1] };
         // ∂W_lᵀ [n_in, n_out] = h_{l-1}ᵀ · δ_l
         let w_off = layout.weight_offset(l);
-        gemm(
-            n_in,
-            batch,
-            n_out,
-            h_below,
-            (1, n_in),
-            delta,
-            (n_out, 1),
-            0.0,
-            &mut grad[w_off..w_off + n_in * n_out],
-        );
+        gemm(n_in, batch, n_out, h_below, (1, n_in), delta, (n_out, 1), 0.0, &mut grad[w_off..w_off + n_in * n_out]);
         // ∂b_l = Σ_rows δ_l
         let db = layout.bias_mut(grad, l);
         db.fill(0.0);
@@ -146,17 +117,7 @@ pub fn loss_and_grad(
             // δ_{l-1} = (δ_l · W_l) ⊙ 1[h_{l-1} > 0]; W_l is W_lᵀ read with swapped strides.
             let w = &theta[w_off..w_off + n_in * n_out];
             let below = &mut ws.delta_below[..batch * n_in];
-            gemm(
-                batch,
-                n_out,
-                n_in,
-                delta,
-                (n_out, 1),
-                w,
-                (1, n_out),
-                0.0,
-                below,
-            );
+            gemm(batch, n_out, n_in, delta, (n_out, 1), w, (1, n_out), 0.0, below);
             for (d, &h) in below.iter_mut().zip(h_below) {
                 if h <= 0.0 {
                     *d = 0.0;
@@ -169,13 +130,7 @@ pub fn loss_and_grad(
 }
 
 /// Loss and correct count of θ on a batch, forward only.
-pub fn batch_loss(
-    layout: &Layout,
-    theta: &[f32],
-    x: &[f32],
-    labels: &[u32],
-    ws: &mut Workspace,
-) -> BatchStats {
+pub fn batch_loss(layout: &Layout, theta: &[f32], x: &[f32], labels: &[u32], ws: &mut Workspace) -> BatchStats {
     let batch = labels.len();
     ws.prepare(layout, batch);
     ws.forward(layout, theta, x, batch);
@@ -210,11 +165,7 @@ mod tests {
             let fd = (batch_loss(&layout, &plus, &x, &labels, &mut ws).loss
                 - batch_loss(&layout, &minus, &x, &labels, &mut ws).loss)
                 / (2.0 * eps as f64);
-            assert!(
-                (fd - grad[i] as f64).abs() < 2e-3,
-                "param {i}: finite difference {fd} vs backprop {}",
-                grad[i]
-            );
+            assert!((fd - grad[i] as f64).abs() < 2e-3, "param {i}: finite difference {fd} vs backprop {}", grad[i]);
         }
     }
 }

@@ -52,14 +52,8 @@ pub(crate) fn gemm(
     // The last element each operand touches must be in bounds: this is what makes the
     // unsafe call sound.
     if k > 0 {
-        assert!(
-            (m - 1) * rsa + (k - 1) * csa < a.len(),
-            "gemm: A out of bounds"
-        );
-        assert!(
-            (k - 1) * rsb + (n - 1) * csb < b.len(),
-            "gemm: B out of bounds"
-        );
+        assert!((m - 1) * rsa + (k - 1) * csa < a.len(), "gemm: A out of bounds");
+        assert!((k - 1) * rsb + (n - 1) * csb < b.len(), "gemm: B out of bounds");
     }
     assert!(m * n <= c.len(), "gemm: C out of bounds");
     // SAFETY: bounds checked above; the three slices are distinct borrows (C is &mut).
@@ -84,14 +78,7 @@ pub(crate) fn gemm(
 }
 
 /// One layer's affine map on a batch: `out[B, n_l] = h[B, n_{l-1}] · W_lᵀ + b_l`.
-pub(crate) fn affine(
-    layout: &Layout,
-    theta: &[f32],
-    l: usize,
-    h: &[f32],
-    batch: usize,
-    out: &mut [f32],
-) {
+pub(crate) fn affine(layout: &Layout, theta: &[f32], l: usize, h: &[f32], batch: usize, out: &mut [f32]) {
     let (n_in, n_out) = (layout.sizes()[l - 1], layout.sizes()[l]);
     let bias = layout.bias(theta, l);
     for row in out[..batch * n_out].chunks_exact_mut(n_out) {
@@ -111,16 +98,8 @@ pub(crate) fn relu_in_place(v: &mut [f32]) {
 /// `h_l` `[batch, n_l]` (after ReLU for hidden layers; the logits for `l = L`). Entry 0 is
 /// empty (the input is not copied).
 pub fn forward_layers(layout: &Layout, theta: &[f32], x: &[f32], batch: usize) -> Vec<Vec<f32>> {
-    assert_eq!(
-        theta.len(),
-        layout.num_params(),
-        "θ does not match layout {layout}"
-    );
-    assert_eq!(
-        x.len(),
-        batch * layout.inputs(),
-        "input batch does not match layout {layout}"
-    );
+    assert_eq!(theta.len(), layout.num_params(), "θ does not match layout {layout}");
+    assert_eq!(x.len(), batch * layout.inputs(), "input batch does not match layout {layout}");
     let big_l = layout.num_layers();
     let mut acts: Vec<Vec<f32>> = vec![Vec::new()];
     for l in 1..=big_l {
@@ -137,9 +116,7 @@ pub fn forward_layers(layout: &Layout, theta: &[f32], x: &[f32], batch: usize) -
 
 /// Logits `[batch, n_L]` of the MLP θ on a batch `x` `[batch, n_0]`.
 pub fn forward(layout: &Layout, theta: &[f32], x: &[f32], batch: usize) -> Vec<f32> {
-    forward_layers(layout, theta, x, batch)
-        .pop()
-        .expect("a layout has at least one weight layer")
+    forward_layers(layout, theta, x, batch).pop().expect("a layout has at least one weight layer")
 }
 
 #[cfg(test)]
@@ -153,9 +130,7 @@ mod tests {
             let w = layout.weight_matrix(theta, l);
             let b = layout.bias(theta, l);
             let (n_in, n_out) = (layout.sizes()[l - 1], layout.sizes()[l]);
-            let mut z: Vec<f32> = (0..n_out)
-                .map(|o| b[o] + (0..n_in).map(|a| w[o * n_in + a] * h[a]).sum::<f32>())
-                .collect();
+            let mut z: Vec<f32> = (0..n_out).map(|o| b[o] + (0..n_in).map(|a| w[o * n_in + a] * h[a]).sum::<f32>()).collect();
             if l < layout.num_layers() {
                 relu_in_place(&mut z);
             }

@@ -22,10 +22,7 @@ impl FromStr for OptimizerKind {
         match s {
             "adam" => Ok(OptimizerKind::Adam),
             "sgd" => Ok(OptimizerKind::Sgd),
-            other => Err(format!(
-                "unknown optimizer `{other}`, expected one of {:?}",
-                Self::WORDS
-            )),
+            other => Err(format!("unknown optimizer `{other}`, expected one of {:?}", Self::WORDS)),
         }
     }
 }
@@ -56,37 +53,16 @@ pub struct OptimizerConfig {
 impl OptimizerConfig {
     /// science.md 2.2: Adam, lr 1e-3, β = (0.9, 0.999), eps 1e-8, no weight decay.
     pub fn adam(lr: f64) -> Self {
-        OptimizerConfig {
-            kind: OptimizerKind::Adam,
-            lr,
-            momentum: 0.0,
-            weight_decay: 0.0,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-        }
+        OptimizerConfig { kind: OptimizerKind::Adam, lr, momentum: 0.0, weight_decay: 0.0, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
     }
 
     /// science.md 2.3: SGD, lr 0.1, momentum 0.9, weight decay 1e-5.
     pub fn sgd(lr: f64, momentum: f64, weight_decay: f64) -> Self {
-        OptimizerConfig {
-            kind: OptimizerKind::Sgd,
-            lr,
-            momentum,
-            weight_decay,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-        }
+        OptimizerConfig { kind: OptimizerKind::Sgd, lr, momentum, weight_decay, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
     }
 
     pub fn build(&self, params: usize) -> Optimizer {
-        Optimizer {
-            config: *self,
-            step: 0,
-            first: vec![0.0; params],
-            second: vec![0.0; params],
-        }
+        Optimizer { config: *self, step: 0, first: vec![0.0; params], second: vec![0.0; params] }
     }
 }
 
@@ -111,11 +87,7 @@ impl Optimizer {
     /// added here as PyTorch does).
     pub fn step(&mut self, theta: &mut [f32], grad: &[f32]) {
         assert_eq!(theta.len(), grad.len(), "θ and gradient lengths differ");
-        assert_eq!(
-            theta.len(),
-            self.first.len(),
-            "optimizer was built for another θ length"
-        );
+        assert_eq!(theta.len(), self.first.len(), "optimizer was built for another θ length");
         self.step += 1;
         match self.config.kind {
             OptimizerKind::Sgd => self.sgd_step(theta, grad),
@@ -149,18 +121,9 @@ impl Optimizer {
         let bias_correction2 = 1.0 - c.beta2.powi(t);
         let step_size = (c.lr / bias_correction1) as f32;
         let bias_correction2_sqrt = bias_correction2.sqrt() as f32;
-        let (w1, beta2, one_minus_beta2) = (
-            (1.0 - c.beta1) as f32,
-            c.beta2 as f32,
-            (1.0 - c.beta2) as f32,
-        );
+        let (w1, beta2, one_minus_beta2) = ((1.0 - c.beta1) as f32, c.beta2 as f32, (1.0 - c.beta2) as f32);
         let (eps, wd) = (c.eps as f32, c.weight_decay as f32);
-        for (((p, &g), m), v) in theta
-            .iter_mut()
-            .zip(grad)
-            .zip(self.first.iter_mut())
-            .zip(self.second.iter_mut())
-        {
+        for (((p, &g), m), v) in theta.iter_mut().zip(grad).zip(self.first.iter_mut()).zip(self.second.iter_mut()) {
             let g = if wd != 0.0 { g + wd * *p } else { g };
             // exp_avg.lerp_(grad, 1 − β1): weight < 0.5, so m + w·(g − m)
             *m += w1 * (g - *m);
@@ -187,15 +150,9 @@ mod tests {
         let mut theta = vec![1.0f32, -2.0];
         let mut opt = OptimizerConfig::sgd(0.1, 0.9, 0.01).build(2);
         opt.step(&mut theta, &[0.5, 0.25]);
-        assert!(
-            (theta[0] - 0.949).abs() < 1e-6 && (theta[1] + 2.023).abs() < 1e-6,
-            "{theta:?}"
-        );
+        assert!((theta[0] - 0.949).abs() < 1e-6 && (theta[1] + 2.023).abs() < 1e-6, "{theta:?}");
         opt.step(&mut theta, &[-1.0, 2.0]);
-        assert!(
-            (theta[0] - 1.002151).abs() < 1e-6 && (theta[1] + 2.241677).abs() < 1e-6,
-            "{theta:?}"
-        );
+        assert!((theta[0] - 1.002151).abs() < 1e-6 && (theta[1] + 2.241677).abs() < 1e-6, "{theta:?}");
     }
 
     /// Adam, lr 0.1, default betas/eps, θ = [1], gradients 2 then −1:

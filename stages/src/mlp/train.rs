@@ -41,11 +41,7 @@ impl RecordRule {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TrainError {
     #[error("training diverged: loss {loss} at epoch {epoch}, step {step}")]
-    Diverged {
-        epoch: usize,
-        step: usize,
-        loss: f64,
-    },
+    Diverged { epoch: usize, step: usize, loss: f64 },
     #[error("the training split is empty")]
     EmptyTrainSet,
 }
@@ -86,11 +82,7 @@ pub fn train(
             }
             let stats = loss_and_grad(layout, theta, &x, &y, &mut ws, &mut grad);
             if !stats.loss.is_finite() {
-                return Err(TrainError::Diverged {
-                    epoch,
-                    step,
-                    loss: stats.loss,
-                });
+                return Err(TrainError::Diverged { epoch, step, loss: stats.loss });
             }
             if rule.is_some_and(|r| r.records(epoch, step)) {
                 on_record(epoch, step, theta);

@@ -20,11 +20,7 @@ pub fn dense<B: Backend, const D: usize>(linear: &Linear<B>, x: Tensor<B, D>) ->
 }
 
 /// `x·W` with only the rows `inputs` of the weight matrix, and no bias.
-pub fn dense_rows<B: Backend, const D: usize>(
-    linear: &Linear<B>,
-    x: Tensor<B, D>,
-    inputs: std::ops::Range<usize>,
-) -> Tensor<B, D> {
+pub fn dense_rows<B: Backend, const D: usize>(linear: &Linear<B>, x: Tensor<B, D>, inputs: std::ops::Range<usize>) -> Tensor<B, D> {
     let dims = x.dims();
     let d_in = dims[D - 1];
     let rows: usize = dims[..D - 1].iter().product();

@@ -99,22 +99,13 @@ impl GraphSpec {
                 }
             }
         }
-        let is_input: Vec<f32> = (0..nodes)
-            .map(|i| if i < n[0] { 1.0 } else { 0.0 })
-            .collect();
+        let is_input: Vec<f32> = (0..nodes).map(|i| if i < n[0] { 1.0 } else { 0.0 }).collect();
         let (node_fixed, edge_fixed) = match time {
             TimeChannel::Faithful => (is_input, structural),
             TimeChannel::WeightEdges => (is_input, structural.iter().map(|s| 1.0 - s).collect()),
             TimeChannel::Everywhere => (vec![0.0; nodes], vec![0.0; nodes * nodes]),
         };
-        GraphSpec {
-            layout: layout.clone(),
-            nodes,
-            blocks,
-            pos_row,
-            node_fixed,
-            edge_fixed,
-        }
+        GraphSpec { layout: layout.clone(), nodes, blocks, pos_row, node_fixed, edge_fixed }
     }
 
     /// Dense edge features `[B, N, N, 1]`: `W_l[b,a]` at pair `(node(l−1,a), node(l,b))`,
@@ -169,12 +160,10 @@ impl GraphSpec {
         let [batch] = t.dims();
         let device = t.device();
         let n = self.nodes;
-        let node_fixed =
-            Tensor::<B, 1>::from_data(TensorData::new(self.node_fixed.clone(), [n]), &device)
-                .reshape([1, n, 1]);
-        let edge_fixed =
-            Tensor::<B, 1>::from_data(TensorData::new(self.edge_fixed.clone(), [n * n]), &device)
-                .reshape([1, n, n, 1]);
+        let node_fixed = Tensor::<B, 1>::from_data(TensorData::new(self.node_fixed.clone(), [n]), &device)
+            .reshape([1, n, 1]);
+        let edge_fixed = Tensor::<B, 1>::from_data(TensorData::new(self.edge_fixed.clone(), [n * n]), &device)
+            .reshape([1, n, n, 1]);
         let t_nodes = t.clone().reshape([batch, 1, 1]);
         let t_edges = t.clone().reshape([batch, 1, 1, 1]);
         // fixed·1 + (1 − fixed)·t
@@ -237,19 +226,10 @@ impl<B: Backend> GraphConstructor<B> {
     /// # Shapes
     /// `x`: `[B, P]` → nodes `[B, N, d]`, edges `[B, N, N, d]`.
     pub fn forward(&self, x: &Tensor<B, 2>, spec: &GraphSpec) -> (Tensor<B, 3>, Tensor<B, 4>) {
-        let edges = dense(
-            &self.proj_edge_in,
-            self.proj_weight.forward(spec.edge_features(x)),
-        );
-        let nodes = dense(
-            &self.proj_node_in,
-            self.proj_bias.forward(spec.node_features(x)),
-        );
+        let edges = dense(&self.proj_edge_in, self.proj_weight.forward(spec.edge_features(x)));
+        let nodes = dense(&self.proj_node_in, self.proj_bias.forward(spec.node_features(x)));
         let [_, d] = self.pos_embed.dims();
-        let pos = self
-            .pos_embed
-            .val()
-            .select(0, spec.pos_index::<B>(&x.device())); // [N, d]
+        let pos = self.pos_embed.val().select(0, spec.pos_index::<B>(&x.device())); // [N, d]
         let nodes = nodes + pos.reshape([1, spec.nodes, d]);
         (nodes, edges)
     }

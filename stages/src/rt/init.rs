@@ -29,22 +29,14 @@ pub struct ParamInit<'d, B: Backend> {
 
 impl<'d, B: Backend> ParamInit<'d, B> {
     pub fn new(seed: u64, device: &'d B::Device) -> Self {
-        ParamInit {
-            rng: Rng::derive(seed, "relational-transformer-init"),
-            next_id: 1,
-            device,
-        }
+        ParamInit { rng: Rng::derive(seed, "relational-transformer-init"), next_id: 1, device }
     }
 
     pub fn device(&self) -> &'d B::Device {
         self.device
     }
 
-    fn param<const D: usize>(
-        &mut self,
-        values: Vec<f32>,
-        shape: [usize; D],
-    ) -> Param<Tensor<B, D>> {
+    fn param<const D: usize>(&mut self, values: Vec<f32>, shape: [usize; D]) -> Param<Tensor<B, D>> {
         let id = ParamId::from(self.next_id);
         self.next_id += 1;
         let tensor = Tensor::<B, D>::from_data(TensorData::new(values, shape), self.device);
@@ -52,19 +44,11 @@ impl<'d, B: Backend> ParamInit<'d, B> {
     }
 
     fn uniform(&mut self, n: usize, bound: f64) -> Vec<f32> {
-        (0..n)
-            .map(|_| ((2.0 * self.rng.uniform() - 1.0) * bound) as f32)
-            .collect()
+        (0..n).map(|_| ((2.0 * self.rng.uniform() - 1.0) * bound) as f32).collect()
     }
 
     /// A `[d_in → d_out]` linear layer (burn stores the weight as `[d_in, d_out]`).
-    pub fn linear(
-        &mut self,
-        d_in: usize,
-        d_out: usize,
-        with_bias: bool,
-        init: LinearInit,
-    ) -> Linear<B> {
+    pub fn linear(&mut self, d_in: usize, d_out: usize, with_bias: bool, init: LinearInit) -> Linear<B> {
         let (weight_bound, bias_bound) = match init {
             LinearInit::XavierUniform => ((6.0 / (d_in + d_out) as f64).sqrt(), 0.0),
             LinearInit::TorchDefault => {

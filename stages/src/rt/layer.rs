@@ -51,7 +51,7 @@ impl<B: Backend> RelationalAttention<B> {
         let q = eq + q; // q_ij = Qn_i + Eq_ij
         let k = ek + k; // k_ij = Kn_j + Ek_ij
         let v = v * em + ev; // v_ij = Vn_j ⊙ Em_ij + Ev_ij
-                             // The scale uses the full d, as the code does.
+        // The scale uses the full d, as the code does.
         let logits = (q * k).sum_dim(4) / (self.d as f64).sqrt(); // [B, N, N, H, 1]
         let alpha = softmax(logits, 2);
         let out = (alpha * v).sum_dim(2); // [B, N, 1, H, dh]
@@ -106,11 +106,7 @@ impl<B: Backend> EdgeMessage<B> {
         let width = edges.dims()[3];
         // lin0_e([E_ij ; E_ji]) = E_ij·W_top + E_ji·W_bottom + b, without materializing the
         // [B, N, N, 2D] concatenation.
-        let bias = self
-            .lin0_e
-            .bias
-            .as_ref()
-            .map(|b| b.val().reshape([1, 1, 1, d]));
+        let bias = self.lin0_e.bias.as_ref().map(|b| b.val().reshape([1, 1, 1, d]));
         let forward = dense_rows(&self.lin0_e, edges.clone(), 0..width);
         let backward = dense_rows(&self.lin0_e, edges, width..2 * width).swap_dims(1, 2);
         let mut pair = forward + backward;
@@ -155,21 +151,13 @@ impl<B: Backend> RtLayer<B> {
 
     /// # Shapes
     /// nodes `[B, N, D]`, edges `[B, N, N, D]` → the same shapes.
-    pub fn forward(
-        &self,
-        nodes: Tensor<B, 3>,
-        edges: Tensor<B, 4>,
-    ) -> (Tensor<B, 3>, Tensor<B, 4>) {
+    pub fn forward(&self, nodes: Tensor<B, 3>, edges: Tensor<B, 4>) -> (Tensor<B, 3>, Tensor<B, 4>) {
         let attended = self.attention.forward(nodes.clone(), edges.clone());
         let nodes = self.ln_n0.forward(nodes + dense(&self.lin0, attended));
-        let nodes = self
-            .ln_n1
-            .forward(nodes.clone() + self.node_mlp.forward(nodes));
+        let nodes = self.ln_n1.forward(nodes.clone() + self.node_mlp.forward(nodes));
         let message = self.edge_message.forward(nodes.clone(), edges.clone());
         let edges = self.ln_e0.forward(edges + message);
-        let edges = self
-            .ln_e1
-            .forward(edges.clone() + self.edge_mlp.forward(edges));
+        let edges = self.ln_e1.forward(edges.clone() + self.edge_mlp.forward(edges));
         (nodes, edges)
     }
 }

@@ -32,13 +32,7 @@ pub struct RtConfig {
 
 impl RtConfig {
     pub fn for_layout(layout: &Layout, d_model: usize, layers: usize, heads: usize) -> Self {
-        RtConfig {
-            d_model,
-            layers,
-            heads,
-            pos_rows: positional_rows(layout),
-            outputs: layout.outputs(),
-        }
+        RtConfig { d_model, layers, heads, pos_rows: positional_rows(layout), outputs: layout.outputs() }
     }
 
     /// Deterministic in `seed` (parameters and parameter ids).
@@ -47,19 +41,11 @@ impl RtConfig {
         let width = d + 1;
         let mut init = ParamInit::<B>::new(seed, device);
         let constructor = GraphConstructor::new(&mut init, d, self.pos_rows);
-        let layers = (0..self.layers)
-            .map(|_| RtLayer::new(&mut init, d, self.heads))
-            .collect();
+        let layers = (0..self.layers).map(|_| RtLayer::new(&mut init, d, self.heads)).collect();
         let edge_head = ReadoutHead::new(&mut init, width, d);
         let node_head = ReadoutHead::new(&mut init, width, d);
         let graph_head = ReadoutHead::new(&mut init, self.outputs * width, d);
-        RelationalTransformer {
-            constructor,
-            layers,
-            edge_head,
-            node_head,
-            graph_head,
-        }
+        RelationalTransformer { constructor, layers, edge_head, node_head, graph_head }
     }
 
     /// Why `layout` cannot be fed to a model of this config, if it cannot.
@@ -128,9 +114,7 @@ impl<B: Backend> RelationalTransformer<B> {
         let weights = self.edge_head.forward(spec.structural_edges(edges)); // [B, P_W]
         let [_, n, width] = nodes.dims();
         let inputs = spec.layout.inputs();
-        let biases = self
-            .node_head
-            .forward(nodes.slice([0..batch, inputs..n, 0..width])); // [B, Σ n_l]
+        let biases = self.node_head.forward(nodes.slice([0..batch, inputs..n, 0..width])); // [B, Σ n_l]
         Tensor::cat(vec![weights, biases], 1)
     }
 }
@@ -166,26 +150,13 @@ mod tests {
         Rng::seed_from(seed).normal_vec(batch * layout.num_params(), 0.0, 0.5)
     }
 
-    fn run(
-        model: &RelationalTransformer<B>,
-        layout: &Layout,
-        x: &[f32],
-        t: &[f32],
-        time: TimeChannel,
-    ) -> Vec<f32> {
+    fn run(model: &RelationalTransformer<B>, layout: &Layout, x: &[f32], t: &[f32], time: TimeChannel) -> Vec<f32> {
         let dev = Default::default();
         let batch = t.len();
         let spec = GraphSpec::new(layout, time);
-        let xt = Tensor::<B, 2>::from_data(
-            TensorData::new(x.to_vec(), [batch, layout.num_params()]),
-            &dev,
-        );
+        let xt = Tensor::<B, 2>::from_data(TensorData::new(x.to_vec(), [batch, layout.num_params()]), &dev);
         let tt = Tensor::<B, 1>::from_data(TensorData::new(t.to_vec(), [batch]), &dev);
-        model
-            .forward(xt, tt, &spec)
-            .into_data()
-            .to_vec::<f32>()
-            .expect("f32")
+        model.forward(xt, tt, &spec).into_data().to_vec::<f32>().expect("f32")
     }
 
     /// Permutes hidden neuron `b` of layer 1 to `perm[b]` in a flat network.
@@ -211,16 +182,10 @@ mod tests {
         let x = input(&layout, 2, 9);
         let p = layout.num_params();
         let perm = [2usize, 0, 3, 1];
-        let xp: Vec<f32> = x
-            .chunks(p)
-            .flat_map(|row| permute_first_hidden(&layout, row, &perm))
-            .collect();
+        let xp: Vec<f32> = x.chunks(p).flat_map(|row| permute_first_hidden(&layout, row, &perm)).collect();
         let y = run(&model, &layout, &x, &[0.3, 0.7], TimeChannel::Faithful);
         let yp = run(&model, &layout, &xp, &[0.3, 0.7], TimeChannel::Faithful);
-        let expected: Vec<f32> = y
-            .chunks(p)
-            .flat_map(|row| permute_first_hidden(&layout, row, &perm))
-            .collect();
+        let expected: Vec<f32> = y.chunks(p).flat_map(|row| permute_first_hidden(&layout, row, &perm)).collect();
         for (a, b) in yp.iter().zip(&expected) {
             assert!((a - b).abs() < 1e-4, "{a} vs {b}");
         }
@@ -245,13 +210,7 @@ mod tests {
         }
         // A wider hidden layer runs with the same parameters.
         let wide = Layout(vec![3, 7, 2]);
-        let y = run(
-            &model,
-            &wide,
-            &input(&wide, 1, 3),
-            &[0.4],
-            TimeChannel::Faithful,
-        );
+        let y = run(&model, &wide, &input(&wide, 1, 3), &[0.4], TimeChannel::Faithful);
         assert_eq!(y.len(), wide.num_params());
     }
 
@@ -285,18 +244,12 @@ mod tests {
         let p = layout.num_params();
         let x: Vec<f32> = input(&layout, 1, 4);
         let loss_at = |x: &[f32]| -> (f32, Vec<f32>) {
-            let xt =
-                Tensor::<A, 2>::from_data(TensorData::new(x.to_vec(), [1, p]), &dev).require_grad();
+            let xt = Tensor::<A, 2>::from_data(TensorData::new(x.to_vec(), [1, p]), &dev).require_grad();
             let t = Tensor::<A, 1>::from_data(TensorData::new(vec![0.4f32], [1]), &dev);
             let loss = model.forward(xt.clone(), t, &spec).square().sum();
             let value = loss.clone().into_scalar();
             let grads = loss.backward();
-            let g = xt
-                .grad(&grads)
-                .expect("input gradient")
-                .into_data()
-                .to_vec::<f32>()
-                .expect("f32");
+            let g = xt.grad(&grads).expect("input gradient").into_data().to_vec::<f32>().expect("f32");
             (value, g)
         };
         let (_, grad) = loss_at(&x);

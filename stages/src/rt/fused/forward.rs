@@ -25,12 +25,7 @@ pub(super) struct MlpTape {
 
 impl MlpTape {
     fn new(rows: usize, d_in: usize, d: usize) -> Self {
-        MlpTape {
-            input: vec![0.0; rows * d_in],
-            pre0: vec![0.0; rows * d],
-            pre1: vec![0.0; rows * d],
-            rows,
-        }
+        MlpTape { input: vec![0.0; rows * d_in], pre0: vec![0.0; rows * d], pre1: vec![0.0; rows * d], rows }
     }
 }
 
@@ -41,10 +36,7 @@ pub(super) struct NormTape {
 
 impl NormTape {
     fn new(rows: usize, width: usize) -> Self {
-        NormTape {
-            xhat: vec![0.0; rows * width],
-            rstd: vec![0.0; rows],
-        }
+        NormTape { xhat: vec![0.0; rows * width], rstd: vec![0.0; rows] }
     }
 }
 
@@ -135,9 +127,7 @@ impl Tape {
             edge_embed_out: vec![0.0; distinct * d],
             node_embed: MlpTape::new(n, 1, d),
             node_embed_out: vec![0.0; n * d],
-            layers: (0..map.layers.len())
-                .map(|_| LayerTape::new(n, d, w, map.heads))
-                .collect(),
+            layers: (0..map.layers.len()).map(|_| LayerTape::new(n, d, w, map.heads)).collect(),
             x_final: vec![0.0; n * w],
             e_final: vec![0.0; pairs * w],
             edge_head: MlpTape::new(graph.structural.len(), w, d),
@@ -163,14 +153,7 @@ impl Tape {
 
     /// Whether this tape was sized for `graph` under a model of shape `map`.
     pub fn fits(&self, map: &ParamMap, graph: &FusedGraph) -> bool {
-        self.shape
-            == (
-                graph.nodes,
-                graph.structural.len(),
-                map.d,
-                map.layers.len(),
-                map.heads,
-            )
+        self.shape == (graph.nodes, graph.structural.len(), map.d, map.layers.len(), map.heads)
     }
 }
 
@@ -184,17 +167,7 @@ pub(super) fn bias(params: &[f32], lin: Lin) -> Option<&[f32]> {
 
 /// `y = x·W (+ b)` over `rows` rows.
 pub(super) fn linear(params: &[f32], lin: Lin, x: &[f32], rows: usize, y: &mut [f32]) {
-    gemm(
-        rows,
-        lin.d_in,
-        lin.d_out,
-        x,
-        false,
-        weight(params, lin),
-        false,
-        y,
-        false,
-    );
+    gemm(rows, lin.d_in, lin.d_out, x, false, weight(params, lin), false, y, false);
     if let Some(b) = bias(params, lin) {
         add_bias(&mut y[..rows * lin.d_out], b);
     }
@@ -208,13 +181,7 @@ pub(super) fn activate(act: Act, x: &[f32], out: &mut [f32]) {
 }
 
 /// `Lin → act → Lin → act → Lin` on `tape.input`, writing `out`.
-pub(super) fn mlp3_forward(
-    params: &[f32],
-    lins: &[Lin; 3],
-    act: Act,
-    tape: &mut MlpTape,
-    out: &mut [f32],
-) {
+pub(super) fn mlp3_forward(params: &[f32], lins: &[Lin; 3], act: Act, tape: &mut MlpTape, out: &mut [f32]) {
     let rows = tape.rows;
     let mut hidden = vec![0.0; rows * lins[0].d_out];
     linear(params, lins[0], &tape.input, rows, &mut tape.pre0);
@@ -225,15 +192,7 @@ pub(super) fn mlp3_forward(
 }
 
 /// Relational attention of one graph (science.md §6.5): writes `alpha` and `o`.
-fn attention_forward(
-    n: usize,
-    d: usize,
-    heads: usize,
-    qkvn: &[f32],
-    qkve: &[f32],
-    alpha: &mut [f32],
-    o: &mut [f32],
-) {
+fn attention_forward(n: usize, d: usize, heads: usize, qkvn: &[f32], qkve: &[f32], alpha: &mut [f32], o: &mut [f32]) {
     let dh = d / heads;
     let scale = 1.0 / (d as f32).sqrt();
     o.fill(0.0);
@@ -285,24 +244,12 @@ impl ResidualMlp<'_> {
     /// Saves the pre-GELU activations in `hidden` and the LayerNorm statistics in `saved`;
     /// `scratch` and `z` are work space.
     #[allow(clippy::too_many_arguments)]
-    fn forward(
-        &self,
-        params: &[f32],
-        x: &[f32],
-        hidden: &mut [f32],
-        scratch: &mut [f32],
-        z: &mut [f32],
-        saved: &mut NormTape,
-        out: &mut [f32],
-    ) {
+    fn forward(&self, params: &[f32], x: &[f32], hidden: &mut [f32], scratch: &mut [f32], z: &mut [f32], saved: &mut NormTape, out: &mut [f32]) {
         linear(params, self.mlp[0], x, self.rows, hidden);
         gelu(hidden, scratch);
         linear(params, self.mlp[1], scratch, self.rows, z);
         add_in_place(z, x);
-        let (g, b) = (
-            norm(params, self.ln.gamma, self.ln.d),
-            norm(params, self.ln.beta, self.ln.d),
-        );
+        let (g, b) = (norm(params, self.ln.gamma, self.ln.d), norm(params, self.ln.beta, self.ln.d));
         layer_norm(z, g, b, out, &mut saved.xhat, &mut saved.rstd);
     }
 }
@@ -323,64 +270,21 @@ fn layer_forward(
     // Attention.
     linear(params, lp.qkv_node, &tape.x_in, n, &mut tape.qkvn);
     linear(params, lp.qkv_edge, &tape.e_in, pairs, &mut tape.qkve);
-    attention_forward(
-        n,
-        d,
-        map.heads,
-        &tape.qkvn,
-        &tape.qkve,
-        &mut tape.alpha,
-        &mut tape.o,
-    );
+    attention_forward(n, d, map.heads, &tape.qkvn, &tape.qkve, &mut tape.alpha, &mut tape.o);
     linear(params, lp.att_out, &tape.o, n, &mut tape.att);
     // Node update: X1 = LN(X + lin0(att)), X2 = LN(X1 + mlp(X1)).
     let z = &mut work.nw0;
     linear(params, lp.lin0, &tape.att, n, z);
     add_in_place(z, &tape.x_in);
     let x1 = &mut work.nw1;
-    let (g, b) = (
-        norm(params, lp.ln_n0.gamma, w),
-        norm(params, lp.ln_n0.beta, w),
-    );
+    let (g, b) = (norm(params, lp.ln_n0.gamma, w), norm(params, lp.ln_n0.beta, w));
     layer_norm(z, g, b, x1, &mut tape.ln_n0.xhat, &mut tape.ln_n0.rstd);
-    let block = ResidualMlp {
-        mlp: &lp.node_mlp,
-        ln: lp.ln_n1,
-        rows: n,
-    };
-    block.forward(
-        params,
-        x1,
-        &mut tape.h_n,
-        &mut work.nd0,
-        z,
-        &mut tape.ln_n1,
-        x_out,
-    );
+    let block = ResidualMlp { mlp: &lp.node_mlp, ln: lp.ln_n1, rows: n };
+    block.forward(params, x1, &mut tape.h_n, &mut work.nd0, z, &mut tape.ln_n1, x_out);
     // Edge message: a_ij = E_ij·W_top + E_ji·W_bot + b + X2_i·W_s + b_s + X2_j·W_t + b_t.
     let pair_w = weight(params, lp.msg_pair);
-    gemm(
-        pairs,
-        w,
-        d,
-        &tape.e_in,
-        false,
-        &pair_w[..w * d],
-        false,
-        &mut work.pd0,
-        false,
-    );
-    gemm(
-        pairs,
-        w,
-        d,
-        &tape.e_in,
-        false,
-        &pair_w[w * d..],
-        false,
-        &mut work.pd1,
-        false,
-    );
+    gemm(pairs, w, d, &tape.e_in, false, &pair_w[..w * d], false, &mut work.pd0, false);
+    gemm(pairs, w, d, &tape.e_in, false, &pair_w[w * d..], false, &mut work.pd1, false);
     linear(params, lp.msg_source, x_out, n, &mut work.nd0);
     linear(params, lp.msg_target, x_out, n, &mut work.nd1);
     let pair_b = bias(params, lp.msg_pair).expect("message bias");
@@ -401,38 +305,15 @@ fn layer_forward(
     linear(params, lp.msg_out, &work.pd0, pairs, m);
     add_in_place(m, &tape.e_in);
     let e1 = &mut work.pw1;
-    let (g, b) = (
-        norm(params, lp.ln_e0.gamma, w),
-        norm(params, lp.ln_e0.beta, w),
-    );
+    let (g, b) = (norm(params, lp.ln_e0.gamma, w), norm(params, lp.ln_e0.beta, w));
     layer_norm(m, g, b, e1, &mut tape.ln_e0.xhat, &mut tape.ln_e0.rstd);
     // Edge MLP: E2 = LN(E1 + mlp(E1)).
-    let block = ResidualMlp {
-        mlp: &lp.edge_mlp,
-        ln: lp.ln_e1,
-        rows: pairs,
-    };
-    block.forward(
-        params,
-        e1,
-        &mut tape.h_e,
-        &mut work.pd0,
-        m,
-        &mut tape.ln_e1,
-        e_out,
-    );
+    let block = ResidualMlp { mlp: &lp.edge_mlp, ln: lp.ln_e1, rows: pairs };
+    block.forward(params, e1, &mut tape.h_e, &mut work.pd0, m, &mut tape.ln_e1, e_out);
 }
 
 /// The flat prediction `[P]` for one network `x` `[P]` at time `t`.
-pub(super) fn forward(
-    params: &[f32],
-    map: &ParamMap,
-    graph: &FusedGraph,
-    x: &[f32],
-    t: f32,
-    tape: &mut Tape,
-    out: &mut [f32],
-) {
+pub(super) fn forward(params: &[f32], map: &ParamMap, graph: &FusedGraph, x: &[f32], t: f32, tape: &mut Tape, out: &mut [f32]) {
     let (n, d, w) = (graph.nodes, map.d, map.width);
     let pairs = n * n;
     let structural = graph.structural.len();
@@ -440,46 +321,18 @@ pub(super) fn forward(
     // The flat layout stores all weights first, in the order of `graph.structural`.
     tape.edge_embed.input[..structural].copy_from_slice(&x[..structural]);
     tape.edge_embed.input[structural] = 0.0;
-    mlp3_forward(
-        params,
-        &map.proj_weight,
-        Act::Silu,
-        &mut tape.edge_embed,
-        &mut tape.edge_embed_out,
-    );
+    mlp3_forward(params, &map.proj_weight, Act::Silu, &mut tape.edge_embed, &mut tape.edge_embed_out);
     let rows = structural + 1;
     let mut edge_rows = vec![0.0; rows * d];
-    linear(
-        params,
-        map.proj_edge_in,
-        &tape.edge_embed_out,
-        rows,
-        &mut edge_rows,
-    );
+    linear(params, map.proj_edge_in, &tape.edge_embed_out, rows, &mut edge_rows);
     // Node inputs: 0 for input neurons, the bias otherwise.
     for i in 0..n {
-        tape.node_embed.input[i] = if i < graph.inputs {
-            0.0
-        } else {
-            x[structural + i - graph.inputs]
-        };
+        tape.node_embed.input[i] = if i < graph.inputs { 0.0 } else { x[structural + i - graph.inputs] };
     }
-    mlp3_forward(
-        params,
-        &map.proj_bias,
-        Act::Silu,
-        &mut tape.node_embed,
-        &mut tape.node_embed_out,
-    );
+    mlp3_forward(params, &map.proj_bias, Act::Silu, &mut tape.node_embed, &mut tape.node_embed_out);
     let layer0 = &mut tape.layers[0];
     let mut node_rows = vec![0.0; n * d];
-    linear(
-        params,
-        map.proj_node_in,
-        &tape.node_embed_out,
-        n,
-        &mut node_rows,
-    );
+    linear(params, map.proj_node_in, &tape.node_embed_out, n, &mut node_rows);
     for i in 0..n {
         let row = &mut layer0.x_in[i * w..][..w];
         let pos = &params[map.pos + graph.pos_row[i] * d..][..d];
@@ -501,37 +354,14 @@ pub(super) fn forward(
             Some(next) => (&mut next.x_in, &mut next.e_in),
             None => (&mut tape.x_final, &mut tape.e_final),
         };
-        layer_forward(
-            params,
-            &map.layers[l],
-            map,
-            n,
-            layer,
-            &mut tape.work,
-            x_out,
-            e_out,
-        );
+        layer_forward(params, &map.layers[l], map, n, layer, &mut tape.work, x_out, e_out);
     }
     // Heads: structural edges in flat weight order, then non-input nodes in node order.
     for (k, &pair) in graph.structural.iter().enumerate() {
         tape.edge_head.input[k * w..][..w].copy_from_slice(&tape.e_final[pair as usize * w..][..w]);
     }
-    tape.node_head
-        .input
-        .copy_from_slice(&tape.x_final[graph.inputs * w..]);
+    tape.node_head.input.copy_from_slice(&tape.x_final[graph.inputs * w..]);
     let (weights_out, biases_out) = out.split_at_mut(structural);
-    mlp3_forward(
-        params,
-        &map.edge_head,
-        Act::Relu,
-        &mut tape.edge_head,
-        weights_out,
-    );
-    mlp3_forward(
-        params,
-        &map.node_head,
-        Act::Relu,
-        &mut tape.node_head,
-        biases_out,
-    );
+    mlp3_forward(params, &map.edge_head, Act::Relu, &mut tape.edge_head, weights_out);
+    mlp3_forward(params, &map.node_head, Act::Relu, &mut tape.node_head, biases_out);
 }

@@ -34,34 +34,13 @@ macro_rules! with_avx2 {
 /// `c ← a·b (+ c if accumulate)` with `a` `[m, k]` and `b` `[k, n]`, all row-major;
 /// `a_t`/`b_t` say that the stored matrix is the transpose (`[k, m]` / `[n, k]`).
 #[allow(clippy::too_many_arguments)]
-pub fn gemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    a_t: bool,
-    b: &[f32],
-    b_t: bool,
-    c: &mut [f32],
-    accumulate: bool,
-) {
-    assert!(
-        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
-        "gemm operand too small"
-    );
+pub fn gemm(m: usize, k: usize, n: usize, a: &[f32], a_t: bool, b: &[f32], b_t: bool, c: &mut [f32], accumulate: bool) {
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm operand too small");
     if m == 0 || n == 0 {
         return;
     }
-    let (rsa, csa) = if a_t {
-        (1, m as isize)
-    } else {
-        (k as isize, 1)
-    };
-    let (rsb, csb) = if b_t {
-        (1, k as isize)
-    } else {
-        (n as isize, 1)
-    };
+    let (rsa, csa) = if a_t { (1, m as isize) } else { (k as isize, 1) };
+    let (rsb, csb) = if b_t { (1, k as isize) } else { (n as isize, 1) };
     let beta = if accumulate { 1.0 } else { 0.0 };
     // SAFETY: the asserts above bound every index the strides can reach.
     unsafe {
@@ -135,9 +114,7 @@ pub fn normal_cdf_pdf(x: f32) -> (f32, f32) {
     let z = x * std::f32::consts::FRAC_1_SQRT_2;
     let a = z.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = ((((1.061_405_4 * t - 1.453_152_1) * t + 1.421_413_8) * t - 0.284_496_72) * t
-        + 0.254_829_6)
-        * t;
+    let poly = ((((1.061_405_4 * t - 1.453_152_1) * t + 1.421_413_8) * t - 0.284_496_72) * t + 0.254_829_6) * t;
     let gauss = exp(-a * a);
     let erf = (1.0 - poly * gauss).copysign(z);
     (0.5 * (1.0 + erf), INV_SQRT_2PI * gauss)
@@ -230,21 +207,9 @@ pub const LN_EPS: f32 = 1e-5;
 
 /// LayerNorm over rows of width `gamma.len()`: writes `y`, and the normalized input
 /// `xhat` and `1/σ` per row that the backward pass needs.
-pub fn layer_norm(
-    x: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-    y: &mut [f32],
-    xhat: &mut [f32],
-    rstd: &mut [f32],
-) {
+pub fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], y: &mut [f32], xhat: &mut [f32], rstd: &mut [f32]) {
     let w = gamma.len();
-    for (((row, out), hat), r) in x
-        .chunks_exact(w)
-        .zip(y.chunks_exact_mut(w))
-        .zip(xhat.chunks_exact_mut(w))
-        .zip(rstd)
-    {
+    for (((row, out), hat), r) in x.chunks_exact(w).zip(y.chunks_exact_mut(w)).zip(xhat.chunks_exact_mut(w)).zip(rstd) {
         let mean = row.iter().sum::<f32>() / w as f32;
         let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / w as f32;
         let inv = 1.0 / (var + LN_EPS).sqrt();
@@ -279,12 +244,7 @@ pub fn layer_norm_backward(
     dbeta: &mut [f32],
 ) {
     let w = gamma.len();
-    for (((g, hat), out), &r) in dy
-        .chunks_exact(w)
-        .zip(xhat.chunks_exact(w))
-        .zip(dx.chunks_exact_mut(w))
-        .zip(rstd)
-    {
+    for (((g, hat), out), &r) in dy.chunks_exact(w).zip(xhat.chunks_exact(w)).zip(dx.chunks_exact_mut(w)).zip(rstd) {
         let mut mean_d = 0.0;
         let mut mean_dh = 0.0;
         for c in 0..w {
@@ -344,10 +304,7 @@ mod tests {
         for i in -30..=30 {
             let x = i as f32 * 0.2 + 0.013;
             for (f, df) in [
-                (
-                    gelu as fn(&[f32], &mut [f32]),
-                    gelu_backward as fn(&[f32], &mut [f32]),
-                ),
+                (gelu as fn(&[f32], &mut [f32]), gelu_backward as fn(&[f32], &mut [f32])),
                 (silu, silu_backward),
             ] {
                 let (mut up, mut down) = ([0.0], [0.0]);
@@ -356,11 +313,7 @@ mod tests {
                 let numeric = (up[0] - down[0]) / (2.0 * h);
                 let mut g = [1.0];
                 df(&[x], &mut g);
-                assert!(
-                    (g[0] - numeric).abs() < 1e-3,
-                    "x={x}: {} vs {numeric}",
-                    g[0]
-                );
+                assert!((g[0] - numeric).abs() < 1e-3, "x={x}: {} vs {numeric}", g[0]);
             }
             let (mut value, mut slope, mut plain, mut grad) = ([0.0], [0.0], [0.0], [1.0]);
             gelu_with_derivative(&[x], &mut value, &mut slope);
@@ -375,21 +328,11 @@ mod tests {
         let (m, k, n) = (5, 3, 4);
         let a: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.5 - 3.0).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i as f32).sin()).collect();
-        let naive: Vec<f32> = (0..m * n)
-            .map(|ij| {
-                (0..k)
-                    .map(|p| a[(ij / n) * k + p] * b[p * n + ij % n])
-                    .sum()
-            })
-            .collect();
+        let naive: Vec<f32> =
+            (0..m * n).map(|ij| (0..k).map(|p| a[(ij / n) * k + p] * b[p * n + ij % n]).sum()).collect();
         let at: Vec<f32> = (0..k * m).map(|pi| a[(pi % m) * k + pi / m]).collect();
         let bt: Vec<f32> = (0..n * k).map(|jp| b[(jp % k) * n + jp / k]).collect();
-        for (aa, a_t, bb, b_t) in [
-            (&a, false, &b, false),
-            (&at, true, &b, false),
-            (&a, false, &bt, true),
-            (&at, true, &bt, true),
-        ] {
+        for (aa, a_t, bb, b_t) in [(&a, false, &b, false), (&at, true, &b, false), (&a, false, &bt, true), (&at, true, &bt, true)] {
             let mut c = vec![1.0; m * n];
             gemm(m, k, n, aa, a_t, bb, b_t, &mut c, true);
             for (x, y) in c.iter().zip(&naive) {
@@ -401,9 +344,7 @@ mod tests {
     #[test]
     fn layer_norm_backward_matches_finite_differences() {
         let w = 5;
-        let x: Vec<f32> = (0..2 * w)
-            .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.3)
-            .collect();
+        let x: Vec<f32> = (0..2 * w).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.3).collect();
         let gamma: Vec<f32> = (0..w).map(|i| 1.0 + 0.1 * i as f32).collect();
         let beta = vec![0.2; w];
         let weights: Vec<f32> = (0..2 * w).map(|i| (i as f32 * 0.7).cos()).collect();
@@ -421,11 +362,7 @@ mod tests {
             up[i] += 1e-2;
             down[i] -= 1e-2;
             let numeric = (loss(&up) - loss(&down)) / 2e-2;
-            assert!(
-                (dx[i] - numeric).abs() < 2e-3,
-                "{i}: {} vs {numeric}",
-                dx[i]
-            );
+            assert!((dx[i] - numeric).abs() < 2e-3, "{i}: {} vs {numeric}", dx[i]);
         }
     }
 }

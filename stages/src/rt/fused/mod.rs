@@ -96,23 +96,13 @@ impl FusedRt {
     }
 
     /// `template` (same config) carrying this engine's parameter values.
-    pub fn to_model<B: Backend>(
-        &self,
-        template: RelationalTransformer<B>,
-    ) -> RelationalTransformer<B> {
+    pub fn to_model<B: Backend>(&self, template: RelationalTransformer<B>) -> RelationalTransformer<B> {
         params::import(template, &self.map, &self.params)
     }
 
     fn check_batch(&self, graph: &FusedGraph, x: &[f32], t: &[f32]) {
-        assert_eq!(
-            x.len(),
-            t.len() * graph.params,
-            "x must be [B, P] with B = t.len()"
-        );
-        assert!(
-            graph.pos_row.iter().all(|&r| r < self.map.pos_rows),
-            "graph needs more positional rows than the model has"
-        );
+        assert_eq!(x.len(), t.len() * graph.params, "x must be [B, P] with B = t.len()");
+        assert!(graph.pos_row.iter().all(|&r| r < self.map.pos_rows), "graph needs more positional rows than the model has");
     }
 
     /// Predictions `[B, P]` for networks `x` `[B, P]` at times `t` `[B]`, without
@@ -121,34 +111,22 @@ impl FusedRt {
         self.check_batch(graph, x, t);
         let p = graph.params;
         let mut out = vec![0.0f32; x.len()];
-        out.par_chunks_mut(p)
-            .zip(x.par_chunks(p))
-            .zip(t.par_iter())
-            .for_each(|((out, x), &t)| {
-                INFERENCE_TAPE.with(|cell| {
-                    let mut slot = cell.borrow_mut();
-                    if !slot
-                        .as_ref()
-                        .is_some_and(|tape| tape.fits(&self.map, graph))
-                    {
-                        *slot = Some(Tape::new(&self.map, graph));
-                    }
-                    let tape = slot.as_mut().expect("tape allocated");
-                    forward::forward(&self.params, &self.map, graph, x, t, tape, out);
-                });
+        out.par_chunks_mut(p).zip(x.par_chunks(p)).zip(t.par_iter()).for_each(|((out, x), &t)| {
+            INFERENCE_TAPE.with(|cell| {
+                let mut slot = cell.borrow_mut();
+                if !slot.as_ref().is_some_and(|tape| tape.fits(&self.map, graph)) {
+                    *slot = Some(Tape::new(&self.map, graph));
+                }
+                let tape = slot.as_mut().expect("tape allocated");
+                forward::forward(&self.params, &self.map, graph, x, t, tape, out);
             });
+        });
         out
     }
 
     /// Like [`FusedRt::predict`], keeping one [`Tape`] per sample in `tapes` (allocated on
     /// first use, reused afterwards) for [`FusedRt::backward`].
-    pub fn forward_taped(
-        &self,
-        graph: &FusedGraph,
-        x: &[f32],
-        t: &[f32],
-        tapes: &mut Vec<Tape>,
-    ) -> Vec<f32> {
+    pub fn forward_taped(&self, graph: &FusedGraph, x: &[f32], t: &[f32], tapes: &mut Vec<Tape>) -> Vec<f32> {
         self.check_batch(graph, x, t);
         let p = graph.params;
         tapes.truncate(t.len());
@@ -157,13 +135,9 @@ impl FusedRt {
             tapes.push(Tape::new(&self.map, graph));
         }
         let mut out = vec![0.0f32; x.len()];
-        out.par_chunks_mut(p)
-            .zip(x.par_chunks(p))
-            .zip(t.par_iter())
-            .zip(tapes.par_iter_mut())
-            .for_each(|(((out, x), &t), tape)| {
-                forward::forward(&self.params, &self.map, graph, x, t, tape, out)
-            });
+        out.par_chunks_mut(p).zip(x.par_chunks(p)).zip(t.par_iter()).zip(tapes.par_iter_mut()).for_each(
+            |(((out, x), &t), tape)| forward::forward(&self.params, &self.map, graph, x, t, tape, out),
+        );
         out
     }
 
@@ -171,11 +145,7 @@ impl FusedRt {
     /// [`FusedRt::forward_taped`].
     pub fn backward(&self, graph: &FusedGraph, tapes: &mut [Tape], dout: &[f32]) -> Vec<f32> {
         let p = graph.params;
-        assert_eq!(
-            dout.len(),
-            tapes.len() * p,
-            "dout must be [B, P] for the taped batch"
-        );
+        assert_eq!(dout.len(), tapes.len() * p, "dout must be [B, P] for the taped batch");
         let per_sample: Vec<Vec<f32>> = tapes
             .par_iter_mut()
             .zip(dout.par_chunks(p))
@@ -207,24 +177,13 @@ mod tests {
 
     type A = Autodiff<NdArray<f32>>;
 
-    fn setup(
-        layout: &Layout,
-        d: usize,
-        layers: usize,
-        heads: usize,
-        time: TimeChannel,
-    ) -> (RtConfig, RelationalTransformer<A>, GraphSpec) {
+    fn setup(layout: &Layout, d: usize, layers: usize, heads: usize, time: TimeChannel) -> (RtConfig, RelationalTransformer<A>, GraphSpec) {
         let config = RtConfig::for_layout(layout, d, layers, heads);
         let model = config.init::<A>(3, &Default::default());
         (config, model, GraphSpec::new(layout, time))
     }
 
-    fn burn_forward(
-        model: &RelationalTransformer<A>,
-        spec: &GraphSpec,
-        x: &[f32],
-        t: &[f32],
-    ) -> Tensor<A, 2> {
+    fn burn_forward(model: &RelationalTransformer<A>, spec: &GraphSpec, x: &[f32], t: &[f32]) -> Tensor<A, 2> {
         let dev = Default::default();
         let p = spec.layout.num_params();
         let xt = Tensor::<A, 2>::from_data(TensorData::new(x.to_vec(), [t.len(), p]), &dev);
@@ -236,10 +195,7 @@ mod tests {
         assert_eq!(a.len(), b.len(), "{what}: lengths");
         let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-3);
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!(
-                (x - y).abs() <= tol * scale,
-                "{what}[{i}]: fused {x} vs burn {y} (scale {scale})"
-            );
+            assert!((x - y).abs() <= tol * scale, "{what}[{i}]: fused {x} vs burn {y} (scale {scale})");
         }
     }
 
@@ -255,10 +211,7 @@ mod tests {
         assert_eq!(back.params, shifted.params);
         // ids are kept, so the record bytes of an unchanged model are unchanged
         let same = fused.to_model(model.clone());
-        assert_eq!(
-            crate::flow::train::model_bytes(&same).unwrap(),
-            crate::flow::train::model_bytes(&model).unwrap()
-        );
+        assert_eq!(crate::flow::train::model_bytes(&same).unwrap(), crate::flow::train::model_bytes(&model).unwrap());
     }
 
     #[test]
@@ -266,44 +219,24 @@ mod tests {
         for (layout, d, layers, heads, time) in [
             (Layout(vec![3, 4, 2]), 8, 2, 1, TimeChannel::Faithful),
             (Layout(vec![4, 3, 3, 2]), 8, 2, 2, TimeChannel::WeightEdges),
-            (
-                Layout(vec![30, 16, 16, 2]),
-                16,
-                1,
-                1,
-                TimeChannel::Everywhere,
-            ),
+            (Layout(vec![30, 16, 16, 2]), 16, 1, 1, TimeChannel::Everywhere),
         ] {
             let (config, model, spec) = setup(&layout, d, layers, heads, time);
             let p = layout.num_params();
             let x = Rng::seed_from(4).normal_vec(3 * p, 0.0, 0.7);
             let t = [0.1f32, 0.55, 0.9];
-            let want = burn_forward(&model, &spec, &x, &t)
-                .into_data()
-                .to_vec::<f32>()
-                .unwrap();
+            let want = burn_forward(&model, &spec, &x, &t).into_data().to_vec::<f32>().unwrap();
             let fused = FusedRt::from_model(&model, &config);
             let graph = FusedGraph::new(&spec);
             let got = fused.predict(&graph, &x, &t);
             close(&got, &want, 2e-4, &format!("forward {layout}"));
             let mut tapes = Vec::new();
-            assert_eq!(
-                fused.forward_taped(&graph, &x, &t, &mut tapes),
-                got,
-                "taped and untaped forward agree"
-            );
+            assert_eq!(fused.forward_taped(&graph, &x, &t, &mut tapes), got, "taped and untaped forward agree");
         }
     }
 
     /// Parameter gradients of the burn model, in arena order.
-    fn burn_gradients(
-        model: &RelationalTransformer<A>,
-        spec: &GraphSpec,
-        x: &[f32],
-        t: &[f32],
-        dout: &[f32],
-        map: &ParamMap,
-    ) -> Vec<f32> {
+    fn burn_gradients(model: &RelationalTransformer<A>, spec: &GraphSpec, x: &[f32], t: &[f32], dout: &[f32], map: &ParamMap) -> Vec<f32> {
         struct Collect<'g> {
             grads: &'g <A as burn::tensor::backend::AutodiffBackend>::Gradients,
             map: &'g ParamMap,
@@ -322,17 +255,9 @@ mod tests {
         }
         let p = spec.layout.num_params();
         let y = burn_forward(model, spec, x, t);
-        let w = Tensor::<A, 2>::from_data(
-            TensorData::new(dout.to_vec(), [t.len(), p]),
-            &Default::default(),
-        );
+        let w = Tensor::<A, 2>::from_data(TensorData::new(dout.to_vec(), [t.len(), p]), &Default::default());
         let grads = (y * w).sum().backward();
-        let mut c = Collect {
-            grads: &grads,
-            map,
-            out: vec![0.0; map.len],
-            next: 0,
-        };
+        let mut c = Collect { grads: &grads, map, out: vec![0.0; map.len], next: 0 };
         model.visit(&mut c);
         c.out
     }
@@ -360,12 +285,7 @@ mod tests {
             // its forward computes, which moves its gradients by ~1e-3 relative; the fused
             // gradient is exact (see `gradient_matches_finite_differences`).
             for (k, &(offset, len)) in fused.map.tensors.iter().enumerate() {
-                close(
-                    &got[offset..offset + len],
-                    &want[offset..offset + len],
-                    4e-3,
-                    &format!("{layout} tensor {k}"),
-                );
+                close(&got[offset..offset + len], &want[offset..offset + len], 4e-3, &format!("{layout} tensor {k}"));
             }
         }
     }
@@ -385,11 +305,7 @@ mod tests {
         fused.forward_taped(&graph, &x, &t, &mut tapes);
         let grads = fused.backward(&graph, &mut tapes, &dout);
         let objective = |f: &FusedRt| -> f64 {
-            f.predict(&graph, &x, &t)
-                .iter()
-                .zip(&dout)
-                .map(|(y, w)| f64::from(y * w))
-                .sum()
+            f.predict(&graph, &x, &t).iter().zip(&dout).map(|(y, w)| f64::from(y * w)).sum()
         };
         let base = fused.params.clone();
         let h = 2e-3f32;

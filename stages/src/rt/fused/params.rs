@@ -93,11 +93,7 @@ impl Alloc {
         Norm { gamma, beta, d }
     }
     fn mlp3(&mut self, d_in: usize, d: usize, d_out: usize) -> [Lin; 3] {
-        [
-            self.lin(d_in, d, true),
-            self.lin(d, d, true),
-            self.lin(d, d_out, true),
-        ]
+        [self.lin(d_in, d, true), self.lin(d, d, true), self.lin(d, d_out, true)]
     }
 }
 
@@ -106,10 +102,7 @@ impl ParamMap {
     pub fn new(config: &RtConfig) -> Self {
         let d = config.d_model;
         let width = d + 1;
-        let mut a = Alloc {
-            tensors: Vec::new(),
-            len: 0,
-        };
+        let mut a = Alloc { tensors: Vec::new(), len: 0 };
         let proj_weight = a.mlp3(1, d, d);
         let proj_bias = a.mlp3(1, d, d);
         let proj_edge_in = a.lin(d, d, true);
@@ -166,48 +159,21 @@ pub fn export<B: Backend>(model: &RelationalTransformer<B>, map: &ParamMap) -> V
     impl<B: Backend> ModuleVisitor<B> for Export<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
             let (offset, len) = self.map.tensors[self.next];
-            assert_eq!(
-                param.id,
-                (self.next as u64 + 1).into(),
-                "parameter order differs from the arena"
-            );
-            let values = param
-                .val()
-                .into_data()
-                .convert::<f32>()
-                .to_vec::<f32>()
-                .expect("f32 parameter");
-            assert_eq!(
-                values.len(),
-                len,
-                "parameter {} has {} values, the arena {len}",
-                self.next,
-                values.len()
-            );
+            assert_eq!(param.id, (self.next as u64 + 1).into(), "parameter order differs from the arena");
+            let values = param.val().into_data().convert::<f32>().to_vec::<f32>().expect("f32 parameter");
+            assert_eq!(values.len(), len, "parameter {} has {} values, the arena {len}", self.next, values.len());
             self.out[offset..offset + len].copy_from_slice(&values);
             self.next += 1;
         }
     }
-    let mut export = Export {
-        map,
-        out: vec![0.0; map.len],
-        next: 0,
-    };
+    let mut export = Export { map, out: vec![0.0; map.len], next: 0 };
     model.visit(&mut export);
-    assert_eq!(
-        export.next,
-        map.tensors.len(),
-        "model has fewer tensors than the arena"
-    );
+    assert_eq!(export.next, map.tensors.len(), "model has fewer tensors than the arena");
     export.out
 }
 
 /// `model` with every parameter replaced by the arena's values (ids kept).
-pub fn import<B: Backend>(
-    model: RelationalTransformer<B>,
-    map: &ParamMap,
-    values: &[f32],
-) -> RelationalTransformer<B> {
+pub fn import<B: Backend>(model: RelationalTransformer<B>, map: &ParamMap, values: &[f32]) -> RelationalTransformer<B> {
     struct Import<'m> {
         map: &'m ParamMap,
         values: &'m [f32],
@@ -222,19 +188,11 @@ pub fn import<B: Backend>(
             let device = tensor.device();
             let data = TensorData::new(self.values[offset..offset + len].to_vec(), shape);
             let fresh = Tensor::<B, D>::from_data(data, &device);
-            let fresh = if tensor.is_require_grad() {
-                fresh.require_grad()
-            } else {
-                fresh
-            };
+            let fresh = if tensor.is_require_grad() { fresh.require_grad() } else { fresh };
             Param::from_mapped_value(id, fresh, mapper)
         }
     }
     assert_eq!(values.len(), map.len);
-    let mut import = Import {
-        map,
-        values,
-        next: 0,
-    };
+    let mut import = Import { map, values, next: 0 };
     model.map(&mut import)
 }
