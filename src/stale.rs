@@ -89,7 +89,9 @@ pub fn status(p: &Pipeline, inst: &Instance, cache: &Cache) -> Status {
     names.dedup();
     for name in names {
         let (a, b) = (old.params.0.get(name), inst.params.0.get(name));
-        if a != b {
+        // A parameter the kind gained since, left at its default, changed nothing.
+        let gained_at_default = a.is_none() && inst.unkeyed.contains(name);
+        if a != b && !gained_at_default {
             changes.push(Change::Param { name: name.clone(), old: a.cloned(), new: b.cloned() });
         }
     }

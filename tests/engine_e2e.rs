@@ -136,3 +136,49 @@ outputs = ["r.txt"]
     let plan = p.run(&["plan", "pipelines/f.toml"]);
     assert!(text(&plan).contains("file `scripts/make.sh` of `inputs` changed"), "{}", text(&plan));
 }
+
+/// An entry computed before `train-flow` had `lr_schedule` and `warmup` (its manifest lacks
+/// them): `why` names what really changed and not the parameters the kind gained since.
+#[test]
+fn why_does_not_blame_parameters_a_kind_gained_at_their_default() {
+    let p = Project::new();
+    let flow = |iterations: u32| {
+        format!(
+            "[stage.toy]\nkind = \"toy-data\"\ncount = 16\n\n[stage.flow]\nkind = \"train-flow\"\nweights = \"toy\"\n\
+             iterations = {iterations}\nbatch_size = 4\nd_model = 2\nlayers = 1\nsource_std = 1.0\n"
+        )
+    };
+    p.write("pipelines/flow.toml", &flow(2));
+    assert_ok(&p.run(&["run", "pipelines/flow.toml"]));
+    let manifests: Vec<_> = walk(&p.cache().join("entries")).into_iter().filter(|f| f.ends_with("manifest.json")).collect();
+    let mut edited = 0;
+    for path in manifests {
+        let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        if m["kind"] == "train-flow" {
+            let params = m["params"].as_object_mut().unwrap();
+            assert!(params.remove("lr_schedule").is_some() && params.remove("warmup").is_some());
+            std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+            edited += 1;
+        }
+    }
+    assert_eq!(edited, 1);
+    p.write("pipelines/flow.toml", &flow(3));
+    let why = p.run(&["why", "pipelines/flow.toml", "flow"]);
+    assert_ok(&why);
+    let t = text(&why);
+    assert!(t.contains("parameter `iterations` changed 2 -> 3"), "{t}");
+    assert!(!t.contains("parameter `lr_schedule`") && !t.contains("parameter `warmup`"), "{t}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

@@ -697,6 +697,7 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
                     key: String::new(),
                     flops,
                     data_digest,
+                    unkeyed: Vec::new(),
                 });
             }
         }
@@ -756,6 +757,7 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
             // Parameters added to a kind later and left at their default stay out too, so
             // results cached before they existed remain valid.
             let specs = kind.params();
+            inst.unkeyed = unkeyed_defaults(&specs, &inst.params).into_iter().map(str::to_owned).collect();
             let refs: BTreeSet<&str> = p.stages[si]
                 .refs
                 .keys()

@@ -96,6 +96,8 @@ pub struct Instance {
     pub flops: Option<f64>,
     /// See `StageKind::builtin_data_digest`; part of the key.
     pub data_digest: Option<String>,
+    /// Parameters left out of the key: added to the kind later and at their default.
+    pub unkeyed: Vec<String>,
 }
 
 /// Why a pipeline could not be loaded.
