@@ -169,16 +169,3 @@ fn why_does_not_blame_parameters_a_kind_gained_at_their_default() {
     assert!(t.contains("parameter `iterations` changed 2 -> 3"), "{t}");
     assert!(!t.contains("parameter `lr_schedule`") && !t.contains("parameter `warmup`"), "{t}");
 }
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}

@@ -44,20 +44,6 @@ fn smoke_pipeline_runs_end_to_end_with_a_report() {
     assert!(text(&again).contains(", 0 to run"), "{}", text(&again));
 }
 
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                out.extend(walk(&path));
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    out
-}
 
 #[test]
 fn shipped_pipelines_validate() {

@@ -103,6 +103,23 @@ fn run_kind(
     out
 }
 
+/// Samples the trained flow in `flow` into `dir` with the sample kind's defaults and
+/// `overrides`.
+fn sample_flow(flow: &Path, overrides: &[(&str, Value)], dir: &Path) -> WeightSet {
+    let sample_kind = Sample;
+    let mut all = vec![("flow", Value::Str("flow".into()))];
+    all.extend(overrides.iter().cloned());
+    let p = params(&sample_kind, &all);
+    let out = run_kind(
+        &sample_kind,
+        &p,
+        ("flow", artifact("train-flow", flow)),
+        dir,
+        1,
+    );
+    WeightSet::read(&out.join(FILE_NAME)).expect("samples")
+}
+
 fn artifact(kind: &str, dir: &Path) -> InputArtifact {
     InputArtifact {
         instance: kind.to_owned(),
@@ -177,25 +194,16 @@ fn toy(args: &Args, work: &Path) {
     );
     eprintln!("toy flow trained in {:.0} s", start.elapsed().as_secs_f64());
     for noise in [0.0, 0.05] {
-        let sample_kind = Sample;
-        let p = params(
-            &sample_kind,
+        let start = Instant::now();
+        let set = sample_flow(
+            &flow,
             &[
-                ("flow", Value::Str("toy-flow".into())),
                 ("count", Value::Int(args.int("samples", 64))),
                 ("steps", Value::Int(args.int("steps", 100))),
                 ("noise_scale", Value::Float(noise)),
             ],
-        );
-        let start = Instant::now();
-        let out = run_kind(
-            &sample_kind,
-            &p,
-            ("flow", artifact("train-flow", &flow)),
             &work.join(format!("toy-samples-{noise}")),
-            1,
         );
-        let set = WeightSet::read(&out.join(FILE_NAME)).expect("samples");
         let means: Vec<f64> = set
             .rows()
             .map(|r| r.iter().map(|&v| v as f64).sum::<f64>() / r.len() as f64)
@@ -338,24 +346,15 @@ fn uci(args: &Args, work: &Path) {
             0,
         );
         let trained = start.elapsed().as_secs_f64();
-        let sample_kind = Sample;
-        let p = params(
-            &sample_kind,
+        let start = Instant::now();
+        let set = sample_flow(
+            &flow,
             &[
-                ("flow", Value::Str("uci-flow".into())),
                 ("count", Value::Int(args.int("samples", 64))),
                 ("steps", Value::Int(args.int("steps", 64))),
             ],
-        );
-        let start = Instant::now();
-        let out = run_kind(
-            &sample_kind,
-            &p,
-            ("flow", artifact("train-flow", &flow)),
             &work.join(format!("uci-samples-{geometry}")),
-            1,
         );
-        let set = WeightSet::read(&out.join(FILE_NAME)).expect("samples");
         eprintln!(
             "{geometry}: trained in {trained:.0} s, sampled in {:.0} s",
             start.elapsed().as_secs_f64()
@@ -378,25 +377,15 @@ fn resample(args: &Args, work: &Path) {
             continue;
         }
         for rule in ["x1-minus-x0", "denoiser"] {
-            let sample_kind = Sample;
-            let p = params(
-                &sample_kind,
+            let set = sample_flow(
+                &flow,
                 &[
-                    ("flow", Value::Str("uci-flow".into())),
                     ("count", Value::Int(args.int("samples", 64))),
                     ("steps", Value::Int(args.int("steps", 64))),
                     ("velocity_rule", Value::Str(rule.into())),
                 ],
+                &work.join(format!("uci-samples-{geometry}-{rule}")),
             );
-            let dir = work.join(format!("uci-samples-{geometry}-{rule}"));
-            let out = run_kind(
-                &sample_kind,
-                &p,
-                ("flow", artifact("train-flow", &flow)),
-                &dir,
-                1,
-            );
-            let set = WeightSet::read(&out.join(FILE_NAME)).expect("samples");
             report(&format!("{geometry} flow samples, {rule}"), &set, &test);
         }
     }

@@ -94,3 +94,19 @@ deps = ["shout"]
 cmd = ["sh", "-c", "for d in $(echo $WFPIPE_DEPS | tr ':' ' '); do cat $d/loud.txt; done > all.txt; echo $WFPIPE_INSTANCE >> $COUNTER"]
 outputs = ["all.txt"]
 "#;
+
+/// Every file below `dir` (none if it does not exist).
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
