@@ -46,7 +46,7 @@ pub enum Command {
     Run {
         #[command(flatten)]
         p: PipelineArgs,
-        /// Only these stages or instances (and what they need).
+        /// Only these stages, instances or selections `stage[axis=value,...]` (and what they need).
         targets: Vec<String>,
         /// Folder holding mnist/ and fashion-mnist/ [default: data/ beside the project; env WFPIPE_DATA].
         #[arg(long, env = "WFPIPE_DATA")]

@@ -169,3 +169,18 @@ fn why_does_not_blame_parameters_a_kind_gained_at_their_default() {
     assert!(t.contains("parameter `iterations` changed 2 -> 3"), "{t}");
     assert!(!t.contains("parameter `lr_schedule`") && !t.contains("parameter `warmup`"), "{t}");
 }
+
+/// A run target may name some axes of a stage: `s[A=1]` runs every instance with A=1.
+#[test]
+fn targets_select_instances_by_some_of_their_axes() {
+    let p = Project::new();
+    p.write(
+        "pipelines/grid.toml",
+        "[stage.s]\nkind = \"command\"\ncmd = [\"sh\", \"-c\", \"echo $WFPIPE_INSTANCE >> $COUNTER\"]\nmatrix.env.A = [\"1\", \"2\"]\nmatrix.env.B = [\"x\", \"y\"]\n",
+    );
+    assert_ok(&p.run(&["run", "pipelines/grid.toml", "s[A=1]"]));
+    assert_eq!(p.computed(), vec!["s[A=1,B=x]", "s[A=1,B=y]"]);
+    let o = p.run(&["run", "pipelines/grid.toml", "s[A=3]"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("no stage or instance `s[A=3]`"), "{}", text(&o));
+}

@@ -76,11 +76,19 @@ pub fn select(p: &Pipeline, targets: &[String]) -> anyhow::Result<BTreeSet<usize
     }
     let mut stack = Vec::new();
     for t in targets {
+        // An instance id, a stage, or a selection `stage[axis=value,...]` naming some axes.
+        let sel = crate::pipeline::refsel::RefSel::parse(t).ok();
+        let selected = |i: &crate::pipeline::Instance| {
+            sel.as_ref().is_some_and(|s| {
+                p.stages[i.stage].name == s.stage
+                    && s.filters.iter().all(|(k, v)| i.axes.get(k).is_some_and(|x| x.to_string() == *v))
+            })
+        };
         let found: Vec<usize> = p
             .instances
             .iter()
             .enumerate()
-            .filter(|(_, i)| i.id == *t || p.stages[i.stage].name == *t)
+            .filter(|(_, i)| i.id == *t || selected(i))
             .map(|(n, _)| n)
             .collect();
         if found.is_empty() {
