@@ -178,6 +178,9 @@ fn targets_select_instances_by_some_of_their_axes() {
         "pipelines/grid.toml",
         "[stage.s]\nkind = \"command\"\ncmd = [\"sh\", \"-c\", \"echo $WFPIPE_INSTANCE >> $COUNTER\"]\nmatrix.env.A = [\"1\", \"2\"]\nmatrix.env.B = [\"x\", \"y\"]\n",
     );
+    let dry = p.run(&["run", "--dry-run", "pipelines/grid.toml", "s[B=y]"]);
+    assert_ok(&dry);
+    assert!(text(&dry).contains("2 instances, 0 cached, 2 to run") && !text(&dry).contains("B=x"), "{}", text(&dry));
     assert_ok(&p.run(&["run", "pipelines/grid.toml", "s[A=1]"]));
     assert_eq!(p.computed(), vec!["s[A=1,B=x]", "s[A=1,B=y]"]);
     let o = p.run(&["run", "pipelines/grid.toml", "s[A=3]"]);

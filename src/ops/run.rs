@@ -121,7 +121,8 @@ pub fn run(path: &Path, o: &RunOptions) -> anyhow::Result<i32> {
         ExecutorChoice::Local => None,
     };
     if o.dry_run {
-        print!("{}", super::plan::render_plan(&p, &planned));
+        let chosen: Vec<_> = planned.into_iter().filter(|x| selected.contains(&x.index)).collect();
+        print!("{}", super::plan::render_plan(&p, &chosen));
         return Ok(0);
     }
     let mut renderer = Renderer::new(o.mode);
