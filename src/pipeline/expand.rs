@@ -82,10 +82,7 @@ pub(crate) fn check_axes(
                 let names = schema.iter().filter(|p| !p.ty.is_ref()).map(|p| p.name);
                 loader.diags.push(
                     Diagnostic::new(
-                        format!(
-                            "`{section}.{}`: kind `{kind}` has no parameter `{}` to sweep",
-                            k.name, k.name
-                        ),
+                        format!("`{section}.{}`: kind `{kind}` has no parameter `{}` to sweep", k.name, k.name),
                         span_of_key(k),
                     )
                     .suggest(&k.name, names),
@@ -94,22 +91,14 @@ pub(crate) fn check_axes(
             };
             if spec.ty.is_ref() {
                 loader.diags.push(
-                    Diagnostic::new(
-                        format!("`{section}.{}`: references cannot be swept", k.name),
-                        span_of_key(k),
-                    )
-                    .help(
-                        "sweep the upstream stage instead; this stage fans out over its instances",
-                    ),
+                    Diagnostic::new(format!("`{section}.{}`: references cannot be swept", k.name), span_of_key(k))
+                        .help("sweep the upstream stage instead; this stage fans out over its instances"),
                 );
                 continue;
             }
             if params.contains_key(spec.name) {
                 loader.diags.push(Diagnostic::new(
-                    format!(
-                        "`{}` is set both as a parameter and as a `{section}` axis",
-                        k.name
-                    ),
+                    format!("`{}` is set both as a parameter and as a `{section}` axis", k.name),
                     span_of_key(k),
                 ));
                 continue;
@@ -118,15 +107,10 @@ pub(crate) fn check_axes(
             match (&spec.ty, &v.kind) {
                 (ParamType::StrMap, SKind::Table(entries)) => {
                     for (ek, ev) in entries {
-                        if let Some(values) =
-                            axis_values(loader, section, &ek.name, &ParamType::Str, ev, true)
-                        {
+                        if let Some(values) = axis_values(loader, section, &ek.name, &ParamType::Str, ev, true) {
                             axes.push(Axis {
                                 name: ek.name.clone(),
-                                target: AxisTarget::MapEntry {
-                                    param: k.name.clone(),
-                                    key: ek.name.clone(),
-                                },
+                                target: AxisTarget::MapEntry { param: k.name.clone(), key: ek.name.clone() },
                                 ty: ParamType::Str,
                                 values,
                             });
@@ -134,8 +118,7 @@ pub(crate) fn check_axes(
                     }
                 }
                 _ => {
-                    if let Some(values) = axis_values(loader, section, &k.name, &spec.ty, v, false)
-                    {
+                    if let Some(values) = axis_values(loader, section, &k.name, &spec.ty, v, false) {
                         axes.push(Axis {
                             name: k.name.clone(),
                             target: AxisTarget::Param(k.name.clone()),
@@ -147,10 +130,7 @@ pub(crate) fn check_axes(
             }
             for a in &axes {
                 if !seen.insert(a.name.clone()) {
-                    loader.diags.push(Diagnostic::new(
-                        format!("axis `{}` is declared twice", a.name),
-                        span_of_key(k),
-                    ));
+                    loader.diags.push(Diagnostic::new(format!("axis `{}` is declared twice", a.name), span_of_key(k)));
                 }
             }
             if section == "matrix" {
@@ -172,18 +152,13 @@ pub(crate) fn check_axes(
                     Some(span.clone()).filter(|s| *s != super::check::CLI_SPAN),
                 ));
             } else {
-                groups.push(AxisGroup {
-                    axes: zipped.into_iter().map(|(a, _)| a).collect(),
-                });
+                groups.push(AxisGroup { axes: zipped.into_iter().map(|(a, _)| a).collect() });
             }
         }
     }
     if let Some(n) = replicates {
         if !seen.insert(REPLICATE_AXIS.into()) {
-            loader.diags.push(Diagnostic::new(
-                format!("axis `{REPLICATE_AXIS}` is reserved for `replicates`"),
-                None,
-            ));
+            loader.diags.push(Diagnostic::new(format!("axis `{REPLICATE_AXIS}` is reserved for `replicates`"), None));
         }
         groups.push(AxisGroup {
             axes: vec![Axis {
@@ -211,21 +186,15 @@ fn axis_values(
 ) -> Option<Vec<Value>> {
     let SKind::Array(items) = &v.kind else {
         loader.diags.push(Diagnostic::new(
-            format!(
-                "`{section}.{name}` must be an array of values to sweep, found {}",
-                v.type_name()
-            ),
+            format!("`{section}.{name}` must be an array of values to sweep, found {}", v.type_name()),
             span_of(v),
         ));
         return None;
     };
     if items.is_empty() {
         loader.diags.push(
-            Diagnostic::new(
-                format!("empty sweep: `{section}.{name}` has no values"),
-                span_of(v),
-            )
-            .help("give at least one value, or remove the axis"),
+            Diagnostic::new(format!("empty sweep: `{section}.{name}` has no values"), span_of(v))
+                .help("give at least one value, or remove the axis"),
         );
         return None;
     }
@@ -234,10 +203,7 @@ fn axis_values(
     for item in items {
         let checked = if as_string {
             super::scalar(item).map(Value::Str).ok_or_else(|| {
-                Diagnostic::new(
-                    format!("`{section}.{name}` values must be strings or numbers"),
-                    span_of(item),
-                )
+                Diagnostic::new(format!("`{section}.{name}` values must be strings or numbers"), span_of(item))
             })
         } else {
             check_value(name, ty, item)
@@ -245,10 +211,9 @@ fn axis_values(
         match checked {
             Ok(val) => {
                 if values.contains(&val) {
-                    loader.diags.push(Diagnostic::new(
-                        format!("`{section}.{name}` lists `{val}` twice"),
-                        span_of(item),
-                    ));
+                    loader
+                        .diags
+                        .push(Diagnostic::new(format!("`{section}.{name}` lists `{val}` twice"), span_of(item)));
                     ok = false;
                 }
                 values.push(val)
@@ -280,10 +245,9 @@ pub(crate) fn check_combos(
     let mut out = Vec::new();
     for item in items {
         let Some(entries) = item.as_table() else {
-            loader.diags.push(Diagnostic::new(
-                format!("each `{what}` entry must be a table of axis values"),
-                span_of(item),
-            ));
+            loader
+                .diags
+                .push(Diagnostic::new(format!("each `{what}` entry must be a table of axis values"), span_of(item)));
             continue;
         };
         let mut combo = BTreeMap::new();
@@ -294,18 +258,13 @@ pub(crate) fn check_combos(
                     // are expanded, where the inherited axes are known.
                     if let Some(x) = super::to_plain_value(val) {
                         combo.insert(k.name.clone(), x);
-                        loader
-                            .pending_exclude_keys
-                            .push((k.name.clone(), span_of_key(k)));
+                        loader.pending_exclude_keys.push((k.name.clone(), span_of_key(k)));
                     }
                     continue;
                 }
                 loader.diags.push(
                     Diagnostic::new(
-                        format!(
-                            "`{what}` names `{}`, which is not an axis of this stage",
-                            k.name
-                        ),
+                        format!("`{what}` names `{}`, which is not an axis of this stage", k.name),
                         span_of_key(k),
                     )
                     .suggest(&k.name, axes.iter().map(|a| a.name.as_str()))
@@ -314,19 +273,16 @@ pub(crate) fn check_combos(
                         if axes.is_empty() {
                             "none".to_owned()
                         } else {
-                            axes.iter()
-                                .map(|a| a.name.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            axes.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
                         }
                     )),
                 );
                 continue;
             };
             let checked = match axis.target {
-                AxisTarget::MapEntry { .. } => super::scalar(val)
-                    .map(Value::Str)
-                    .ok_or_else(|| Diagnostic::new("expected a string", span_of(val))),
+                AxisTarget::MapEntry { .. } => {
+                    super::scalar(val).map(Value::Str).ok_or_else(|| Diagnostic::new("expected a string", span_of(val)))
+                }
                 _ => check_value(&k.name, &axis.ty, val),
             };
             match checked {
@@ -337,17 +293,10 @@ pub(crate) fn check_combos(
             }
         }
         if what == "include" {
-            let missing: Vec<&str> = axes
-                .iter()
-                .map(|a| a.name.as_str())
-                .filter(|a| !combo.contains_key(*a))
-                .collect();
+            let missing: Vec<&str> = axes.iter().map(|a| a.name.as_str()).filter(|a| !combo.contains_key(*a)).collect();
             if !missing.is_empty() && combo.len() == entries.len() {
                 loader.diags.push(Diagnostic::new(
-                    format!(
-                        "`include` entry must set every axis; missing: {}",
-                        missing.join(", ")
-                    ),
+                    format!("`include` entry must set every axis; missing: {}", missing.join(", ")),
                     span_of(item),
                 ));
                 continue;
@@ -413,55 +362,33 @@ fn estimate_view(own: &Params, inputs: &BTreeMap<String, Vec<usize>>, all: &[Ins
 }
 
 pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diagnostic>) {
-    let stage_index: HashMap<String, usize> = p
-        .stages
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.name.clone(), i))
-        .collect();
+    let stage_index: HashMap<String, usize> = p.stages.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
     let mut file_digests: HashMap<String, Result<String, String>> = HashMap::new();
     for si in 0..p.stages.len() {
         let stage = &p.stages[si];
         let kind = registry.get(&stage.kind).expect("kinds were checked");
-        let own_axis_names: BTreeSet<String> = stage
-            .axes
-            .iter()
-            .flat_map(|g| g.axes.iter().map(|a| a.name.clone()))
-            .collect();
+        let own_axis_names: BTreeSet<String> =
+            stage.axes.iter().flat_map(|g| g.axes.iter().map(|a| a.name.clone())).collect();
         // Own combinations.
         let mut own: Vec<Combo> = combos(&stage.axes);
-        let as_map = |c: &Combo| -> BTreeMap<String, Value> {
-            c.iter().map(|(a, v)| (a.name.clone(), v.clone())).collect()
-        };
+        let as_map =
+            |c: &Combo| -> BTreeMap<String, Value> { c.iter().map(|(a, v)| (a.name.clone(), v.clone())).collect() };
         let own_names: BTreeSet<&str> = own_axis_names.iter().map(String::as_str).collect();
-        let own_excludes: Vec<&BTreeMap<String, Value>> = stage
-            .exclude
-            .iter()
-            .filter(|ex| ex.keys().all(|k| own_names.contains(k.as_str())))
-            .collect();
-        let joint_excludes: Vec<&BTreeMap<String, Value>> = stage
-            .exclude
-            .iter()
-            .filter(|ex| !ex.keys().all(|k| own_names.contains(k.as_str())))
-            .collect();
+        let own_excludes: Vec<&BTreeMap<String, Value>> =
+            stage.exclude.iter().filter(|ex| ex.keys().all(|k| own_names.contains(k.as_str()))).collect();
+        let joint_excludes: Vec<&BTreeMap<String, Value>> =
+            stage.exclude.iter().filter(|ex| !ex.keys().all(|k| own_names.contains(k.as_str()))).collect();
         own.retain(|c| !own_excludes.iter().any(|ex| matches(&as_map(c), ex)));
         for inc in &stage.include {
             if own.iter().any(|c| as_map(c) == *inc) {
                 continue;
             }
             let all: Vec<&Axis> = stage.axes.iter().flat_map(|g| g.axes.iter()).collect();
-            own.push(
-                all.iter()
-                    .filter_map(|a| inc.get(&a.name).map(|v| ((*a).clone(), v.clone())))
-                    .collect(),
-            );
+            own.push(all.iter().filter_map(|a| inc.get(&a.name).map(|v| ((*a).clone(), v.clone()))).collect());
         }
         if own.is_empty() {
             diags.push(Diagnostic::new(
-                format!(
-                    "empty sweep: `exclude` removes every combination of stage `{}`",
-                    stage.name
-                ),
+                format!("empty sweep: `exclude` removes every combination of stage `{}`", stage.name),
                 Some(stage.name_span.clone()),
             ));
             continue;
@@ -474,11 +401,8 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
             let mut selected: Vec<usize> = Vec::new();
             for sel in &r.sels {
                 let up = &p.stages[stage_index[&sel.stage]];
-                let up_axes: BTreeSet<&String> = up
-                    .instances
-                    .iter()
-                    .flat_map(|&i| p.instances[i].axes.keys())
-                    .collect();
+                let up_axes: BTreeSet<&String> =
+                    up.instances.iter().flat_map(|&i| p.instances[i].axes.keys()).collect();
                 for axis in sel.filters.keys() {
                     if !up_axes.contains(axis) {
                         diags.push(
@@ -492,11 +416,7 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
                             } else {
                                 format!(
                                     "its axes: {}",
-                                    up_axes
-                                        .iter()
-                                        .map(|s| s.as_str())
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
+                                    up_axes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
                                 )
                             }),
                         );
@@ -508,12 +428,7 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
                     .iter()
                     .copied()
                     .filter(|&i| {
-                        sel.filters.iter().all(|(k, v)| {
-                            p.instances[i]
-                                .axes
-                                .get(k)
-                                .is_some_and(|x| x.to_string() == *v)
-                        })
+                        sel.filters.iter().all(|(k, v)| p.instances[i].axes.get(k).is_some_and(|x| x.to_string() == *v))
                     })
                     .collect();
                 if chosen.is_empty() && !broken {
@@ -539,8 +454,7 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
         }
         // Joined fan-out choices: one upstream instance per fan-out reference, agreeing
         // on every axis name they share.
-        let mut choices: Vec<(BTreeMap<String, Value>, Vec<(String, usize)>)> =
-            vec![(BTreeMap::new(), Vec::new())];
+        let mut choices: Vec<(BTreeMap<String, Value>, Vec<(String, usize)>)> = vec![(BTreeMap::new(), Vec::new())];
         for (param, candidates) in &fanout {
             let mut next = Vec::new();
             for (axes, picked) in &choices {
@@ -549,15 +463,9 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
                     // Axes the reference pins with a selection are constant for this
                     // input: they are neither joined on nor inherited.
                     let pinned = &stage.refs[param].sels[0].filters;
-                    let free: Vec<(&String, &Value)> = inst
-                        .axes
-                        .iter()
-                        .filter(|(k, _)| !pinned.contains_key(*k))
-                        .collect();
-                    if free
-                        .iter()
-                        .all(|(k, v)| axes.get(*k).is_none_or(|x| x == *v))
-                    {
+                    let free: Vec<(&String, &Value)> =
+                        inst.axes.iter().filter(|(k, _)| !pinned.contains_key(*k)).collect();
+                    if free.iter().all(|(k, v)| axes.get(*k).is_none_or(|x| x == *v)) {
                         let mut a2 = axes.clone();
                         a2.extend(free.iter().map(|(k, v)| ((*k).clone(), (*v).clone())));
                         let mut p2 = picked.clone();
@@ -570,39 +478,32 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
         }
         if choices.is_empty() {
             diags.push(Diagnostic::new(
-                format!("stage `{}`: its inputs share axes but no combination of their instances agrees on them", stage.name),
+                format!(
+                    "stage `{}`: its inputs share axes but no combination of their instances agrees on them",
+                    stage.name
+                ),
                 Some(stage.name_span.clone()),
             ));
             continue;
         }
-        let known: BTreeSet<&String> = choices
-            .iter()
-            .flat_map(|(a, _)| a.keys())
-            .chain(own_axis_names.iter())
-            .collect();
+        let known: BTreeSet<&String> =
+            choices.iter().flat_map(|(a, _)| a.keys()).chain(own_axis_names.iter()).collect();
         let mut bad_exclude = false;
         for ex in &joint_excludes {
             for k in ex.keys() {
                 if !known.contains(k) {
                     let span = stage.exclude_spans.get(k).cloned().flatten();
                     diags.push(
-                        Diagnostic::new(
-                            format!("`exclude` names `{k}`, which is not an axis of this stage"),
-                            span,
-                        )
-                        .suggest(k, known.iter().map(|s| s.as_str()))
-                        .help_if_none(format!(
-                            "axes: {}",
-                            if known.is_empty() {
-                                "none".to_owned()
-                            } else {
-                                known
-                                    .iter()
-                                    .map(|s| s.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            }
-                        )),
+                        Diagnostic::new(format!("`exclude` names `{k}`, which is not an axis of this stage"), span)
+                            .suggest(k, known.iter().map(|s| s.as_str()))
+                            .help_if_none(format!(
+                                "axes: {}",
+                                if known.is_empty() {
+                                    "none".to_owned()
+                                } else {
+                                    known.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                                }
+                            )),
                     );
                     bad_exclude = true;
                 }
@@ -611,11 +512,7 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
         if bad_exclude {
             continue;
         }
-        let clash: Vec<&String> = choices[0]
-            .0
-            .keys()
-            .filter(|k| own_axis_names.contains(*k))
-            .collect();
+        let clash: Vec<&String> = choices[0].0.keys().filter(|k| own_axis_names.contains(*k)).collect();
         if !clash.is_empty() {
             diags.push(Diagnostic::new(
                 format!(
@@ -637,10 +534,7 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
                     .map(|(k, v)| (k.clone(), v.to_string()))
                     .chain(combo.iter().map(|(a, v)| (a.name.clone(), v.to_string())))
                     .collect();
-                if joint_excludes
-                    .iter()
-                    .any(|ex| ex.iter().all(|(k, v)| full.get(k) == Some(&v.to_string())))
-                {
+                if joint_excludes.iter().any(|ex| ex.iter().all(|(k, v)| full.get(k) == Some(&v.to_string()))) {
                     continue;
                 }
                 let mut rep = 0u64;
@@ -651,9 +545,7 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
                             params.insert(name.clone(), value.clone());
                         }
                         AxisTarget::MapEntry { param, key } => {
-                            let entry = params
-                                .entry(param.clone())
-                                .or_insert_with(|| Value::Table(BTreeMap::new()));
+                            let entry = params.entry(param.clone()).or_insert_with(|| Value::Table(BTreeMap::new()));
                             if let Value::Table(t) = entry {
                                 t.insert(key.clone(), value.clone());
                             }
@@ -707,10 +599,7 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
             for fp in &p.stages[si].file_params {
                 let paths: Vec<String> = match inst.params.0.get(fp) {
                     Some(Value::Str(s)) if !s.is_empty() => vec![s.clone()],
-                    Some(Value::List(items)) => items
-                        .iter()
-                        .filter_map(|v| v.as_str().map(str::to_owned))
-                        .collect(),
+                    Some(Value::List(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
                     _ => Vec::new(),
                 };
                 let mut digests = Vec::new();
@@ -719,9 +608,8 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
                     let digest = file_digests
                         .entry(full.to_string_lossy().into_owned())
                         .or_insert_with(|| {
-                            key::file_digest(&full).map_err(|e| {
-                                format!("cannot read `{rel}` ({}): {e}", full.display())
-                            })
+                            key::file_digest(&full)
+                                .map_err(|e| format!("cannot read `{rel}` ({}): {e}", full.display()))
                         })
                         .clone();
                     match digest {
@@ -745,12 +633,7 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
             let input_keys: BTreeMap<String, Vec<String>> = inst
                 .inputs
                 .iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        v.iter().map(|&i| p.instances[i].key.clone()).collect(),
-                    )
-                })
+                .map(|(k, v)| (k.clone(), v.iter().map(|&i| p.instances[i].key.clone()).collect()))
                 .collect();
             // Stage names (in references) and file paths never enter a key: only the
             // inputs' keys and the files' contents do.
@@ -794,30 +677,17 @@ mod tests {
         let text = format!(
             "[stage.toy]\nkind = \"toy-data\"\n\n[stage.flow]\nkind = \"train-flow\"\nweights = \"toy\"\niterations = 10\n{extra}\n"
         );
-        let p = load_str(Path::new("keys.toml"), text, &[], &Registry::standard())
-            .expect("pipeline loads");
-        let inst = p
-            .instances
-            .iter()
-            .find(|i| i.kind == "train-flow")
-            .expect("flow instance")
-            .clone();
+        let p = load_str(Path::new("keys.toml"), text, &[], &Registry::standard()).expect("pipeline loads");
+        let inst = p.instances.iter().find(|i| i.kind == "train-flow").expect("flow instance").clone();
         (inst.key.clone(), inst)
     }
 
     #[test]
     fn parameters_added_later_enter_the_key_only_away_from_their_default() {
         let (plain, inst) = key_of("");
-        assert_eq!(
-            plain,
-            key_of("lr_schedule = \"constant\"\nwarmup = 0").0,
-            "an explicit default is the same key"
-        );
+        assert_eq!(plain, key_of("lr_schedule = \"constant\"\nwarmup = 0").0, "an explicit default is the same key");
         assert_ne!(plain, key_of("lr_schedule = \"cosine\"").0);
-        assert_ne!(
-            key_of("lr_schedule = \"cosine\"").0,
-            key_of("lr_schedule = \"cosine\"\nwarmup = 5").0
-        );
+        assert_ne!(key_of("lr_schedule = \"cosine\"").0, key_of("lr_schedule = \"cosine\"\nwarmup = 5").0);
         // The key equals the one computed before these parameters existed.
         let mut before = inst.params.clone();
         before.0.remove("lr_schedule");
@@ -825,8 +695,7 @@ mod tests {
         let skip = std::collections::BTreeSet::from(["weights"]);
         let toy_key = {
             let text = "[stage.toy]\nkind = \"toy-data\"\n".to_owned();
-            let p = load_str(Path::new("keys.toml"), text, &[], &Registry::standard())
-                .expect("pipeline loads");
+            let p = load_str(Path::new("keys.toml"), text, &[], &Registry::standard()).expect("pipeline loads");
             p.instances[0].key.clone()
         };
         let inputs = std::collections::BTreeMap::from([("weights".to_owned(), vec![toy_key])]);

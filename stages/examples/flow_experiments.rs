@@ -15,9 +15,7 @@ use std::time::Instant;
 use wfpipe_stages::align::weight_matching::weight_matching;
 use wfpipe_stages::canonicalize::canonicalize;
 use wfpipe_stages::data::uci;
-use wfpipe_stages::kind::{
-    BackendChoice, InputArtifact, Params, ProgressSink, StageContext, StageKind, Value,
-};
+use wfpipe_stages::kind::{BackendChoice, InputArtifact, Params, ProgressSink, StageContext, StageKind, Value};
 use wfpipe_stages::kinds::{sample::Sample, train_flow::TrainFlow};
 use wfpipe_stages::layout::Layout;
 use wfpipe_stages::mlp::eval::{evaluate, EVAL_BATCH};
@@ -45,11 +43,8 @@ impl ProgressSink for Printer {
 }
 
 fn params(kind: &dyn StageKind, overrides: &[(&str, Value)]) -> Params {
-    let mut map: BTreeMap<String, Value> = kind
-        .params()
-        .into_iter()
-        .filter_map(|s| s.default.map(|d| (s.name.to_owned(), d)))
-        .collect();
+    let mut map: BTreeMap<String, Value> =
+        kind.params().into_iter().filter_map(|s| s.default.map(|d| (s.name.to_owned(), d))).collect();
     for (k, v) in overrides {
         map.insert((*k).to_owned(), v.clone());
     }
@@ -57,13 +52,7 @@ fn params(kind: &dyn StageKind, overrides: &[(&str, Value)]) -> Params {
 }
 
 /// Runs a kind in `dir/out` with one fan-out input.
-fn run_kind(
-    kind: &dyn StageKind,
-    params: &Params,
-    input: (&str, InputArtifact),
-    dir: &Path,
-    seed: u64,
-) -> PathBuf {
+fn run_kind(kind: &dyn StageKind, params: &Params, input: (&str, InputArtifact), dir: &Path, seed: u64) -> PathBuf {
     let out = dir.join("out");
     let scratch = dir.join("scratch");
     std::fs::create_dir_all(&out).expect("output folder");
@@ -94,10 +83,7 @@ fn run_kind(
     }
     if let Some(profile) = ctx.tables.get("loss_by_time") {
         for row in profile {
-            eprintln!(
-                "  t={} loss={} mean-predictor={}",
-                row["t"], row["loss"], row["mean_predictor_loss"]
-            );
+            eprintln!("  t={} loss={} mean-predictor={}", row["t"], row["loss"], row["mean_predictor_loss"]);
         }
     }
     out
@@ -110,13 +96,7 @@ fn sample_flow(flow: &Path, overrides: &[(&str, Value)], dir: &Path) -> WeightSe
     let mut all = vec![("flow", Value::Str("flow".into()))];
     all.extend(overrides.iter().cloned());
     let p = params(&sample_kind, &all);
-    let out = run_kind(
-        &sample_kind,
-        &p,
-        ("flow", artifact("train-flow", flow)),
-        dir,
-        1,
-    );
+    let out = run_kind(&sample_kind, &p, ("flow", artifact("train-flow", flow)), dir, 1);
     WeightSet::read(&out.join(FILE_NAME)).expect("samples")
 }
 
@@ -132,30 +112,20 @@ fn artifact(kind: &str, dir: &Path) -> InputArtifact {
 
 fn mean_std(v: &[f64]) -> (f64, f64) {
     let m = v.iter().sum::<f64>() / v.len() as f64;
-    (
-        m,
-        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt(),
-    )
+    (m, (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt())
 }
 
 struct Args(BTreeMap<String, String>);
 
 impl Args {
     fn get(&self, key: &str, default: &str) -> String {
-        self.0
-            .get(key)
-            .cloned()
-            .unwrap_or_else(|| default.to_owned())
+        self.0.get(key).cloned().unwrap_or_else(|| default.to_owned())
     }
     fn int(&self, key: &str, default: i64) -> i64 {
-        self.get(key, &default.to_string())
-            .parse()
-            .expect("integer argument")
+        self.get(key, &default.to_string()).parse().expect("integer argument")
     }
     fn float(&self, key: &str, default: f64) -> f64 {
-        self.get(key, &default.to_string())
-            .parse()
-            .expect("number argument")
+        self.get(key, &default.to_string()).parse().expect("number argument")
     }
 }
 
@@ -169,10 +139,7 @@ fn toy(args: &Args, work: &Path) {
             ("weights", Value::Str("toy".into())),
             ("iterations", Value::Int(args.int("iterations", 300))),
             ("lr", Value::Float(args.float("lr", 1e-3))),
-            (
-                "lr_schedule",
-                Value::Str(args.get("lr_schedule", "constant")),
-            ),
+            ("lr_schedule", Value::Str(args.get("lr_schedule", "constant"))),
             ("warmup", Value::Int(args.int("warmup", 0))),
             ("batch_size", Value::Int(args.int("batch_size", 16))),
             ("sigma", Value::Float(1e-3)),
@@ -185,13 +152,7 @@ fn toy(args: &Args, work: &Path) {
         ],
     );
     let start = Instant::now();
-    let flow = run_kind(
-        &train_kind,
-        &p,
-        ("weights", artifact("toy-data", &toy_dir)),
-        &work.join("toy-flow"),
-        0,
-    );
+    let flow = run_kind(&train_kind, &p, ("weights", artifact("toy-data", &toy_dir)), &work.join("toy-flow"), 0);
     eprintln!("toy flow trained in {:.0} s", start.elapsed().as_secs_f64());
     for noise in [0.0, 0.05] {
         let start = Instant::now();
@@ -204,10 +165,7 @@ fn toy(args: &Args, work: &Path) {
             ],
             &work.join(format!("toy-samples-{noise}")),
         );
-        let means: Vec<f64> = set
-            .rows()
-            .map(|r| r.iter().map(|&v| v as f64).sum::<f64>() / r.len() as f64)
-            .collect();
+        let means: Vec<f64> = set.rows().map(|r| r.iter().map(|&v| v as f64).sum::<f64>() / r.len() as f64).collect();
         let coords: Vec<f64> = set.data.iter().map(|&v| v as f64).collect();
         let (m, s) = mean_std(&means);
         let (_, coord_std) = mean_std(&coords);
@@ -224,29 +182,14 @@ fn toy(args: &Args, work: &Path) {
 fn uci_weights(runs: usize, work: &Path) -> (WeightSet, WeightSet) {
     let layout = Layout(vec![30, 16, 16, 2]);
     let data = uci::load(0);
-    let config = TrainConfig {
-        epochs: 50,
-        batch_size: 64,
-        optimizer: OptimizerConfig::adam(1e-3),
-    };
-    let rule = RecordRule {
-        skip_epochs: 10,
-        every: 4,
-    };
+    let config = TrainConfig { epochs: 50, batch_size: 64, optimizer: OptimizerConfig::adam(1e-3) };
+    let rule = RecordRule { skip_epochs: 10, every: 4 };
     let mut rows: Vec<f32> = Vec::new();
     for run in 0..runs {
         let mut rng = rng::stream(0, "uci-collect", run as u64);
         let mut theta = MlpConfig::new(layout.clone()).init(&mut rng);
-        train(
-            &layout,
-            &mut theta,
-            &data.train,
-            &config,
-            Some(rule),
-            &mut rng,
-            |_, _, w| rows.extend_from_slice(w),
-        )
-        .expect("base training");
+        train(&layout, &mut theta, &data.train, &config, Some(rule), &mut rng, |_, _, w| rows.extend_from_slice(w))
+            .expect("base training");
     }
     let raw = WeightSet::new(layout.clone(), rows).expect("weight set");
     let reference = raw.row(256.min(raw.count - 1)).to_vec();
@@ -273,46 +216,22 @@ fn uci_weights(runs: usize, work: &Path) -> (WeightSet, WeightSet) {
 
 fn report(name: &str, set: &WeightSet, test: &wfpipe_stages::data::Split) {
     let mut ws = Workspace::default();
-    let metrics: Vec<_> = set
-        .rows()
-        .map(|r| evaluate(&set.layout, r, test, EVAL_BATCH, &mut ws))
-        .collect();
+    let metrics: Vec<_> = set.rows().map(|r| evaluate(&set.layout, r, test, EVAL_BATCH, &mut ws)).collect();
     let (acc, acc_sd) = mean_std(&metrics.iter().map(|m| m.accuracy).collect::<Vec<_>>());
     let (loss, loss_sd) = mean_std(&metrics.iter().map(|m| m.loss).collect::<Vec<_>>());
-    println!(
-        "{name}: test accuracy {acc:.3} ± {acc_sd:.3}, loss {loss:.3} ± {loss_sd:.3} ({} networks)",
-        set.count
-    );
+    println!("{name}: test accuracy {acc:.3} ± {acc_sd:.3}, loss {loss:.3} ± {loss_sd:.3} ({} networks)", set.count);
 }
 
 fn uci(args: &Args, work: &Path) {
     let start = Instant::now();
     let (aligned, _canonical) = uci_weights(args.int("runs", 20) as usize, work);
-    eprintln!(
-        "UCI weights: {} networks in {:.0} s",
-        aligned.count,
-        start.elapsed().as_secs_f64()
-    );
+    eprintln!("UCI weights: {} networks in {:.0} s", aligned.count, start.elapsed().as_secs_f64());
     let test = uci::load(0).test;
-    let pick: Vec<usize> = (0..aligned.count)
-        .step_by((aligned.count / 64).max(1))
-        .take(64)
-        .collect();
-    report(
-        "target (aligned, raw)",
-        &aligned.select(&pick).expect("subset"),
-        &test,
-    );
-    for geometry in args
-        .get("geometries", "euclidean,normalized,geometric")
-        .split(',')
-    {
+    let pick: Vec<usize> = (0..aligned.count).step_by((aligned.count / 64).max(1)).take(64).collect();
+    report("target (aligned, raw)", &aligned.select(&pick).expect("subset"), &test);
+    for geometry in args.get("geometries", "euclidean,normalized,geometric").split(',') {
         let train_kind = TrainFlow;
-        let input = if geometry == "euclidean" {
-            "uci-aligned"
-        } else {
-            "uci-canonical"
-        };
+        let input = if geometry == "euclidean" { "uci-aligned" } else { "uci-canonical" };
         let p = params(
             &train_kind,
             &[
@@ -320,19 +239,13 @@ fn uci(args: &Args, work: &Path) {
                 ("geometry", Value::Str(geometry.into())),
                 ("iterations", Value::Int(args.int("iterations", 300))),
                 ("lr", Value::Float(args.float("lr", 1e-3))),
-                (
-                    "lr_schedule",
-                    Value::Str(args.get("lr_schedule", "constant")),
-                ),
+                ("lr_schedule", Value::Str(args.get("lr_schedule", "constant"))),
                 ("warmup", Value::Int(args.int("warmup", 0))),
                 ("batch_size", Value::Int(args.int("batch_size", 16))),
                 ("sigma", Value::Float(1e-4)),
                 ("d_model", Value::Int(args.int("d_model", 16))),
                 ("layers", Value::Int(args.int("layers", 2))),
-                (
-                    "time_channel",
-                    Value::Str(args.get("time_channel", "faithful")),
-                ),
+                ("time_channel", Value::Str(args.get("time_channel", "faithful"))),
                 ("checkpoint_every", Value::Int(100)),
                 ("curve_every", Value::Int(25)),
             ],
@@ -349,16 +262,10 @@ fn uci(args: &Args, work: &Path) {
         let start = Instant::now();
         let set = sample_flow(
             &flow,
-            &[
-                ("count", Value::Int(args.int("samples", 64))),
-                ("steps", Value::Int(args.int("steps", 64))),
-            ],
+            &[("count", Value::Int(args.int("samples", 64))), ("steps", Value::Int(args.int("steps", 64)))],
             &work.join(format!("uci-samples-{geometry}")),
         );
-        eprintln!(
-            "{geometry}: trained in {trained:.0} s, sampled in {:.0} s",
-            start.elapsed().as_secs_f64()
-        );
+        eprintln!("{geometry}: trained in {trained:.0} s, sampled in {:.0} s", start.elapsed().as_secs_f64());
         report(&format!("{geometry} flow samples"), &set, &test);
     }
 }
@@ -368,10 +275,7 @@ fn uci(args: &Args, work: &Path) {
 fn resample(args: &Args, work: &Path) {
     let from = PathBuf::from(args.get("from", "/tmp/wfpipe-flow-experiments"));
     let test = uci::load(0).test;
-    for geometry in args
-        .get("geometries", "euclidean,normalized,geometric")
-        .split(',')
-    {
+    for geometry in args.get("geometries", "euclidean,normalized,geometric").split(',') {
         let flow = from.join(format!("uci-flow-{geometry}")).join("out");
         if !flow.exists() {
             continue;
@@ -395,21 +299,10 @@ fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let which = argv.first().cloned().unwrap_or_else(|| "toy".to_owned());
     let args = Args(
-        argv.iter()
-            .skip(1)
-            .filter_map(|a| a.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
+        argv.iter().skip(1).filter_map(|a| a.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
     );
-    let work = PathBuf::from(
-        args.get(
-            "work",
-            &std::env::temp_dir()
-                .join("wfpipe-flow-experiments")
-                .display()
-                .to_string(),
-        ),
-    );
+    let work =
+        PathBuf::from(args.get("work", &std::env::temp_dir().join("wfpipe-flow-experiments").display().to_string()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).expect("work folder");
     match which.as_str() {

@@ -143,30 +143,12 @@ pub enum ParamType {
 }
 
 impl ParamType {
-    pub const INT: ParamType = ParamType::Int {
-        min: None,
-        max: None,
-    };
-    pub const POSITIVE_INT: ParamType = ParamType::Int {
-        min: Some(1),
-        max: None,
-    };
-    pub const NON_NEGATIVE_INT: ParamType = ParamType::Int {
-        min: Some(0),
-        max: None,
-    };
-    pub const FLOAT: ParamType = ParamType::Float {
-        min: None,
-        max: None,
-    };
-    pub const NON_NEGATIVE_FLOAT: ParamType = ParamType::Float {
-        min: Some(0.0),
-        max: None,
-    };
-    pub const POSITIVE_FLOAT: ParamType = ParamType::Float {
-        min: Some(f64::MIN_POSITIVE),
-        max: None,
-    };
+    pub const INT: ParamType = ParamType::Int { min: None, max: None };
+    pub const POSITIVE_INT: ParamType = ParamType::Int { min: Some(1), max: None };
+    pub const NON_NEGATIVE_INT: ParamType = ParamType::Int { min: Some(0), max: None };
+    pub const FLOAT: ParamType = ParamType::Float { min: None, max: None };
+    pub const NON_NEGATIVE_FLOAT: ParamType = ParamType::Float { min: Some(0.0), max: None };
+    pub const POSITIVE_FLOAT: ParamType = ParamType::Float { min: Some(f64::MIN_POSITIVE), max: None };
 
     pub fn is_ref(&self) -> bool {
         matches!(self, ParamType::Ref { .. } | ParamType::RefList)
@@ -181,10 +163,7 @@ impl ParamType {
                 (None, Some(b)) => format!("an integer <= {b}"),
                 (None, None) => "an integer".into(),
             },
-            ParamType::Float {
-                min: Some(m),
-                max: None,
-            } if *m == f64::MIN_POSITIVE => "a number > 0".into(),
+            ParamType::Float { min: Some(m), max: None } if *m == f64::MIN_POSITIVE => "a number > 0".into(),
             ParamType::Float { min, max } => match (min, max) {
                 (Some(a), Some(b)) => format!("a number in [{a}, {b}]"),
                 (Some(a), None) => format!("a number >= {a}"),
@@ -199,20 +178,14 @@ impl ParamType {
             ParamType::StrMap => "a table of strings".into(),
             ParamType::File => "a file path".into(),
             ParamType::FileList => "an array of file paths".into(),
-            ParamType::Ref { .. } => {
-                "a stage reference such as \"stage\" or \"stage[axis=value]\"".into()
-            }
+            ParamType::Ref { .. } => "a stage reference such as \"stage\" or \"stage[axis=value]\"".into(),
             ParamType::RefList => "an array of stage references".into(),
         }
     }
 }
 
 fn quote_list(words: &[&str]) -> String {
-    words
-        .iter()
-        .map(|w| format!("\"{w}\""))
-        .collect::<Vec<_>>()
-        .join(", ")
+    words.iter().map(|w| format!("\"{w}\"")).collect::<Vec<_>>().join(", ")
 }
 
 /// One entry of a kind's parameter schema.
@@ -230,40 +203,17 @@ pub struct ParamSpec {
 
 impl ParamSpec {
     pub fn required(name: &'static str, ty: ParamType, doc: &'static str) -> Self {
-        ParamSpec {
-            name,
-            ty,
-            default: None,
-            doc,
-            keyed_at_default: true,
-        }
+        ParamSpec { name, ty, default: None, doc, keyed_at_default: true }
     }
 
-    pub fn with_default(
-        name: &'static str,
-        ty: ParamType,
-        default: Value,
-        doc: &'static str,
-    ) -> Self {
-        ParamSpec {
-            name,
-            ty,
-            default: Some(default),
-            doc,
-            keyed_at_default: true,
-        }
+    pub fn with_default(name: &'static str, ty: ParamType, default: Value, doc: &'static str) -> Self {
+        ParamSpec { name, ty, default: Some(default), doc, keyed_at_default: true }
     }
 
     /// A parameter added after the kind's results were first cached, with a default that
     /// keeps the earlier behaviour: hashed only when set to something else.
     pub fn added(name: &'static str, ty: ParamType, default: Value, doc: &'static str) -> Self {
-        ParamSpec {
-            name,
-            ty,
-            default: Some(default),
-            doc,
-            keyed_at_default: false,
-        }
+        ParamSpec { name, ty, default: Some(default), doc, keyed_at_default: false }
     }
 
     /// An optional parameter whose absence is meaningful (an empty list/map/string).
@@ -283,9 +233,7 @@ impl ParamSpec {
 pub fn unkeyed_defaults(specs: &[ParamSpec], params: &Params) -> Vec<&'static str> {
     specs
         .iter()
-        .filter(|s| {
-            !s.keyed_at_default && s.default.is_some() && params.0.get(s.name) == s.default.as_ref()
-        })
+        .filter(|s| !s.keyed_at_default && s.default.is_some() && params.0.get(s.name) == s.default.as_ref())
         .map(|s| s.name)
         .collect()
 }
@@ -303,12 +251,7 @@ pub struct Resources {
 
 impl Default for Resources {
     fn default() -> Self {
-        Resources {
-            cpus: 1,
-            gpus: 0,
-            mem_mb: 1024,
-            time_min: 0,
-        }
+        Resources { cpus: 1, gpus: 0, mem_mb: 1024, time_min: 0 }
     }
 }
 
@@ -318,44 +261,31 @@ pub struct Params(pub BTreeMap<String, Value>);
 
 impl Params {
     pub fn get(&self, name: &str) -> Result<&Value, StageError> {
-        self.0
-            .get(name)
-            .ok_or_else(|| StageError::Param(format!("parameter `{name}` is missing")))
+        self.0.get(name).ok_or_else(|| StageError::Param(format!("parameter `{name}` is missing")))
     }
     pub fn str(&self, name: &str) -> Result<&str, StageError> {
-        self.get(name)?
-            .as_str()
-            .ok_or_else(|| StageError::Param(format!("parameter `{name}` is not a string")))
+        self.get(name)?.as_str().ok_or_else(|| StageError::Param(format!("parameter `{name}` is not a string")))
     }
     pub fn f64(&self, name: &str) -> Result<f64, StageError> {
-        self.get(name)?
-            .as_f64()
-            .ok_or_else(|| StageError::Param(format!("parameter `{name}` is not a number")))
+        self.get(name)?.as_f64().ok_or_else(|| StageError::Param(format!("parameter `{name}` is not a number")))
     }
     pub fn i64(&self, name: &str) -> Result<i64, StageError> {
-        self.get(name)?
-            .as_i64()
-            .ok_or_else(|| StageError::Param(format!("parameter `{name}` is not an integer")))
+        self.get(name)?.as_i64().ok_or_else(|| StageError::Param(format!("parameter `{name}` is not an integer")))
     }
     pub fn usize(&self, name: &str) -> Result<usize, StageError> {
         let v = self.i64(name)?;
-        usize::try_from(v)
-            .map_err(|_| StageError::Param(format!("parameter `{name}` must be >= 0, got {v}")))
+        usize::try_from(v).map_err(|_| StageError::Param(format!("parameter `{name}` must be >= 0, got {v}")))
     }
     pub fn bool(&self, name: &str) -> Result<bool, StageError> {
         match self.get(name)? {
             Value::Bool(b) => Ok(*b),
-            _ => Err(StageError::Param(format!(
-                "parameter `{name}` is not a boolean"
-            ))),
+            _ => Err(StageError::Param(format!("parameter `{name}` is not a boolean"))),
         }
     }
     pub fn list(&self, name: &str) -> Result<&[Value], StageError> {
         match self.get(name)? {
             Value::List(v) => Ok(v),
-            _ => Err(StageError::Param(format!(
-                "parameter `{name}` is not an array"
-            ))),
+            _ => Err(StageError::Param(format!("parameter `{name}` is not an array"))),
         }
     }
     pub fn usize_list(&self, name: &str) -> Result<Vec<usize>, StageError> {
@@ -364,31 +294,23 @@ impl Params {
             .map(|v| {
                 v.as_i64()
                     .and_then(|i| usize::try_from(i).ok())
-                    .ok_or_else(|| {
-                        StageError::Param(format!(
-                            "parameter `{name}` must hold non-negative integers"
-                        ))
-                    })
+                    .ok_or_else(|| StageError::Param(format!("parameter `{name}` must hold non-negative integers")))
             })
             .collect()
     }
     pub fn f64_list(&self, name: &str) -> Result<Vec<f64>, StageError> {
         self.list(name)?
             .iter()
-            .map(|v| {
-                v.as_f64().ok_or_else(|| {
-                    StageError::Param(format!("parameter `{name}` must hold numbers"))
-                })
-            })
+            .map(|v| v.as_f64().ok_or_else(|| StageError::Param(format!("parameter `{name}` must hold numbers"))))
             .collect()
     }
     pub fn str_list(&self, name: &str) -> Result<Vec<String>, StageError> {
         self.list(name)?
             .iter()
             .map(|v| {
-                v.as_str().map(str::to_owned).ok_or_else(|| {
-                    StageError::Param(format!("parameter `{name}` must hold strings"))
-                })
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| StageError::Param(format!("parameter `{name}` must hold strings")))
             })
             .collect()
     }
@@ -399,14 +321,10 @@ impl Params {
                 .map(|(k, v)| {
                     v.as_str()
                         .map(|s| (k.clone(), s.to_owned()))
-                        .ok_or_else(|| {
-                            StageError::Param(format!("parameter `{name}.{k}` is not a string"))
-                        })
+                        .ok_or_else(|| StageError::Param(format!("parameter `{name}.{k}` is not a string")))
                 })
                 .collect(),
-            _ => Err(StageError::Param(format!(
-                "parameter `{name}` is not a table"
-            ))),
+            _ => Err(StageError::Param(format!("parameter `{name}` is not a table"))),
         }
     }
     /// Parse an enum parameter into a typed value (`T: FromStr` over the kebab-case words).
@@ -415,8 +333,7 @@ impl Params {
         T::Err: fmt::Display,
     {
         let s = self.str(name)?;
-        s.parse::<T>()
-            .map_err(|e| StageError::Param(format!("parameter `{name}`: {e}")))
+        s.parse::<T>().map_err(|e| StageError::Param(format!("parameter `{name}`: {e}")))
     }
 }
 
@@ -496,10 +413,7 @@ pub struct StageContext<'a> {
 impl StageContext<'_> {
     /// Append rows to the named result table (`<name>.parquet` / `<name>.csv`).
     pub fn emit_rows(&mut self, table: &str, rows: impl IntoIterator<Item = Row>) {
-        self.tables
-            .entry(table.to_owned())
-            .or_default()
-            .extend(rows);
+        self.tables.entry(table.to_owned()).or_default().extend(rows);
     }
 
     /// The single upstream instance of a fan-out reference parameter.
@@ -507,10 +421,9 @@ impl StageContext<'_> {
         match self.inputs.get(param).map(Vec::as_slice) {
             Some([one]) => Ok(one),
             Some([]) | None => Err(StageError::Input(format!("no input for `{param}`"))),
-            Some(many) => Err(StageError::Input(format!(
-                "`{param}` selects {} instances where one was expected",
-                many.len()
-            ))),
+            Some(many) => {
+                Err(StageError::Input(format!("`{param}` selects {} instances where one was expected", many.len())))
+            }
         }
     }
 
@@ -539,10 +452,7 @@ pub enum StageError {
 
 impl StageError {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        StageError::Io {
-            context: context.into(),
-            source,
-        }
+        StageError::Io { context: context.into(), source }
     }
 }
 

@@ -62,11 +62,7 @@ impl LrSchedule {
         match *self {
             LrSchedule::Constant => lr,
             LrSchedule::Cosine { warmup } => {
-                let ramp = if iteration < warmup {
-                    (iteration + 1) as f64 / warmup as f64
-                } else {
-                    1.0
-                };
+                let ramp = if iteration < warmup { (iteration + 1) as f64 / warmup as f64 } else { 1.0 };
                 let progress = iteration as f64 / iterations.max(1) as f64;
                 lr * ramp * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
             }
@@ -94,19 +90,12 @@ pub struct TrainOutcome {
 pub type ModelRecorder = NamedMpkBytesRecorder<FullPrecisionSettings>;
 
 fn record_error(path: &Path, e: impl std::fmt::Display) -> FlowError {
-    FlowError::Checkpoint {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    }
+    FlowError::Checkpoint { path: path.to_path_buf(), reason: e.to_string() }
 }
 
 /// The model's record as bytes.
-pub fn model_bytes<B: burn::tensor::backend::Backend>(
-    model: &RelationalTransformer<B>,
-) -> Result<Vec<u8>, FlowError> {
-    ModelRecorder::default()
-        .record(model.clone().into_record(), ())
-        .map_err(|e| record_error(Path::new("model"), e))
+pub fn model_bytes<B: burn::tensor::backend::Backend>(model: &RelationalTransformer<B>) -> Result<Vec<u8>, FlowError> {
+    ModelRecorder::default().record(model.clone().into_record(), ()).map_err(|e| record_error(Path::new("model"), e))
 }
 
 fn to_tensor<B: burn::tensor::backend::Backend, const D: usize>(
@@ -146,9 +135,7 @@ impl<B: AutodiffBackend> BurnFlow<B> {
     pub fn new(spec: &FlowSpec, seed: u64, device: &B::Device) -> Self {
         BurnFlow {
             model: Some(spec.rt.init::<B>(seed, device)),
-            optim: AdamConfig::new()
-                .with_epsilon(1e-8)
-                .init::<B, RelationalTransformer<B>>(),
+            optim: AdamConfig::new().with_epsilon(1e-8).init::<B, RelationalTransformer<B>>(),
             spec: spec.clone(),
             graph: GraphSpec::new(&spec.layout, spec.time_channel),
             device: device.clone(),
@@ -156,19 +143,14 @@ impl<B: AutodiffBackend> BurnFlow<B> {
     }
 
     fn model(&self) -> &RelationalTransformer<B> {
-        self.model
-            .as_ref()
-            .expect("the model is only taken during a step")
+        self.model.as_ref().expect("the model is only taken during a step")
     }
 }
 
 impl<B: AutodiffBackend> FlowModel for BurnFlow<B> {
     fn step(&mut self, xt: Vec<f32>, t: Vec<f32>, x1: Vec<f32>, lr: f64) -> f64 {
         let (batch, p) = (t.len(), self.spec.layout.num_params());
-        let model = self
-            .model
-            .take()
-            .expect("the model is only taken during a step");
+        let model = self.model.take().expect("the model is only taken during a step");
         let xt = to_tensor::<B, 2>(xt, [batch, p], &self.device);
         let x1 = to_tensor::<B, 2>(x1, [batch, p], &self.device);
         let t = to_tensor::<B, 1>(t, [batch], &self.device);
@@ -197,9 +179,7 @@ impl<B: AutodiffBackend> FlowModel for BurnFlow<B> {
         if self.spec.geometry.is_canonical() {
             pred = canonicalize(pred, &self.spec.layout);
         }
-        flow_loss(self.spec.geometry, pred, x1, &self.spec.layout)
-            .into_scalar()
-            .elem()
+        flow_loss(self.spec.geometry, pred, x1, &self.spec.layout).into_scalar().elem()
     }
 
     fn model_bytes(&self) -> Result<Vec<u8>, FlowError> {
@@ -207,27 +187,15 @@ impl<B: AutodiffBackend> FlowModel for BurnFlow<B> {
     }
 
     fn optim_bytes(&self) -> Result<Vec<u8>, FlowError> {
-        ModelRecorder::default()
-            .record(self.optim.to_record(), ())
-            .map_err(|e| record_error(Path::new("optimizer"), e))
+        ModelRecorder::default().record(self.optim.to_record(), ()).map_err(|e| record_error(Path::new("optimizer"), e))
     }
 
     fn restore(&mut self, model: Vec<u8>, optim: Vec<u8>, scratch: &Path) -> Result<(), FlowError> {
         let recorder = ModelRecorder::default();
-        let record = recorder
-            .load(model, &self.device)
-            .map_err(|e| record_error(scratch, e))?;
-        self.model = Some(
-            self.model
-                .take()
-                .expect("model present")
-                .load_record(record),
-        );
-        let record = recorder
-            .load(optim, &self.device)
-            .map_err(|e| record_error(scratch, e))?;
-        self.optim =
-            std::mem::replace(&mut self.optim, AdamConfig::new().init()).load_record(record);
+        let record = recorder.load(model, &self.device).map_err(|e| record_error(scratch, e))?;
+        self.model = Some(self.model.take().expect("model present").load_record(record));
+        let record = recorder.load(optim, &self.device).map_err(|e| record_error(scratch, e))?;
+        self.optim = std::mem::replace(&mut self.optim, AdamConfig::new().init()).load_record(record);
         Ok(())
     }
 }
@@ -273,9 +241,7 @@ pub fn loss_value(spec: &FlowSpec, pred: Vec<f32>, x1: Vec<f32>) -> f64 {
         pred = canonicalize(pred, layout);
     }
     let x1 = to_tensor::<CpuInner, 2>(x1, [batch, p], &device);
-    flow_loss(spec.geometry, pred, x1, layout)
-        .into_scalar()
-        .elem()
+    flow_loss(spec.geometry, pred, x1, layout).into_scalar().elem()
 }
 
 /// The loss of `pred` against `x1` and its gradient with respect to `pred`.
@@ -285,28 +251,17 @@ pub fn loss_and_gradient(spec: &FlowSpec, pred: Vec<f32>, x1: Vec<f32>) -> (f64,
     let batch = pred.len() / p;
     let pred = to_tensor::<CpuAutodiff, 2>(pred, [batch, p], &device).require_grad();
     let x1 = to_tensor::<CpuAutodiff, 2>(x1, [batch, p], &device);
-    let canonical = if spec.geometry.is_canonical() {
-        canonicalize(pred.clone(), layout)
-    } else {
-        pred.clone()
-    };
+    let canonical = if spec.geometry.is_canonical() { canonicalize(pred.clone(), layout) } else { pred.clone() };
     let loss = flow_loss(spec.geometry, canonical, x1, layout);
     let value: f64 = loss.clone().into_scalar().elem();
     let grads = loss.backward();
-    let grad = pred
-        .grad(&grads)
-        .expect("the prediction is a leaf that requires a gradient");
-    (
-        value,
-        grad.into_data().to_vec::<f32>().expect("f32 gradient"),
-    )
+    let grad = pred.grad(&grads).expect("the prediction is a leaf that requires a gradient");
+    (value, grad.into_data().to_vec::<f32>().expect("f32 gradient"))
 }
 
 impl FlowModel for FusedFlow {
     fn step(&mut self, xt: Vec<f32>, t: Vec<f32>, x1: Vec<f32>, lr: f64) -> f64 {
-        let pred = self
-            .engine
-            .forward_taped(&self.graph, &xt, &t, &mut self.tapes);
+        let pred = self.engine.forward_taped(&self.graph, &xt, &t, &mut self.tapes);
         let (value, dpred) = loss_and_gradient(&self.spec, pred, x1);
         if value.is_finite() {
             let grads = self.engine.backward(&self.graph, &mut self.tapes, &dpred);
@@ -329,13 +284,10 @@ impl FlowModel for FusedFlow {
     }
 
     fn restore(&mut self, model: Vec<u8>, optim: Vec<u8>, scratch: &Path) -> Result<(), FlowError> {
-        let record = ModelRecorder::default()
-            .load(model, &Default::default())
-            .map_err(|e| record_error(scratch, e))?;
+        let record = ModelRecorder::default().load(model, &Default::default()).map_err(|e| record_error(scratch, e))?;
         self.template = self.template.clone().load_record(record);
         self.engine = FusedRt::from_model(&self.template, &self.spec.rt);
-        self.adam =
-            Adam::from_bytes(&optim, self.engine.map.len).map_err(|e| record_error(scratch, e))?;
+        self.adam = Adam::from_bytes(&optim, self.engine.map.len).map_err(|e| record_error(scratch, e))?;
         Ok(())
     }
 }
@@ -352,13 +304,10 @@ pub fn train(
     progress: &dyn ProgressSink,
     stop_after: Option<usize>,
 ) -> Result<TrainOutcome, FlowError> {
-    let fingerprint = blake3::hash(
-        serde_json::to_string(&(spec, settings))
-            .expect("settings serialize to JSON")
-            .as_bytes(),
-    )
-    .to_hex()
-    .to_string();
+    let fingerprint =
+        blake3::hash(serde_json::to_string(&(spec, settings)).expect("settings serialize to JSON").as_bytes())
+            .to_hex()
+            .to_string();
     let mut state = match checkpoint::load(scratch, &fingerprint)? {
         Some((state, model_record, optim_record)) => {
             model.restore(model_record, optim_record, scratch)?;
@@ -399,12 +348,8 @@ pub fn train(
             });
         }
         let rng = &mut state.rng;
-        let x0 = data
-            .source
-            .next_batch(batch, state.source_loader.as_mut(), rng);
-        let x1 = data
-            .target
-            .next_batch(batch, state.target_loader.as_mut(), rng);
+        let x0 = data.source.next_batch(batch, state.source_loader.as_mut(), rng);
+        let x1 = data.target.next_batch(batch, state.target_loader.as_mut(), rng);
         let t: Vec<f32> = (0..batch).map(|_| sample_time(rng)).collect();
         let pairs = spec.coupling.pair(&x0, &x1, p, rng);
         let mut x0_paired = Vec::with_capacity(batch * p);
@@ -413,26 +358,14 @@ pub fn train(
             x0_paired.extend_from_slice(&x0[i * p..(i + 1) * p]);
             x1_paired.extend_from_slice(&x1[j * p..(j + 1) * p]);
         }
-        let xt = interpolate(
-            spec.geometry,
-            &product,
-            &x0_paired,
-            &x1_paired,
-            &t,
-            spec.sigma,
-            rng,
-        );
-        let lr = settings
-            .schedule
-            .rate(settings.lr, state.iteration, settings.iterations);
+        let xt = interpolate(spec.geometry, &product, &x0_paired, &x1_paired, &t, spec.sigma, rng);
+        let lr = settings.schedule.rate(settings.lr, state.iteration, settings.iterations);
         let value = model.step(xt, t, x1_paired, lr);
         if !value.is_finite() {
             return Err(FlowError::NonFiniteLoss {
                 iteration: state.iteration + 1,
                 value,
-                last_finite: state
-                    .last_finite_loss
-                    .map_or_else(|| "none".to_owned(), |l| format!("{l}")),
+                last_finite: state.last_finite_loss.map_or_else(|| "none".to_owned(), |l| format!("{l}")),
             });
         }
         state.iteration += 1;
@@ -440,25 +373,18 @@ pub fn train(
         state.window_sum += value;
         state.window_len += 1;
         if state.window_len == settings.curve_every || state.iteration == settings.iterations {
-            state.curve.push(CurvePoint {
-                iteration: state.iteration,
-                loss: state.window_sum / state.window_len as f64,
-            });
+            state
+                .curve
+                .push(CurvePoint { iteration: state.iteration, loss: state.window_sum / state.window_len as f64 });
             state.window_sum = 0.0;
             state.window_len = 0;
         }
         progress.progress(state.iteration as u64, total, "it");
         progress.metric("loss", value);
-        if state.iteration % settings.checkpoint_every == 0 && state.iteration < settings.iterations
-        {
+        if state.iteration % settings.checkpoint_every == 0 && state.iteration < settings.iterations {
             state.model_file = format!("model-{}.mpk", state.iteration);
             state.optim_file = format!("optim-{}.bin", state.iteration);
-            checkpoint::save(
-                scratch,
-                &state,
-                &model.model_bytes()?,
-                &model.optim_bytes()?,
-            )?;
+            checkpoint::save(scratch, &state, &model.model_bytes()?, &model.optim_bytes()?)?;
         }
     }
     Ok(TrainOutcome {
@@ -507,12 +433,8 @@ pub fn loss_by_time(
             let t = (bin as f64 + 0.5) / bins as f64;
             let (mut loss, mut baseline) = (0.0, 0.0);
             for _ in 0..batches {
-                let x0 = data
-                    .source
-                    .next_batch(batch, source_loader.as_mut(), &mut rng);
-                let x1 = data
-                    .target
-                    .next_batch(batch, target_loader.as_mut(), &mut rng);
+                let x0 = data.source.next_batch(batch, source_loader.as_mut(), &mut rng);
+                let x1 = data.target.next_batch(batch, target_loader.as_mut(), &mut rng);
                 let pairs = spec.coupling.pair(&x0, &x1, p, &mut rng);
                 let mut x0_paired = Vec::with_capacity(batch * p);
                 let mut x1_paired = Vec::with_capacity(batch * p);
@@ -521,29 +443,15 @@ pub fn loss_by_time(
                     x1_paired.extend_from_slice(&x1[j * p..(j + 1) * p]);
                 }
                 let times = vec![t as f32; batch];
-                let xt = interpolate(
-                    spec.geometry,
-                    &product,
-                    &x0_paired,
-                    &x1_paired,
-                    &times,
-                    spec.sigma,
-                    &mut rng,
-                );
+                let xt = interpolate(spec.geometry, &product, &x0_paired, &x1_paired, &times, spec.sigma, &mut rng);
                 loss += model.loss(xt, times, x1_paired.clone());
                 let mut mean = vec![0f32; p];
                 for row in x1_paired.chunks(p) {
-                    mean.iter_mut()
-                        .zip(row)
-                        .for_each(|(m, v)| *m += v / batch as f32);
+                    mean.iter_mut().zip(row).for_each(|(m, v)| *m += v / batch as f32);
                 }
                 baseline += loss_value(spec, mean.repeat(batch), x1_paired);
             }
-            TimeLoss {
-                t,
-                loss: loss / batches as f64,
-                mean_predictor_loss: baseline / batches as f64,
-            }
+            TimeLoss { t, loss: loss / batches as f64, mean_predictor_loss: baseline / batches as f64 }
         })
         .collect()
 }
@@ -577,12 +485,7 @@ mod tests {
             rt: RtConfig::for_layout(&layout, 4, 1, 1),
             time_channel: TimeChannel::Faithful,
             sigma: 1e-3,
-            source: SourceSpec {
-                mode: SourceMode::Fixed,
-                std: 0.1,
-                count: 16,
-                seed: 1,
-            },
+            source: SourceSpec { mode: SourceMode::Fixed, std: 0.1, count: 16, seed: 1 },
         };
         let settings = TrainSettings {
             iterations: 12,
@@ -622,15 +525,7 @@ mod tests {
         } else {
             Box::new(BurnFlow::<A>::new(spec, settings.seed, &Default::default()))
         };
-        train(
-            spec,
-            settings,
-            data,
-            dir,
-            model.as_mut(),
-            &NoProgress,
-            stop_after,
-        )
+        train(spec, settings, data, dir, model.as_mut(), &NoProgress, stop_after)
     }
 
     #[test]
@@ -649,30 +544,21 @@ mod tests {
             }
             let tag = format!("{}-{fused}", geometry.name());
             let whole_dir = scratch(&format!("whole-{tag}"));
-            let whole =
-                run_training(fused, &spec, &settings, &data, &whole_dir, None).expect("trains");
+            let whole = run_training(fused, &spec, &settings, &data, &whole_dir, None).expect("trains");
             assert!(whole.is_finished);
             let killed_dir = scratch(&format!("killed-{tag}"));
-            let partial =
-                run_training(fused, &spec, &settings, &data, &killed_dir, Some(8)).expect("trains");
+            let partial = run_training(fused, &spec, &settings, &data, &killed_dir, Some(8)).expect("trains");
             assert!(!partial.is_finished);
             assert_eq!(partial.iterations_done, 8);
-            let resumed =
-                run_training(fused, &spec, &settings, &data, &killed_dir, None).expect("resumes");
+            let resumed = run_training(fused, &spec, &settings, &data, &killed_dir, None).expect("resumes");
             assert!(resumed.is_finished);
-            assert_eq!(
-                whole.model_bytes, resumed.model_bytes,
-                "{tag}: model bytes differ"
-            );
+            assert_eq!(whole.model_bytes, resumed.model_bytes, "{tag}: model bytes differ");
             // Curve values pass through the JSON checkpoint, whose float parsing may differ
             // in the last bit; the model itself must be bit-identical.
             assert_eq!(whole.curve.len(), resumed.curve.len());
             for (a, b) in whole.curve.iter().zip(&resumed.curve) {
                 assert_eq!(a.iteration, b.iteration);
-                assert!(
-                    (a.loss - b.loss).abs() <= 1e-12 * a.loss.abs(),
-                    "{a:?} vs {b:?}"
-                );
+                assert!((a.loss - b.loss).abs() <= 1e-12 * a.loss.abs(), "{a:?} vs {b:?}");
             }
             assert_eq!(whole.curve.len(), 4);
             assert!(whole.curve.iter().all(|c| c.loss.is_finite()));
@@ -683,38 +569,18 @@ mod tests {
 
     #[test]
     fn the_loss_without_a_step_is_the_step_loss_on_both_engines() {
-        for geometry in [
-            Geometry::Euclidean,
-            Geometry::Normalized,
-            Geometry::Geometric,
-        ] {
+        for geometry in [Geometry::Euclidean, Geometry::Normalized, Geometry::Geometric] {
             let (spec, settings, data) = setup(geometry, Coupling::Independent);
             let mut rng = Rng::seed_from(3);
-            let x0 = data
-                .source
-                .next_batch(4, data.source.loader(&mut rng).as_mut(), &mut rng);
-            let x1 = data
-                .target
-                .next_batch(4, data.target.loader(&mut rng).as_mut(), &mut rng);
+            let x0 = data.source.next_batch(4, data.source.loader(&mut rng).as_mut(), &mut rng);
+            let x1 = data.target.next_batch(4, data.target.loader(&mut rng).as_mut(), &mut rng);
             let t = vec![0.1, 0.4, 0.7, 0.95];
-            let xt = interpolate(
-                geometry,
-                &ProductGeometry::new(&spec.layout),
-                &x0,
-                &x1,
-                &t,
-                0.0,
-                &mut rng,
-            );
+            let xt = interpolate(geometry, &ProductGeometry::new(&spec.layout), &x0, &x1, &t, 0.0, &mut rng);
             let mut fused = FusedFlow::new(&spec, settings.seed);
             let mut burn = BurnFlow::<A>::new(&spec, settings.seed, &Default::default());
             let a = fused.loss(xt.clone(), t.clone(), x1.clone());
             let b = burn.loss(xt.clone(), t.clone(), x1.clone());
-            assert!(
-                (a - b).abs() < 1e-5 * a.abs().max(1e-3),
-                "{}: fused {a} vs burn {b}",
-                geometry.name()
-            );
+            assert!((a - b).abs() < 1e-5 * a.abs().max(1e-3), "{}: fused {a} vs burn {b}", geometry.name());
             assert_eq!(
                 a,
                 fused.step(xt.clone(), t.clone(), x1.clone(), 1e-2),
@@ -729,47 +595,28 @@ mod tests {
         let (spec, settings, mut data) = setup(Geometry::Euclidean, Coupling::Independent);
         let mut model = FusedFlow::new(&spec, settings.seed);
         let profile = loss_by_time(&spec, &settings, &data, &mut model, 5, 2);
-        assert_eq!(
-            profile,
-            loss_by_time(&spec, &settings, &data, &mut model, 5, 2)
-        );
+        assert_eq!(profile, loss_by_time(&spec, &settings, &data, &mut model, 5, 2));
         let times: Vec<f64> = profile.iter().map(|p| p.t).collect();
         assert_eq!(times, vec![0.1, 0.3, 0.5, 0.7, 0.9]);
-        assert!(profile
-            .iter()
-            .all(|p| p.loss > 0.0 && p.mean_predictor_loss > 0.0));
+        assert!(profile.iter().all(|p| p.loss > 0.0 && p.mean_predictor_loss > 0.0));
         // Every target the same network: predicting the mean is exact.
         if let BatchSource::Rows { rows, p } = &mut data.target {
             let first = rows[..*p].to_vec();
             rows.chunks_mut(*p).for_each(|r| r.copy_from_slice(&first));
         }
         let profile = loss_by_time(&spec, &settings, &data, &mut model, 5, 2);
-        assert!(
-            profile.iter().all(|p| p.mean_predictor_loss.abs() < 1e-12),
-            "{profile:?}"
-        );
+        assert!(profile.iter().all(|p| p.mean_predictor_loss.abs() < 1e-12), "{profile:?}");
     }
 
     #[test]
     fn the_cosine_schedule_warms_up_then_decays_to_zero() {
         let s = LrSchedule::Cosine { warmup: 4 };
         let rates: Vec<f64> = (0..100).map(|i| s.rate(0.01, i, 100)).collect();
-        assert!(
-            (rates[0] - 0.0025).abs() < 1e-4,
-            "first warm-up step: {}",
-            rates[0]
-        );
+        assert!((rates[0] - 0.0025).abs() < 1e-4, "first warm-up step: {}", rates[0]);
         assert!(rates[..4].windows(2).all(|w| w[1] > w[0]), "warm-up rises");
         assert!(rates[4..].windows(2).all(|w| w[1] < w[0]), "then decays");
-        assert!(
-            (s.rate(0.01, 50, 100) - 0.005).abs() < 1e-12,
-            "half the rate at mid-run"
-        );
-        assert!(
-            rates[99] < 1e-5 && rates[99] > 0.0,
-            "last step near zero: {}",
-            rates[99]
-        );
+        assert!((s.rate(0.01, 50, 100) - 0.005).abs() < 1e-12, "half the rate at mid-run");
+        assert!(rates[99] < 1e-5 && rates[99] > 0.0, "last step near zero: {}", rates[99]);
         assert!((0..100).all(|i| LrSchedule::Constant.rate(0.01, i, 100) == 0.01));
     }
 
@@ -785,21 +632,11 @@ mod tests {
             rows.iter_mut().for_each(|v| *v = f32::NAN);
         }
         match run_training(true, &spec, &short, &data, &dir, None) {
-            Err(FlowError::NonFiniteLoss {
-                iteration,
-                last_finite,
-                ..
-            }) => {
-                assert_eq!(
-                    iteration, 6,
-                    "resumed from the checkpoint at 5, failed on the next step"
-                );
+            Err(FlowError::NonFiniteLoss { iteration, last_finite, .. }) => {
+                assert_eq!(iteration, 6, "resumed from the checkpoint at 5, failed on the next step");
                 assert_ne!(last_finite, "none");
             }
-            other => panic!(
-                "expected a non-finite loss error, got {:?}",
-                other.map(|o| o.iterations_done)
-            ),
+            other => panic!("expected a non-finite loss error, got {:?}", other.map(|o| o.iterations_done)),
         }
         assert!(dir.join("state.json").exists());
         let _ = std::fs::remove_dir_all(dir);
@@ -810,37 +647,14 @@ mod tests {
         for geometry in [Geometry::Euclidean, Geometry::Geometric] {
             let (spec, mut settings, data) = setup(geometry, Coupling::Independent);
             settings.curve_every = 1;
-            let a = run_training(
-                false,
-                &spec,
-                &settings,
-                &data,
-                &scratch("engine-burn"),
-                None,
-            )
-            .expect("trains");
-            let b = run_training(
-                true,
-                &spec,
-                &settings,
-                &data,
-                &scratch("engine-fused"),
-                None,
-            )
-            .expect("trains");
+            let a = run_training(false, &spec, &settings, &data, &scratch("engine-burn"), None).expect("trains");
+            let b = run_training(true, &spec, &settings, &data, &scratch("engine-fused"), None).expect("trains");
             // Same initial model and batches: the first loss agrees to float precision;
             // later ones drift only through burn's approximate GELU derivative.
             let (first_a, first_b) = (a.curve[0].loss, b.curve[0].loss);
-            assert!(
-                (first_a - first_b).abs() < 1e-5 * first_a.abs().max(1.0),
-                "{first_a} vs {first_b}"
-            );
+            assert!((first_a - first_b).abs() < 1e-5 * first_a.abs().max(1.0), "{first_a} vs {first_b}");
             for (x, y) in a.curve.iter().zip(&b.curve) {
-                assert!(
-                    (x.loss - y.loss).abs() < 2e-2 * x.loss.abs().max(1e-3),
-                    "{}: {x:?} vs {y:?}",
-                    geometry.name()
-                );
+                assert!((x.loss - y.loss).abs() < 2e-2 * x.loss.abs().max(1e-3), "{}: {x:?} vs {y:?}", geometry.name());
             }
         }
     }

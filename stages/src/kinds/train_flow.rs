@@ -14,14 +14,12 @@ use crate::backend::{dispatch, BackendTask};
 use crate::coupling::Coupling;
 use crate::data::toy::GaussianToy;
 use crate::flow::source::{prior_set, BatchSource};
-use crate::flow::train::{
-    train, BurnFlow, FlowData, FusedFlow, LrSchedule, TrainOutcome, TrainSettings,
-};
+use crate::flow::train::{train, BurnFlow, FlowData, FusedFlow, LrSchedule, TrainOutcome, TrainSettings};
 use crate::flow::{FlowError, FlowSpec, SourceMode, SourceSpec};
 use crate::geometry::Geometry;
 use crate::kind::{
-    BackendChoice, ParamSpec, ParamType, Params, ProgressSink, RefMode, Resources, Row,
-    StageContext, StageError, StageKind, Value,
+    BackendChoice, ParamSpec, ParamType, Params, ProgressSink, RefMode, Resources, Row, StageContext, StageError,
+    StageKind, Value,
 };
 use crate::layout::Layout;
 use crate::noise::Rng;
@@ -59,19 +57,12 @@ impl TrainFlowParams {
         let d_model = positive(params, "d_model")?;
         let heads = positive(params, "heads")?;
         if d_model % heads != 0 {
-            return Err(StageError::Param(format!(
-                "`d_model` ({d_model}) must be divisible by `heads` ({heads})"
-            )));
+            return Err(StageError::Param(format!("`d_model` ({d_model}) must be divisible by `heads` ({heads})")));
         }
         Ok(TrainFlowParams {
             geometry: enum_param(params, "geometry", Geometry::parse, Geometry::NAMES)?,
             coupling: enum_param(params, "coupling", Coupling::parse, Coupling::NAMES)?,
-            time_channel: enum_param(
-                params,
-                "time_channel",
-                TimeChannel::parse,
-                TimeChannel::NAMES,
-            )?,
+            time_channel: enum_param(params, "time_channel", TimeChannel::parse, TimeChannel::NAMES)?,
             source_mode: enum_param(params, "source", SourceMode::parse, SourceMode::NAMES)?,
             source_std: params.f64("source_std")?,
             sigma: params.f64("sigma")?,
@@ -100,10 +91,9 @@ fn schedule(params: &Params) -> Result<LrSchedule, StageError> {
         ))),
         "constant" => Ok(LrSchedule::Constant),
         "cosine" => Ok(LrSchedule::Cosine { warmup }),
-        other => Err(StageError::Param(format!(
-            "`lr_schedule` must be one of {:?}, got \"{other}\"",
-            LrSchedule::NAMES
-        ))),
+        other => {
+            Err(StageError::Param(format!("`lr_schedule` must be one of {:?}, got \"{other}\"", LrSchedule::NAMES)))
+        }
     }
 }
 
@@ -144,9 +134,7 @@ fn load_targets(ctx: &StageContext<'_>, p: &TrainFlowParams) -> Result<Targets, 
         let mut rng = Rng::derive(ctx.seed, "target-subsample");
         let mut pick = rng.permutation(set.count);
         pick.truncate(p.n_samples);
-        set = set
-            .select(&pick)
-            .map_err(|e| StageError::Input(e.to_string()))?;
+        set = set.select(&pick).map_err(|e| StageError::Input(e.to_string()))?;
     }
     if set.count < p.settings.batch_size {
         return Err(StageError::Input(format!(
@@ -159,10 +147,7 @@ fn load_targets(ctx: &StageContext<'_>, p: &TrainFlowParams) -> Result<Targets, 
         layout: set.layout.clone(),
         count: set.count,
         is_aligned: set.is_aligned,
-        source: BatchSource::Rows {
-            rows: set.data,
-            p: p_len,
-        },
+        source: BatchSource::Rows { rows: set.data, p: p_len },
     })
 }
 
@@ -171,17 +156,8 @@ pub fn source_batches(spec: &FlowSpec, layout: &Layout) -> BatchSource {
     match spec.source.mode {
         SourceMode::Fixed => {
             let mut rng = Rng::derive(spec.source.seed, "source-set");
-            let rows = prior_set(
-                layout,
-                spec.source.count,
-                spec.source.std,
-                spec.geometry.is_canonical(),
-                &mut rng,
-            );
-            BatchSource::Rows {
-                rows,
-                p: layout.num_params(),
-            }
+            let rows = prior_set(layout, spec.source.count, spec.source.std, spec.geometry.is_canonical(), &mut rng);
+            BatchSource::Rows { rows, p: layout.num_params() }
         }
         SourceMode::Fresh => BatchSource::Gaussian {
             layout: layout.clone(),
@@ -204,15 +180,7 @@ impl BackendTask for TrainTask<'_> {
     type Output = Result<TrainOutcome, FlowError>;
     fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
         let mut model = BurnFlow::<B>::new(self.spec, self.settings.seed, device);
-        train(
-            self.spec,
-            self.settings,
-            self.data,
-            self.scratch,
-            &mut model,
-            self.progress,
-            None,
-        )
+        train(self.spec, self.settings, self.data, self.scratch, &mut model, self.progress, None)
     }
 }
 
@@ -237,9 +205,7 @@ impl StageKind for TrainFlow {
         vec![
             ParamSpec::required(
                 "weights",
-                T::Ref {
-                    mode: RefMode::FanOut,
-                },
+                T::Ref { mode: RefMode::FanOut },
                 "the weight set (or toy-data stage) to learn",
             ),
             ParamSpec::with_default(
@@ -254,24 +220,11 @@ impl StageKind for TrainFlow {
                 s("independent"),
                 "independent or minibatch-OT pairing",
             ),
-            ParamSpec::with_default(
-                "iterations",
-                T::POSITIVE_INT,
-                Value::Int(250_000),
-                "Adam steps",
-            ),
-            ParamSpec::with_default(
-                "batch_size",
-                T::POSITIVE_INT,
-                Value::Int(32),
-                "pairs per step",
-            ),
+            ParamSpec::with_default("iterations", T::POSITIVE_INT, Value::Int(250_000), "Adam steps"),
+            ParamSpec::with_default("batch_size", T::POSITIVE_INT, Value::Int(32), "pairs per step"),
             ParamSpec::with_default(
                 "lr",
-                T::Float {
-                    min: Some(0.0),
-                    max: None,
-                },
+                T::Float { min: Some(0.0), max: None },
                 Value::Float(1e-3),
                 "Adam learning rate",
             ),
@@ -299,12 +252,7 @@ impl StageKind for TrainFlow {
                 Value::Int(64),
                 "hidden width d_E (node/edge width d+1)",
             ),
-            ParamSpec::with_default(
-                "layers",
-                T::POSITIVE_INT,
-                Value::Int(5),
-                "relational-transformer layers",
-            ),
+            ParamSpec::with_default("layers", T::POSITIVE_INT, Value::Int(5), "relational-transformer layers"),
             ParamSpec::with_default("heads", T::POSITIVE_INT, Value::Int(1), "attention heads"),
             ParamSpec::with_default(
                 "time_channel",
@@ -350,19 +298,13 @@ impl StageKind for TrainFlow {
     }
 
     fn resources(&self, _params: &Params) -> Resources {
-        Resources {
-            cpus: 2,
-            gpus: 0,
-            mem_mb: 4096,
-            time_min: 0,
-        }
+        Resources { cpus: 2, gpus: 0, mem_mb: 4096, time_min: 0 }
     }
 
     /// Training ≈ 3 × forward per pair and iteration (science.md §11.2).
     fn estimate_flops(&self, params: &Params) -> Option<f64> {
         let p = TrainFlowParams::parse(params, 0).ok()?;
-        let forward =
-            crate::rt::forward_flops(&super::estimate_layout(params), p.d_model, p.layers);
+        let forward = crate::rt::forward_flops(&super::estimate_layout(params), p.d_model, p.layers);
         Some(3.0 * forward * p.settings.batch_size as f64 * p.settings.iterations as f64)
     }
 
@@ -381,17 +323,9 @@ impl StageKind for TrainFlow {
             rt: RtConfig::for_layout(&layout, p.d_model, p.layers, p.heads),
             time_channel: p.time_channel,
             sigma: p.sigma,
-            source: SourceSpec {
-                mode: p.source_mode,
-                std: p.source_std,
-                count: source_count,
-                seed: ctx.seed,
-            },
+            source: SourceSpec { mode: p.source_mode, std: p.source_std, count: source_count, seed: ctx.seed },
         };
-        let data = FlowData {
-            source: source_batches(&spec, &layout),
-            target: targets.source,
-        };
+        let data = FlowData { source: source_batches(&spec, &layout), target: targets.source };
         let task = TrainTask {
             spec: &spec,
             settings: &p.settings,
@@ -404,32 +338,18 @@ impl StageKind for TrainFlow {
         let outcome = match ctx.backend {
             BackendChoice::Cpu => {
                 let mut model = FusedFlow::new(&spec, p.settings.seed);
-                train(
-                    &spec,
-                    &p.settings,
-                    &data,
-                    ctx.scratch_dir,
-                    &mut model,
-                    ctx.progress,
-                    None,
-                )
+                train(&spec, &p.settings, &data, ctx.scratch_dir, &mut model, ctx.progress, None)
             }
             _ => dispatch(ctx.backend, task)?,
         }
         .map_err(|e| StageError::Failed(e.to_string()))?;
         let write = |name: &str, bytes: &[u8]| {
             let path = ctx.out_dir.join(name);
-            std::fs::write(&path, bytes)
-                .map_err(|e| StageError::io(format!("writing {}", path.display()), e))
+            std::fs::write(&path, bytes).map_err(|e| StageError::io(format!("writing {}", path.display()), e))
         };
         write(MODEL_FILE, &outcome.model_bytes)?;
-        let trained = TrainedFlow {
-            spec,
-            settings: p.settings,
-            target_aligned: targets.is_aligned,
-        };
-        let json =
-            serde_json::to_vec_pretty(&trained).map_err(|e| StageError::Failed(e.to_string()))?;
+        let trained = TrainedFlow { spec, settings: p.settings, target_aligned: targets.is_aligned };
+        let json = serde_json::to_vec_pretty(&trained).map_err(|e| StageError::Failed(e.to_string()))?;
         write(FLOW_FILE, &json)?;
         let rows: Vec<Row> = outcome
             .curve
@@ -449,10 +369,7 @@ impl StageKind for TrainFlow {
                 Row::from([
                     ("t".to_owned(), Value::Float(point.t)),
                     ("loss".to_owned(), Value::Float(point.loss)),
-                    (
-                        "mean_predictor_loss".to_owned(),
-                        Value::Float(point.mean_predictor_loss),
-                    ),
+                    ("mean_predictor_loss".to_owned(), Value::Float(point.mean_predictor_loss)),
                 ])
             })
             .collect();
@@ -472,11 +389,7 @@ mod tests {
         // MNIST d=8 B=8 100K ≈ 14.5 PF (the dataset comes from an upstream stage's params).
         let cases: [(&[(&str, Value)], f64); 3] = [
             (
-                &[
-                    ("d_model", Value::Int(32)),
-                    ("batch_size", Value::Int(16)),
-                    ("iterations", Value::Int(20_000)),
-                ],
+                &[("d_model", Value::Int(32)), ("batch_size", Value::Int(16)), ("iterations", Value::Int(20_000))],
                 0.46e15,
             ),
             (&[], 43e15),
@@ -491,13 +404,8 @@ mod tests {
             ),
         ];
         for (overrides, want) in cases {
-            let got = TrainFlow
-                .estimate_flops(&params(&TrainFlow, overrides))
-                .expect("an estimate");
-            assert!(
-                (got / want - 1.0).abs() < 0.05,
-                "{overrides:?}: {got:e} vs {want:e}"
-            );
+            let got = TrainFlow.estimate_flops(&params(&TrainFlow, overrides)).expect("an estimate");
+            assert!((got / want - 1.0).abs() < 0.05, "{overrides:?}: {got:e} vs {want:e}");
         }
     }
 
@@ -506,11 +414,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("wfpipe-train-kind-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let layout = Layout(vec![3, 2, 2]);
-        let set = WeightSet::new(layout.clone(), vec![0.5; 8 * layout.num_params()])
-            .expect("a weight set");
+        let set = WeightSet::new(layout.clone(), vec![0.5; 8 * layout.num_params()]).expect("a weight set");
         std::fs::create_dir_all(dir.join("raw")).expect("folder");
-        set.write(&dir.join("raw").join(FILE_NAME))
-            .expect("written");
+        set.write(&dir.join("raw").join(FILE_NAME)).expect("written");
         for geometry in ["normalized", "geometric"] {
             let p = params(
                 &TrainFlow,
@@ -520,31 +426,13 @@ mod tests {
                     ("d_model", Value::Int(4)),
                 ],
             );
-            let (result, _, _) = run(
-                &TrainFlow,
-                &p,
-                "weights",
-                "collect",
-                &dir.join("raw"),
-                &dir.join(geometry),
-            );
-            assert!(
-                matches!(result, Err(StageError::Input(ref m)) if m.contains("non-canonical")),
-                "{result:?}"
-            );
-            assert!(!dir
-                .join(geometry)
-                .join("scratch")
-                .join("state.json")
-                .exists());
+            let (result, _, _) = run(&TrainFlow, &p, "weights", "collect", &dir.join("raw"), &dir.join(geometry));
+            assert!(matches!(result, Err(StageError::Input(ref m)) if m.contains("non-canonical")), "{result:?}");
+            assert!(!dir.join(geometry).join("scratch").join("state.json").exists());
         }
         let bad = params(
             &TrainFlow,
-            &[
-                ("weights", Value::Str("raw".into())),
-                ("d_model", Value::Int(6)),
-                ("heads", Value::Int(4)),
-            ],
+            &[("weights", Value::Str("raw".into())), ("d_model", Value::Int(6)), ("heads", Value::Int(4))],
         );
         assert!(TrainFlow.validate(&bad).is_err());
         let _ = std::fs::remove_dir_all(&dir);
