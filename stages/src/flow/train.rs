@@ -351,13 +351,7 @@ pub fn train(
         let x0 = data.source.next_batch(batch, state.source_loader.as_mut(), rng);
         let x1 = data.target.next_batch(batch, state.target_loader.as_mut(), rng);
         let t: Vec<f32> = (0..batch).map(|_| sample_time(rng)).collect();
-        let pairs = spec.coupling.pair(&x0, &x1, p, rng);
-        let mut x0_paired = Vec::with_capacity(batch * p);
-        let mut x1_paired = Vec::with_capacity(batch * p);
-        for &(i, j) in &pairs {
-            x0_paired.extend_from_slice(&x0[i * p..(i + 1) * p]);
-            x1_paired.extend_from_slice(&x1[j * p..(j + 1) * p]);
-        }
+        let (x0_paired, x1_paired) = gather_pairs(&spec.coupling.pair(&x0, &x1, p, rng), &x0, &x1, p);
         let xt = interpolate(spec.geometry, &product, &x0_paired, &x1_paired, &t, spec.sigma, rng);
         let lr = settings.schedule.rate(settings.lr, state.iteration, settings.iterations);
         let value = model.step(xt, t, x1_paired, lr);
@@ -394,6 +388,17 @@ pub fn train(
         is_finished: true,
         loss_by_time: loss_by_time(spec, settings, data, model, TIME_BINS, TIME_BIN_BATCHES),
     })
+}
+
+/// The `[B, P]` batches `x0[i]`, `x1[j]` for the coupling's pairs `(i, j)`.
+fn gather_pairs(pairs: &[(usize, usize)], x0: &[f32], x1: &[f32], p: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut x0_paired = Vec::with_capacity(pairs.len() * p);
+    let mut x1_paired = Vec::with_capacity(pairs.len() * p);
+    for &(i, j) in pairs {
+        x0_paired.extend_from_slice(&x0[i * p..(i + 1) * p]);
+        x1_paired.extend_from_slice(&x1[j * p..(j + 1) * p]);
+    }
+    (x0_paired, x1_paired)
 }
 
 /// Times and batches per time of the finished model's loss profile (about 13 training
@@ -435,13 +440,7 @@ pub fn loss_by_time(
             for _ in 0..batches {
                 let x0 = data.source.next_batch(batch, source_loader.as_mut(), &mut rng);
                 let x1 = data.target.next_batch(batch, target_loader.as_mut(), &mut rng);
-                let pairs = spec.coupling.pair(&x0, &x1, p, &mut rng);
-                let mut x0_paired = Vec::with_capacity(batch * p);
-                let mut x1_paired = Vec::with_capacity(batch * p);
-                for &(i, j) in &pairs {
-                    x0_paired.extend_from_slice(&x0[i * p..(i + 1) * p]);
-                    x1_paired.extend_from_slice(&x1[j * p..(j + 1) * p]);
-                }
+                let (x0_paired, x1_paired) = gather_pairs(&spec.coupling.pair(&x0, &x1, p, &mut rng), &x0, &x1, p);
                 let times = vec![t as f32; batch];
                 let xt = interpolate(spec.geometry, &product, &x0_paired, &x1_paired, &times, spec.sigma, &mut rng);
                 loss += model.loss(xt, times, x1_paired.clone());
