@@ -106,74 +106,31 @@ pub enum LoadError {
     #[error("{0}")]
     Invalid(#[from] PipelineError),
     #[error("cannot read pipeline file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
 }
 
-const STAGE_KEYS: &[&str] = &[
-    "kind",
-    "matrix",
-    "zip",
-    "include",
-    "exclude",
-    "replicates",
-    "seed",
-    "resources",
-];
+const STAGE_KEYS: &[&str] = &["kind", "matrix", "zip", "include", "exclude", "replicates", "seed", "resources"];
 const TOP_KEYS: &[&str] = &["pipeline", "stage", "table", "figure", "report", "executor"];
 const SUGAR_SECTIONS: &[&str] = &["table", "figure", "report"];
 
 /// Read, check and expand a pipeline file. `overrides` are `stage.key=value` strings.
 pub fn load(path: &Path, overrides: &[String], registry: &Registry) -> Result<Pipeline, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
     load_str(path, text, overrides, registry)
 }
 
-pub fn load_str(
-    path: &Path,
-    text: String,
-    overrides: &[String],
-    registry: &Registry,
-) -> Result<Pipeline, LoadError> {
-    let source = Arc::new(SourceFile {
-        path: path.to_owned(),
-        text,
-    });
-    let project_dir = path
-        .parent()
-        .map(|p| {
-            if p.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                p
-            }
-        })
-        .unwrap_or(Path::new("."));
+pub fn load_str(path: &Path, text: String, overrides: &[String], registry: &Registry) -> Result<Pipeline, LoadError> {
+    let source = Arc::new(SourceFile { path: path.to_owned(), text });
+    let project_dir =
+        path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p }).unwrap_or(Path::new("."));
     // Pipelines live in `pipelines/`; paths in them are relative to the project above it.
     let project_dir = if project_dir.file_name().is_some_and(|n| n == "pipelines") {
-        project_dir
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."))
+        project_dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
     } else {
         project_dir.to_path_buf()
     };
-    let project_dir = if project_dir.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        project_dir
-    };
-    let mut loader = Loader {
-        source: source.clone(),
-        registry,
-        diags: Vec::new(),
-        pending_exclude_keys: Vec::new(),
-    };
+    let project_dir = if project_dir.as_os_str().is_empty() { PathBuf::from(".") } else { project_dir };
+    let mut loader = Loader { source: source.clone(), registry, diags: Vec::new(), pending_exclude_keys: Vec::new() };
     let top = source::parse(&source)?;
     let raw = loader.read_top(&top);
     let mut raw = match raw {
@@ -181,19 +138,12 @@ pub fn load_str(
         None => return Err(loader.finish().unwrap_err().into()),
     };
     loader.apply_overrides(&mut raw, overrides);
-    let mut stages: Vec<StageDef> = raw
-        .stages
-        .iter()
-        .filter_map(|s| loader.check_stage(s, raw.seed))
-        .collect();
+    let mut stages: Vec<StageDef> = raw.stages.iter().filter_map(|s| loader.check_stage(s, raw.seed)).collect();
     loader.finish()?;
     let order = loader.order_stages(&stages)?;
     // Reorder stages topologically.
     let mut slots: Vec<Option<StageDef>> = stages.drain(..).map(Some).collect();
-    let stages: Vec<StageDef> = order
-        .into_iter()
-        .map(|i| slots[i].take().expect("each stage once"))
-        .collect();
+    let stages: Vec<StageDef> = order.into_iter().map(|i| slots[i].take().expect("each stage once")).collect();
     let mut pipeline = Pipeline {
         name: raw.name,
         path: path.to_owned(),
@@ -243,19 +193,12 @@ impl<'a> Loader<'a> {
         }
         let mut diags = std::mem::take(&mut self.diags);
         diags.sort_by_key(|d| d.span.as_ref().map(|s| s.start).unwrap_or(0));
-        Err(PipelineError {
-            source: self.source.clone(),
-            diagnostics: diags,
-        })
+        Err(PipelineError { source: self.source.clone(), diagnostics: diags })
     }
 
     fn read_top<'t>(&mut self, top: &'t [(SKey, SValue)]) -> Option<RawPipeline<'t>> {
-        let mut name = self
-            .source
-            .path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "pipeline".into());
+        let mut name =
+            self.source.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pipeline".into());
         let mut seed = 0u64;
         let mut stages = Vec::new();
         let mut slurm = BTreeMap::new();
@@ -328,23 +271,24 @@ impl<'a> Loader<'a> {
                     for (sk, sv) in table {
                         if !is_valid_name(&sk.name) {
                             self.err(Diagnostic::new(
-                                format!("`{}` is not a valid stage name: use letters, digits, `-`, `_` and `.`", sk.name),
+                                format!(
+                                    "`{}` is not a valid stage name: use letters, digits, `-`, `_` and `.`",
+                                    sk.name
+                                ),
                                 Some(sk.span.clone()),
                             ));
                             continue;
                         }
                         if !seen.insert(sk.name.clone()) {
-                            self.err(Diagnostic::new(format!("duplicate stage `{}`", sk.name), Some(sk.span.clone()))
-                                .help("stage names are shared by [stage.*], [table.*], [figure.*] and [report.*]"));
+                            self.err(
+                                Diagnostic::new(format!("duplicate stage `{}`", sk.name), Some(sk.span.clone()))
+                                    .help("stage names are shared by [stage.*], [table.*], [figure.*] and [report.*]"),
+                            );
                             continue;
                         }
                         let Some(entries) = sv.as_table() else {
                             self.err(Diagnostic::new(
-                                format!(
-                                    "`{section}.{}` must be a table, found {}",
-                                    sk.name,
-                                    sv.type_name()
-                                ),
+                                format!("`{section}.{}` must be a table, found {}", sk.name, sv.type_name()),
                                 Some(sv.span.clone()),
                             ));
                             continue;
@@ -358,12 +302,9 @@ impl<'a> Loader<'a> {
                     }
                 }
                 other => self.err(
-                    Diagnostic::new(
-                        format!("unknown top-level key `{other}`"),
-                        Some(key.span.clone()),
-                    )
-                    .suggest(other, TOP_KEYS.iter().copied())
-                    .help_if_none(format!("expected one of {}", TOP_KEYS.join(", "))),
+                    Diagnostic::new(format!("unknown top-level key `{other}`"), Some(key.span.clone()))
+                        .suggest(other, TOP_KEYS.iter().copied())
+                        .help_if_none(format!("expected one of {}", TOP_KEYS.join(", "))),
                 ),
             }
         }
@@ -376,12 +317,7 @@ impl<'a> Loader<'a> {
         if !self.diags.is_empty() {
             return None;
         }
-        Some(RawPipeline {
-            name,
-            seed,
-            stages,
-            slurm,
-        })
+        Some(RawPipeline { name, seed, stages, slurm })
     }
 
     fn expect_table<'t>(&mut self, what: &str, v: &'t SValue) -> Option<&'t [(SKey, SValue)]> {
@@ -401,25 +337,16 @@ impl<'a> Loader<'a> {
     fn apply_overrides(&mut self, raw: &mut RawPipeline<'_>, overrides: &[String]) {
         for o in overrides {
             let Some((lhs, value)) = o.split_once('=') else {
-                self.err(Diagnostic::new(
-                    format!("--set `{o}`: expected `stage.key=value`"),
-                    None,
-                ));
+                self.err(Diagnostic::new(format!("--set `{o}`: expected `stage.key=value`"), None));
                 continue;
             };
             let Some((stage, key)) = lhs.trim().split_once('.') else {
-                self.err(Diagnostic::new(
-                    format!("--set `{o}`: expected `stage.key=value`"),
-                    None,
-                ));
+                self.err(Diagnostic::new(format!("--set `{o}`: expected `stage.key=value`"), None));
                 continue;
             };
             let names: Vec<&str> = raw.stages.iter().map(|s| s.name.name.as_str()).collect();
             let Some(target) = raw.stages.iter_mut().find(|s| s.name.name == stage) else {
-                self.err(
-                    Diagnostic::new(format!("--set `{o}`: no stage `{stage}`"), None)
-                        .suggest(stage, names),
-                );
+                self.err(Diagnostic::new(format!("--set `{o}`: no stage `{stage}`"), None).suggest(stage, names));
                 continue;
             };
             let mut value = source::parse_cli_value(value.trim());
@@ -436,32 +363,21 @@ impl<'a> Loader<'a> {
             (Some((_, v)), _) => match v.as_str() {
                 Some(s) => s.to_owned(),
                 None => {
-                    self.err(Diagnostic::new(
-                        format!("`kind` must be a string, found {}", v.type_name()),
-                        span_of(v),
-                    ));
+                    self.err(Diagnostic::new(format!("`kind` must be a string, found {}", v.type_name()), span_of(v)));
                     return None;
                 }
             },
             (None, Some(implied)) => implied.to_owned(),
             (None, None) => {
                 self.err(
-                    Diagnostic::new(
-                        format!("stage `{name}` has no `kind`"),
-                        Some(raw.name.span.clone()),
-                    )
-                    .help(format!(
-                        "add `kind = \"...\"`; known kinds: {}",
-                        self.registry.names().join(", ")
-                    )),
+                    Diagnostic::new(format!("stage `{name}` has no `kind`"), Some(raw.name.span.clone()))
+                        .help(format!("add `kind = \"...\"`; known kinds: {}", self.registry.names().join(", "))),
                 );
                 return None;
             }
         };
         let Some(kind) = self.registry.get(&kind_name) else {
-            let span = kind_entry
-                .map(|(_, v)| v.span.clone())
-                .unwrap_or(raw.name.span.clone());
+            let span = kind_entry.map(|(_, v)| v.span.clone()).unwrap_or(raw.name.span.clone());
             self.err(
                 Diagnostic::new(format!("unknown stage kind `{kind_name}`"), Some(span))
                     .suggest(&kind_name, self.registry.names())
@@ -486,11 +402,7 @@ impl<'a> Loader<'a> {
                 "seed" => match v.kind {
                     SKind::Int(i) if i >= 0 => seed = i as u64,
                     _ => self.err(Diagnostic::new(
-                        format!(
-                            "`seed` must be a non-negative integer, found {} `{}`",
-                            v.type_name(),
-                            check::short(v)
-                        ),
+                        format!("`seed` must be a non-negative integer, found {} `{}`", v.type_name(), check::short(v)),
                         span_of(v),
                     )),
                 },
@@ -502,10 +414,7 @@ impl<'a> Loader<'a> {
                 "replicates" => match v.kind {
                     SKind::Int(i) if i >= 1 => replicates = Some(i as usize),
                     _ => self.err(Diagnostic::new(
-                        format!(
-                            "`replicates` must be an integer >= 1, found {}",
-                            check::short(v)
-                        ),
+                        format!("`replicates` must be an integer >= 1, found {}", check::short(v)),
                         span_of(v),
                     )),
                 },
@@ -522,52 +431,32 @@ impl<'a> Loader<'a> {
                         }
                     },
                     None => {
-                        let candidates = schema
-                            .iter()
-                            .map(|p| p.name)
-                            .chain(STAGE_KEYS.iter().copied());
-                        let span = if k.span == CLI_SPAN {
-                            None
-                        } else {
-                            Some(k.span.clone())
-                        };
+                        let candidates = schema.iter().map(|p| p.name).chain(STAGE_KEYS.iter().copied());
+                        let span = if k.span == CLI_SPAN { None } else { Some(k.span.clone()) };
                         self.err(
-                            Diagnostic::new(
-                                format!("unknown parameter `{pname}` for kind `{kind_name}`"),
-                                span,
-                            )
-                            .suggest(pname, candidates)
-                            .help_if_none(format!(
-                                "`{kind_name}` takes: {}",
-                                schema.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
-                            )),
+                            Diagnostic::new(format!("unknown parameter `{pname}` for kind `{kind_name}`"), span)
+                                .suggest(pname, candidates)
+                                .help_if_none(format!(
+                                    "`{kind_name}` takes: {}",
+                                    schema.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+                                )),
                         );
                     }
                 },
             }
         }
         let axes = expand::check_axes(self, &kind_name, &schema, matrix, zip, replicates, &params);
-        let axis_names: BTreeSet<String> = axes
-            .iter()
-            .flat_map(|g| g.axes.iter().map(|a| a.name.clone()))
-            .collect();
-        let include = include
-            .map(|v| expand::check_combos(self, "include", v, &axes))
-            .unwrap_or_default();
+        let axis_names: BTreeSet<String> = axes.iter().flat_map(|g| g.axes.iter().map(|a| a.name.clone())).collect();
+        let include = include.map(|v| expand::check_combos(self, "include", v, &axes)).unwrap_or_default();
         self.pending_exclude_keys.clear();
-        let exclude = exclude
-            .map(|v| expand::check_combos(self, "exclude", v, &axes))
-            .unwrap_or_default();
-        let exclude_spans: BTreeMap<String, Option<Range<usize>>> =
-            self.pending_exclude_keys.drain(..).collect();
+        let exclude = exclude.map(|v| expand::check_combos(self, "exclude", v, &axes)).unwrap_or_default();
+        let exclude_spans: BTreeMap<String, Option<Range<usize>>> = self.pending_exclude_keys.drain(..).collect();
         // Defaults, and required parameters that are neither set nor swept.
         for spec in &schema {
             if params.contains_key(spec.name) || given_spans.contains_key(spec.name) {
                 continue;
             }
-            let swept = axes
-                .iter()
-                .any(|g| g.axes.iter().any(|a| a.target.param() == spec.name));
+            let swept = axes.iter().any(|g| g.axes.iter().any(|a| a.target.param() == spec.name));
             match (&spec.default, swept) {
                 (Some(d), _) => {
                     params.insert(spec.name.to_owned(), d.clone());
@@ -575,18 +464,10 @@ impl<'a> Loader<'a> {
                 (None, true) => {}
                 (None, false) => self.err(
                     Diagnostic::new(
-                        format!(
-                            "stage `{name}` is missing the required parameter `{}`",
-                            spec.name
-                        ),
+                        format!("stage `{name}` is missing the required parameter `{}`", spec.name),
                         Some(raw.name.span.clone()),
                     )
-                    .help(format!(
-                        "`{}`: {} ({})",
-                        spec.name,
-                        spec.ty.describe(),
-                        spec.doc
-                    )),
+                    .help(format!("`{}`: {} ({})", spec.name, spec.ty.describe(), spec.doc)),
                 ),
             }
         }
@@ -614,11 +495,9 @@ impl<'a> Loader<'a> {
                 }
                 ParamType::RefList => {
                     let sels: Vec<RefSel> = match params.get(spec.name) {
-                        Some(Value::List(items)) => items
-                            .iter()
-                            .filter_map(|v| v.as_str())
-                            .filter_map(|s| RefSel::parse(s).ok())
-                            .collect(),
+                        Some(Value::List(items)) => {
+                            items.iter().filter_map(|v| v.as_str()).filter_map(|s| RefSel::parse(s).ok()).collect()
+                        }
                         _ => Vec::new(),
                     };
                     if !sels.is_empty() {
@@ -664,7 +543,10 @@ impl<'a> Loader<'a> {
     fn check_resources(&mut self, v: &SValue) -> Option<ResourceOverride> {
         let Some(table) = v.as_table() else {
             self.err(Diagnostic::new(
-                format!("`resources` must be a table like {{ cpus = 2, gpus = 1, mem_mb = 4096 }}, found {}", v.type_name()),
+                format!(
+                    "`resources` must be a table like {{ cpus = 2, gpus = 1, mem_mb = 4096 }}, found {}",
+                    v.type_name()
+                ),
                 span_of(v),
             ));
             return None;
@@ -675,11 +557,7 @@ impl<'a> Loader<'a> {
                 SKind::Int(i) if i >= 0 => i as u64,
                 _ => {
                     self.err(Diagnostic::new(
-                        format!(
-                            "`resources.{}` must be a non-negative integer, found {}",
-                            k.name,
-                            check::short(val)
-                        ),
+                        format!("`resources.{}` must be a non-negative integer, found {}", k.name, check::short(val)),
                         span_of(val),
                     ));
                     continue;
@@ -702,11 +580,7 @@ impl<'a> Loader<'a> {
 
     /// Check references and order stages so every stage follows the ones it reads.
     fn order_stages(&mut self, stages: &[StageDef]) -> Result<Vec<usize>, PipelineError> {
-        let index: BTreeMap<&str, usize> = stages
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name.as_str(), i))
-            .collect();
+        let index: BTreeMap<&str, usize> = stages.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
         let mut graph = petgraph::graphmap::DiGraphMap::<usize, ()>::new();
         for i in 0..stages.len() {
             graph.add_node(i);
@@ -720,10 +594,7 @@ impl<'a> Loader<'a> {
                         }
                         None => self.err(
                             Diagnostic::new(
-                                format!(
-                                    "`{param}` of stage `{}` refers to a missing stage `{}`",
-                                    s.name, sel.stage
-                                ),
+                                format!("`{param}` of stage `{}` refers to a missing stage `{}`", s.name, sel.stage),
                                 r.span.clone(),
                             )
                             .suggest(&sel.stage, index.keys().copied()),
@@ -739,9 +610,7 @@ impl<'a> Loader<'a> {
                 let mut path = find_cycle(&graph, cycle.node_id());
                 // Start the cycle at the stage declared first, so the message is stable.
                 path.pop();
-                let first_pos = (0..path.len())
-                    .min_by_key(|&i| stages[path[i]].name_span.start)
-                    .unwrap_or(0);
+                let first_pos = (0..path.len()).min_by_key(|&i| stages[path[i]].name_span.start).unwrap_or(0);
                 path.rotate_left(first_pos);
                 path.push(path[0]);
                 let names: Vec<&str> = path.iter().map(|&i| stages[i].name.as_str()).collect();
@@ -810,13 +679,7 @@ fn set_path(entries: &mut Vec<(SKey, SValue)>, path: &[&str], value: SValue) {
     if rest.is_empty() {
         match pos {
             Some(i) => entries[i].1 = value,
-            None => entries.push((
-                SKey {
-                    name: head.to_owned(),
-                    span: CLI_SPAN,
-                },
-                value,
-            )),
+            None => entries.push((SKey { name: head.to_owned(), span: CLI_SPAN }, value)),
         }
         return;
     }
@@ -824,14 +687,8 @@ fn set_path(entries: &mut Vec<(SKey, SValue)>, path: &[&str], value: SValue) {
         Some(i) => i,
         None => {
             entries.push((
-                SKey {
-                    name: head.to_owned(),
-                    span: CLI_SPAN,
-                },
-                SValue {
-                    span: CLI_SPAN,
-                    kind: SKind::Table(Vec::new()),
-                },
+                SKey { name: head.to_owned(), span: CLI_SPAN },
+                SValue { span: CLI_SPAN, kind: SKind::Table(Vec::new()) },
             ));
             entries.len() - 1
         }
@@ -839,10 +696,7 @@ fn set_path(entries: &mut Vec<(SKey, SValue)>, path: &[&str], value: SValue) {
     if let SKind::Table(inner) = &mut entries[i].1.kind {
         set_path(inner, rest, value);
     } else {
-        entries[i].1 = SValue {
-            span: CLI_SPAN,
-            kind: SKind::Table(Vec::new()),
-        };
+        entries[i].1 = SValue { span: CLI_SPAN, kind: SKind::Table(Vec::new()) };
         if let SKind::Table(inner) = &mut entries[i].1.kind {
             set_path(inner, rest, value);
         }
@@ -857,14 +711,10 @@ pub fn to_plain_value(v: &SValue) -> Option<Value> {
         SKind::Float(f) => Value::Float(*f),
         SKind::Str(s) => Value::Str(s.clone()),
         SKind::Datetime(_) => return None,
-        SKind::Array(items) => {
-            Value::List(items.iter().map(to_plain_value).collect::<Option<_>>()?)
+        SKind::Array(items) => Value::List(items.iter().map(to_plain_value).collect::<Option<_>>()?),
+        SKind::Table(t) => {
+            Value::Table(t.iter().map(|(k, v)| Some((k.name.clone(), to_plain_value(v)?))).collect::<Option<_>>()?)
         }
-        SKind::Table(t) => Value::Table(
-            t.iter()
-                .map(|(k, v)| Some((k.name.clone(), to_plain_value(v)?)))
-                .collect::<Option<_>>()?,
-        ),
     })
 }
 
