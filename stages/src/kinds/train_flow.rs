@@ -199,97 +199,30 @@ impl StageKind for TrainFlow {
         "Train a flow-matching relational transformer over a weight set"
     }
 
+    // One line per parameter: the list reads as a table.
+    #[rustfmt::skip]
     fn params(&self) -> Vec<ParamSpec> {
         use ParamType as T;
         let s = |v: &str| Value::Str(v.to_owned());
         vec![
-            ParamSpec::required(
-                "weights",
-                T::Ref { mode: RefMode::FanOut },
-                "the weight set (or toy-data stage) to learn",
-            ),
-            ParamSpec::with_default(
-                "geometry",
-                T::Enum(Geometry::NAMES),
-                s("euclidean"),
-                "euclidean, normalized or geometric flow",
-            ),
-            ParamSpec::with_default(
-                "coupling",
-                T::Enum(Coupling::NAMES),
-                s("independent"),
-                "independent or minibatch-OT pairing",
-            ),
+            ParamSpec::required("weights", T::Ref { mode: RefMode::FanOut }, "the weight set (or toy-data stage) to learn"),
+            ParamSpec::with_default("geometry", T::Enum(Geometry::NAMES), s("euclidean"), "euclidean, normalized or geometric flow"),
+            ParamSpec::with_default("coupling", T::Enum(Coupling::NAMES), s("independent"), "independent or minibatch-OT pairing"),
             ParamSpec::with_default("iterations", T::POSITIVE_INT, Value::Int(250_000), "Adam steps"),
             ParamSpec::with_default("batch_size", T::POSITIVE_INT, Value::Int(32), "pairs per step"),
-            ParamSpec::with_default(
-                "lr",
-                T::Float { min: Some(0.0), max: None },
-                Value::Float(1e-3),
-                "Adam learning rate",
-            ),
-            ParamSpec::added(
-                "lr_schedule",
-                T::Enum(LrSchedule::NAMES),
-                s("constant"),
-                "constant (the thesis) or cosine decay to 0 over the run",
-            ),
-            ParamSpec::added(
-                "warmup",
-                T::NON_NEGATIVE_INT,
-                Value::Int(0),
-                "linear warm-up steps of the cosine schedule",
-            ),
-            ParamSpec::with_default(
-                "sigma",
-                T::NON_NEGATIVE_FLOAT,
-                Value::Float(1e-4),
-                "path noise σ (ignored by the geometric flow)",
-            ),
-            ParamSpec::with_default(
-                "d_model",
-                T::POSITIVE_INT,
-                Value::Int(64),
-                "hidden width d_E (node/edge width d+1)",
-            ),
+            ParamSpec::with_default("lr", T::Float { min: Some(0.0), max: None }, Value::Float(1e-3), "Adam learning rate"),
+            ParamSpec::added("lr_schedule", T::Enum(LrSchedule::NAMES), s("constant"), "constant (the thesis) or cosine decay to 0 over the run"),
+            ParamSpec::added("warmup", T::NON_NEGATIVE_INT, Value::Int(0), "linear warm-up steps of the cosine schedule"),
+            ParamSpec::with_default("sigma", T::NON_NEGATIVE_FLOAT, Value::Float(1e-4), "path noise σ (ignored by the geometric flow)"),
+            ParamSpec::with_default("d_model", T::POSITIVE_INT, Value::Int(64), "hidden width d_E (node/edge width d+1)"),
             ParamSpec::with_default("layers", T::POSITIVE_INT, Value::Int(5), "relational-transformer layers"),
             ParamSpec::with_default("heads", T::POSITIVE_INT, Value::Int(1), "attention heads"),
-            ParamSpec::with_default(
-                "time_channel",
-                T::Enum(TimeChannel::NAMES),
-                s("faithful"),
-                "where t is written (faithful: the code's pattern)",
-            ),
-            ParamSpec::with_default(
-                "source",
-                T::Enum(SourceMode::NAMES),
-                s("fixed"),
-                "fixed pre-drawn prior set (faithful) or fresh draws",
-            ),
-            ParamSpec::with_default(
-                "source_std",
-                T::NON_NEGATIVE_FLOAT,
-                Value::Float(0.1),
-                "prior standard deviation (1 for the toy)",
-            ),
-            ParamSpec::with_default(
-                "n_samples",
-                T::NON_NEGATIVE_INT,
-                Value::Int(0),
-                "random subset of the weight set (0: all)",
-            ),
-            ParamSpec::with_default(
-                "checkpoint_every",
-                T::POSITIVE_INT,
-                Value::Int(1000),
-                "iterations between checkpoints",
-            ),
-            ParamSpec::with_default(
-                "curve_every",
-                T::POSITIVE_INT,
-                Value::Int(100),
-                "iterations averaged per training-curve row",
-            ),
+            ParamSpec::with_default("time_channel", T::Enum(TimeChannel::NAMES), s("faithful"), "where t is written (faithful: the code's pattern)"),
+            ParamSpec::with_default("source", T::Enum(SourceMode::NAMES), s("fixed"), "fixed pre-drawn prior set (faithful) or fresh draws"),
+            ParamSpec::with_default("source_std", T::NON_NEGATIVE_FLOAT, Value::Float(0.1), "prior standard deviation (1 for the toy)"),
+            ParamSpec::with_default("n_samples", T::NON_NEGATIVE_INT, Value::Int(0), "random subset of the weight set (0: all)"),
+            ParamSpec::with_default("checkpoint_every", T::POSITIVE_INT, Value::Int(1000), "iterations between checkpoints"),
+            ParamSpec::with_default("curve_every", T::POSITIVE_INT, Value::Int(100), "iterations averaged per training-curve row"),
         ]
     }
 
