@@ -2,9 +2,10 @@
 //! positions, curve so far), so a killed run resumes where it stopped and ends with the
 //! same model bytes as an uninterrupted one.
 //!
-//! Layout: `model-<iter>.mpk`, `optim-<iter>.mpk` and `state.json`. The state file is
-//! replaced last with an atomic rename and names the model and optimizer files it belongs
-//! to, so a crash mid-write leaves the previous checkpoint intact.
+//! Layout: `model-<iter>.mpk`, `optim-<iter>.mpk`, `average-<iter>.bin` (only with a weight
+//! average) and `state.json`. The state file is replaced last with an atomic rename and
+//! names the files it belongs to, so a crash mid-write leaves the previous checkpoint
+//! intact.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,24 @@ pub struct TrainProgress {
     pub fingerprint: String,
     pub model_file: String,
     pub optim_file: String,
+    /// The weight average's file; empty without one (and then not written, so a run
+    /// without an average keeps the state file of earlier versions).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub average_file: String,
+}
+
+/// A checkpoint read back: progress and the bytes of the files it names.
+pub struct Checkpoint {
+    pub progress: TrainProgress,
+    pub model: Vec<u8>,
+    pub optim: Vec<u8>,
+    pub average: Option<Vec<u8>>,
+}
+
+impl TrainProgress {
+    fn files(&self) -> impl Iterator<Item = &String> {
+        [&self.model_file, &self.optim_file, &self.average_file].into_iter().filter(|name| !name.is_empty())
+    }
 }
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> FlowError {
@@ -54,22 +73,32 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FlowError> {
 }
 
 /// Writes a checkpoint and removes the files of the previous one.
-pub fn save(dir: &Path, progress: &TrainProgress, model: &[u8], optim: &[u8]) -> Result<(), FlowError> {
+/// `average` goes to `progress.average_file` and must be given exactly when that is set.
+pub fn save(
+    dir: &Path,
+    progress: &TrainProgress,
+    model: &[u8],
+    optim: &[u8],
+    average: Option<&[u8]>,
+) -> Result<(), FlowError> {
+    assert_eq!(average.is_some(), !progress.average_file.is_empty(), "the average and its file name go together");
     fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     let previous = load_state(dir, &progress.fingerprint)?;
     write_atomic(&dir.join(&progress.model_file), model)?;
     write_atomic(&dir.join(&progress.optim_file), optim)?;
+    if let Some(bytes) = average {
+        write_atomic(&dir.join(&progress.average_file), bytes)?;
+    }
     let state = serde_json::to_vec(progress).map_err(|e| FlowError::Checkpoint {
         path: dir.join(STATE_FILE),
         reason: e.to_string(),
     })?;
     write_atomic(&dir.join(STATE_FILE), &state)?;
     if let Some(old) = previous {
-        for name in [old.model_file, old.optim_file] {
-            if name != progress.model_file && name != progress.optim_file {
-                // A leftover file only costs space; failing to remove it is not an error.
-                let _ = fs::remove_file(dir.join(name));
-            }
+        let current: Vec<&String> = progress.files().collect();
+        for name in old.files().filter(|name| !current.contains(name)) {
+            // A leftover file only costs space; failing to remove it is not an error.
+            let _ = fs::remove_file(dir.join(name));
         }
     }
     Ok(())
@@ -87,9 +116,8 @@ fn load_state(dir: &Path, fingerprint: &str) -> Result<Option<TrainProgress>, Fl
     Ok((progress.fingerprint == fingerprint).then_some(progress))
 }
 
-/// The latest checkpoint of a run with this fingerprint: progress, model bytes, optimizer
-/// bytes.
-pub fn load(dir: &Path, fingerprint: &str) -> Result<Option<(TrainProgress, Vec<u8>, Vec<u8>)>, FlowError> {
+/// The latest checkpoint of a run with this fingerprint.
+pub fn load(dir: &Path, fingerprint: &str) -> Result<Option<Checkpoint>, FlowError> {
     let Some(progress) = load_state(dir, fingerprint)? else {
         return Ok(None);
     };
@@ -99,5 +127,6 @@ pub fn load(dir: &Path, fingerprint: &str) -> Result<Option<(TrainProgress, Vec<
     };
     let model = read(&progress.model_file)?;
     let optim = read(&progress.optim_file)?;
-    Ok(Some((progress, model, optim)))
+    let average = if progress.average_file.is_empty() { None } else { Some(read(&progress.average_file)?) };
+    Ok(Some(Checkpoint { progress, model, optim, average }))
 }

@@ -7,6 +7,7 @@
 
 pub mod adam;
 pub mod checkpoint;
+pub mod ema;
 pub mod loss;
 pub mod path;
 pub mod source;

@@ -8,14 +8,16 @@
 
 use std::path::Path;
 
-use burn::module::{AutodiffModule, Module};
+use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::{adaptor::OptimizerAdaptor, AdamConfig, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
-use burn::tensor::{backend::AutodiffBackend, ElementConversion, Tensor, TensorData};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::adam::Adam;
-use super::checkpoint::{self, CurvePoint, TrainProgress};
+use super::checkpoint::{self, Checkpoint, CurvePoint, TrainProgress};
+use super::ema::WeightAverage;
 use super::loss::flow_loss;
 use super::path::{interpolate, sample_time};
 use super::source::BatchSource;
@@ -38,6 +40,15 @@ pub struct TrainSettings {
     /// Iterations averaged into one point of the training curve.
     pub curve_every: usize,
     pub seed: u64,
+    /// Decay of the exponential moving average of the weights that becomes the trained
+    /// model ([`super::ema`]); 0 hands out the last iterate (the thesis). Left out of the
+    /// serialized settings when 0, so runs without it keep their fingerprints and files.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ema: f64,
+}
+
+fn is_zero(value: &f64) -> bool {
+    *value == 0.0
 }
 
 /// The learning rate over a run. The thesis trains at a constant rate for 250,000 steps;
@@ -120,6 +131,10 @@ pub trait FlowModel {
     fn optim_bytes(&self) -> Result<Vec<u8>, FlowError>;
     /// Restores the state written by `model_bytes` and `optim_bytes`.
     fn restore(&mut self, model: Vec<u8>, optim: Vec<u8>, scratch: &Path) -> Result<(), FlowError>;
+    /// The trainable parameters as one flat vector, in an order fixed by the model.
+    fn params(&self) -> Vec<f32>;
+    /// Replaces the parameters with `values`, in the order of [`FlowModel::params`].
+    fn set_params(&mut self, values: &[f32]);
 }
 
 /// The model as a burn module trained with burn's autodiff and Adam (the GPU path).
@@ -198,6 +213,51 @@ impl<B: AutodiffBackend> FlowModel for BurnFlow<B> {
         self.optim = std::mem::replace(&mut self.optim, AdamConfig::new().init()).load_record(record);
         Ok(())
     }
+
+    fn params(&self) -> Vec<f32> {
+        flatten_params(&self.model().valid())
+    }
+
+    fn set_params(&mut self, values: &[f32]) {
+        let model = self.model.take().expect("the model is only taken during a step");
+        self.model = Some(unflatten_params(model, values));
+    }
+}
+
+/// Every float parameter of `module`, in visiting order.
+fn flatten_params<B: Backend, M: Module<B>>(module: &M) -> Vec<f32> {
+    struct Flatten(Vec<f32>);
+    impl<B: Backend> ModuleVisitor<B> for Flatten {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.0.extend(param.val().into_data().convert::<f32>().to_vec::<f32>().expect("f32 parameters"));
+        }
+    }
+    let mut visitor = Flatten(Vec::new());
+    module.visit(&mut visitor);
+    visitor.0
+}
+
+/// `module` with its float parameters replaced by `values`, in [`flatten_params`] order.
+fn unflatten_params<B: Backend, M: Module<B>>(module: M, values: &[f32]) -> M {
+    struct Unflatten<'a> {
+        values: &'a [f32],
+        at: usize,
+    }
+    impl<B: Backend> ModuleMapper<B> for Unflatten<'_> {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let (id, tensor, mapper) = param.consume();
+            let (shape, device, trainable) = (tensor.shape(), tensor.device(), tensor.is_require_grad());
+            let len = shape.num_elements();
+            let data = TensorData::new(self.values[self.at..self.at + len].to_vec(), shape);
+            self.at += len;
+            // A fresh tensor is a constant; an autodiff parameter must stay a leaf that trains.
+            Param::from_mapped_value(id, Tensor::from_data(data, &device).set_require_grad(trainable), mapper)
+        }
+    }
+    let mut mapper = Unflatten { values, at: 0 };
+    let module = module.map(&mut mapper);
+    assert_eq!(mapper.at, values.len(), "parameter count mismatch");
+    module
 }
 
 /// The model on the fused CPU engine ([`crate::rt::fused`]): the relational transformer's
@@ -290,6 +350,14 @@ impl FlowModel for FusedFlow {
         self.adam = Adam::from_bytes(&optim, self.engine.map.len).map_err(|e| record_error(scratch, e))?;
         Ok(())
     }
+
+    fn params(&self) -> Vec<f32> {
+        self.engine.params.clone()
+    }
+
+    fn set_params(&mut self, values: &[f32]) {
+        self.engine.params.copy_from_slice(values);
+    }
 }
 
 /// Trains (or resumes) the flow described by `spec` with `model` (freshly initialized
@@ -308,10 +376,16 @@ pub fn train(
         blake3::hash(serde_json::to_string(&(spec, settings)).expect("settings serialize to JSON").as_bytes())
             .to_hex()
             .to_string();
+    let mut average = None;
     let mut state = match checkpoint::load(scratch, &fingerprint)? {
-        Some((state, model_record, optim_record)) => {
+        Some(Checkpoint { progress, model: model_record, optim: optim_record, average: average_record }) => {
             model.restore(model_record, optim_record, scratch)?;
-            state
+            if let Some(bytes) = average_record {
+                let restored = WeightAverage::from_bytes(settings.ema, &bytes, model.params().len())
+                    .map_err(|e| record_error(scratch, e))?;
+                average = Some(restored);
+            }
+            progress
         }
         None => {
             let mut rng = Rng::derive(settings.seed, "flow-training");
@@ -329,9 +403,13 @@ pub fn train(
                 fingerprint: fingerprint.clone(),
                 model_file: String::new(),
                 optim_file: String::new(),
+                average_file: String::new(),
             }
         }
     };
+    if settings.ema > 0.0 && average.is_none() {
+        average = Some(WeightAverage::new(settings.ema, model.params()));
+    }
     let layout = &spec.layout;
     let p = layout.num_params();
     let batch = settings.batch_size;
@@ -362,6 +440,9 @@ pub fn train(
                 last_finite: state.last_finite_loss.map_or_else(|| "none".to_owned(), |l| format!("{l}")),
             });
         }
+        if let Some(average) = average.as_mut() {
+            average.update(&model.params());
+        }
         state.iteration += 1;
         state.last_finite_loss = Some(value);
         state.window_sum += value;
@@ -378,8 +459,15 @@ pub fn train(
         if state.iteration % settings.checkpoint_every == 0 && state.iteration < settings.iterations {
             state.model_file = format!("model-{}.mpk", state.iteration);
             state.optim_file = format!("optim-{}.bin", state.iteration);
-            checkpoint::save(scratch, &state, &model.model_bytes()?, &model.optim_bytes()?)?;
+            let average_bytes = average.as_ref().map(WeightAverage::to_bytes);
+            if average_bytes.is_some() {
+                state.average_file = format!("average-{}.bin", state.iteration);
+            }
+            checkpoint::save(scratch, &state, &model.model_bytes()?, &model.optim_bytes()?, average_bytes.as_deref())?;
         }
+    }
+    if let Some(average) = &average {
+        model.set_params(average.values());
     }
     Ok(TrainOutcome {
         model_bytes: model.model_bytes()?,
@@ -494,6 +582,7 @@ mod tests {
             checkpoint_every: 5,
             curve_every: 3,
             seed: 7,
+            ema: 0.0,
         };
         let mut rng = Rng::seed_from(2);
         let canonical = geometry.is_canonical();
@@ -564,6 +653,53 @@ mod tests {
             let _ = std::fs::remove_dir_all(whole_dir);
             let _ = std::fs::remove_dir_all(killed_dir);
         }
+    }
+
+    #[test]
+    fn the_weight_average_is_the_trained_model_and_survives_a_kill() {
+        for fused in [true, false] {
+            let (spec, mut settings, data) = setup(Geometry::Normalized, Coupling::Independent);
+            let tag = format!("ema-{fused}");
+            let plain_dir = scratch(&format!("plain-{tag}"));
+            let plain = run_training(fused, &spec, &settings, &data, &plain_dir, None).expect("trains");
+            settings.ema = 0.9;
+            let whole_dir = scratch(&format!("whole-{tag}"));
+            let whole = run_training(fused, &spec, &settings, &data, &whole_dir, None).expect("trains");
+            assert_ne!(plain.model_bytes, whole.model_bytes, "{tag}: the average is not the last iterate");
+            // The same steps were taken: the loss curves agree.
+            assert_eq!(plain.curve, whole.curve, "{tag}: the average must not change training");
+            let killed_dir = scratch(&format!("killed-{tag}"));
+            run_training(fused, &spec, &settings, &data, &killed_dir, Some(8)).expect("trains");
+            assert!(killed_dir.join("average-5.bin").exists(), "{tag}: the checkpoint holds the average");
+            let resumed = run_training(fused, &spec, &settings, &data, &killed_dir, None).expect("resumes");
+            assert_eq!(whole.model_bytes, resumed.model_bytes, "{tag}: model bytes differ after a resume");
+            for dir in [plain_dir, whole_dir, killed_dir] {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+
+    #[test]
+    fn both_engines_expose_every_parameter_and_take_them_back() {
+        let (spec, settings, _) = setup(Geometry::Geometric, Coupling::Independent);
+        let fused = FusedFlow::new(&spec, settings.seed);
+        let mut burn = BurnFlow::<A>::new(&spec, settings.seed, &Default::default());
+        let values = burn.params();
+        assert_eq!(values.len(), fused.params().len());
+        assert_eq!(values.len(), burn.model().num_params());
+        let before = burn.model_bytes().unwrap();
+        burn.set_params(&values);
+        assert_eq!(burn.model_bytes().unwrap(), before, "writing the parameters back is the identity");
+        let shifted: Vec<f32> = values.iter().map(|v| v + 0.25).collect();
+        burn.set_params(&shifted);
+        assert_eq!(burn.params(), shifted);
+        // The autodiff module still trains after its parameters were replaced.
+        let mut rng = Rng::seed_from(4);
+        let p = spec.layout.num_params();
+        let (xt, x1) = (rng.normal_vec(4 * p, 0.0, 0.1), rng.normal_vec(4 * p, 0.0, 0.1));
+        let t = vec![0.2, 0.4, 0.6, 0.8];
+        burn.step(xt.clone(), t.clone(), x1.clone(), 1e-2);
+        assert_ne!(burn.params(), shifted, "a step after set_params moves the weights");
     }
 
     #[test]
