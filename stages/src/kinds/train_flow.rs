@@ -378,6 +378,10 @@ mod tests {
             &[("weights", Value::Str("raw".into())), ("d_model", Value::Int(6)), ("heads", Value::Int(4))],
         );
         assert!(TrainFlow.validate(&bad).is_err());
+        for (decay, ok) in [(0.0, true), (0.999, true), (1.0, false), (-0.1, false)] {
+            let p = params(&TrainFlow, &[("weights", Value::Str("raw".into())), ("ema", Value::Float(decay))]);
+            assert_eq!(TrainFlow.validate(&p).is_ok(), ok, "ema = {decay}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
