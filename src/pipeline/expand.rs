@@ -690,8 +690,10 @@ mod tests {
         assert_ne!(key_of("lr_schedule = \"cosine\"").0, key_of("lr_schedule = \"cosine\"\nwarmup = 5").0);
         // The key equals the one computed before these parameters existed.
         let mut before = inst.params.clone();
-        before.0.remove("lr_schedule");
-        before.0.remove("warmup");
+        for added in ["lr_schedule", "warmup", "ema"] {
+            assert!(inst.unkeyed.iter().any(|name| name == added), "`{added}` is unkeyed at its default");
+            before.0.remove(added);
+        }
         let skip = std::collections::BTreeSet::from(["weights"]);
         let toy_key = {
             let text = "[stage.toy]\nkind = \"toy-data\"\n".to_owned();
