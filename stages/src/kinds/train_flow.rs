@@ -222,7 +222,7 @@ impl StageKind for TrainFlow {
             ParamSpec::with_default("lr", T::Float { min: Some(0.0), max: None }, Value::Float(1e-3), "Adam learning rate"),
             ParamSpec::added("lr_schedule", T::Enum(LrSchedule::NAMES), s("constant"), "constant (the thesis) or cosine decay to 0 over the run"),
             ParamSpec::added("warmup", T::NON_NEGATIVE_INT, Value::Int(0), "linear warm-up steps of the cosine schedule"),
-            ParamSpec::added("ema", T::Float { min: Some(0.0), max: Some(1.0) }, Value::Float(0.0), "decay of a moving average of the weights that becomes the model (0: last iterate, the thesis)"),
+            ParamSpec::added("ema", T::Float { min: Some(0.0), max: Some(1.0) }, Value::Float(0.0), "decay (below 1) of a moving average of the weights that becomes the model (0: last iterate, the thesis)"),
             ParamSpec::with_default("sigma", T::NON_NEGATIVE_FLOAT, Value::Float(1e-4), "path noise σ (ignored by the geometric flow)"),
             ParamSpec::with_default("d_model", T::POSITIVE_INT, Value::Int(64), "hidden width d_E (node/edge width d+1)"),
             ParamSpec::with_default("layers", T::POSITIVE_INT, Value::Int(5), "relational-transformer layers"),
