@@ -79,10 +79,7 @@ pub fn select(p: &Pipeline, targets: &[String]) -> anyhow::Result<BTreeSet<usize
         // An instance id, a stage, or a selection `stage[axis=value,...]` naming some axes.
         let sel = crate::pipeline::refsel::RefSel::parse(t).ok();
         let selected = |i: &crate::pipeline::Instance| {
-            sel.as_ref().is_some_and(|s| {
-                p.stages[i.stage].name == s.stage
-                    && s.filters.iter().all(|(k, v)| i.axes.get(k).is_some_and(|x| x.to_string() == *v))
-            })
+            sel.as_ref().is_some_and(|s| p.stages[i.stage].name == s.stage && s.admits(&i.axes))
         };
         let found: Vec<usize> = p
             .instances

@@ -427,9 +427,7 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
                     .instances
                     .iter()
                     .copied()
-                    .filter(|&i| {
-                        sel.filters.iter().all(|(k, v)| p.instances[i].axes.get(k).is_some_and(|x| x.to_string() == *v))
-                    })
+                    .filter(|&i| sel.admits(&p.instances[i].axes))
                     .collect();
                 if chosen.is_empty() && !broken {
                     diags.push(Diagnostic::new(

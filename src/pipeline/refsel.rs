@@ -47,6 +47,12 @@ impl RefSel {
         }
         Ok(RefSel { stage: stage.to_owned(), filters })
     }
+
+    /// Whether an instance with these axis values has every value the selection names
+    /// (the stage is checked by the caller).
+    pub fn admits<V: std::fmt::Display>(&self, axes: &BTreeMap<String, V>) -> bool {
+        self.filters.iter().all(|(k, v)| axes.get(k).is_some_and(|x| x.to_string() == *v))
+    }
 }
 
 #[cfg(test)]

@@ -36,25 +36,16 @@ impl Adam {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 + 8 * self.m.len());
-        out.extend_from_slice(&self.step.to_le_bytes());
-        for x in self.m.iter().chain(&self.v) {
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-        out
+        super::state_bytes::encode(self.step, &[&self.m, &self.v])
     }
 
     /// The state saved by [`Adam::to_bytes`] for an arena of `len` values.
     pub fn from_bytes(bytes: &[u8], len: usize) -> Result<Self, String> {
-        if bytes.len() != 8 + 8 * len {
-            return Err(format!("optimizer state has {} bytes, expected {}", bytes.len(), 8 + 8 * len));
-        }
+        let (step, mut moments) = super::state_bytes::decode(bytes, 2, len, "optimizer state")?;
         let mut adam = Adam::new(len);
-        adam.step = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
-        let floats: Vec<f32> =
-            bytes[8..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
-        adam.m.copy_from_slice(&floats[..len]);
-        adam.v.copy_from_slice(&floats[len..]);
+        adam.step = step;
+        adam.v = moments.pop().unwrap_or_default();
+        adam.m = moments.pop().unwrap_or_default();
         Ok(adam)
     }
 }

@@ -44,20 +44,13 @@ impl WeightAverage {
     /// Little-endian bytes (update count, then the values): a checkpoint restores the
     /// average bit for bit.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 + 4 * self.values.len());
-        out.extend_from_slice(&self.updates.to_le_bytes());
-        self.values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-        out
+        super::state_bytes::encode(self.updates, &[&self.values])
     }
 
     /// The average saved by [`WeightAverage::to_bytes`] for a model of `len` parameters.
     pub fn from_bytes(decay: f64, bytes: &[u8], len: usize) -> Result<Self, String> {
-        if bytes.len() != 8 + 4 * len {
-            return Err(format!("weight average has {} bytes, expected {}", bytes.len(), 8 + 4 * len));
-        }
-        let updates = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
-        let values = bytes[8..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
-        Ok(WeightAverage { decay, updates, values })
+        let (updates, mut arrays) = super::state_bytes::decode(bytes, 1, len, "weight average")?;
+        Ok(WeightAverage { decay, updates, values: arrays.pop().unwrap_or_default() })
     }
 }
 

@@ -11,6 +11,7 @@ pub mod ema;
 pub mod loss;
 pub mod path;
 pub mod source;
+pub mod state_bytes;
 pub mod train;
 
 use serde::{Deserialize, Serialize};
