@@ -47,6 +47,7 @@ fn bench_fused(name: &str, layout: &Layout, d: usize, batch: usize, layers: usiz
         time_channel: TimeChannel::Faithful,
         sigma: 1e-4,
         source: SourceSpec { mode: SourceMode::Fresh, std: 0.1, count: 0, seed: 0 },
+        output: Default::default(),
     };
     let mut flow = FusedFlow::new(&spec, 0);
     let mut rng = Rng::seed_from(0);

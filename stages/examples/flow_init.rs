@@ -1,11 +1,14 @@
 //! The loss of freshly initialized sphere flows, seed by seed: which initializations
 //! start far above the mean predictor, and whether they are the ones whose predicted
-//! neuron rows have almost zero norm (canonicalization divides by those norms).
+//! neuron rows have almost zero norm (canonicalization divides by those norms). The last
+//! column is the same model's loss when its output is read as a velocity
+//! (`output = "velocity"`: x̂1 = x_t + (1−t)·out), next to the loss of x_t itself.
 //!
 //! `cargo run -p wfpipe-stages --example flow_init -- <canonical weights.safetensors> [seeds] [d_model] [layers]`
 
 use wfpipe_stages::coupling::Coupling;
 use wfpipe_stages::flow::path::{interpolate, sample_time};
+use wfpipe_stages::flow::estimate::{Estimator, Output};
 use wfpipe_stages::flow::source::prior_set;
 use wfpipe_stages::flow::train::loss_value;
 use wfpipe_stages::flow::{FlowSpec, SourceMode, SourceSpec};
@@ -36,7 +39,7 @@ fn main() {
     let t: Vec<f32> = (0..BATCH).map(|_| sample_time(&mut rng)).collect();
     let mut mean = vec![0f32; p];
     x1.chunks(p).for_each(|row| mean.iter_mut().zip(row).for_each(|(m, v)| *m += v / BATCH as f32));
-    println!("seed  geometry    time-channel   loss at init  mean-predictor  min |row| (layer 1)  median |row|");
+    println!("seed  geometry    time-channel   loss at init  mean-predictor  min |row| (layer 1)  median |row|  velocity reading  x_t itself");
     for geometry in [Geometry::Normalized, Geometry::Geometric] {
         for time_channel in [TimeChannel::Faithful, TimeChannel::WeightEdges] {
             let spec = FlowSpec {
@@ -47,9 +50,11 @@ fn main() {
                 time_channel,
                 sigma: 1e-4,
                 source: SourceSpec { mode: SourceMode::Fixed, std: 0.1, count: BATCH, seed: 0 },
+                output: Default::default(),
             };
             let xt = interpolate(geometry, &ProductGeometry::new(&layout), &x0, &x1, &t, 1e-4, &mut Rng::seed_from(5));
             let baseline = loss_value(&spec, mean.repeat(BATCH), x1.clone());
+            let of_xt = loss_value(&spec, xt.clone(), x1.clone());
             let graph = FusedGraph::new(&GraphSpec::new(&layout, time_channel));
             for seed in 0..seeds {
                 let model = spec.rt.init::<burn::backend::NdArray<f32>>(seed, &Default::default());
@@ -64,9 +69,11 @@ fn main() {
                     })
                     .collect();
                 norms.sort_by(f32::total_cmp);
+                let velocity = Estimator { output: Output::Velocity, ..spec.estimator(&layout) }.apply_rows(pred.clone(), &xt, &t);
+                let velocity = loss_value(&spec, velocity, x1.clone());
                 let loss = loss_value(&spec, pred, x1.clone());
                 println!(
-                    "{seed:>4}  {:<10}  {:<13}  {loss:>12.4}  {baseline:>14.4}  {:>19.2e}  {:>12.2e}",
+                    "{seed:>4}  {:<10}  {:<13}  {loss:>12.4}  {baseline:>14.4}  {:>19.2e}  {:>12.2e}  {velocity:>16.4}  {of_xt:>10.4}",
                     geometry.name(),
                     format!("{time_channel:?}"),
                     norms[0],

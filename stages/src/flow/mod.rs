@@ -8,6 +8,7 @@
 pub mod adam;
 pub mod checkpoint;
 pub mod ema;
+pub mod estimate;
 pub mod loss;
 pub mod path;
 pub mod source;
@@ -17,6 +18,7 @@ pub mod train;
 use serde::{Deserialize, Serialize};
 
 use crate::coupling::Coupling;
+use crate::flow::estimate::{Estimator, Output};
 use crate::geometry::Geometry;
 use crate::layout::Layout;
 use crate::rt::{graph::TimeChannel, model::RtConfig};
@@ -65,6 +67,18 @@ pub struct FlowSpec {
     pub time_channel: TimeChannel,
     pub sigma: f64,
     pub source: SourceSpec,
+    /// What the network's output stands for; absent in `flow.json` for the thesis's
+    /// reading, so flows trained before the option existed read back unchanged.
+    #[serde(default, skip_serializing_if = "Output::is_target")]
+    pub output: Output,
+}
+
+impl FlowSpec {
+    /// How this flow's outputs become estimates of `x1` for networks of `layout` (the
+    /// training layout, or another hidden width when sampling).
+    pub fn estimator(&self, layout: &Layout) -> Estimator {
+        Estimator { output: self.output, canonical: self.geometry.is_canonical(), layout: layout.clone() }
+    }
 }
 
 /// A training failure.

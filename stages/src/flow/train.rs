@@ -18,11 +18,12 @@ use serde::{Deserialize, Serialize};
 use super::adam::Adam;
 use super::checkpoint::{self, Checkpoint, CurvePoint, TrainProgress};
 use super::ema::WeightAverage;
+use super::estimate::Estimator;
 use super::loss::flow_loss;
 use super::path::{interpolate, sample_time};
 use super::source::BatchSource;
 use super::{FlowError, FlowSpec};
-use crate::geometry::{canon::canonicalize, product::ProductGeometry};
+use crate::geometry::product::ProductGeometry;
 use crate::kind::ProgressSink;
 use crate::noise::Rng;
 use crate::rt::fused::{FusedGraph, FusedRt, Tape};
@@ -142,6 +143,7 @@ pub struct BurnFlow<B: AutodiffBackend> {
     model: Option<RelationalTransformer<B>>,
     optim: OptimizerAdaptor<burn::optim::Adam, RelationalTransformer<B>, B>,
     spec: FlowSpec,
+    estimator: Estimator,
     graph: GraphSpec,
     device: B::Device,
 }
@@ -152,6 +154,7 @@ impl<B: AutodiffBackend> BurnFlow<B> {
             model: Some(spec.rt.init::<B>(seed, device)),
             optim: AdamConfig::new().with_epsilon(1e-8).init::<B, RelationalTransformer<B>>(),
             spec: spec.clone(),
+            estimator: spec.estimator(&spec.layout),
             graph: GraphSpec::new(&spec.layout, spec.time_channel),
             device: device.clone(),
         }
@@ -169,10 +172,7 @@ impl<B: AutodiffBackend> FlowModel for BurnFlow<B> {
         let xt = to_tensor::<B, 2>(xt, [batch, p], &self.device);
         let x1 = to_tensor::<B, 2>(x1, [batch, p], &self.device);
         let t = to_tensor::<B, 1>(t, [batch], &self.device);
-        let mut pred = model.forward(xt, t, &self.graph);
-        if self.spec.geometry.is_canonical() {
-            pred = canonicalize(pred, &self.spec.layout);
-        }
+        let pred = self.estimator.apply(model.forward(xt.clone(), t.clone(), &self.graph), xt, t);
         let loss = flow_loss(self.spec.geometry, pred, x1, &self.spec.layout);
         let value: f64 = loss.clone().into_scalar().elem();
         self.model = Some(if value.is_finite() {
@@ -190,10 +190,7 @@ impl<B: AutodiffBackend> FlowModel for BurnFlow<B> {
         let xt = to_tensor::<B::InnerBackend, 2>(xt, [batch, p], &self.device);
         let x1 = to_tensor::<B::InnerBackend, 2>(x1, [batch, p], &self.device);
         let t = to_tensor::<B::InnerBackend, 1>(t, [batch], &self.device);
-        let mut pred = model.forward(xt, t, &self.graph);
-        if self.spec.geometry.is_canonical() {
-            pred = canonicalize(pred, &self.spec.layout);
-        }
+        let pred = self.estimator.apply(model.forward(xt.clone(), t.clone(), &self.graph), xt, t);
         flow_loss(self.spec.geometry, pred, x1, &self.spec.layout).into_scalar().elem()
     }
 
@@ -291,48 +288,57 @@ impl FusedFlow {
     }
 }
 
-/// The loss of `pred` (canonicalized first for the sphere geometries) against `x1`.
-pub fn loss_value(spec: &FlowSpec, pred: Vec<f32>, x1: Vec<f32>) -> f64 {
+/// The loss of a guess of `x1` (canonicalized first for the sphere geometries), e.g. the
+/// batch mean as the mean-predictor baseline.
+pub fn loss_value(spec: &FlowSpec, guess: Vec<f32>, x1: Vec<f32>) -> f64 {
     let device = Default::default();
     let (p, layout) = (spec.layout.num_params(), &spec.layout);
-    let batch = pred.len() / p;
-    let mut pred = to_tensor::<CpuInner, 2>(pred, [batch, p], &device);
-    if spec.geometry.is_canonical() {
-        pred = canonicalize(pred, layout);
-    }
+    let batch = guess.len() / p;
+    let guess = spec.estimator(layout).finish(to_tensor::<CpuInner, 2>(guess, [batch, p], &device));
     let x1 = to_tensor::<CpuInner, 2>(x1, [batch, p], &device);
-    flow_loss(spec.geometry, pred, x1, layout).into_scalar().elem()
+    flow_loss(spec.geometry, guess, x1, layout).into_scalar().elem()
 }
 
-/// The loss of `pred` against `x1` and its gradient with respect to `pred`.
-pub fn loss_and_gradient(spec: &FlowSpec, pred: Vec<f32>, x1: Vec<f32>) -> (f64, Vec<f32>) {
+/// The loss of the network output `out` at `(x_t, t)` against `x1`.
+fn output_loss(spec: &FlowSpec, out: Vec<f32>, xt: Vec<f32>, t: Vec<f32>, x1: Vec<f32>) -> f64 {
     let device = Default::default();
     let (p, layout) = (spec.layout.num_params(), &spec.layout);
-    let batch = pred.len() / p;
-    let pred = to_tensor::<CpuAutodiff, 2>(pred, [batch, p], &device).require_grad();
-    let x1 = to_tensor::<CpuAutodiff, 2>(x1, [batch, p], &device);
-    let canonical = if spec.geometry.is_canonical() { canonicalize(pred.clone(), layout) } else { pred.clone() };
-    let loss = flow_loss(spec.geometry, canonical, x1, layout);
+    let batch = t.len();
+    let [out, xt, x1] = [out, xt, x1].map(|v| to_tensor::<CpuInner, 2>(v, [batch, p], &device));
+    let estimate = spec.estimator(layout).apply(out, xt, to_tensor::<CpuInner, 1>(t, [batch], &device));
+    flow_loss(spec.geometry, estimate, x1, layout).into_scalar().elem()
+}
+
+/// The loss of the network output `out` at `(x_t, t)` against `x1`, and its gradient with
+/// respect to `out`.
+pub fn loss_and_gradient(spec: &FlowSpec, out: Vec<f32>, xt: Vec<f32>, t: Vec<f32>, x1: Vec<f32>) -> (f64, Vec<f32>) {
+    let device = Default::default();
+    let (p, layout) = (spec.layout.num_params(), &spec.layout);
+    let batch = t.len();
+    let out = to_tensor::<CpuAutodiff, 2>(out, [batch, p], &device).require_grad();
+    let [xt, x1] = [xt, x1].map(|v| to_tensor::<CpuAutodiff, 2>(v, [batch, p], &device));
+    let estimate = spec.estimator(layout).apply(out.clone(), xt, to_tensor::<CpuAutodiff, 1>(t, [batch], &device));
+    let loss = flow_loss(spec.geometry, estimate, x1, layout);
     let value: f64 = loss.clone().into_scalar().elem();
     let grads = loss.backward();
-    let grad = pred.grad(&grads).expect("the prediction is a leaf that requires a gradient");
+    let grad = out.grad(&grads).expect("the output is a leaf that requires a gradient");
     (value, grad.into_data().to_vec::<f32>().expect("f32 gradient"))
 }
 
 impl FlowModel for FusedFlow {
     fn step(&mut self, xt: Vec<f32>, t: Vec<f32>, x1: Vec<f32>, lr: f64) -> f64 {
-        let pred = self.engine.forward_taped(&self.graph, &xt, &t, &mut self.tapes);
-        let (value, dpred) = loss_and_gradient(&self.spec, pred, x1);
+        let out = self.engine.forward_taped(&self.graph, &xt, &t, &mut self.tapes);
+        let (value, dout) = loss_and_gradient(&self.spec, out, xt, t, x1);
         if value.is_finite() {
-            let grads = self.engine.backward(&self.graph, &mut self.tapes, &dpred);
+            let grads = self.engine.backward(&self.graph, &mut self.tapes, &dout);
             self.adam.update(lr, &mut self.engine.params, &grads);
         }
         value
     }
 
     fn loss(&mut self, xt: Vec<f32>, t: Vec<f32>, x1: Vec<f32>) -> f64 {
-        let pred = self.engine.predict(&self.graph, &xt, &t);
-        loss_value(&self.spec, pred, x1)
+        let out = self.engine.predict(&self.graph, &xt, &t);
+        output_loss(&self.spec, out, xt, t, x1)
     }
 
     fn model_bytes(&self) -> Result<Vec<u8>, FlowError> {
@@ -547,6 +553,7 @@ pub fn loss_by_time(
 mod tests {
     use super::*;
     use crate::coupling::Coupling;
+    use crate::flow::estimate::Output;
     use crate::flow::source::prior_set;
     use crate::flow::{SourceMode, SourceSpec};
     use crate::geometry::Geometry;
@@ -573,6 +580,7 @@ mod tests {
             time_channel: TimeChannel::Faithful,
             sigma: 1e-3,
             source: SourceSpec { mode: SourceMode::Fixed, std: 0.1, count: 16, seed: 1 },
+            output: Output::Target,
         };
         let settings = TrainSettings {
             iterations: 12,
@@ -704,8 +712,12 @@ mod tests {
 
     #[test]
     fn the_loss_without_a_step_is_the_step_loss_on_both_engines() {
-        for geometry in [Geometry::Euclidean, Geometry::Normalized, Geometry::Geometric] {
-            let (spec, settings, data) = setup(geometry, Coupling::Independent);
+        let cases = [Geometry::Euclidean, Geometry::Normalized, Geometry::Geometric]
+            .into_iter()
+            .flat_map(|geometry| [Output::Target, Output::Velocity].map(|output| (geometry, output)));
+        for (geometry, output) in cases {
+            let (mut spec, settings, data) = setup(geometry, Coupling::Independent);
+            spec.output = output;
             let mut rng = Rng::seed_from(3);
             let x0 = data.source.next_batch(4, data.source.loader(&mut rng).as_mut(), &mut rng);
             let x1 = data.target.next_batch(4, data.target.loader(&mut rng).as_mut(), &mut rng);
@@ -715,7 +727,7 @@ mod tests {
             let mut burn = BurnFlow::<A>::new(&spec, settings.seed, &Default::default());
             let a = fused.loss(xt.clone(), t.clone(), x1.clone());
             let b = burn.loss(xt.clone(), t.clone(), x1.clone());
-            assert!((a - b).abs() < 1e-5 * a.abs().max(1e-3), "{}: fused {a} vs burn {b}", geometry.name());
+            assert!((a - b).abs() < 1e-5 * a.abs().max(1e-3), "{} {output:?}: fused {a} vs burn {b}", geometry.name());
             assert_eq!(
                 a,
                 fused.step(xt.clone(), t.clone(), x1.clone(), 1e-2),
@@ -779,8 +791,9 @@ mod tests {
 
     #[test]
     fn the_fused_and_burn_engines_train_alike() {
-        for geometry in [Geometry::Euclidean, Geometry::Geometric] {
-            let (spec, mut settings, data) = setup(geometry, Coupling::Independent);
+        for (geometry, output) in [(Geometry::Euclidean, Output::Target), (Geometry::Geometric, Output::Target), (Geometry::Normalized, Output::Velocity)] {
+            let (mut spec, mut settings, data) = setup(geometry, Coupling::Independent);
+            spec.output = output;
             settings.curve_every = 1;
             let a = run_training(false, &spec, &settings, &data, &scratch("engine-burn"), None).expect("trains");
             let b = run_training(true, &spec, &settings, &data, &scratch("engine-fused"), None).expect("trains");
@@ -791,6 +804,22 @@ mod tests {
             for (x, y) in a.curve.iter().zip(&b.curve) {
                 assert!((x.loss - y.loss).abs() < 2e-2 * x.loss.abs().max(1e-3), "{}: {x:?} vs {y:?}", geometry.name());
             }
+        }
+    }
+
+    #[test]
+    fn with_the_velocity_reading_every_seed_starts_near_the_loss_of_x_t() {
+        let (mut spec, settings, data) = setup(Geometry::Geometric, Coupling::Independent);
+        spec.output = Output::Velocity;
+        let mut rng = Rng::seed_from(4);
+        let x0 = data.source.next_batch(4, data.source.loader(&mut rng).as_mut(), &mut rng);
+        let x1 = data.target.next_batch(4, data.target.loader(&mut rng).as_mut(), &mut rng);
+        let t = vec![0.05, 0.2, 0.4, 0.6];
+        let xt = interpolate(spec.geometry, &ProductGeometry::new(&spec.layout), &x0, &x1, &t, 0.0, &mut rng);
+        let of_x_t = loss_value(&spec, xt.clone(), x1.clone());
+        for seed in 0..12 {
+            let start = FusedFlow::new(&spec, seed + settings.seed).loss(xt.clone(), t.clone(), x1.clone());
+            assert!(start < 3.0 * of_x_t, "seed {seed}: {start} vs {of_x_t} for x_t itself");
         }
     }
 }

@@ -13,7 +13,8 @@ use crate::data::{self, DatasetName};
 use crate::flow::source::BatchSource;
 use crate::flow::train::ModelRecorder;
 use crate::flow::SourceMode;
-use crate::geometry::{canon::canonicalize, product::ProductGeometry};
+use crate::flow::estimate::Estimator;
+use crate::geometry::product::ProductGeometry;
 use crate::guidance::{mismatch, TaskGuidance};
 use crate::kind::{BackendChoice, ParamSpec, ParamType, Params, RefMode, StageContext, StageError, StageKind, Value};
 use crate::layout::Layout;
@@ -77,11 +78,11 @@ impl SampleParams {
     }
 }
 
-/// The flow's network as a [`Predictor`]: `x̂1 = canon?(RT(x, t))`.
+/// The flow's network as a [`Predictor`]: `x̂1` from its output at `(x, t)`.
 struct FlowPredictor<'a, B: Backend> {
     model: &'a RelationalTransformer<B>,
     graph: GraphSpec,
-    canonical: bool,
+    estimator: Estimator,
     device: &'a B::Device,
 }
 
@@ -91,11 +92,8 @@ impl<B: Backend> Predictor for FlowPredictor<'_, B> {
         let batch = x.len() / p;
         let xt = Tensor::<B, 2>::from_data(TensorData::new(x.to_vec(), [batch, p]), self.device);
         let tt = Tensor::<B, 1>::from_data(TensorData::new(vec![t; batch], [batch]), self.device);
-        let mut pred = self.model.forward(xt, tt, &self.graph);
-        if self.canonical {
-            pred = canonicalize(pred, &self.graph.layout);
-        }
-        pred.into_data().convert::<f32>().to_vec::<f32>().expect("predictions are f32")
+        let out = self.model.forward(xt.clone(), tt.clone(), &self.graph);
+        self.estimator.apply(out, xt, tt).into_data().convert::<f32>().to_vec::<f32>().expect("predictions are f32")
     }
 }
 
@@ -103,21 +101,14 @@ impl<B: Backend> Predictor for FlowPredictor<'_, B> {
 struct FusedPredictor {
     engine: FusedRt,
     graph: FusedGraph,
-    layout: Layout,
-    canonical: bool,
+    estimator: Estimator,
 }
 
 impl Predictor for FusedPredictor {
     fn predict(&mut self, x: &[f32], t: f32) -> Vec<f32> {
-        let p = self.layout.num_params();
-        let batch = x.len() / p;
-        let pred = self.engine.predict(&self.graph, x, &vec![t; batch]);
-        if !self.canonical {
-            return pred;
-        }
-        type Cpu = burn::backend::NdArray<f32>;
-        let tensor = Tensor::<Cpu, 2>::from_data(TensorData::new(pred, [batch, p]), &Default::default());
-        canonicalize(tensor, &self.layout).into_data().to_vec::<f32>().expect("predictions are f32")
+        let times = vec![t; x.len() / self.estimator.layout.num_params()];
+        let out = self.engine.predict(&self.graph, x, &times);
+        self.estimator.apply_rows(out, x, &times)
     }
 }
 
@@ -141,8 +132,7 @@ impl SampleTask<'_> {
         let mut predictor = FusedPredictor {
             engine: FusedRt::from_model(&model, &self.flow.spec.rt),
             graph: FusedGraph::new(&GraphSpec::new(self.layout, self.flow.spec.time_channel)),
-            layout: self.layout.clone(),
-            canonical: self.flow.spec.geometry.is_canonical(),
+            estimator: self.flow.spec.estimator(self.layout),
         };
         self.sample_with(&mut predictor)
     }
@@ -176,7 +166,7 @@ impl BackendTask for SampleTask<'_> {
         let mut predictor = FlowPredictor::<Inner<A>> {
             model: &model,
             graph: GraphSpec::new(self.layout, self.flow.spec.time_channel),
-            canonical: self.flow.spec.geometry.is_canonical(),
+            estimator: self.flow.spec.estimator(self.layout),
             device,
         };
         self.sample_with(&mut predictor)

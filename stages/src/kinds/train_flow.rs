@@ -13,6 +13,7 @@ use super::{enum_param, positive, FLOW_FILE, MODEL_FILE};
 use crate::backend::{dispatch, BackendTask};
 use crate::coupling::Coupling;
 use crate::data::toy::GaussianToy;
+use crate::flow::estimate::Output;
 use crate::flow::source::{prior_set, BatchSource};
 use crate::flow::train::{train, BurnFlow, FlowData, FusedFlow, LrSchedule, TrainOutcome, TrainSettings};
 use crate::flow::{FlowError, FlowSpec, SourceMode, SourceSpec};
@@ -42,6 +43,7 @@ struct TrainFlowParams {
     geometry: Geometry,
     coupling: Coupling,
     time_channel: TimeChannel,
+    output: Output,
     source_mode: SourceMode,
     source_std: f64,
     sigma: f64,
@@ -63,6 +65,7 @@ impl TrainFlowParams {
             geometry: enum_param(params, "geometry", Geometry::parse, Geometry::NAMES)?,
             coupling: enum_param(params, "coupling", Coupling::parse, Coupling::NAMES)?,
             time_channel: enum_param(params, "time_channel", TimeChannel::parse, TimeChannel::NAMES)?,
+            output: enum_param(params, "output", Output::parse, Output::NAMES)?,
             source_mode: enum_param(params, "source", SourceMode::parse, SourceMode::NAMES)?,
             source_std: params.f64("source_std")?,
             sigma: params.f64("sigma")?,
@@ -228,6 +231,7 @@ impl StageKind for TrainFlow {
             ParamSpec::with_default("layers", T::POSITIVE_INT, Value::Int(5), "relational-transformer layers"),
             ParamSpec::with_default("heads", T::POSITIVE_INT, Value::Int(1), "attention heads"),
             ParamSpec::with_default("time_channel", T::Enum(TimeChannel::NAMES), s("faithful"), "where t is written (faithful: the code's pattern)"),
+            ParamSpec::added("output", T::Enum(Output::NAMES), s("target"), "what the network predicts: target x̂1 (the thesis) or velocity, x̂1 = x_t + (1−t)·out"),
             ParamSpec::with_default("source", T::Enum(SourceMode::NAMES), s("fixed"), "fixed pre-drawn prior set (faithful) or fresh draws"),
             ParamSpec::with_default("source_std", T::NON_NEGATIVE_FLOAT, Value::Float(0.1), "prior standard deviation (1 for the toy)"),
             ParamSpec::with_default("n_samples", T::NON_NEGATIVE_INT, Value::Int(0), "random subset of the weight set (0: all)"),
@@ -267,6 +271,7 @@ impl StageKind for TrainFlow {
             time_channel: p.time_channel,
             sigma: p.sigma,
             source: SourceSpec { mode: p.source_mode, std: p.source_std, count: source_count, seed: ctx.seed },
+            output: p.output,
         };
         let data = FlowData { source: source_batches(&spec, &layout), target: targets.source };
         let task = TrainTask {
