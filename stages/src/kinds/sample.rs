@@ -308,6 +308,7 @@ impl StageKind for Sample {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::estimate::Output;
     use crate::kinds::test_support::{params, run};
 
     #[test]
@@ -322,11 +323,9 @@ mod tests {
         assert!((got / 0.6e15 - 1.0).abs() < 0.05, "{got:e}");
     }
 
-    fn toy_flow(dir: &std::path::Path) -> std::path::PathBuf {
+    fn toy_flow(dir: &std::path::Path, extra: &[(&str, Value)]) -> std::path::PathBuf {
         let kind = crate::kinds::train_flow::TrainFlow;
-        let p = params(
-            &kind,
-            &[
+        let mut overrides = vec![
                 ("weights", Value::Str("toy".into())),
                 ("iterations", Value::Int(3)),
                 ("batch_size", Value::Int(2)),
@@ -334,8 +333,9 @@ mod tests {
                 ("layers", Value::Int(1)),
                 ("source", Value::Str("fresh".into())),
                 ("source_std", Value::Float(1.0)),
-            ],
-        );
+        ];
+        overrides.extend(extra.iter().cloned());
+        let p = params(&kind, &overrides);
         let (result, out, tables) = run(&kind, &p, "weights", "toy-data", &dir.join("toy"), &dir.join("flow"));
         result.expect("toy flow trains");
         assert_eq!(tables["curve"].len(), 1);
@@ -346,7 +346,7 @@ mod tests {
     fn the_toy_runs_end_to_end_through_the_kinds() {
         let dir = std::env::temp_dir().join(format!("wfpipe-sample-kind-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let flow = toy_flow(&dir);
+        let flow = toy_flow(&dir, &[]);
         let p = params(&Sample, &[("flow", Value::Str("toy-flow".into())), ("count", Value::Int(3)), ("steps", Value::Int(3))]);
         let (result, out, _) = run(&Sample, &p, "flow", "train-flow", &flow, &dir.join("samples"));
         result.expect("sampling runs");
@@ -366,6 +366,29 @@ mod tests {
         let guided = params(&Sample, &[("flow", Value::Str("f".into())), ("guidance_scale", Value::Float(0.1)), ("guidance_task", Value::Str("mnist".into()))]);
         let (result, _, _) = run(&Sample, &guided, "flow", "train-flow", &flow, &dir.join("guided"));
         assert!(matches!(result, Err(StageError::Param(ref m)) if m.contains("784 inputs")), "{result:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn flow_json_names_the_velocity_reading_and_old_files_read_as_target() {
+        let dir = std::env::temp_dir().join(format!("wfpipe-sample-output-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let read = |flow: &std::path::Path| -> (String, TrainedFlow) {
+            let text = std::fs::read_to_string(flow.join(FLOW_FILE)).expect("flow.json");
+            let parsed = serde_json::from_str(&text).expect("a trained flow");
+            (text, parsed)
+        };
+        let (text, plain) = read(&toy_flow(&dir.join("target"), &[]));
+        assert!(!text.contains("\"output\""), "the thesis's reading leaves flow.json as it was: {text}");
+        assert_eq!(plain.spec.output, Output::Target);
+        let velocity = toy_flow(&dir.join("velocity"), &[("output", Value::Str("velocity".into()))]);
+        let (text, trained) = read(&velocity);
+        assert!(text.contains("\"output\": \"velocity\""), "{text}");
+        assert_eq!(trained.spec.output, Output::Velocity);
+        let p = params(&Sample, &[("flow", Value::Str("f".into())), ("count", Value::Int(2)), ("steps", Value::Int(2))]);
+        let (result, out, _) = run(&Sample, &p, "flow", "train-flow", &velocity, &dir.join("samples"));
+        result.expect("a velocity flow samples");
+        assert!(WeightSet::read(&out.join(FILE_NAME)).expect("weights").data.iter().all(|v| v.is_finite()));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
