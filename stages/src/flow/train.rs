@@ -1,10 +1,11 @@
 //! The explicit flow-matching training loop (science.md §5.8).
 //!
 //! Each iteration draws x0 and x1 batches, draws t ~ Beta(1,2), re-pairs the batch with the
-//! coupling, builds x_t on the path, predicts x̂1 with the relational transformer
-//! (canonicalized for the sphere geometries), takes the loss and one Adam step. Every
-//! `checkpoint_every` iterations the whole state goes to the scratch folder; a non-finite
-//! loss stops the run before the update, so the last checkpoint stays good.
+//! coupling, builds x_t on the path, turns the relational transformer's output into x̂1
+//! ([`Estimator`]: read as x̂1 or as a velocity, canonicalized for the sphere geometries),
+//! takes the loss and one Adam step. Every `checkpoint_every` iterations the whole state
+//! goes to the scratch folder; a non-finite loss stops the run before the update, so the
+//! last checkpoint stays good.
 
 use std::path::Path;
 
@@ -122,8 +123,8 @@ fn to_tensor<B: burn::tensor::backend::Backend, const D: usize>(
 /// on any backend, or the fused CPU engine) is its own business; the loop owns batches,
 /// curve, checkpoints and failure handling.
 pub trait FlowModel {
-    /// Predicts `x̂1` for `(x_t, t)` (canonicalized for the sphere geometries), takes the
-    /// loss against `x1` and, only when it is finite, one Adam step. Returns the loss.
+    /// Estimates `x̂1` for `(x_t, t)` (as the flow's [`Estimator`] reads the output), takes
+    /// the loss against `x1` and, only when it is finite, one Adam step. Returns the loss.
     fn step(&mut self, xt: Vec<f32>, t: Vec<f32>, x1: Vec<f32>, lr: f64) -> f64;
     /// The same loss without a step.
     fn loss(&mut self, xt: Vec<f32>, t: Vec<f32>, x1: Vec<f32>) -> f64;
