@@ -18,8 +18,11 @@ fn gc_removes_only_entries_no_named_pipeline_reaches() {
     assert_ok(&dry);
     assert!(text(&dry).contains("would remove 3 entries"), "{}", text(&dry));
     assert_eq!(text(&p.run(&["cache", "ls"])).lines().count(), 10, "dry run removed something");
+    let work_dirs = || std::fs::read_dir(p.cache().join("work")).unwrap().count();
+    assert_eq!(work_dirs(), 10, "one log folder per computed entry");
     assert_ok(&p.run(&["cache", "gc", "pipelines/demo.toml", "--apply"]));
     assert_eq!(text(&p.run(&["cache", "ls"])).lines().count(), 7);
+    assert_eq!(work_dirs(), 7, "the removed entries' logs went with them");
     // Everything demo needs is still cached.
     p.clear_counter();
     assert_ok(&p.run(&["run", "pipelines/demo.toml"]));

@@ -1,5 +1,5 @@
-//! `cache gc`: remove entries that no named pipeline reaches, optionally only until the
-//! cache fits a size cap (oldest first). Dry run unless asked to apply.
+//! `cache gc`: remove entries that no named pipeline reaches (with their logs), optionally
+//! only until the cache fits a size cap (oldest first). Dry run unless asked to apply.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -51,6 +51,11 @@ pub fn gc(cache: &Cache, reachable: &BTreeSet<String>, max_bytes: Option<u64>, a
         size -= c.bytes;
         if apply {
             fs::remove_dir_all(cache.entry_dir(&c.key))?;
+            // The entry's log and progress would only describe an entry that is gone.
+            match fs::remove_dir_all(cache.work_dir(&c.key)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
         }
         report.removed.push(c);
     }
