@@ -2,7 +2,8 @@
 //!
 //! Reads the `source` table of every instance `from` selects, adds their matrix axes as
 //! columns, keeps the rows matching `filter`, groups by `rows` and summarises `metrics`
-//! (mean, sample std with ddof = 1, count; min/max on request). With `reference` the
+//! (mean, sample std with ddof = 1, count; min/max on request); `near` adds the share of
+//! rows near a baseline stage's mean ([`crate::report::near`]). With `reference` the
 //! thesis's mean ± std and our-minus-thesis difference stand beside ours. Writes
 //! `table.parquet`, `table.csv` and `table.md`.
 
@@ -12,6 +13,7 @@ use wfpipe_stages::kind::{ParamSpec, ParamType, Params, StageContext, StageError
 
 use crate::report::aggregate::group_and_summarise;
 use crate::report::gather::gather;
+use crate::report::near::Near;
 use crate::report::reference::Thesis;
 use crate::report::summary_table::SummaryTable;
 use crate::table;
@@ -44,6 +46,7 @@ impl StageKind for Table {
             ParamSpec::with_default("reference", ParamType::Str, Value::Str(String::new()), "thesis numbers to show beside ours, e.g. \"thesis:table-7.1\""),
             ParamSpec::with_default("reference_match", ParamType::StrMap, Value::Table(BTreeMap::new()), "values of reference match keys the table does not group by, e.g. { aligned = \"true\" }"),
             ParamSpec::with_default("title", ParamType::Str, Value::Str(String::new()), "caption shown above the table"),
+            ParamSpec::added("near", ParamType::StrMap, Value::Table(BTreeMap::new()), "{ column, of, within }: adds metric <column>_near, the share of rows within `within` of the mean of stage `of`'s rows"),
         ]
     }
     /// With a `reference`, the result shows the thesis's values: their digest is in the key.
@@ -63,12 +66,18 @@ impl StageKind for Table {
         if !reference.is_empty() {
             Thesis::get().table(reference).map_err(|e| StageError::Param(format!("`reference`: {e}")))?;
         }
+        Near::parse(&params.str_map("near")?)?;
         Ok(())
     }
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let p = ctx.params;
-        let gathered = gather(ctx.inputs_of("from"), p.str("source")?, &p.str_map("filter")?)?;
-        let grouped = group_and_summarise(&gathered, &p.str_list("rows")?, &p.str_list("metrics")?)
+        let mut gathered = gather(ctx.inputs_of("from"), p.str("source")?, &p.str_map("filter")?)?;
+        let mut metrics = p.str_list("metrics")?;
+        if let Some(near) = Near::parse(&p.str_map("near")?)? {
+            near.mark(&mut gathered)?;
+            metrics.push(near.output_column());
+        }
+        let grouped = group_and_summarise(&gathered, &p.str_list("rows")?, &metrics)
             .map_err(|e| StageError::Input(e.to_string()))?;
         let mut summary = SummaryTable::new(p.str("title")?.to_owned(), grouped, p.bool("min_max")?);
         let reference = p.str("reference")?;

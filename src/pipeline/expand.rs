@@ -688,9 +688,11 @@ mod tests {
         assert_ne!(key_of("lr_schedule = \"cosine\"").0, key_of("lr_schedule = \"cosine\"\nwarmup = 5").0);
         assert_eq!(plain, key_of("output = \"target\"").0);
         assert_ne!(plain, key_of("output = \"velocity\"").0);
+        assert_eq!(plain, key_of("attention = \"dense\"").0);
+        assert_ne!(plain, key_of("attention = \"layer-blocks\"").0);
         // The key equals the one computed before these parameters existed.
         let mut before = inst.params.clone();
-        for added in ["lr_schedule", "warmup", "ema", "output"] {
+        for added in ["lr_schedule", "warmup", "ema", "output", "attention"] {
             assert!(inst.unkeyed.iter().any(|name| name == added), "`{added}` is unkeyed at its default");
             before.0.remove(added);
         }

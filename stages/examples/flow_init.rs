@@ -15,7 +15,7 @@ use wfpipe_stages::flow::{FlowSpec, SourceMode, SourceSpec};
 use wfpipe_stages::geometry::{product::ProductGeometry, Geometry};
 use wfpipe_stages::noise::Rng;
 use wfpipe_stages::rt::fused::{FusedGraph, FusedRt};
-use wfpipe_stages::rt::graph::{GraphSpec, TimeChannel};
+use wfpipe_stages::rt::graph::TimeChannel;
 use wfpipe_stages::rt::model::RtConfig;
 use wfpipe_stages::weights::WeightSet;
 
@@ -51,11 +51,12 @@ fn main() {
                 sigma: 1e-4,
                 source: SourceSpec { mode: SourceMode::Fixed, std: 0.1, count: BATCH, seed: 0 },
                 output: Default::default(),
+                attention: Default::default(),
             };
             let xt = interpolate(geometry, &ProductGeometry::new(&layout), &x0, &x1, &t, 1e-4, &mut Rng::seed_from(5));
             let baseline = loss_value(&spec, mean.repeat(BATCH), x1.clone());
             let of_xt = loss_value(&spec, xt.clone(), x1.clone());
-            let graph = FusedGraph::new(&GraphSpec::new(&layout, time_channel));
+            let graph = FusedGraph::new(&spec.graph(&layout));
             for seed in 0..seeds {
                 let model = spec.rt.init::<burn::backend::NdArray<f32>>(seed, &Default::default());
                 let pred = FusedRt::from_model(&model, &spec.rt).predict(&graph, &xt, &t);

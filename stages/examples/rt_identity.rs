@@ -21,7 +21,7 @@ fn main() {
     let config = RtConfig::for_layout(&layout, d, layers, 1);
     let model = config.init::<burn::backend::NdArray<f32>>(0, &Default::default());
     let mut engine = FusedRt::from_model(&model, &config);
-    let graph = FusedGraph::new(&GraphSpec::new(&layout, TimeChannel::Faithful));
+    let graph = FusedGraph::new(&GraphSpec::new(&layout, TimeChannel::Faithful, Default::default()));
     let mut adam = Adam::new(engine.map.len);
     let mut rng = Rng::seed_from(1);
     let (batch, p) = (16, layout.num_params());

@@ -2,7 +2,7 @@
 //! training loop and its checkpoints.
 //!
 //! The main type is [`FlowSpec`], everything that defines a trained flow (geometry,
-//! coupling, layout, network config, time channel, σ, source set); it is written next to
+//! coupling, layout, network config, time channel, kept pairs, σ, source set); it is written next to
 //! the model as `flow.json`, and [`train::train`] produces the model for it.
 
 pub mod adam;
@@ -21,7 +21,8 @@ use crate::coupling::Coupling;
 use crate::flow::estimate::{Estimator, Output};
 use crate::geometry::Geometry;
 use crate::layout::Layout;
-use crate::rt::{graph::TimeChannel, model::RtConfig};
+use crate::rt::graph::{GraphSpec, TimeChannel};
+use crate::rt::{model::RtConfig, pairs::Attention};
 
 /// How the x0 batches are drawn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +72,10 @@ pub struct FlowSpec {
     /// reading, so flows trained before the option existed read back unchanged.
     #[serde(default, skip_serializing_if = "Output::is_target")]
     pub output: Output,
+    /// Which node pairs the network keeps; absent in `flow.json` for the thesis's dense
+    /// model, so earlier flows read back unchanged.
+    #[serde(default, skip_serializing_if = "Attention::is_dense")]
+    pub attention: Attention,
 }
 
 impl FlowSpec {
@@ -78,6 +83,11 @@ impl FlowSpec {
     /// training layout, or another hidden width when sampling).
     pub fn estimator(&self, layout: &Layout) -> Estimator {
         Estimator { output: self.output, canonical: self.geometry.is_canonical(), layout: layout.clone() }
+    }
+
+    /// The graph this flow's network runs on for networks of `layout`.
+    pub fn graph(&self, layout: &Layout) -> GraphSpec {
+        GraphSpec::new(layout, self.time_channel, self.attention)
     }
 }
 

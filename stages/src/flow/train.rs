@@ -156,7 +156,7 @@ impl<B: AutodiffBackend> BurnFlow<B> {
             optim: AdamConfig::new().with_epsilon(1e-8).init::<B, RelationalTransformer<B>>(),
             spec: spec.clone(),
             estimator: spec.estimator(&spec.layout),
-            graph: GraphSpec::new(&spec.layout, spec.time_channel),
+            graph: spec.graph(&spec.layout),
             device: device.clone(),
         }
     }
@@ -282,7 +282,7 @@ impl FusedFlow {
             adam: Adam::new(engine.map.len),
             engine,
             tapes: Vec::new(),
-            graph: FusedGraph::new(&GraphSpec::new(&spec.layout, spec.time_channel)),
+            graph: FusedGraph::new(&spec.graph(&spec.layout)),
             template,
             spec: spec.clone(),
         }
@@ -560,7 +560,7 @@ mod tests {
     use crate::geometry::Geometry;
     use crate::kind::NoProgress;
     use crate::layout::Layout;
-    use crate::rt::{graph::TimeChannel, model::RtConfig};
+    use crate::rt::{graph::TimeChannel, model::RtConfig, pairs::Attention};
     use std::path::PathBuf;
 
     type A = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
@@ -582,6 +582,7 @@ mod tests {
             sigma: 1e-3,
             source: SourceSpec { mode: SourceMode::Fixed, std: 0.1, count: 16, seed: 1 },
             output: Output::Target,
+            attention: Attention::Dense,
         };
         let settings = TrainSettings {
             iterations: 12,
@@ -627,22 +628,30 @@ mod tests {
 
     #[test]
     fn a_killed_run_resumes_to_identical_model_bytes() {
-        for (geometry, coupling, fused) in [
-            (Geometry::Euclidean, Coupling::Ot, false),
-            (Geometry::Geometric, Coupling::Independent, false),
-            (Geometry::Euclidean, Coupling::Ot, true),
-            (Geometry::Normalized, Coupling::Independent, true),
-            (Geometry::Geometric, Coupling::Ot, true),
+        use Attention::{Dense, LayerBlocks};
+        for (geometry, coupling, fused, attention) in [
+            (Geometry::Euclidean, Coupling::Ot, false, Dense),
+            (Geometry::Geometric, Coupling::Independent, false, Dense),
+            (Geometry::Euclidean, Coupling::Ot, true, Dense),
+            (Geometry::Normalized, Coupling::Independent, true, Dense),
+            (Geometry::Geometric, Coupling::Ot, true, Dense),
+            (Geometry::Geometric, Coupling::Independent, false, LayerBlocks),
+            (Geometry::Normalized, Coupling::Ot, true, LayerBlocks),
         ] {
-            let (spec, mut settings, data) = setup(geometry, coupling);
+            let (mut spec, mut settings, data) = setup(geometry, coupling);
+            spec.attention = attention;
             if geometry == Geometry::Geometric && fused {
                 // The rate of a resumed step must follow the schedule, not restart it.
                 settings.schedule = LrSchedule::Cosine { warmup: 3 };
             }
-            let tag = format!("{}-{fused}", geometry.name());
+            let tag = format!("{}-{fused}-{attention:?}", geometry.name());
             let whole_dir = scratch(&format!("whole-{tag}"));
             let whole = run_training(fused, &spec, &settings, &data, &whole_dir, None).expect("trains");
             assert!(whole.is_finished);
+            let again_dir = scratch(&format!("again-{tag}"));
+            let again = run_training(fused, &spec, &settings, &data, &again_dir, None).expect("trains");
+            assert_eq!(whole.model_bytes, again.model_bytes, "{tag}: the same seed must give the same bytes");
+            let _ = std::fs::remove_dir_all(again_dir);
             let killed_dir = scratch(&format!("killed-{tag}"));
             let partial = run_training(fused, &spec, &settings, &data, &killed_dir, Some(8)).expect("trains");
             assert!(!partial.is_finished);
@@ -792,9 +801,15 @@ mod tests {
 
     #[test]
     fn the_fused_and_burn_engines_train_alike() {
-        for (geometry, output) in [(Geometry::Euclidean, Output::Target), (Geometry::Geometric, Output::Target), (Geometry::Normalized, Output::Velocity)] {
+        for (geometry, output, attention) in [
+            (Geometry::Euclidean, Output::Target, Attention::Dense),
+            (Geometry::Geometric, Output::Target, Attention::Dense),
+            (Geometry::Normalized, Output::Velocity, Attention::Dense),
+            (Geometry::Geometric, Output::Velocity, Attention::LayerBlocks),
+        ] {
             let (mut spec, mut settings, data) = setup(geometry, Coupling::Independent);
             spec.output = output;
+            spec.attention = attention;
             settings.curve_every = 1;
             let a = run_training(false, &spec, &settings, &data, &scratch("engine-burn"), None).expect("trains");
             let b = run_training(true, &spec, &settings, &data, &scratch("engine-fused"), None).expect("trains");

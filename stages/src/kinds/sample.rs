@@ -20,7 +20,7 @@ use crate::kind::{BackendChoice, ParamSpec, ParamType, Params, RefMode, StageCon
 use crate::layout::Layout;
 use crate::noise::Rng;
 use crate::rt::fused::{FusedGraph, FusedRt};
-use crate::rt::{graph::GraphSpec, model::RelationalTransformer};
+use crate::rt::{graph::GraphSpec, model::RelationalTransformer, pairs::Attention};
 use crate::sample::{Guidance, Predictor, Sampler, VelocityRule};
 use crate::weights::{WeightSet, FILE_NAME};
 
@@ -131,7 +131,7 @@ impl SampleTask<'_> {
         let model = load_model::<Cpu>(self.flow, &self.model_bytes, &Default::default())?;
         let mut predictor = FusedPredictor {
             engine: FusedRt::from_model(&model, &self.flow.spec.rt),
-            graph: FusedGraph::new(&GraphSpec::new(self.layout, self.flow.spec.time_channel)),
+            graph: FusedGraph::new(&self.flow.spec.graph(self.layout)),
             estimator: self.flow.spec.estimator(self.layout),
         };
         self.sample_with(&mut predictor)
@@ -165,7 +165,7 @@ impl BackendTask for SampleTask<'_> {
         let model = load_model::<Inner<A>>(self.flow, &self.model_bytes, device)?;
         let mut predictor = FlowPredictor::<Inner<A>> {
             model: &model,
-            graph: GraphSpec::new(self.layout, self.flow.spec.time_channel),
+            graph: self.flow.spec.graph(self.layout),
             estimator: self.flow.spec.estimator(self.layout),
             device,
         };
@@ -245,7 +245,8 @@ impl StageKind for Sample {
     fn estimate_flops(&self, params: &Params) -> Option<f64> {
         let p = SampleParams::parse(params).ok()?;
         let (d, layers) = (params.usize("d_model").ok()?, params.usize("layers").ok()?);
-        let forward = crate::rt::forward_flops(&super::estimate_layout(params), d, layers);
+        let attention = params.str("attention").ok().and_then(Attention::parse).unwrap_or_default();
+        let forward = crate::rt::forward_flops(&super::estimate_layout(params), attention, d, layers);
         Some(forward * p.count as f64 * (p.steps - 1) as f64)
     }
 
@@ -389,6 +390,40 @@ mod tests {
         let (result, out, _) = run(&Sample, &p, "flow", "train-flow", &velocity, &dir.join("samples"));
         result.expect("a velocity flow samples");
         assert!(WeightSet::read(&out.join(FILE_NAME)).expect("weights").data.iter().all(|v| v.is_finite()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_layer_block_flow_samples_with_its_own_pair_set_on_any_hidden_width() {
+        let dir = std::env::temp_dir().join(format!("wfpipe-sample-blocks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let dense_text = std::fs::read_to_string(toy_flow(&dir.join("dense"), &[]).join(FLOW_FILE)).expect("flow.json");
+        assert!(!dense_text.contains("\"attention\""), "a dense flow's flow.json is as it was: {dense_text}");
+        let flow = toy_flow(&dir.join("blocks"), &[("attention", Value::Str("layer-blocks".into()))]);
+        let text = std::fs::read_to_string(flow.join(FLOW_FILE)).expect("flow.json");
+        assert!(text.contains("\"attention\": \"layer-blocks\""), "{text}");
+        let sample = |flow: &std::path::Path, name: &str, extra: &[(&str, Value)]| {
+            let mut overrides = vec![("flow", Value::Str("f".into())), ("count", Value::Int(3)), ("steps", Value::Int(3))];
+            overrides.extend(extra.iter().cloned());
+            let (result, out, _) = run(&Sample, &params(&Sample, &overrides), "flow", "train-flow", flow, &dir.join(name));
+            result.map(|()| WeightSet::read(&out.join(FILE_NAME)).expect("a weight set"))
+        };
+        let sparse = sample(&flow, "sparse", &[]).expect("a layer-block flow samples");
+        assert!(sparse.data.iter().all(|v| v.is_finite()));
+        // `sample` reads the pair set from the flow: the same model read as dense differs.
+        let as_dense = dir.join("as-dense");
+        std::fs::create_dir_all(&as_dense).expect("folder");
+        std::fs::copy(flow.join(MODEL_FILE), as_dense.join(MODEL_FILE)).expect("model copied");
+        std::fs::write(as_dense.join(FLOW_FILE), text.replace("\"attention\": \"layer-blocks\"", "\"attention\": \"dense\"")).expect("flow.json");
+        let dense = sample(&as_dense, "dense-samples", &[]).expect("samples");
+        assert_ne!(sparse.data, dense.data, "the pair set must reach the sampler");
+        // Architecture transfer: another hidden width samples; another input size is
+        // refused before any compute.
+        let wide = sample(&flow, "wide", &[("layout", Value::List([30, 8, 24, 2].map(Value::Int).to_vec()))]).expect("wider");
+        assert_eq!(wide.params(), 30 * 8 + 8 * 24 + 24 * 2 + 34);
+        let bad = sample(&flow, "bad", &[("layout", Value::List([31, 16, 16, 2].map(Value::Int).to_vec()))]);
+        assert!(matches!(bad, Err(StageError::Param(ref m)) if m.contains("incompatible")), "{:?}", bad.err());
+        assert!(!dir.join("bad").join("out").join(FILE_NAME).exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

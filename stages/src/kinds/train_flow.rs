@@ -24,7 +24,7 @@ use crate::kind::{
 };
 use crate::layout::Layout;
 use crate::noise::Rng;
-use crate::rt::{graph::TimeChannel, model::RtConfig};
+use crate::rt::{graph::TimeChannel, model::RtConfig, pairs::Attention};
 use crate::weights::{WeightSet, FILE_NAME};
 
 /// What `flow.json` holds: the flow and how it was trained.
@@ -44,6 +44,7 @@ struct TrainFlowParams {
     coupling: Coupling,
     time_channel: TimeChannel,
     output: Output,
+    attention: Attention,
     source_mode: SourceMode,
     source_std: f64,
     sigma: f64,
@@ -66,6 +67,7 @@ impl TrainFlowParams {
             coupling: enum_param(params, "coupling", Coupling::parse, Coupling::NAMES)?,
             time_channel: enum_param(params, "time_channel", TimeChannel::parse, TimeChannel::NAMES)?,
             output: enum_param(params, "output", Output::parse, Output::NAMES)?,
+            attention: enum_param(params, "attention", Attention::parse, Attention::NAMES)?,
             source_mode: enum_param(params, "source", SourceMode::parse, SourceMode::NAMES)?,
             source_std: params.f64("source_std")?,
             sigma: params.f64("sigma")?,
@@ -232,6 +234,7 @@ impl StageKind for TrainFlow {
             ParamSpec::with_default("heads", T::POSITIVE_INT, Value::Int(1), "attention heads"),
             ParamSpec::with_default("time_channel", T::Enum(TimeChannel::NAMES), s("faithful"), "where t is written (faithful: the code's pattern)"),
             ParamSpec::added("output", T::Enum(Output::NAMES), s("target"), "what the network predicts: target x̂1 (the thesis) or velocity, x̂1 = x_t + (1−t)·out"),
+            ParamSpec::added("attention", T::Enum(Attention::NAMES), s("dense"), "node pairs kept: dense, all N² (the thesis), or layer-blocks, consecutive layers and self pairs"),
             ParamSpec::with_default("source", T::Enum(SourceMode::NAMES), s("fixed"), "fixed pre-drawn prior set (faithful) or fresh draws"),
             ParamSpec::with_default("source_std", T::NON_NEGATIVE_FLOAT, Value::Float(0.1), "prior standard deviation (1 for the toy)"),
             ParamSpec::with_default("n_samples", T::NON_NEGATIVE_INT, Value::Int(0), "random subset of the weight set (0: all)"),
@@ -251,7 +254,7 @@ impl StageKind for TrainFlow {
     /// Training ≈ 3 × forward per pair and iteration (science.md §11.2).
     fn estimate_flops(&self, params: &Params) -> Option<f64> {
         let p = TrainFlowParams::parse(params, 0).ok()?;
-        let forward = crate::rt::forward_flops(&super::estimate_layout(params), p.d_model, p.layers);
+        let forward = crate::rt::forward_flops(&super::estimate_layout(params), p.attention, p.d_model, p.layers);
         Some(3.0 * forward * p.settings.batch_size as f64 * p.settings.iterations as f64)
     }
 
@@ -272,6 +275,7 @@ impl StageKind for TrainFlow {
             sigma: p.sigma,
             source: SourceSpec { mode: p.source_mode, std: p.source_std, count: source_count, seed: ctx.seed },
             output: p.output,
+            attention: p.attention,
         };
         let data = FlowData { source: source_batches(&spec, &layout), target: targets.source };
         let task = TrainTask {

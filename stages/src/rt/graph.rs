@@ -1,4 +1,5 @@
-//! From flat weight vectors to dense graphs (science.md §6.2–6.4).
+//! From flat weight vectors to weight graphs (science.md §6.2–6.4): dense, or over the
+//! kept pairs of [`super::pairs`].
 //!
 //! [`GraphSpec`] holds what depends only on the layout: node and pair indices, the
 //! positional-row of each node, and the time-channel masks. [`GraphConstructor`] is the
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::dense::dense;
 use super::init::{LinearInit, ParamInit};
+use super::pairs::{Attention, Pairs};
 use crate::layout::Layout;
 
 /// Where the time value is written in the extra channel (science.md §6.4).
@@ -59,16 +61,19 @@ pub struct GraphSpec {
     pub layout: Layout,
     pub nodes: usize,
     pub blocks: Vec<BlockSpan>,
+    pub attention: Attention,
+    /// The pairs that carry an edge state; for dense attention all `N × N`, row-major.
+    pub pairs: Pairs,
     /// Positional row of each node.
     pub pos_row: Vec<i64>,
     /// Per node: 1 where the time channel holds the constant 1 instead of t.
     pub node_fixed: Vec<f32>,
-    /// Per pair (row-major `N × N`): 1 where the time channel holds 1 instead of t.
+    /// Per pair (in `pairs` order): 1 where the time channel holds 1 instead of t.
     pub edge_fixed: Vec<f32>,
 }
 
 impl GraphSpec {
-    pub fn new(layout: &Layout, time: TimeChannel) -> Self {
+    pub fn new(layout: &Layout, time: TimeChannel, attention: Attention) -> Self {
         let n = layout.sizes();
         let depth = layout.num_layers();
         let nodes = layout.num_nodes();
@@ -91,21 +96,15 @@ impl GraphSpec {
                 pos_row.push(row as i64);
             }
         }
-        let mut structural = vec![0.0f32; nodes * nodes];
-        for span in &blocks {
-            for i in span.rows.clone() {
-                for j in span.cols.clone() {
-                    structural[i * nodes + j] = 1.0;
-                }
-            }
-        }
+        let pairs = Pairs::new(layout, attention);
+        let structural = (0..pairs.len()).map(|p| if pairs.is_structural(p) { 1.0f32 } else { 0.0 });
         let is_input: Vec<f32> = (0..nodes).map(|i| if i < n[0] { 1.0 } else { 0.0 }).collect();
         let (node_fixed, edge_fixed) = match time {
-            TimeChannel::Faithful => (is_input, structural),
-            TimeChannel::WeightEdges => (is_input, structural.iter().map(|s| 1.0 - s).collect()),
-            TimeChannel::Everywhere => (vec![0.0; nodes], vec![0.0; nodes * nodes]),
+            TimeChannel::Faithful => (is_input, structural.collect()),
+            TimeChannel::WeightEdges => (is_input, structural.map(|s| 1.0 - s).collect()),
+            TimeChannel::Everywhere => (vec![0.0; nodes], vec![0.0; pairs.len()]),
         };
-        GraphSpec { layout: layout.clone(), nodes, blocks, pos_row, node_fixed, edge_fixed }
+        GraphSpec { layout: layout.clone(), nodes, blocks, attention, pairs, pos_row, node_fixed, edge_fixed }
     }
 
     /// Dense edge features `[B, N, N, 1]`: `W_l[b,a]` at pair `(node(l−1,a), node(l,b))`,
@@ -123,6 +122,15 @@ impl GraphSpec {
             dense = dense.slice_assign([0..batch, span.rows.clone(), span.cols.clone()], block);
         }
         dense.reshape([batch, self.nodes, self.nodes, 1])
+    }
+
+    /// Edge features of the kept pairs `[B, M, 1]`: the weight a pair carries, or 0.
+    pub fn pair_features<B: Backend>(&self, x: &Tensor<B, 2>) -> Tensor<B, 3> {
+        let [batch, _] = x.dims();
+        let weights = x.clone().slice([0..batch, 0..self.layout.num_weights()]);
+        let zero = Tensor::<B, 2>::zeros([batch, 1], &x.device());
+        let source = Tensor::cat(vec![weights, zero], 1);
+        source.select(1, index(&self.pairs.weight, &x.device())).reshape([batch, self.pairs.len(), 1])
     }
 
     /// Node features `[B, N, 1]`: 0 for input neurons, the bias for every other neuron.
@@ -151,26 +159,39 @@ impl GraphSpec {
         Tensor::cat(parts, 1)
     }
 
+    /// Gathers the structural pairs of the kept-pair states `[B, M, D]`: `[B, P_W, D]`.
+    pub fn structural_pairs<B: Backend>(&self, edges: Tensor<B, 3>) -> Tensor<B, 3> {
+        let device = edges.device();
+        edges.select(1, index(&self.pairs.structural, &device))
+    }
+
     pub fn pos_index<B: Backend>(&self, device: &B::Device) -> Tensor<B, 1, Int> {
         Tensor::from_data(TensorData::new(self.pos_row.clone(), [self.nodes]), device)
     }
 
-    /// The time channel of nodes `[B, N, 1]` and of pairs `[B, N, N, 1]` for times `t` `[B]`.
-    pub fn time_channels<B: Backend>(&self, t: &Tensor<B, 1>) -> (Tensor<B, 3>, Tensor<B, 4>) {
+    /// The time channel of nodes `[B, N, 1]` and of the kept pairs `[B, M, 1]` for times
+    /// `t` `[B]`.
+    pub fn time_channels<B: Backend>(&self, t: &Tensor<B, 1>) -> (Tensor<B, 3>, Tensor<B, 3>) {
         let [batch] = t.dims();
         let device = t.device();
-        let n = self.nodes;
+        let (n, m) = (self.nodes, self.pairs.len());
         let node_fixed = Tensor::<B, 1>::from_data(TensorData::new(self.node_fixed.clone(), [n]), &device)
             .reshape([1, n, 1]);
-        let edge_fixed = Tensor::<B, 1>::from_data(TensorData::new(self.edge_fixed.clone(), [n * n]), &device)
-            .reshape([1, n, n, 1]);
-        let t_nodes = t.clone().reshape([batch, 1, 1]);
-        let t_edges = t.clone().reshape([batch, 1, 1, 1]);
+        let edge_fixed = Tensor::<B, 1>::from_data(TensorData::new(self.edge_fixed.clone(), [m]), &device)
+            .reshape([1, m, 1]);
+        let t = t.clone().reshape([batch, 1, 1]);
         // fixed·1 + (1 − fixed)·t
-        let nodes = (node_fixed.clone().neg() + 1.0) * t_nodes + node_fixed;
-        let edges = (edge_fixed.clone().neg() + 1.0) * t_edges + edge_fixed;
+        let nodes = (node_fixed.clone().neg() + 1.0) * t.clone() + node_fixed;
+        let edges = (edge_fixed.clone().neg() + 1.0) * t + edge_fixed;
         (nodes, edges)
     }
+}
+
+/// An index table as an `Int` tensor.
+pub fn index<B: Backend>(values: &[u32], device: &B::Device) -> Tensor<B, 1, Int> {
+    let values: Vec<i64> = values.iter().map(|&v| i64::from(v)).collect();
+    let len = values.len();
+    Tensor::from_data(TensorData::new(values, [len]), device)
 }
 
 /// Linear(1→d) → SiLU → Linear(d→d) → SiLU → Linear(d→d).
@@ -226,11 +247,23 @@ impl<B: Backend> GraphConstructor<B> {
     /// # Shapes
     /// `x`: `[B, P]` → nodes `[B, N, d]`, edges `[B, N, N, d]`.
     pub fn forward(&self, x: &Tensor<B, 2>, spec: &GraphSpec) -> (Tensor<B, 3>, Tensor<B, 4>) {
-        let edges = dense(&self.proj_edge_in, self.proj_weight.forward(spec.edge_features(x)));
+        (self.nodes(x, spec), self.edges(spec.edge_features(x)))
+    }
+
+    /// # Shapes
+    /// `x`: `[B, P]` → nodes `[B, N, d]`, kept-pair edges `[B, M, d]`.
+    pub fn forward_pairs(&self, x: &Tensor<B, 2>, spec: &GraphSpec) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        (self.nodes(x, spec), self.edges(spec.pair_features(x)))
+    }
+
+    fn edges<const D: usize>(&self, features: Tensor<B, D>) -> Tensor<B, D> {
+        dense(&self.proj_edge_in, self.proj_weight.forward(features))
+    }
+
+    fn nodes(&self, x: &Tensor<B, 2>, spec: &GraphSpec) -> Tensor<B, 3> {
         let nodes = dense(&self.proj_node_in, self.proj_bias.forward(spec.node_features(x)));
         let [_, d] = self.pos_embed.dims();
         let pos = self.pos_embed.val().select(0, spec.pos_index::<B>(&x.device())); // [N, d]
-        let nodes = nodes + pos.reshape([1, spec.nodes, d]);
-        (nodes, edges)
+        nodes + pos.reshape([1, spec.nodes, d])
     }
 }

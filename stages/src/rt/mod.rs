@@ -1,4 +1,5 @@
-//! The relational transformer over dense weight graphs (science.md §6).
+//! The relational transformer over weight graphs (science.md §6): dense as in the thesis,
+//! or over the layer blocks of [`pairs`].
 //!
 //! [`model::RtConfig`] builds a [`model::RelationalTransformer`]; [`graph::GraphSpec`] turns a
 //! layout into the dense graph it runs on; [`layer::RtLayer`] is one attention + update layer;
@@ -10,10 +11,12 @@ pub mod graph;
 pub mod init;
 pub mod layer;
 pub mod model;
+pub mod pairs;
 
 /// Forward FLOPs of the relational transformer on one graph of `layout` (science.md
-/// §11.2): `N²·[L_rt(18dD + 40D) + 8d² + 2dD]`, the dense pair tensors dominating.
-pub fn forward_flops(layout: &crate::layout::Layout, d: usize, layers: usize) -> f64 {
-    let (n, d, width) = (layout.num_nodes() as f64, d as f64, (d + 1) as f64);
-    n * n * (layers as f64 * (18.0 * d * width + 40.0 * width) + 8.0 * d * d + 2.0 * d * width)
+/// §11.2): `M·[L_rt(18dD + 40D) + 8d² + 2dD]` over the `M` kept pairs (`N²` for dense
+/// attention), the pair tensors dominating.
+pub fn forward_flops(layout: &crate::layout::Layout, attention: pairs::Attention, d: usize, layers: usize) -> f64 {
+    let (m, d, width) = (attention.pair_count(layout) as f64, d as f64, (d + 1) as f64);
+    m * (layers as f64 * (18.0 * d * width + 40.0 * width) + 8.0 * d * d + 2.0 * d * width)
 }

@@ -8,13 +8,13 @@
 
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::{activation::relu, backend::Backend, Tensor};
+use burn::tensor::{activation::relu, backend::Backend, Bool, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::dense::dense;
 use super::graph::{positional_rows, GraphConstructor, GraphSpec};
 use super::init::{LinearInit, ParamInit};
-use super::layer::RtLayer;
+use super::layer::{PairIndex, RtLayer};
 use crate::layout::Layout;
 
 /// Hyper-parameters of the relational transformer (science.md §6.1).
@@ -103,16 +103,43 @@ impl<B: Backend> RelationalTransformer<B> {
     /// # Shapes
     /// `x`: `[B, P]` in the flat layout of `spec.layout`, `t`: `[B]` → `[B, P]`.
     pub fn forward(&self, x: Tensor<B, 2>, t: Tensor<B, 1>, spec: &GraphSpec) -> Tensor<B, 2> {
-        let [batch, _] = x.dims();
+        if spec.attention.is_dense() {
+            self.forward_dense(x, t, spec, None)
+        } else {
+            self.forward_pairs(x, t, spec)
+        }
+    }
+
+    /// The dense model; `mask` `[N, N]` (true: left out of the softmax) gives the masked
+    /// dense model that a sparse pair set must equal.
+    pub fn forward_dense(&self, x: Tensor<B, 2>, t: Tensor<B, 1>, spec: &GraphSpec, mask: Option<&Tensor<B, 2, Bool>>) -> Tensor<B, 2> {
         let (nodes, edges) = self.constructor.forward(&x, spec); // [B, N, d], [B, N, N, d]
         let (node_time, edge_time) = spec.time_channels(&t);
+        let [batch, n, _] = nodes.dims();
         let mut nodes = Tensor::cat(vec![nodes, node_time], 2); // [B, N, D]
-        let mut edges = Tensor::cat(vec![edges, edge_time], 3); // [B, N, N, D]
+        let mut edges = Tensor::cat(vec![edges, edge_time.reshape([batch, n, n, 1])], 3); // [B, N, N, D]
         for layer in &self.layers {
-            (nodes, edges) = layer.forward(nodes, edges);
+            (nodes, edges) = layer.forward(nodes, edges, mask);
         }
-        let weights = self.edge_head.forward(spec.structural_edges(edges)); // [B, P_W]
-        let [_, n, width] = nodes.dims();
+        self.readout(nodes, spec.structural_edges(edges), spec)
+    }
+
+    fn forward_pairs(&self, x: Tensor<B, 2>, t: Tensor<B, 1>, spec: &GraphSpec) -> Tensor<B, 2> {
+        let pairs = PairIndex::new(&spec.pairs, &x.device());
+        let (nodes, edges) = self.constructor.forward_pairs(&x, spec); // [B, N, d], [B, M, d]
+        let (node_time, edge_time) = spec.time_channels(&t);
+        let mut nodes = Tensor::cat(vec![nodes, node_time], 2); // [B, N, D]
+        let mut edges = Tensor::cat(vec![edges, edge_time], 2); // [B, M, D]
+        for layer in &self.layers {
+            (nodes, edges) = layer.forward_pairs(nodes, edges, &pairs);
+        }
+        self.readout(nodes, spec.structural_pairs(edges), spec)
+    }
+
+    /// Structural edges `[B, P_W, D]` and nodes `[B, N, D]` → the flat `[B, P]` output.
+    fn readout(&self, nodes: Tensor<B, 3>, structural: Tensor<B, 3>, spec: &GraphSpec) -> Tensor<B, 2> {
+        let weights = self.edge_head.forward(structural); // [B, P_W]
+        let [batch, n, width] = nodes.dims();
         let inputs = spec.layout.inputs();
         let biases = self.node_head.forward(nodes.slice([0..batch, inputs..n, 0..width])); // [B, Σ n_l]
         Tensor::cat(vec![weights, biases], 1)
@@ -124,6 +151,7 @@ mod tests {
     use super::*;
     use crate::noise::Rng;
     use crate::rt::graph::TimeChannel;
+    use crate::rt::pairs::Attention;
     use burn::backend::{Autodiff, NdArray};
     use burn::tensor::TensorData;
 
@@ -151,12 +179,15 @@ mod tests {
     }
 
     fn run(model: &RelationalTransformer<B>, layout: &Layout, x: &[f32], t: &[f32], time: TimeChannel) -> Vec<f32> {
+        run_with(model, &GraphSpec::new(layout, time, Attention::Dense), x, t)
+    }
+
+    fn run_with(model: &RelationalTransformer<B>, spec: &GraphSpec, x: &[f32], t: &[f32]) -> Vec<f32> {
         let dev = Default::default();
         let batch = t.len();
-        let spec = GraphSpec::new(layout, time);
-        let xt = Tensor::<B, 2>::from_data(TensorData::new(x.to_vec(), [batch, layout.num_params()]), &dev);
+        let xt = Tensor::<B, 2>::from_data(TensorData::new(x.to_vec(), [batch, spec.layout.num_params()]), &dev);
         let tt = Tensor::<B, 1>::from_data(TensorData::new(t.to_vec(), [batch]), &dev);
-        model.forward(xt, tt, &spec).into_data().to_vec::<f32>().expect("f32")
+        model.forward(xt, tt, spec).into_data().to_vec::<f32>().expect("f32")
     }
 
     /// Permutes hidden neuron `b` of layer 1 to `perm[b]` in a flat network.
@@ -183,18 +214,106 @@ mod tests {
         let p = layout.num_params();
         let perm = [2usize, 0, 3, 1];
         let xp: Vec<f32> = x.chunks(p).flat_map(|row| permute_first_hidden(&layout, row, &perm)).collect();
-        let y = run(&model, &layout, &x, &[0.3, 0.7], TimeChannel::Faithful);
-        let yp = run(&model, &layout, &xp, &[0.3, 0.7], TimeChannel::Faithful);
-        let expected: Vec<f32> = y.chunks(p).flat_map(|row| permute_first_hidden(&layout, row, &perm)).collect();
-        for (a, b) in yp.iter().zip(&expected) {
-            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        for attention in [Attention::Dense, Attention::LayerBlocks] {
+            let run = |x: &[f32]| run_with(&model, &GraphSpec::new(&layout, TimeChannel::Faithful, attention), x, &[0.3, 0.7]);
+            let y = run(&x);
+            let yp = run(&xp);
+            let expected: Vec<f32> = y.chunks(p).flat_map(|row| permute_first_hidden(&layout, row, &perm)).collect();
+            for (a, b) in yp.iter().zip(&expected) {
+                assert!((a - b).abs() < 1e-4, "{attention:?}: {a} vs {b}");
+            }
+            // but not to input-neuron permutations (distinct embeddings)
+            let mut xs = x.clone();
+            xs.swap(layout.weight_index(1, 0, 0), layout.weight_index(1, 0, 1));
+            let ys = run(&xs);
+            assert!(ys.iter().zip(&y).any(|(a, b)| (a - b).abs() > 1e-4), "{attention:?}");
         }
-        // but not to input-neuron permutations (distinct embeddings)
-        let mut xs = x.clone();
-        xs.swap(layout.weight_index(1, 0, 0), layout.weight_index(1, 0, 1));
-        let ys = run(&model, &layout, &xs, &[0.3, 0.7], TimeChannel::Faithful);
-        assert!(ys.iter().zip(&y).any(|(a, b)| (a - b).abs() > 1e-4));
     }
+
+    /// `[N, N]`: true for the pairs that `attention` leaves out.
+    fn left_out<Bk: Backend>(layout: &Layout, attention: Attention) -> Tensor<Bk, 2, Bool> {
+        let n = layout.num_nodes();
+        let pairs = crate::rt::pairs::Pairs::new(layout, attention);
+        let mut out = vec![true; n * n];
+        for (&i, &j) in pairs.source.iter().zip(&pairs.target) {
+            out[i as usize * n + j as usize] = false;
+        }
+        Tensor::from_data(TensorData::new(out, [n, n]), &Default::default())
+    }
+
+    /// Every parameter gradient of `Σ w ⊙ f(x)` in visiting order, and the input gradient,
+    /// for `x` and `w` of shape `[B, P]`.
+    fn gradients(
+        model: &RelationalTransformer<Autodiff<B>>,
+        forward: impl Fn(Tensor<Autodiff<B>, 2>) -> Tensor<Autodiff<B>, 2>,
+        x: &[f32],
+        w: &[f32],
+        p: usize,
+    ) -> (Vec<f32>, Vec<f32>) {
+        use burn::module::{ModuleVisitor, Param};
+        type A = Autodiff<B>;
+        struct Collect<'g>(&'g <A as burn::tensor::backend::AutodiffBackend>::Gradients, Vec<f32>);
+        impl ModuleVisitor<A> for Collect<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<A, D>>) {
+                let g = param.val().grad(self.0).map(|g| g.into_data().to_vec::<f32>().expect("f32"));
+                self.1.extend(g.unwrap_or_else(|| vec![0.0; param.val().shape().num_elements()]));
+            }
+        }
+        let dev = Default::default();
+        let batch = x.len() / p;
+        let xt = Tensor::<A, 2>::from_data(TensorData::new(x.to_vec(), [batch, p]), &dev).require_grad();
+        let weights = Tensor::<A, 2>::from_data(TensorData::new(w.to_vec(), [batch, p]), &dev);
+        let grads = (forward(xt.clone()) * weights).sum().backward();
+        let mut collect = Collect(&grads, Vec::new());
+        model.visit(&mut collect);
+        let input = xt.grad(&grads).expect("input gradient").into_data().to_vec::<f32>().expect("f32");
+        (collect.1, input)
+    }
+
+    fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-3);
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= tol * scale, "{what}[{i}]: {x} vs {y} (scale {scale})");
+        }
+    }
+
+    #[test]
+    fn layer_blocks_equal_the_masked_dense_model() {
+        type A = Autodiff<B>;
+        for (layout, heads, time) in [
+            (Layout(vec![3, 4, 2]), 1, TimeChannel::Faithful),
+            (Layout(vec![4, 3, 5, 2]), 2, TimeChannel::WeightEdges),
+            (Layout(vec![2, 3, 3, 3, 1]), 1, TimeChannel::Everywhere),
+        ] {
+            let dev = Default::default();
+            let model = RtConfig::for_layout(&layout, 8, 2, heads).init::<A>(11, &dev);
+            let p = layout.num_params();
+            let mut rng = Rng::seed_from(3);
+            let x = rng.normal_vec(3 * p, 0.0, 0.7);
+            let w = rng.normal_vec(3 * p, 0.0, 1.0);
+            let t = Tensor::<A, 1>::from_data(TensorData::new(vec![0.2f32, 0.5, 0.9], [3]), &dev);
+            let sparse = GraphSpec::new(&layout, time, Attention::LayerBlocks);
+            let dense = GraphSpec::new(&layout, time, Attention::Dense);
+            let mask = left_out::<A>(&layout, Attention::LayerBlocks);
+            let (gs, xs) = gradients(&model, |x| model.forward(x, t.clone(), &sparse), &x, &w, p);
+            let (gm, xm) = gradients(&model, |x| model.forward_dense(x, t.clone(), &dense, Some(&mask)), &x, &w, p);
+            let (gd, _) = gradients(&model, |x| model.forward(x, t.clone(), &dense), &x, &w, p);
+            let xt = Tensor::<A, 2>::from_data(TensorData::new(x.clone(), [3, p]), &dev);
+            let ys = model.forward(xt.clone(), t.clone(), &sparse).into_data().to_vec::<f32>().unwrap();
+            let ym = model.forward_dense(xt.clone(), t.clone(), &dense, Some(&mask)).into_data().to_vec::<f32>().unwrap();
+            let yd = model.forward(xt, t.clone(), &dense).into_data().to_vec::<f32>().unwrap();
+            assert_close(&ys, &ym, 1e-5, &format!("{layout} output"));
+            assert_close(&gs, &gm, 1e-5, &format!("{layout} parameter gradient"));
+            assert_close(&xs, &xm, 1e-5, &format!("{layout} input gradient"));
+            // The mask matters: the dense model is a different function.
+            assert!(ys.iter().zip(&yd).any(|(a, b)| (a - b).abs() > 1e-3), "{layout}: sparse equals dense");
+            assert!(gs.iter().zip(&gd).any(|(a, b)| (a - b).abs() > 1e-3), "{layout}: gradients equal dense");
+            // Same parameters, same shapes: the record does not know the pair set.
+            assert_eq!(gs.len(), model.num_params());
+        }
+    }
+
 
     #[test]
     fn batch_rows_are_independent_and_output_is_flat_ordered() {
@@ -217,7 +336,7 @@ mod tests {
     #[test]
     fn time_channel_pattern_matches_the_code() {
         let layout = Layout(vec![2, 3, 2]);
-        let spec = GraphSpec::new(&layout, TimeChannel::Faithful);
+        let spec = GraphSpec::new(&layout, TimeChannel::Faithful, Attention::Dense);
         let dev = Default::default();
         let t = Tensor::<B, 1>::from_data(TensorData::new(vec![0.25f32], [1]), &dev);
         let (nodes, edges) = spec.time_channels(&t);
@@ -236,11 +355,17 @@ mod tests {
 
     #[test]
     fn gradient_matches_finite_differences() {
+        for attention in [Attention::Dense, Attention::LayerBlocks] {
+            input_gradient_matches_finite_differences(attention);
+        }
+    }
+
+    fn input_gradient_matches_finite_differences(attention: Attention) {
         type A = Autodiff<NdArray<f32>>;
         let layout = Layout(vec![2, 2, 1]);
         let dev = Default::default();
         let model = RtConfig::for_layout(&layout, 4, 1, 1).init::<A>(2, &dev);
-        let spec = GraphSpec::new(&layout, TimeChannel::Faithful);
+        let spec = GraphSpec::new(&layout, TimeChannel::Faithful, attention);
         let p = layout.num_params();
         let x: Vec<f32> = input(&layout, 1, 4);
         let loss_at = |x: &[f32]| -> (f32, Vec<f32>) {
@@ -262,7 +387,7 @@ mod tests {
             let numeric = (loss_at(&up).0 - loss_at(&down).0) / (2.0 * h);
             assert!(
                 (numeric - grad[i]).abs() < 2e-2 * (1.0 + grad[i].abs()),
-                "coordinate {i}: analytic {} numeric {numeric}",
+                "{attention:?} coordinate {i}: analytic {} numeric {numeric}",
                 grad[i]
             );
         }

@@ -62,10 +62,10 @@ fn mlp3_backward(params: &[f32], grads: &mut [f32], lins: &[Lin; 3], act: Act, t
 }
 
 /// Gradients of one attention block: `dqkvn` (accumulated, pre-zeroed) and `dqkve`
-/// (overwritten) from `d_o`.
+/// (overwritten on the attended pairs, which must be zero elsewhere).
 #[allow(clippy::too_many_arguments)]
 fn attention_backward(
-    n: usize,
+    graph: &FusedGraph,
     d: usize,
     heads: usize,
     qkvn: &[f32],
@@ -77,26 +77,31 @@ fn attention_backward(
 ) {
     let dh = d / heads;
     let scale = 1.0 / (d as f32).sqrt();
-    let mut dalpha = vec![0.0f32; n];
-    for i in 0..n {
+    let mut dalpha = Vec::new();
+    for i in 0..graph.nodes {
+        let (start, end) = (graph.attend_start[i] as usize, graph.attend_start[i + 1] as usize);
+        let attended = &graph.attend[start..end];
+        dalpha.resize(attended.len(), 0.0f32);
         for h in 0..heads {
-            let row = &alpha[(i * heads + h) * n..][..n];
+            let row = &alpha[start * heads + h * attended.len()..][..attended.len()];
             let go = &d_o[i * d + h * dh..][..dh];
             // dα_ij = ⟨do_i, v_ij⟩
             let mut weighted = 0.0;
-            for j in 0..n {
-                let e = &qkve[(i * n + j) * 4 * d + h * 4 * dh..][..4 * dh];
+            for ((da, &a), &pair) in dalpha.iter_mut().zip(row).zip(attended) {
+                let j = graph.target[pair as usize] as usize;
+                let e = &qkve[pair as usize * 4 * d + h * 4 * dh..][..4 * dh];
                 let vn = &qkvn[j * 3 * d + h * 3 * dh + 2 * dh..][..dh];
                 let mut s = 0.0;
                 for c in 0..dh {
                     s += go[c] * (vn[c] * e[3 * dh + c] + e[2 * dh + c]);
                 }
-                dalpha[j] = s;
-                weighted += row[j] * s;
+                *da = s;
+                weighted += a * s;
             }
-            for j in 0..n {
-                let ds = row[j] * (dalpha[j] - weighted) * scale;
-                let base = (i * n + j) * 4 * d + h * 4 * dh;
+            for ((&da, &a), &pair) in dalpha.iter().zip(row).zip(attended) {
+                let j = graph.target[pair as usize] as usize;
+                let ds = a * (da - weighted) * scale;
+                let base = pair as usize * 4 * d + h * 4 * dh;
                 let e = &qkve[base..][..4 * dh];
                 let node_j = j * 3 * d + h * 3 * dh;
                 let node_i = i * 3 * d + h * 3 * dh;
@@ -106,7 +111,7 @@ fn attention_backward(
                     let k = qkvn[node_j + dh + c] + e[dh + c];
                     let dq = ds * k;
                     let dk = ds * q;
-                    let dv = row[j] * go[c];
+                    let dv = a * go[c];
                     ge[c] = dq;
                     ge[dh + c] = dk;
                     ge[2 * dh + c] = dv;
@@ -127,7 +132,7 @@ fn layer_backward(
     grads: &mut [f32],
     lp: &LayerParams,
     map: &ParamMap,
-    n: usize,
+    graph: &FusedGraph,
     tape: &LayerTape,
     work: &mut Work,
     dx_out: &[f32],
@@ -136,7 +141,7 @@ fn layer_backward(
     de_in: &mut [f32],
 ) {
     let (d, w) = (map.d, map.width);
-    let pairs = n * n;
+    let (n, pairs) = (graph.nodes, graph.pairs);
     // E2 = LN_e1(E1 + mlp(E1)).
     let e1 = &mut work.pw1;
     norm_output(params, lp.ln_e0, &tape.ln_e0.xhat, e1);
@@ -158,10 +163,8 @@ fn layer_backward(
     let da = &work.pd1;
     // a_ij = E_ij·W_top + E_ji·W_bot + b + S_i + T_j.
     let dat = &mut work.pd2;
-    for i in 0..n {
-        for j in 0..n {
-            dat[(i * n + j) * d..][..d].copy_from_slice(&da[(j * n + i) * d..][..d]);
-        }
+    for (p, &r) in graph.reverse.iter().enumerate() {
+        dat[p * d..][..d].copy_from_slice(&da[r as usize * d..][..d]);
     }
     let lin = lp.msg_pair;
     let (top, bot) = (lin.w, lin.w + w * d);
@@ -176,13 +179,12 @@ fn layer_backward(
     let dt = &mut work.nd1;
     ds.fill(0.0);
     dt.fill(0.0);
-    for i in 0..n {
-        for j in 0..n {
-            let g = &da[(i * n + j) * d..][..d];
-            for c in 0..d {
-                ds[i * d + c] += g[c];
-                dt[j * d + c] += g[c];
-            }
+    for p in 0..pairs {
+        let (i, j) = (graph.source[p] as usize, graph.target[p] as usize);
+        let g = &da[p * d..][..d];
+        for c in 0..d {
+            ds[i * d + c] += g[c];
+            dt[j * d + c] += g[c];
         }
     }
     let x2 = &mut work.nw0;
@@ -212,7 +214,10 @@ fn layer_backward(
     linear_backward(params, grads, lp.att_out, &tape.o, datt, n, Some((d_o, false)));
     let dqkvn = &mut work.n3d;
     dqkvn.fill(0.0);
-    attention_backward(n, d, map.heads, &tape.qkvn, &tape.qkve, &tape.alpha, d_o, dqkvn, &mut work.p4d);
+    if graph.attend.len() < pairs {
+        work.p4d.fill(0.0); // pairs nobody attends over get no attention gradient
+    }
+    attention_backward(graph, d, map.heads, &tape.qkvn, &tape.qkve, &tape.alpha, d_o, dqkvn, &mut work.p4d);
     linear_backward(params, grads, lp.qkv_edge, &tape.e_in, &work.p4d, pairs, Some((de_in, true)));
     linear_backward(params, grads, lp.qkv_node, &tape.x_in, dqkvn, n, Some((dx_in, true)));
 }
@@ -221,7 +226,7 @@ fn layer_backward(
 /// whose forward pass filled `tape`.
 pub(super) fn backward(params: &[f32], map: &ParamMap, graph: &FusedGraph, tape: &mut Tape, dout: &[f32], grads: &mut [f32]) {
     let (n, d, w) = (graph.nodes, map.d, map.width);
-    let pairs = n * n;
+    let pairs = graph.pairs;
     let structural = graph.structural.len();
     // Heads.
     let mut de = vec![0.0f32; pairs * w];
@@ -236,7 +241,7 @@ pub(super) fn backward(params: &[f32], map: &ParamMap, graph: &FusedGraph, tape:
     let mut dx_in = vec![0.0f32; n * w];
     let mut de_in = vec![0.0f32; pairs * w];
     for l in (0..tape.layers.len()).rev() {
-        layer_backward(params, grads, &map.layers[l], map, n, &tape.layers[l], &mut tape.work, &dx, &de, &mut dx_in, &mut de_in);
+        layer_backward(params, grads, &map.layers[l], map, graph, &tape.layers[l], &mut tape.work, &dx, &de, &mut dx_in, &mut de_in);
         std::mem::swap(&mut dx, &mut dx_in);
         std::mem::swap(&mut de, &mut de_in);
     }

@@ -46,7 +46,7 @@ pub(super) struct LayerTape {
     pub e_in: Vec<f32>,
     pub qkvn: Vec<f32>,
     pub qkve: Vec<f32>,
-    /// Attention weights, `[N, H, N]`.
+    /// Attention weights: per node `i`, `[H, attended pairs of i]`.
     pub alpha: Vec<f32>,
     pub o: Vec<f32>,
     pub att: Vec<f32>,
@@ -61,14 +61,13 @@ pub(super) struct LayerTape {
 }
 
 impl LayerTape {
-    fn new(n: usize, d: usize, w: usize, heads: usize) -> Self {
-        let pairs = n * n;
+    fn new(n: usize, pairs: usize, attended: usize, d: usize, w: usize, heads: usize) -> Self {
         LayerTape {
             x_in: vec![0.0; n * w],
             e_in: vec![0.0; pairs * w],
             qkvn: vec![0.0; n * 3 * d],
             qkve: vec![0.0; pairs * 4 * d],
-            alpha: vec![0.0; pairs * heads],
+            alpha: vec![0.0; attended * heads],
             o: vec![0.0; n * d],
             att: vec![0.0; n * w],
             ln_n0: NormTape::new(n, w),
@@ -112,22 +111,23 @@ pub struct Tape {
     pub(super) edge_head: MlpTape,
     pub(super) node_head: MlpTape,
     pub(super) work: Work,
-    /// `(N, structural edges, d, layers, heads)` this tape was sized for.
-    shape: (usize, usize, usize, usize, usize),
+    /// `(N, pairs, attended pairs, structural edges, d, layers, heads)` this tape was sized
+    /// for.
+    shape: (usize, usize, usize, usize, usize, usize, usize),
 }
 
 impl Tape {
     /// Buffers for one sample of `graph` under a model of shape `map`.
     pub fn new(map: &ParamMap, graph: &FusedGraph) -> Self {
         let (n, d, w) = (graph.nodes, map.d, map.width);
-        let pairs = n * n;
+        let pairs = graph.pairs;
         let distinct = graph.structural.len() + 1;
         Tape {
             edge_embed: MlpTape::new(distinct, 1, d),
             edge_embed_out: vec![0.0; distinct * d],
             node_embed: MlpTape::new(n, 1, d),
             node_embed_out: vec![0.0; n * d],
-            layers: (0..map.layers.len()).map(|_| LayerTape::new(n, d, w, map.heads)).collect(),
+            layers: (0..map.layers.len()).map(|_| LayerTape::new(n, pairs, graph.attend.len(), d, w, map.heads)).collect(),
             x_final: vec![0.0; n * w],
             e_final: vec![0.0; pairs * w],
             edge_head: MlpTape::new(graph.structural.len(), w, d),
@@ -147,13 +147,34 @@ impl Tape {
                 nw2: vec![0.0; n * w],
                 n3d: vec![0.0; n * 3 * d],
             },
-            shape: (n, graph.structural.len(), d, map.layers.len(), map.heads),
+            shape: (n, pairs, graph.attend.len(), graph.structural.len(), d, map.layers.len(), map.heads),
         }
+    }
+
+    /// The number of floats this tape holds (its memory is 4 bytes each).
+    pub fn floats(&self) -> usize {
+        let mlp = |m: &MlpTape| m.input.len() + m.pre0.len() + m.pre1.len();
+        let norm = |n: &NormTape| n.xhat.len() + n.rstd.len();
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.x_in.len() + l.e_in.len() + l.qkvn.len() + l.qkve.len() + l.alpha.len() + l.o.len() + l.att.len()
+                    + norm(&l.ln_n0) + l.h_n.len() + norm(&l.ln_n1) + l.a.len() + norm(&l.ln_e0) + l.h_e.len() + norm(&l.ln_e1)
+            })
+            .sum();
+        let w = &self.work;
+        let work = [&w.pd0, &w.pd1, &w.pd2, &w.pw0, &w.pw1, &w.pw2, &w.p4d, &w.nd0, &w.nd1, &w.nw0, &w.nw1, &w.nw2, &w.n3d]
+            .iter()
+            .map(|v| v.len())
+            .sum::<usize>();
+        layers + work + mlp(&self.edge_embed) + mlp(&self.node_embed) + mlp(&self.edge_head) + mlp(&self.node_head)
+            + self.edge_embed_out.len() + self.node_embed_out.len() + self.x_final.len() + self.e_final.len()
     }
 
     /// Whether this tape was sized for `graph` under a model of shape `map`.
     pub fn fits(&self, map: &ParamMap, graph: &FusedGraph) -> bool {
-        self.shape == (graph.nodes, graph.structural.len(), map.d, map.layers.len(), map.heads)
+        self.shape == (graph.nodes, graph.pairs, graph.attend.len(), graph.structural.len(), map.d, map.layers.len(), map.heads)
     }
 }
 
@@ -191,18 +212,22 @@ pub(super) fn mlp3_forward(params: &[f32], lins: &[Lin; 3], act: Act, tape: &mut
     linear(params, lins[2], &hidden, rows, out);
 }
 
-/// Relational attention of one graph (science.md §6.5): writes `alpha` and `o`.
-fn attention_forward(n: usize, d: usize, heads: usize, qkvn: &[f32], qkve: &[f32], alpha: &mut [f32], o: &mut [f32]) {
+/// Relational attention of one graph (science.md §6.5): writes `alpha` and `o`. Node `i`
+/// attends over the pairs `graph.attend` lists for it.
+fn attention_forward(graph: &FusedGraph, d: usize, heads: usize, qkvn: &[f32], qkve: &[f32], alpha: &mut [f32], o: &mut [f32]) {
     let dh = d / heads;
     let scale = 1.0 / (d as f32).sqrt();
     o.fill(0.0);
-    for i in 0..n {
+    for i in 0..graph.nodes {
+        let (start, end) = (graph.attend_start[i] as usize, graph.attend_start[i + 1] as usize);
+        let attended = &graph.attend[start..end];
         for h in 0..heads {
             let qn = &qkvn[i * 3 * d + h * 3 * dh..][..dh];
-            let row = &mut alpha[(i * heads + h) * n..][..n];
+            let row = &mut alpha[start * heads + h * attended.len()..][..attended.len()];
             let mut max = f32::NEG_INFINITY;
-            for (j, s) in row.iter_mut().enumerate() {
-                let e = &qkve[(i * n + j) * 4 * d + h * 4 * dh..][..2 * dh];
+            for (s, &pair) in row.iter_mut().zip(attended) {
+                let j = graph.target[pair as usize] as usize;
+                let e = &qkve[pair as usize * 4 * d + h * 4 * dh..][..2 * dh];
                 let kn = &qkvn[j * 3 * d + h * 3 * dh + dh..][..dh];
                 let mut dot = 0.0;
                 for c in 0..dh {
@@ -217,9 +242,10 @@ fn attention_forward(n: usize, d: usize, heads: usize, qkvn: &[f32], qkve: &[f32
                 total += *s;
             }
             let out = &mut o[i * d + h * dh..][..dh];
-            for (j, s) in row.iter_mut().enumerate() {
+            for (s, &pair) in row.iter_mut().zip(attended) {
                 *s /= total;
-                let e = &qkve[(i * n + j) * 4 * d + h * 4 * dh..][..4 * dh];
+                let j = graph.target[pair as usize] as usize;
+                let e = &qkve[pair as usize * 4 * d + h * 4 * dh..][..4 * dh];
                 let vn = &qkvn[j * 3 * d + h * 3 * dh + 2 * dh..][..dh];
                 for c in 0..dh {
                     out[c] += *s * (vn[c] * e[3 * dh + c] + e[2 * dh + c]);
@@ -259,18 +285,18 @@ fn layer_forward(
     params: &[f32],
     lp: &LayerParams,
     map: &ParamMap,
-    n: usize,
+    graph: &FusedGraph,
     tape: &mut LayerTape,
     work: &mut Work,
     x_out: &mut [f32],
     e_out: &mut [f32],
 ) {
     let (d, w) = (map.d, map.width);
-    let pairs = n * n;
+    let (n, pairs) = (graph.nodes, graph.pairs);
     // Attention.
     linear(params, lp.qkv_node, &tape.x_in, n, &mut tape.qkvn);
     linear(params, lp.qkv_edge, &tape.e_in, pairs, &mut tape.qkve);
-    attention_forward(n, d, map.heads, &tape.qkvn, &tape.qkve, &mut tape.alpha, &mut tape.o);
+    attention_forward(graph, d, map.heads, &tape.qkvn, &tape.qkve, &mut tape.alpha, &mut tape.o);
     linear(params, lp.att_out, &tape.o, n, &mut tape.att);
     // Node update: X1 = LN(X + lin0(att)), X2 = LN(X1 + mlp(X1)).
     let z = &mut work.nw0;
@@ -288,16 +314,15 @@ fn layer_forward(
     linear(params, lp.msg_source, x_out, n, &mut work.nd0);
     linear(params, lp.msg_target, x_out, n, &mut work.nd1);
     let pair_b = bias(params, lp.msg_pair).expect("message bias");
-    for i in 0..n {
-        for j in 0..n {
-            let a = &mut tape.a[(i * n + j) * d..][..d];
-            let top = &work.pd0[(i * n + j) * d..][..d];
-            let bot = &work.pd1[(j * n + i) * d..][..d];
-            let s = &work.nd0[i * d..][..d];
-            let t = &work.nd1[j * d..][..d];
-            for c in 0..d {
-                a[c] = top[c] + bot[c] + pair_b[c] + s[c] + t[c];
-            }
+    for p in 0..pairs {
+        let (i, j, r) = (graph.source[p] as usize, graph.target[p] as usize, graph.reverse[p] as usize);
+        let a = &mut tape.a[p * d..][..d];
+        let top = &work.pd0[p * d..][..d];
+        let bot = &work.pd1[r * d..][..d];
+        let s = &work.nd0[i * d..][..d];
+        let t = &work.nd1[j * d..][..d];
+        for c in 0..d {
+            a[c] = top[c] + bot[c] + pair_b[c] + s[c] + t[c];
         }
     }
     gelu(&tape.a, &mut work.pd0);
@@ -315,7 +340,7 @@ fn layer_forward(
 /// The flat prediction `[P]` for one network `x` `[P]` at time `t`.
 pub(super) fn forward(params: &[f32], map: &ParamMap, graph: &FusedGraph, x: &[f32], t: f32, tape: &mut Tape, out: &mut [f32]) {
     let (n, d, w) = (graph.nodes, map.d, map.width);
-    let pairs = n * n;
+    let pairs = graph.pairs;
     let structural = graph.structural.len();
     // Edge inputs: one embedding per structural weight plus one for all zero pairs.
     // The flat layout stores all weights first, in the order of `graph.structural`.
@@ -354,7 +379,7 @@ pub(super) fn forward(params: &[f32], map: &ParamMap, graph: &FusedGraph, x: &[f
             Some(next) => (&mut next.x_in, &mut next.e_in),
             None => (&mut tape.x_final, &mut tape.e_final),
         };
-        layer_forward(params, &map.layers[l], map, n, layer, &mut tape.work, x_out, e_out);
+        layer_forward(params, &map.layers[l], map, graph, layer, &mut tape.work, x_out, e_out);
     }
     // Heads: structural edges in flat weight order, then non-input nodes in node order.
     for (k, &pair) in graph.structural.iter().enumerate() {

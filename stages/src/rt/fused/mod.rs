@@ -30,45 +30,49 @@ use params::ParamMap;
 use super::graph::GraphSpec;
 use super::model::{RelationalTransformer, RtConfig};
 
-/// The layout-dependent index tables of the dense graph.
+/// The layout-dependent index tables of a graph's kept pairs (all `N²` for dense
+/// attention; see [`crate::rt::pairs`]).
 #[derive(Clone, Debug)]
 pub struct FusedGraph {
     pub nodes: usize,
     pub inputs: usize,
     /// Flat parameter count of the layout.
     pub params: usize,
-    /// Pair index `i·N + j` of each structural weight, in flat weight order.
+    /// Number of pairs with an edge state.
+    pub pairs: usize,
+    /// Source node `i`, target node `j` and the index of pair `(j, i)`, per pair.
+    pub source: Vec<u32>,
+    pub target: Vec<u32>,
+    pub reverse: Vec<u32>,
+    /// The pairs node `i` attends over: `attend[attend_start[i]..attend_start[i + 1]]`
+    /// (all of its pairs; a subset only for the masked reference in the tests).
+    pub attend_start: Vec<u32>,
+    pub attend: Vec<u32>,
+    /// Pair index of each structural weight, in flat weight order.
     pub structural: Vec<u32>,
     /// Per pair: the structural weight it carries, or `structural.len()` for zero pairs.
     pub pair_source: Vec<u32>,
     pub pos_row: Vec<usize>,
     pub node_fixed: Vec<bool>,
+    /// Per pair.
     pub edge_fixed: Vec<bool>,
 }
 
 impl FusedGraph {
     pub fn new(spec: &GraphSpec) -> Self {
-        let n = spec.nodes;
-        let sizes = spec.layout.sizes();
-        let mut structural = Vec::with_capacity(spec.layout.num_weights());
-        for span in &spec.blocks {
-            for i in span.rows.clone() {
-                for j in span.cols.clone() {
-                    structural.push((i * n + j) as u32);
-                }
-            }
-        }
-        let zero = structural.len() as u32;
-        let mut pair_source = vec![zero; n * n];
-        for (k, &pair) in structural.iter().enumerate() {
-            pair_source[pair as usize] = k as u32;
-        }
+        let pairs = &spec.pairs;
         FusedGraph {
-            nodes: n,
-            inputs: sizes[0],
+            nodes: spec.nodes,
+            inputs: spec.layout.inputs(),
             params: spec.layout.num_params(),
-            structural,
-            pair_source,
+            pairs: pairs.len(),
+            source: pairs.source.clone(),
+            target: pairs.target.clone(),
+            reverse: pairs.reverse.clone(),
+            attend_start: pairs.row_start.clone(),
+            attend: (0..pairs.len() as u32).collect(),
+            structural: pairs.structural.clone(),
+            pair_source: pairs.weight.clone(),
             pos_row: spec.pos_row.iter().map(|&r| r as usize).collect(),
             node_fixed: spec.node_fixed.iter().map(|&f| f != 0.0).collect(),
             edge_fixed: spec.edge_fixed.iter().map(|&f| f != 0.0).collect(),
@@ -171,6 +175,7 @@ mod tests {
     use crate::layout::Layout;
     use crate::noise::Rng;
     use crate::rt::graph::TimeChannel;
+    use crate::rt::pairs::Attention;
     use burn::backend::{Autodiff, NdArray};
     use burn::module::{Module, ModuleVisitor, Param};
     use burn::tensor::{Tensor, TensorData};
@@ -178,9 +183,72 @@ mod tests {
     type A = Autodiff<NdArray<f32>>;
 
     fn setup(layout: &Layout, d: usize, layers: usize, heads: usize, time: TimeChannel) -> (RtConfig, RelationalTransformer<A>, GraphSpec) {
+        setup_with(layout, d, layers, heads, time, Attention::Dense)
+    }
+
+    fn setup_with(
+        layout: &Layout,
+        d: usize,
+        layers: usize,
+        heads: usize,
+        time: TimeChannel,
+        attention: Attention,
+    ) -> (RtConfig, RelationalTransformer<A>, GraphSpec) {
         let config = RtConfig::for_layout(layout, d, layers, heads);
         let model = config.init::<A>(3, &Default::default());
-        (config, model, GraphSpec::new(layout, time))
+        (config, model, GraphSpec::new(layout, time, attention))
+    }
+
+    /// The dense graph of `layout` with each node attending only over the pairs that
+    /// `attention` keeps: every pair still carries a state, the others get softmax weight 0.
+    fn masked_dense(layout: &Layout, time: TimeChannel, attention: Attention) -> FusedGraph {
+        let mut graph = FusedGraph::new(&GraphSpec::new(layout, time, Attention::Dense));
+        let kept = crate::rt::pairs::Pairs::new(layout, attention);
+        let n = graph.nodes;
+        graph.attend = kept.source.iter().zip(&kept.target).map(|(&i, &j)| i * n as u32 + j).collect();
+        graph.attend_start = kept.row_start.clone();
+        graph
+    }
+
+    #[test]
+    fn layer_blocks_equal_the_masked_dense_engine() {
+        for (layout, heads, time) in [
+            (Layout(vec![3, 4, 2]), 1, TimeChannel::Faithful),
+            (Layout(vec![4, 3, 5, 2]), 2, TimeChannel::WeightEdges),
+        ] {
+            let (config, model, spec) = setup_with(&layout, 8, 2, heads, time, Attention::LayerBlocks);
+            let fused = FusedRt::from_model(&model, &config);
+            let sparse = FusedGraph::new(&spec);
+            let masked = masked_dense(&layout, time, Attention::LayerBlocks);
+            let p = layout.num_params();
+            let mut rng = Rng::seed_from(21);
+            let x = rng.normal_vec(3 * p, 0.0, 0.7);
+            let dout = rng.normal_vec(3 * p, 0.0, 1.0);
+            let t = [0.15f32, 0.5, 0.95];
+            let (mut ts, mut tm) = (Vec::new(), Vec::new());
+            let ys = fused.forward_taped(&sparse, &x, &t, &mut ts);
+            let ym = fused.forward_taped(&masked, &x, &t, &mut tm);
+            close(&ys, &ym, 1e-5, &format!("{layout} output"));
+            let gs = fused.backward(&sparse, &mut ts, &dout);
+            let gm = fused.backward(&masked, &mut tm, &dout);
+            close(&gs, &gm, 1e-5, &format!("{layout} gradient"));
+            let yd = fused.predict(&FusedGraph::new(&GraphSpec::new(&layout, time, Attention::Dense)), &x, &t);
+            assert!(ys.iter().zip(&yd).any(|(a, b)| (a - b).abs() > 1e-3), "{layout}: the mask changes nothing");
+        }
+    }
+
+    #[test]
+    fn the_layer_block_tape_grows_with_the_kept_pairs_not_with_n_squared() {
+        let layout = Layout(vec![784, 10, 10]);
+        let config = RtConfig::for_layout(&layout, 8, 2, 1);
+        let map = ParamMap::new(&config);
+        let graph = FusedGraph::new(&GraphSpec::new(&layout, TimeChannel::Faithful, Attention::LayerBlocks));
+        let n = graph.nodes;
+        assert_eq!(graph.pairs, 16_684);
+        let floats = Tape::new(&map, &graph).floats();
+        // A dense tape holds more than 200 floats per pair (N² pairs); this one under 16·N².
+        assert!(floats < 16 * n * n, "{floats} floats for {n} nodes");
+        assert!(floats < 400 * graph.pairs, "{floats} floats for {} pairs", graph.pairs);
     }
 
     fn burn_forward(model: &RelationalTransformer<A>, spec: &GraphSpec, x: &[f32], t: &[f32]) -> Tensor<A, 2> {
@@ -216,12 +284,14 @@ mod tests {
 
     #[test]
     fn forward_matches_the_burn_model() {
-        for (layout, d, layers, heads, time) in [
-            (Layout(vec![3, 4, 2]), 8, 2, 1, TimeChannel::Faithful),
-            (Layout(vec![4, 3, 3, 2]), 8, 2, 2, TimeChannel::WeightEdges),
-            (Layout(vec![30, 16, 16, 2]), 16, 1, 1, TimeChannel::Everywhere),
+        for (layout, d, layers, heads, time, attention) in [
+            (Layout(vec![3, 4, 2]), 8, 2, 1, TimeChannel::Faithful, Attention::Dense),
+            (Layout(vec![4, 3, 3, 2]), 8, 2, 2, TimeChannel::WeightEdges, Attention::Dense),
+            (Layout(vec![30, 16, 16, 2]), 16, 1, 1, TimeChannel::Everywhere, Attention::Dense),
+            (Layout(vec![4, 3, 3, 2]), 8, 2, 2, TimeChannel::Faithful, Attention::LayerBlocks),
+            (Layout(vec![30, 16, 16, 2]), 16, 1, 1, TimeChannel::WeightEdges, Attention::LayerBlocks),
         ] {
-            let (config, model, spec) = setup(&layout, d, layers, heads, time);
+            let (config, model, spec) = setup_with(&layout, d, layers, heads, time, attention);
             let p = layout.num_params();
             let x = Rng::seed_from(4).normal_vec(3 * p, 0.0, 0.7);
             let t = [0.1f32, 0.55, 0.9];
@@ -264,11 +334,12 @@ mod tests {
 
     #[test]
     fn gradients_match_burn_autodiff() {
-        for (layout, d, layers, heads, time) in [
-            (Layout(vec![3, 4, 2]), 8, 2, 1, TimeChannel::Faithful),
-            (Layout(vec![4, 3, 3, 2]), 8, 2, 2, TimeChannel::WeightEdges),
+        for (layout, d, layers, heads, time, attention) in [
+            (Layout(vec![3, 4, 2]), 8, 2, 1, TimeChannel::Faithful, Attention::Dense),
+            (Layout(vec![4, 3, 3, 2]), 8, 2, 2, TimeChannel::WeightEdges, Attention::Dense),
+            (Layout(vec![4, 3, 5, 2]), 8, 2, 2, TimeChannel::Everywhere, Attention::LayerBlocks),
         ] {
-            let (config, model, spec) = setup(&layout, d, layers, heads, time);
+            let (config, model, spec) = setup_with(&layout, d, layers, heads, time, attention);
             let p = layout.num_params();
             let mut rng = Rng::seed_from(8);
             let x = rng.normal_vec(2 * p, 0.0, 0.7);
@@ -292,8 +363,14 @@ mod tests {
 
     #[test]
     fn gradient_matches_finite_differences() {
+        for attention in [Attention::Dense, Attention::LayerBlocks] {
+            parameter_gradient_matches_finite_differences(attention);
+        }
+    }
+
+    fn parameter_gradient_matches_finite_differences(attention: Attention) {
         let layout = Layout(vec![3, 4, 2]);
-        let (config, model, spec) = setup(&layout, 8, 2, 2, TimeChannel::Faithful);
+        let (config, model, spec) = setup_with(&layout, 8, 2, 2, TimeChannel::Faithful, attention);
         let mut fused = FusedRt::from_model(&model, &config);
         let graph = FusedGraph::new(&spec);
         let p = layout.num_params();
@@ -320,7 +397,7 @@ mod tests {
                 let analytic = f64::from(grads[i]);
                 assert!(
                     (numeric - analytic).abs() < 2e-3 + 3e-2 * analytic.abs(),
-                    "tensor {k} index {i}: analytic {analytic} numeric {numeric}"
+                    "{attention:?} tensor {k} index {i}: analytic {analytic} numeric {numeric}"
                 );
             }
         }
