@@ -270,9 +270,10 @@ mod tests {
         (collect.1, input)
     }
 
+    /// Equal within `tol` relative to the largest `|b|`, or to 1 where all are smaller.
     fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
         assert_eq!(a.len(), b.len(), "{what}: lengths");
-        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-3);
+        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1.0);
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
             assert!((x - y).abs() <= tol * scale, "{what}[{i}]: {x} vs {y} (scale {scale})");
         }

@@ -338,6 +338,7 @@ mod tests {
             (Layout(vec![3, 4, 2]), 8, 2, 1, TimeChannel::Faithful, Attention::Dense),
             (Layout(vec![4, 3, 3, 2]), 8, 2, 2, TimeChannel::WeightEdges, Attention::Dense),
             (Layout(vec![4, 3, 5, 2]), 8, 2, 2, TimeChannel::Everywhere, Attention::LayerBlocks),
+            (Layout(vec![3, 4, 2]), 8, 2, 2, TimeChannel::Faithful, Attention::LayerBlocks),
         ] {
             let (config, model, spec) = setup_with(&layout, d, layers, heads, time, attention);
             let p = layout.num_params();
@@ -385,22 +386,40 @@ mod tests {
             f.predict(&graph, &x, &t).iter().zip(&dout).map(|(y, w)| f64::from(y * w)).sum()
         };
         let base = fused.params.clone();
-        let h = 2e-3f32;
-        for (k, &(offset, len)) in fused.map.tensors.iter().enumerate() {
+        let at_base = objective(&fused);
+        let close = |numeric: f64, analytic: f64| (numeric - analytic).abs() < 2e-3 + 3e-2 * analytic.abs();
+        // (central, left, right) difference quotients at step h.
+        let mut slopes = |i: usize, h: f32| -> [f64; 3] {
+            fused.params = base.clone();
+            fused.params[i] += h;
+            let up = objective(&fused);
+            fused.params[i] -= 2.0 * h;
+            let down = objective(&fused);
+            let h = f64::from(h);
+            [(up - down) / (2.0 * h), (at_base - down) / h, (up - at_base) / h]
+        };
+        // The output heads are ReLU MLPs: a pre-activation within a step of 0 puts a kink
+        // inside the central difference (the layer-block model has many: at a step of 2e-3
+        // a quarter of its coordinates miss, converging as the step shrinks). A coordinate that misses is retried with smaller
+        // steps and one-sided differences (the side without the kink has the gradient's
+        // slope); each retry is counted. f32 noise limits how small a step can be.
+        let mut retried = 0;
+        for (k, &(offset, len)) in ParamMap::new(&config).tensors.iter().enumerate() {
             for i in [offset, offset + len / 2, offset + len - 1] {
-                fused.params = base.clone();
-                fused.params[i] += h;
-                let up = objective(&fused);
-                fused.params[i] -= 2.0 * h;
-                let down = objective(&fused);
-                let numeric = (up - down) / (2.0 * f64::from(h));
                 let analytic = f64::from(grads[i]);
+                let [central, ..] = slopes(i, 5e-4);
+                if close(central, analytic) {
+                    continue;
+                }
+                retried += 1;
+                let tried: Vec<[f64; 3]> = [2.5e-4f32, 1.25e-4].iter().map(|&h| slopes(i, h)).collect();
                 assert!(
-                    (numeric - analytic).abs() < 2e-3 + 3e-2 * analytic.abs(),
-                    "{attention:?} tensor {k} index {i}: analytic {analytic} numeric {numeric}"
+                    tried.iter().flatten().any(|&numeric| close(numeric, analytic)),
+                    "{attention:?} tensor {k} index {i}: analytic {analytic}, numeric {central}, then (central, left, right) {tried:?}"
                 );
             }
         }
+        assert!(retried <= 3, "{attention:?}: {retried} coordinates needed a smaller step");
     }
 
     #[test]
