@@ -95,6 +95,10 @@ pub fn exec(cache_root: &Path, job_file: &Path, registry: &Registry) -> i32 {
     if cache.is_cached(&job.key) {
         return EXIT_CACHED;
     }
+    // An earlier attempt that was killed may have left its programs running.
+    let orphans = crate::orphans::kill_orphans(&job.key);
+    crate::orphans::mark(&job.key);
+    clean_assembly_leftovers(&cache, &job.key);
     let work = cache.work_dir(&job.key);
     let out = work.join("out");
     let scratch = work.join("scratch");
@@ -119,6 +123,9 @@ pub fn exec(cache_root: &Path, job_file: &Path, registry: &Registry) -> i32 {
     unsafe {
         libc::dup2(log.as_raw_fd(), 1);
         libc::dup2(log.as_raw_fd(), 2);
+    }
+    if orphans > 0 {
+        eprintln!("killed {orphans} process(es) left running by an earlier attempt at this key");
     }
     match compute(&cache, &job, &out, &scratch, registry) {
         Ok(()) => EXIT_OK,
@@ -197,6 +204,22 @@ fn compute(cache: &Cache, job: &Job, out: &Path, scratch: &Path, registry: &Regi
             return Err(format!("the stage panicked: {msg}"));
         }
     }
+    // Inputs are sealed read-only, but root can write anyway: a stage that changed what it
+    // read has corrupted another entry, and its own result is not trusted either.
+    for refs in job.inputs.values() {
+        for r in refs {
+            if let Some(why) = cache::verify::check_entry(cache, &r.key) {
+                let moved = cache::verify::quarantine(cache, &r.key).is_ok();
+                return Err(format!(
+                    "the stage modified its input `{}` ({why}); {}",
+                    r.instance,
+                    if moved { "that entry is quarantined and will be recomputed" } else { "run `wfpipe cache verify`" }
+                ));
+            }
+            // Unchanged, but perhaps made writable: sealed again.
+            let _ = cache::seal(&cache.entry_dir(&r.key));
+        }
+    }
     let mut table_names = Vec::new();
     for (name, rows) in std::mem::take(&mut ctx.tables) {
         table::write_rows(out, &name, &rows).map_err(|e| format!("writing table `{name}`: {e}"))?;
@@ -204,7 +227,10 @@ fn compute(cache: &Cache, job: &Job, out: &Path, scratch: &Path, registry: &Regi
     }
     let duration = clock.elapsed().as_secs_f64();
     let metrics = sink.file.lock().expect("progress lock").2.clone();
-    publish(cache, job, out, table_names, metrics, started, duration).map_err(|e| format!("publishing the entry: {e}"))?;
+    publish(cache, job, out, table_names, metrics, started, duration).map_err(|e| {
+        clean_assembly_leftovers(cache, &job.key);
+        format!("publishing the entry: {e}")
+    })?;
     tracing::info!(instance = %job.instance, seconds = duration, "done");
     Ok(())
 }
@@ -227,6 +253,10 @@ fn publish(
     let mut outputs = Vec::new();
     for rel in cache::list_files(&assembled.join("out"))? {
         let path = assembled.join("out").join(&rel);
+        if !fs::symlink_metadata(&path)?.is_file() {
+            // A link's target can change after publication; an entry holds only files.
+            return Err(std::io::Error::other(format!("output `{}` is not a regular file (a symbolic link?)", rel.display())));
+        }
         fs::File::open(&path)?.sync_all()?;
         outputs.push(FileRecord {
             path: rel.to_string_lossy().replace('\\', "/"),
@@ -273,6 +303,18 @@ fn publish(
     // The scratch folder (checkpoints) is no longer needed once the result exists.
     let _ = fs::remove_dir_all(cache.work_dir(&job.key).join("scratch"));
     Ok(())
+}
+
+/// Folders an earlier attempt at `key` was assembling in `tmp/` when it died or failed
+/// (only the lock holder calls this, so none of them is in use).
+fn clean_assembly_leftovers(cache: &Cache, key: &str) {
+    let prefix = format!("{key}.");
+    let Ok(entries) = fs::read_dir(cache.tmp_dir()) else { return };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = cache::remove_tree(&e.path());
+        }
+    }
 }
 
 pub fn hostname() -> String {

@@ -13,6 +13,7 @@ pub mod executor;
 pub mod job;
 pub mod key;
 pub mod kinds;
+pub mod orphans;
 pub mod ops;
 pub mod pipeline;
 pub mod render;

@@ -119,7 +119,7 @@ fn a_flipped_byte_is_quarantined_and_only_that_entry_recomputed() {
     let target = target.expect("gen[N=2] entry");
     let mut bytes = std::fs::read(&target).unwrap();
     bytes[0] ^= 0x01;
-    std::fs::write(&target, bytes).unwrap();
+    tamper(&target, &bytes);
     let v = p.run(&["cache", "verify"]);
     assert_eq!(v.status.code(), Some(1), "{}", text(&v));
     assert!(text(&v).contains("1 corrupt") && text(&v).contains("does not match its recorded blake3"), "{}", text(&v));
@@ -141,7 +141,7 @@ fn a_corrupt_input_is_reported_not_used() {
     for shard in std::fs::read_dir(p.cache().join("entries")).unwrap() {
         for entry in std::fs::read_dir(shard.unwrap().path()).unwrap() {
             let f = entry.unwrap().path().join("out/out.txt");
-            std::fs::write(&f, b"tampered").unwrap();
+            tamper(&f, b"tampered");
         }
     }
     let o = p.run(&["run", "pipelines/p.toml", "--keep-going"]);

@@ -157,7 +157,7 @@ fn why_does_not_blame_parameters_a_kind_gained_at_their_default() {
         if m["kind"] == "train-flow" {
             let params = m["params"].as_object_mut().unwrap();
             assert!(params.remove("lr_schedule").is_some() && params.remove("warmup").is_some());
-            std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+            tamper(&path, &serde_json::to_vec(&m).unwrap());
             edited += 1;
         }
     }

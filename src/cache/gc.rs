@@ -50,7 +50,7 @@ pub fn gc(cache: &Cache, reachable: &BTreeSet<String>, max_bytes: Option<u64>, a
         }
         size -= c.bytes;
         if apply {
-            fs::remove_dir_all(cache.entry_dir(&c.key))?;
+            super::remove_tree(&cache.entry_dir(&c.key))?;
             // The entry's log and progress would only describe an entry that is gone.
             match fs::remove_dir_all(cache.work_dir(&c.key)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),

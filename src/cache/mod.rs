@@ -116,14 +116,67 @@ impl Cache {
         Ok(keys)
     }
 
-    /// Move an assembled folder into place as the entry for `key`.
+    /// Move an assembled folder into place as the entry for `key`, sealed read-only.
+    ///
+    /// A folder already there without a manifest is the remains of something that never
+    /// finished (a copy cut short, a manual edit): not an entry, so it is removed first.
     pub fn publish(&self, assembled: &Path, key: &str) -> io::Result<()> {
         let dest = self.entry_dir(key);
         let shard = dest.parent().expect("entry has a shard folder");
         fs::create_dir_all(shard)?;
+        if dest.exists() && !self.is_cached(key) {
+            tracing::warn!(key, "removing an entry folder without a manifest");
+            remove_tree(&dest)?;
+        }
+        seal(assembled)?;
         fs::rename(assembled, &dest)?;
         fsync_dir(shard)
     }
+}
+
+/// Make an assembled entry read-only: every file 0444, every folder below it 0555. The
+/// entry folder itself stays writable, so `verify` can move it to quarantine and `gc` can
+/// remove it; for everyone but root a stage cannot modify what it reads.
+pub fn seal(entry: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fn walk(dir: &Path, top: bool) -> io::Result<()> {
+        for e in fs::read_dir(dir)? {
+            let e = e?;
+            let t = e.file_type()?;
+            if t.is_dir() {
+                walk(&e.path(), false)?;
+            } else if t.is_file() {
+                fs::set_permissions(e.path(), fs::Permissions::from_mode(0o444))?;
+            }
+        }
+        if !top {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o555))?;
+        }
+        Ok(())
+    }
+    walk(entry, true)
+}
+
+/// Remove a folder tree, sealed or not (folders are made writable on the way down).
+pub fn remove_tree(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fn unseal(dir: &Path) -> io::Result<()> {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
+        for e in fs::read_dir(dir)? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                unseal(&e.path())?;
+            }
+        }
+        Ok(())
+    }
+    match fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+        Ok(m) if m.is_dir() => unseal(dir)?,
+        Ok(_) => {}
+    }
+    fs::remove_dir_all(dir)
 }
 
 /// fsync a folder so a rename into it is durable.

@@ -14,7 +14,7 @@ use wfpipe_stages::kind::{ParamSpec, ParamType, Params, StageContext, StageError
 
 use crate::report::draw::{self, FigureData, FigureSpec};
 use crate::report::figure_data::{heatmap_panels, histogram_series, line_series};
-use crate::report::gather::gather;
+use crate::report::gather::{check_source_name, gather};
 use crate::report::reference::Thesis;
 
 pub struct Figure;
@@ -83,6 +83,7 @@ impl StageKind for Figure {
         params.str("reference").ok().filter(|r| !r.is_empty()).map(|_| Thesis::digest())
     }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
+        check_source_name(params.str("source")?).map_err(StageError::Param)?;
         let plot: PlotKind = params.parse("plot")?;
         let need = |name: &str| -> Result<(), StageError> {
             if params.str(name)?.is_empty() {

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use wfpipe_stages::kind::{ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
 use crate::report::aggregate::group_and_summarise;
-use crate::report::gather::gather;
+use crate::report::gather::{check_source_name, gather};
 use crate::report::near::Near;
 use crate::report::reference::Thesis;
 use crate::report::summary_table::SummaryTable;
@@ -54,6 +54,7 @@ impl StageKind for Table {
         params.str("reference").ok().filter(|r| !r.is_empty()).map(|_| Thesis::digest())
     }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
+        check_source_name(params.str("source")?).map_err(StageError::Param)?;
         let metrics = params.str_list("metrics")?;
         if metrics.is_empty() {
             return Err(StageError::Param("`metrics` must name at least one column".into()));

@@ -153,8 +153,11 @@ pub fn write_report(p: &Pipeline, cache: &Cache, root: &Path) -> Result<PathBuf,
     Ok(dest.join("index.md"))
 }
 
+/// A report file is the user's, not the cache's: it is not kept read-only like its source.
 fn copy(from: &Path, to: &Path) -> Result<(), ReportError> {
-    fs::copy(from, to).map(|_| ()).map_err(io("copying", from))
+    use std::os::unix::fs::PermissionsExt;
+    fs::copy(from, to).map_err(io("copying", from))?;
+    fs::set_permissions(to, fs::Permissions::from_mode(0o644)).map_err(io("copying", to))
 }
 
 fn provenance(md: &mut String, p: &Pipeline, cache: &Cache) -> Result<(), ReportError> {

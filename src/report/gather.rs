@@ -86,7 +86,17 @@ pub fn require_column(rows: &[Row], column: &str) -> Result<(), GatherError> {
     Err(GatherError::NoColumn { column: column.to_owned(), columns: columns.join(", ") })
 }
 
+/// A `source` names a table an input emitted, a plain file stem: never a path, so it can
+/// only reach files inside the input's own cache entry.
+pub fn check_source_name(source: &str) -> Result<(), String> {
+    if source.is_empty() || !source.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(format!("`source` must name a table (letters, digits, `_`, `-`), found \"{source}\""));
+    }
+    Ok(())
+}
+
 fn read_source(input: &InputArtifact, source: &str) -> Result<Vec<Row>, GatherError> {
+    check_source_name(source).map_err(|message| GatherError::Read { path: input.dir.clone(), message })?;
     let parquet = input.file(&format!("{source}.parquet"));
     let csv = input.file(&format!("{source}.csv"));
     let (path, frame) = if parquet.is_file() {

@@ -95,6 +95,13 @@ cmd = ["sh", "-c", "for d in $(echo $WFPIPE_DEPS | tr ':' ' '); do cat $d/loud.t
 outputs = ["all.txt"]
 "#;
 
+/// Overwrite a file of a (read-only) cache entry, as a corruption or a hand edit would.
+pub fn tamper(path: &Path, bytes: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
 /// Every file below `dir` (none if it does not exist).
 pub fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
