@@ -52,16 +52,16 @@ pub enum Command {
         #[arg(long, env = "WFPIPE_DATA")]
         data_dir: Option<PathBuf>,
         /// Instances running at once [default: number of CPUs].
-        #[arg(short, long)]
+        #[arg(short, long, value_parser = at_least::<1>)]
         jobs: Option<usize>,
         /// CPUs to use [default: all].
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         cpus: Option<u32>,
         /// GPUs to use [default: all found].
         #[arg(long)]
         gpus: Option<u32>,
-        /// Memory budget in MiB [default: the machine's].
-        #[arg(long)]
+        /// Memory budget in MiB, at least 64 [default: the machine's].
+        #[arg(long, value_parser = clap::value_parser!(u64).range(64..))]
         mem_mb: Option<u64>,
         /// Run every branch that does not depend on a failure.
         #[arg(long)]
@@ -160,8 +160,12 @@ pub enum Command {
 pub enum BenchCommand {
     /// Time load/plan/status on a generated pipeline.
     Plan {
+        /// Instances of the generated sweep-and-fan-out pipeline.
         #[arg(long, default_value_t = 10_000)]
         instances: usize,
+        /// Instead: one stage swept over axes of these sizes, e.g. `100000` or `100,100,10`.
+        #[arg(long, value_delimiter = ',')]
+        axes: Vec<usize>,
         #[arg(long, default_value_t = 5)]
         reps: usize,
     },
@@ -284,10 +288,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        Command::Bench { command: BenchCommand::Plan { instances, reps } } => {
+        Command::Bench { command: BenchCommand::Plan { instances, axes, reps } } => {
             let dir = std::env::temp_dir().join(format!("wfpipe-bench-{}", std::process::id()));
             std::fs::create_dir_all(&dir)?;
-            let result = ops::bench::bench_plan(instances, reps.max(1), &dir);
+            let result = ops::bench::bench_plan(instances, &axes, reps.max(1), &dir);
             let _ = std::fs::remove_dir_all(&dir);
             print!("{}", result?);
             Ok(0)
@@ -298,4 +302,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::SlurmWorker { cache, max, queue } => Ok(crate::executor::slurm::pack::run_worker(&cache, &queue, max)),
     }
+}
+
+/// A count that must be at least `MIN` (`--jobs 0` would run nothing, forever).
+fn at_least<const MIN: usize>(text: &str) -> Result<usize, String> {
+    let n: usize = text.parse().map_err(|e| format!("`{text}` is not a count: {e}"))?;
+    if n < MIN {
+        return Err(format!("must be at least {MIN}"));
+    }
+    Ok(n)
 }

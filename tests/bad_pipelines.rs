@@ -123,3 +123,38 @@ fn a_missing_pipeline_file_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&o.stderr)
         .contains("cannot read pipeline file pipelines/nope.toml"));
 }
+
+/// Generated inputs too large for fixture files: an error past column 65,535 and a dotted
+/// key 20,000 levels deep (the TOML parser's recursion limit gives no position).
+#[test]
+fn huge_lines_and_deep_keys_are_located_not_panics() {
+    let p = Project::new();
+    let head = "[stage.a]\nkind = \"command\"\ncmd = [\"true\"]\n";
+    let cases = [
+        (format!("{head}x = \"{}\"; bad\n", "y".repeat(70_000)), "invalid TOML: unexpected key or value", "4:70007"),
+        (format!("{head}{} = 1\n", vec!["k"; 20_000].join(".")), "invalid TOML: recursion limit", "4:1"),
+    ];
+    for (i, (text, message, at)) in cases.iter().enumerate() {
+        let file = p.write(&format!("pipelines/huge{i}.toml"), text);
+        let o = p.run(&["validate", file.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{}", &err[..err.len().min(2000)]);
+        assert!(!err.contains("panicked"), "{}", &err[..err.len().min(2000)]);
+        assert!(err.contains(message) && err.contains(&format!("huge{i}.toml:{at}")), "{}", &err[..err.len().min(2000)]);
+        assert!(err.lines().all(|l| l.len() < 300), "a quoted line was not cut to a window");
+    }
+}
+
+/// Resource budgets that could never run anything are refused before loading anything.
+#[test]
+fn empty_budgets_are_refused() {
+    let p = Project::new();
+    p.write("pipelines/demo.toml", SWEEP);
+    for (flag, value, why) in [("--jobs", "0", "must be at least 1"), ("--cpus", "0", "not in 1.."), ("--mem-mb", "1", "not in 64..")] {
+        let o = p.run(&["run", "pipelines/demo.toml", flag, value]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(err.contains(flag) && err.contains(why), "{flag} {value}: {err}");
+    }
+    assert!(!p.cache().join("entries").exists(), "a refused run touched the cache");
+}

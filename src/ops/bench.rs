@@ -25,15 +25,37 @@ pub fn generated_pipeline(instances: usize) -> String {
     )
 }
 
+/// One stage swept over `sizes.len()` axes (a cartesian product of that many values each):
+/// `[100000]` is one axis of 100,000 values, `[100, 100, 10]` a 100x100x10 matrix.
+pub fn generated_sweep(sizes: &[usize]) -> String {
+    let mut text = String::from("[pipeline]\nname = \"bench\"\n\n[stage.gen]\nkind = \"command\"\ncmd = [\"true\"]\n");
+    for (i, &n) in sizes.iter().enumerate() {
+        let values = (0..n).map(|v| format!("\"{v}\"")).collect::<Vec<_>>().join(", ");
+        let _ = writeln!(text, "matrix.env.A{i} = [{values}]");
+    }
+    text
+}
+
+/// The process's peak resident memory (VmHWM), in MB.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb / 1024.0)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-pub fn bench_plan(instances: usize, reps: usize, workdir: &Path) -> anyhow::Result<String> {
+/// Time load, plan and status on a generated pipeline: `sizes` sweeps one stage over those
+/// axes ([`generated_sweep`]); without them, `instances` split between a swept stage and a
+/// fan-out over it ([`generated_pipeline`]).
+pub fn bench_plan(instances: usize, sizes: &[usize], reps: usize, workdir: &Path) -> anyhow::Result<String> {
     let registry = Registry::standard();
     let path = workdir.join("bench.toml");
-    std::fs::write(&path, generated_pipeline(instances))?;
+    let text = if sizes.is_empty() { generated_pipeline(instances) } else { generated_sweep(sizes) };
+    std::fs::write(&path, text)?;
     let cache = Cache::open(&workdir.join("cache"))?;
     let mut load_s = Vec::new();
     let mut plan_s = Vec::new();
@@ -96,5 +118,8 @@ pub fn bench_plan(instances: usize, reps: usize, workdir: &Path) -> anyhow::Resu
     let _ = writeln!(out, "  load (parse, expand, key)  {:>8.3} s", median(load_s));
     let _ = writeln!(out, "  plan (load + status of each, uncached) {:>8.3} s", median(plan_s));
     let _ = writeln!(out, "  status (load + all cached) {:>8.3} s", median(status_s));
+    if let Some(mb) = peak_rss_mb() {
+        let _ = writeln!(out, "  peak RSS of the process    {mb:>8.0} MB");
+    }
     Ok(out)
 }

@@ -97,11 +97,11 @@ impl fmt::Display for PipelineError {
                     writeln!(f, "{:gutter$}--> {}:{line}:{col}", "", self.source.path.display())?;
                     writeln!(f, "{:gutter$} |", "")?;
                     let text = self.source.line_text(line);
-                    writeln!(f, "{line} | {text}")?;
                     let (end_line, end_col) = self.source.line_col(span.end.max(span.start + 1) - 1);
                     let width = if end_line == line { (end_col + 1).saturating_sub(col).max(1) } else { text.chars().count().saturating_sub(col - 1).max(1) };
-                    write!(f, "{:gutter$} | {:pad$}{}", "", "", "^".repeat(width), pad = col - 1)?;
-                    writeln!(f)?;
+                    let (shown, pad, width) = window(text, col, width);
+                    writeln!(f, "{line} | {shown}")?;
+                    writeln!(f, "{:gutter$} | {}{}", "", " ".repeat(pad), "^".repeat(width))?;
                 }
                 None => writeln!(f, " --> {}", self.source.path.display())?,
             }
@@ -111,6 +111,30 @@ impl fmt::Display for PipelineError {
         }
         Ok(())
     }
+}
+
+/// The part of a source line to quote around column `col` (1-based), with the caret's
+/// offset and width in it: long lines (minified or generated files) are cut to a window
+/// marked with `...`.
+fn window(text: &str, col: usize, width: usize) -> (String, usize, usize) {
+    const BEFORE: usize = 40;
+    const SHOWN: usize = 120;
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= SHOWN {
+        return (text.to_owned(), col - 1, width);
+    }
+    let start = (col - 1).saturating_sub(BEFORE);
+    let end = (start + SHOWN).min(chars.len());
+    let mut shown = String::new();
+    if start > 0 {
+        shown.push_str("...");
+    }
+    shown.extend(&chars[start..end]);
+    if end < chars.len() {
+        shown.push_str("...");
+    }
+    let pad = col - 1 - start + if start > 0 { 3 } else { 0 };
+    (shown, pad, width.min(end.saturating_sub(col - 1)).max(1))
 }
 
 /// Levenshtein distance, for suggestions.
@@ -157,5 +181,18 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("2 | kind = \"nope\""), "{text}");
         assert!(text.contains("       ^^^^^^"), "{text}");
+    }
+
+    #[test]
+    fn an_error_far_along_a_long_line_quotes_a_window_around_it() {
+        let line = format!("x = \"{}\" bad", "y".repeat(70_000));
+        let at = line.find("bad").unwrap();
+        let src = Arc::new(SourceFile { path: "p.toml".into(), text: format!("{line}\n") });
+        let text = PipelineError::single(src, Diagnostic::new("unexpected", Some(at..at + 3))).to_string();
+        assert!(text.contains(&format!("p.toml:1:{}", at + 1)), "{text}");
+        let quoted = text.lines().find(|l| l.starts_with("1 | ")).unwrap();
+        let caret = text.lines().find(|l| l.contains('^')).unwrap();
+        assert!(quoted.len() < 200 && quoted.starts_with("1 | ...") && quoted.ends_with("\" bad"), "{quoted}");
+        assert_eq!(&quoted[caret.find('^').unwrap()..caret.find('^').unwrap() + 3], "bad", "{quoted}\n{caret}");
     }
 }

@@ -199,6 +199,8 @@ fn axis_values(
         return None;
     }
     let mut values = Vec::new();
+    // Values as written in instance names: two that print alike would name one instance.
+    let mut seen = std::collections::HashSet::new();
     let mut ok = true;
     for item in items {
         let checked = if as_string {
@@ -210,7 +212,7 @@ fn axis_values(
         };
         match checked {
             Ok(val) => {
-                if values.contains(&val) {
+                if !seen.insert(val.to_string()) {
                     loader
                         .diags
                         .push(Diagnostic::new(format!("`{section}.{name}` lists `{val}` twice"), span_of(item)));
@@ -307,18 +309,19 @@ pub(crate) fn check_combos(
     out
 }
 
-/// One combination of own axis values.
-type Combo = Vec<(Axis, Value)>;
+/// One combination of own axis values. It borrows its axes: a clone of an axis (all its
+/// values) per combination made one axis of N values cost O(N²).
+type Combo<'a> = Vec<(&'a Axis, Value)>;
 
-fn combos(groups: &[AxisGroup]) -> Vec<Combo> {
-    let mut out: Vec<Combo> = vec![Vec::new()];
+fn combos(groups: &[AxisGroup]) -> Vec<Combo<'_>> {
+    let mut out: Vec<Combo<'_>> = vec![Vec::new()];
     for g in groups {
         let mut next = Vec::with_capacity(out.len() * g.len());
         for c in &out {
             for i in 0..g.len() {
                 let mut c2 = c.clone();
                 for a in &g.axes {
-                    c2.push((a.clone(), a.values[i].clone()));
+                    c2.push((a, a.values[i].clone()));
                 }
                 next.push(c2);
             }
@@ -384,7 +387,7 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
                 continue;
             }
             let all: Vec<&Axis> = stage.axes.iter().flat_map(|g| g.axes.iter()).collect();
-            own.push(all.iter().filter_map(|a| inc.get(&a.name).map(|v| ((*a).clone(), v.clone()))).collect());
+            own.push(all.iter().filter_map(|a| inc.get(&a.name).map(|v| (*a, v.clone()))).collect());
         }
         if own.is_empty() {
             diags.push(Diagnostic::new(
@@ -592,6 +595,7 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
             }
         }
         // Files and keys.
+        let specs = kind.params();
         for mut inst in new_instances {
             let mut file_error = false;
             for fp in &p.stages[si].file_params {
@@ -637,7 +641,6 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
             // inputs' keys and the files' contents do.
             // Parameters added to a kind later and left at their default stay out too, so
             // results cached before they existed remain valid.
-            let specs = kind.params();
             inst.unkeyed = unkeyed_defaults(&specs, &inst.params).into_iter().map(str::to_owned).collect();
             let refs: BTreeSet<&str> = p.stages[si]
                 .refs
@@ -689,10 +692,12 @@ mod tests {
         assert_eq!(plain, key_of("output = \"target\"").0);
         assert_ne!(plain, key_of("output = \"velocity\"").0);
         assert_eq!(plain, key_of("attention = \"dense\"").0);
+        assert_eq!(plain, key_of("max_loss_ratio = 1e4").0);
+        assert_ne!(plain, key_of("max_loss_ratio = 100").0);
         assert_ne!(plain, key_of("attention = \"layer-blocks\"").0);
         // The key equals the one computed before these parameters existed.
         let mut before = inst.params.clone();
-        for added in ["lr_schedule", "warmup", "ema", "output", "attention"] {
+        for added in ["lr_schedule", "warmup", "ema", "output", "attention", "max_loss_ratio"] {
             assert!(inst.unkeyed.iter().any(|name| name == added), "`{added}` is unkeyed at its default");
             before.0.remove(added);
         }

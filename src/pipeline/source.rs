@@ -72,14 +72,37 @@ pub fn parse(source: &Arc<SourceFile>) -> Result<Vec<(SKey, SValue)>, PipelineEr
             }
         }
         Err(e) => {
-            let span = e.span();
             let message = e.message().trim().to_owned();
+            let span = e.span().or_else(|| first_line_failing(&source.text, &message));
             Err(PipelineError::single(
                 source.clone(),
                 Diagnostic::new(format!("invalid TOML: {message}"), span),
             ))
         }
     }
+}
+
+/// For a TOML error that comes without a position (the parser's recursion limit): the
+/// first line whose prefix of the file fails with the same message, by bisection.
+fn first_line_failing(text: &str, message: &str) -> Option<Range<usize>> {
+    let ends: Vec<usize> = text.match_indices('\n').map(|(i, _)| i + 1).chain([text.len()]).collect();
+    let fails = |k: usize| DeTable::parse(&text[..ends[k]]).err().is_some_and(|e| e.message().trim() == message);
+    let last = ends.len() - 1;
+    if !fails(last) {
+        return None;
+    }
+    let (mut lo, mut hi) = (0, last);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if fails(mid) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    let start = if lo == 0 { 0 } else { ends[lo - 1] };
+    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    Some(start..end.max(start + 1).min(text.len().max(start + 1)))
 }
 
 /// Parse a single value as typed on the command line (`--set a.b=VALUE`): TOML syntax
@@ -111,8 +134,12 @@ fn convert_value(value: DeValue<'_>, span: Range<usize>) -> SValue {
         DeValue::String(s) => SKind::Str(s.into_owned()),
         DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
             Ok(n) => SKind::Int(n),
-            // Out of i64 range: keep it as a float so type checks can say so.
-            Err(_) => SKind::Float(f64::INFINITY),
+            // Out of i64 range: keep it as a float, sign and magnitude included, so type
+            // checks can say what was written.
+            Err(_) => SKind::Float(match i.radix() {
+                10 => i.as_str().replace('_', "").parse::<f64>().unwrap_or(f64::INFINITY),
+                _ => f64::INFINITY,
+            }),
         },
         DeValue::Float(f) => SKind::Float(parse_float(f.as_str())),
         DeValue::Boolean(b) => SKind::Bool(b),

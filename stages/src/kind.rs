@@ -164,6 +164,7 @@ impl ParamType {
                 (None, None) => "an integer".into(),
             },
             ParamType::Float { min: Some(m), max: None } if *m == f64::MIN_POSITIVE => "a number > 0".into(),
+            ParamType::Float { min: Some(m), max: Some(b) } if *m == f64::MIN_POSITIVE => format!("a number in (0, {b}]"),
             ParamType::Float { min, max } => match (min, max) {
                 (Some(a), Some(b)) => format!("a number in [{a}, {b}]"),
                 (Some(a), None) => format!("a number >= {a}"),

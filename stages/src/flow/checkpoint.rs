@@ -38,6 +38,9 @@ pub struct TrainProgress {
     pub window_sum: f64,
     pub window_len: usize,
     pub last_finite_loss: Option<f64>,
+    /// The first step's loss, the reference of the divergence bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_loss: Option<f64>,
     /// A fingerprint of the run's settings; a checkpoint of other settings is ignored.
     pub fingerprint: String,
     pub model_file: String,

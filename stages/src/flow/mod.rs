@@ -96,6 +96,8 @@ impl FlowSpec {
 pub enum FlowError {
     #[error("loss became {value} at iteration {iteration}; last finite loss {last_finite}")]
     NonFiniteLoss { iteration: usize, value: f64, last_finite: String },
+    #[error("diverged: loss {value:.3e} at iteration {iteration} is more than {ratio:e} x the first step's {first:.3e}; lower `lr` (the last checkpoint is kept)")]
+    Diverged { iteration: usize, value: f64, first: f64, ratio: f64 },
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: std::path::PathBuf, reason: String },
     #[error("{context}: {source}")]

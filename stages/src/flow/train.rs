@@ -47,6 +47,18 @@ pub struct TrainSettings {
     /// serialized settings when 0, so runs without it keep their fingerprints and files.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub ema: f64,
+    /// A step whose loss exceeds this multiple of the first step's loss stops the run as
+    /// diverged. It only ever stops a run, never changes one, so it is not part of the
+    /// settings' fingerprint.
+    #[serde(skip, default = "default_max_loss_ratio")]
+    pub max_loss_ratio: f64,
+}
+
+/// How far above its first loss a run may go before it counts as diverged.
+pub const MAX_LOSS_RATIO: f64 = 1e4;
+
+fn default_max_loss_ratio() -> f64 {
+    MAX_LOSS_RATIO
 }
 
 fn is_zero(value: &f64) -> bool {
@@ -407,6 +419,7 @@ pub fn train(
                 window_sum: 0.0,
                 window_len: 0,
                 last_finite_loss: None,
+                first_loss: None,
                 fingerprint: fingerprint.clone(),
                 model_file: String::new(),
                 optim_file: String::new(),
@@ -445,6 +458,15 @@ pub fn train(
                 iteration: state.iteration + 1,
                 value,
                 last_finite: state.last_finite_loss.map_or_else(|| "none".to_owned(), |l| format!("{l}")),
+            });
+        }
+        let first = *state.first_loss.get_or_insert(value);
+        if value > settings.max_loss_ratio * first {
+            return Err(FlowError::Diverged {
+                iteration: state.iteration + 1,
+                value,
+                first,
+                ratio: settings.max_loss_ratio,
             });
         }
         if let Some(average) = average.as_mut() {
@@ -593,6 +615,7 @@ mod tests {
             curve_every: 3,
             seed: 7,
             ema: 0.0,
+            max_loss_ratio: MAX_LOSS_RATIO,
         };
         let mut rng = Rng::seed_from(2);
         let canonical = geometry.is_canonical();
@@ -796,6 +819,32 @@ mod tests {
             other => panic!("expected a non-finite loss error, got {:?}", other.map(|o| o.iterations_done)),
         }
         assert!(dir.join("state.json").exists());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_diverging_run_fails_at_the_bound_and_keeps_its_checkpoint() {
+        let (spec, mut settings, data) = setup(Geometry::Euclidean, Coupling::Independent);
+        settings.lr = 1e6;
+        settings.iterations = 200;
+        settings.checkpoint_every = 1;
+        let dir = scratch("diverge");
+        let first_loss = match run_training(true, &spec, &settings, &data, &dir, None) {
+            Err(FlowError::Diverged { iteration, value, first, .. }) => {
+                assert!(value > MAX_LOSS_RATIO * first, "{value} vs first {first}");
+                let state: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(dir.join("state.json")).expect("a checkpoint is kept")).unwrap();
+                assert_eq!(state["iteration"].as_u64(), Some(iteration as u64 - 1), "the checkpoint before the divergent step");
+                first
+            }
+            other => panic!("expected divergence, got {:?}", other.map(|o| o.curve.last().map(|c| c.loss))),
+        };
+        // Without the bound the same run finishes "successfully", its loss far above the start.
+        settings.max_loss_ratio = f64::INFINITY;
+        let _ = std::fs::remove_dir_all(&dir);
+        let unbounded = run_training(true, &spec, &settings, &data, &dir, None).expect("finite, if absurd");
+        let end = unbounded.curve.last().unwrap().loss;
+        assert!(end > MAX_LOSS_RATIO * first_loss, "loss went from {first_loss} to {end}");
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -15,7 +15,7 @@ use crate::coupling::Coupling;
 use crate::data::toy::GaussianToy;
 use crate::flow::estimate::Output;
 use crate::flow::source::{prior_set, BatchSource};
-use crate::flow::train::{train, BurnFlow, FlowData, FusedFlow, LrSchedule, TrainOutcome, TrainSettings};
+use crate::flow::train::{train, BurnFlow, FlowData, FusedFlow, LrSchedule, TrainOutcome, TrainSettings, MAX_LOSS_RATIO};
 use crate::flow::{FlowError, FlowSpec, SourceMode, SourceSpec};
 use crate::geometry::Geometry;
 use crate::kind::{
@@ -84,6 +84,7 @@ impl TrainFlowParams {
                 curve_every: positive(params, "curve_every")?,
                 seed,
                 ema: ema(params)?,
+                max_loss_ratio: params.f64("max_loss_ratio")?,
             },
         })
     }
@@ -228,7 +229,8 @@ impl StageKind for TrainFlow {
             ParamSpec::added("lr_schedule", T::Enum(LrSchedule::NAMES), s("constant"), "constant (the thesis) or cosine decay to 0 over the run"),
             ParamSpec::added("warmup", T::NON_NEGATIVE_INT, Value::Int(0), "linear warm-up steps of the cosine schedule"),
             ParamSpec::added("ema", T::Float { min: Some(0.0), max: Some(1.0) }, Value::Float(0.0), "decay (below 1) of a moving average of the weights that becomes the model (0: last iterate, the thesis)"),
-            ParamSpec::with_default("sigma", T::NON_NEGATIVE_FLOAT, Value::Float(1e-4), "path noise σ (ignored by the geometric flow)"),
+            ParamSpec::added("max_loss_ratio", T::Float { min: Some(1.0), max: None }, Value::Float(MAX_LOSS_RATIO), "fail as diverged when a step's loss exceeds this multiple of the first step's"),
+            ParamSpec::with_default("sigma", T::Float { min: Some(0.0), max: Some(1.0) }, Value::Float(1e-4), "path noise σ (ignored by the geometric flow)"),
             ParamSpec::with_default("d_model", T::POSITIVE_INT, Value::Int(64), "hidden width d_E (node/edge width d+1)"),
             ParamSpec::with_default("layers", T::POSITIVE_INT, Value::Int(5), "relational-transformer layers"),
             ParamSpec::with_default("heads", T::POSITIVE_INT, Value::Int(1), "attention heads"),
@@ -236,7 +238,7 @@ impl StageKind for TrainFlow {
             ParamSpec::added("output", T::Enum(Output::NAMES), s("target"), "what the network predicts: target x̂1 (the thesis) or velocity, x̂1 = x_t + (1−t)·out"),
             ParamSpec::added("attention", T::Enum(Attention::NAMES), s("dense"), "node pairs kept: dense, all N² (the thesis), or layer-blocks, consecutive layers and self pairs"),
             ParamSpec::with_default("source", T::Enum(SourceMode::NAMES), s("fixed"), "fixed pre-drawn prior set (faithful) or fresh draws"),
-            ParamSpec::with_default("source_std", T::NON_NEGATIVE_FLOAT, Value::Float(0.1), "prior standard deviation (1 for the toy)"),
+            ParamSpec::with_default("source_std", T::Float { min: Some(f64::MIN_POSITIVE), max: Some(10.0) }, Value::Float(0.1), "prior standard deviation (1 for the toy)"),
             ParamSpec::with_default("n_samples", T::NON_NEGATIVE_INT, Value::Int(0), "random subset of the weight set (0: all)"),
             ParamSpec::with_default("checkpoint_every", T::POSITIVE_INT, Value::Int(1000), "iterations between checkpoints"),
             ParamSpec::with_default("curve_every", T::POSITIVE_INT, Value::Int(100), "iterations averaged per training-curve row"),
