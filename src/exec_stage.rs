@@ -96,8 +96,9 @@ pub fn exec(cache_root: &Path, job_file: &Path, registry: &Registry) -> i32 {
         return EXIT_CACHED;
     }
     // An earlier attempt that was killed may have left its programs running.
-    let orphans = crate::orphans::kill_orphans(&job.key);
-    crate::orphans::mark(&job.key);
+    let attempt_mark = cache.work_dir(&job.key).display().to_string();
+    let orphans = crate::orphans::kill_orphans(&attempt_mark);
+    crate::orphans::mark(&attempt_mark);
     clean_assembly_leftovers(&cache, &job.key);
     let work = cache.work_dir(&job.key);
     let out = work.join("out");

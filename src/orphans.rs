@@ -1,16 +1,19 @@
 //! Processes an attempt at a key leaves behind when its `exec-stage` is killed.
 //!
-//! Every process an attempt starts inherits `WFPIPE_KEY=<key>` in its environment. Only
-//! the holder of the key's lock computes the key, so when a new attempt holds the lock,
-//! any other process carrying that mark belongs to an attempt that died: it is killed
-//! before the new attempt starts, so it can never write into a result being assembled.
+//! Every process an attempt starts inherits `WFPIPE_KEY=<the key's work folder>` in its
+//! environment: the folder, not the bare key, because two caches on one machine compute
+//! the same keys. Only the holder of the key's lock computes the key, so when a new
+//! attempt holds the lock, any other process carrying that mark belongs to an attempt that
+//! died: it is killed before the new attempt starts, so it can never write into a result
+//! being assembled.
 
 use std::fs;
 
 /// The environment variable marking an attempt's processes.
 pub const KEY_ENV: &str = "WFPIPE_KEY";
 
-/// Mark this process (and so every child it starts from now on) as the attempt at `key`.
+/// Mark this process (and so every child it starts from now on) as the attempt at the key
+/// whose work folder is `key`.
 /// `/proc/<pid>/environ` keeps the environment the process started with, so this process
 /// itself is never found by [`kill_orphans`], only its children.
 pub fn mark(key: &str) {

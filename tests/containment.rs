@@ -219,3 +219,20 @@ fn an_entry_folder_without_a_manifest_is_recomputed_and_leaves_nothing_behind() 
     assert_eq!(output_of(&p, "join"), "GEN 1 1\nGEN 2 1\nGEN 3 1\n");
     assert_eq!(std::fs::read_dir(p.cache().join("tmp")).unwrap().count(), 0, "assembly folders leaked");
 }
+
+#[test]
+fn the_same_key_in_two_caches_is_two_attempts_neither_kills_the_other() {
+    // Equal pipelines compute equal keys; only the cache tells their attempts apart.
+    let pipeline = "[stage.s]\nkind = \"command\"\ncmd = [\"sh\", \"-c\", \"sleep 1; echo ok > o.txt\"]\noutputs = [\"o.txt\"]\n";
+    let (a, b) = (Project::new(), Project::new());
+    a.write("pipelines/p.toml", pipeline);
+    b.write("pipelines/p.toml", pipeline);
+    let first = a.cmd(&["run", "pipelines/p.toml", "-q"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let second = b.cmd(&["run", "pipelines/p.toml", "-q"]).spawn().unwrap();
+    let (oa, ob) = (first.wait_with_output().unwrap(), second.wait_with_output().unwrap());
+    assert_ok(&oa);
+    assert_ok(&ob);
+    assert_eq!(output_of(&a, "s"), "ok\n");
+    assert_eq!(output_of(&b, "s"), "ok\n");
+}

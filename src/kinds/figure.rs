@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use wfpipe_stages::kind::{ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
+use wfpipe_stages::kind::{Needs, Produces, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
 use crate::report::draw::{self, FigureData, FigureSpec};
 use crate::report::figure_data::{heatmap_panels, histogram_series, line_series};
@@ -81,6 +81,13 @@ impl StageKind for Figure {
     /// With a `reference`, the result shows the thesis's values: their digest is in the key.
     fn builtin_data_digest(&self, params: &Params) -> Option<String> {
         params.str("reference").ok().filter(|r| !r.is_empty()).map(|_| Thesis::digest())
+    }
+    fn produces(&self, _params: &Params) -> Option<Produces> {
+        Some(Produces::default())
+    }
+    /// `from` must name stages that emit the `source` table.
+    fn needs(&self, _param: &str, params: &Params) -> Needs {
+        Needs::Table(params.str("source").unwrap_or("metrics").to_owned())
     }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
         check_source_name(params.str("source")?).map_err(StageError::Param)?;

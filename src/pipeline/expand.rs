@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use wfpipe_stages::kind::{unkeyed_defaults, ParamSpec, ParamType, Params, RefMode, Value};
+use wfpipe_stages::kind::{unkeyed_defaults, Needs, ParamSpec, ParamType, Params, RefMode, Value};
 
 use super::check::{check_value, span_of};
 use super::diagnostic::Diagnostic;
@@ -335,6 +335,48 @@ fn matches(axes: &BTreeMap<String, Value>, filter: &BTreeMap<String, Value>) -> 
     filter.iter().all(|(k, v)| axes.get(k) == Some(v))
 }
 
+/// Typed connections: every stage a reference selects must produce what the parameter
+/// needs (a weight set, a trained flow, a named table). One instance per upstream stage
+/// stands for its stage. False (with a diagnostic at the reference) when one does not.
+#[allow(clippy::too_many_arguments)]
+fn check_connection(
+    p: &Pipeline,
+    registry: &Registry,
+    kind: &dyn wfpipe_stages::kind::StageKind,
+    stage: &super::StageDef,
+    param: &str,
+    r: &super::RefParam,
+    selected: &[usize],
+    diags: &mut Vec<Diagnostic>,
+) -> bool {
+    let need = kind.needs(param, &Params(stage.params.clone()));
+    if need == Needs::Anything {
+        return true;
+    }
+    let mut checked = BTreeSet::new();
+    for &i in selected {
+        let up = &p.instances[i];
+        if !checked.insert(up.stage) {
+            continue;
+        }
+        let Some(produces) = registry.get(&up.kind).and_then(|k| k.produces(&up.params)) else { continue };
+        if !produces.satisfies(&need) {
+            diags.push(Diagnostic::new(
+                format!(
+                    "`{param}` needs {}, but `{}` is a `{}` stage, which produces {}",
+                    need.describe(),
+                    p.stages[up.stage].name,
+                    up.kind,
+                    produces.describe()
+                ),
+                r.span.clone(),
+            ));
+            return false;
+        }
+    }
+    true
+}
+
 /// The instance id: `stage` or `stage[a=1,b=x]` with axes sorted by name.
 pub fn instance_id(stage: &str, axes: &BTreeMap<String, Value>) -> String {
     if axes.is_empty() {
@@ -443,6 +485,9 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
             }
             selected.sort_by(|&a, &b| p.instances[a].id.cmp(&p.instances[b].id));
             selected.dedup();
+            if !broken {
+                broken = !check_connection(p, registry, kind, stage, param, r, &selected, diags);
+            }
             match r.mode {
                 RefMode::FanOut => fanout.push((param.clone(), selected)),
                 RefMode::Gather => {

@@ -457,6 +457,82 @@ impl StageError {
     }
 }
 
+/// What a stage's cache entry holds, as far as the stages reading it are concerned. Kinds
+/// declare it ([`StageKind::produces`]) and `validate` checks every reference against what
+/// the referring parameter needs ([`StageKind::needs`]) before anything runs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Produces {
+    /// `weights.safetensors`: a set of networks.
+    pub weights: bool,
+    /// `flow.json` and its model: a trained flow.
+    pub flow: bool,
+    /// The tables it emits (`<name>.parquet`).
+    pub tables: Vec<&'static str>,
+}
+
+impl Produces {
+    pub fn weights() -> Self {
+        Produces { weights: true, ..Produces::default() }
+    }
+    pub fn tables(tables: &[&'static str]) -> Self {
+        Produces { tables: tables.to_vec(), ..Produces::default() }
+    }
+    pub fn with_tables(mut self, tables: &[&'static str]) -> Self {
+        self.tables.extend_from_slice(tables);
+        self
+    }
+
+    /// Whether this satisfies `need`; otherwise what it offers instead, for the message.
+    pub fn satisfies(&self, need: &Needs) -> bool {
+        match need {
+            Needs::Anything => true,
+            Needs::Weights => self.weights,
+            Needs::Flow => self.flow,
+            Needs::Table(name) => self.tables.iter().any(|t| t == name),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.weights {
+            parts.push("a weight set".to_owned());
+        }
+        if self.flow {
+            parts.push("a trained flow".to_owned());
+        }
+        if !self.tables.is_empty() {
+            let names: Vec<String> = self.tables.iter().map(|t| format!("`{t}`")).collect();
+            parts.push(format!("the table{} {}", if names.len() > 1 { "s" } else { "" }, names.join(", ")));
+        }
+        if parts.is_empty() {
+            "nothing another stage reads".to_owned()
+        } else {
+            parts.join(" and ")
+        }
+    }
+}
+
+/// What a reference parameter needs each stage it names to produce.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Needs {
+    Anything,
+    Weights,
+    Flow,
+    /// An emitted table of this name.
+    Table(String),
+}
+
+impl Needs {
+    pub fn describe(&self) -> String {
+        match self {
+            Needs::Anything => "anything".into(),
+            Needs::Weights => "a weight set".into(),
+            Needs::Flow => "a trained flow".into(),
+            Needs::Table(name) => format!("a stage that emits the table `{name}`"),
+        }
+    }
+}
+
 /// A stage kind: the one seam between orchestration and science.
 pub trait StageKind: Send + Sync {
     /// Kebab-case name used as `kind = "..."` in pipeline files.
@@ -487,6 +563,15 @@ pub trait StageKind: Send + Sync {
     /// being sampled).
     fn estimate_flops(&self, _params: &Params) -> Option<f64> {
         None
+    }
+    /// What an instance with these parameters leaves in its entry for other stages; None
+    /// when the kind cannot know (a user program).
+    fn produces(&self, _params: &Params) -> Option<Produces> {
+        None
+    }
+    /// What the reference parameter `param` needs the stages it names to produce.
+    fn needs(&self, _param: &str, _params: &Params) -> Needs {
+        Needs::Anything
     }
     /// Compute the outputs into `ctx.out_dir`.
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError>;

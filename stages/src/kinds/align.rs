@@ -83,6 +83,12 @@ impl StageKind for Align {
         ]
     }
 
+    fn produces(&self, _params: &Params) -> Option<crate::kind::Produces> {
+        Some(crate::kind::Produces::weights().with_tables(&["alignment"]))
+    }
+    fn needs(&self, _param: &str, _params: &Params) -> crate::kind::Needs {
+        crate::kind::Needs::Weights
+    }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
         let method = Self::method(params)?;
         let dataset = Self::dataset(params)?;

@@ -79,6 +79,12 @@ impl StageKind for Barriers {
         ]
     }
 
+    fn produces(&self, _params: &Params) -> Option<crate::kind::Produces> {
+        Some(crate::kind::Produces::tables(&["barriers", "barrier_pairs"]))
+    }
+    fn needs(&self, _param: &str, _params: &Params) -> crate::kind::Needs {
+        crate::kind::Needs::Weights
+    }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
         dataset_param(params, "dataset")?;
         params.parse::<SplitName>("split")?;

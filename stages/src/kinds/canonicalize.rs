@@ -28,6 +28,12 @@ impl StageKind for Canonicalize {
         ]
     }
 
+    fn produces(&self, _params: &Params) -> Option<crate::kind::Produces> {
+        Some(crate::kind::Produces::weights())
+    }
+    fn needs(&self, _param: &str, _params: &Params) -> crate::kind::Needs {
+        crate::kind::Needs::Weights
+    }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
         let rho = params.f64("rho")?;
         if !(rho.is_finite() && rho > 0.0) {

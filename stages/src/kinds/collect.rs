@@ -97,6 +97,9 @@ impl StageKind for Collect {
         ]
     }
 
+    fn produces(&self, _params: &Params) -> Option<crate::kind::Produces> {
+        Some(crate::kind::Produces::weights().with_tables(&["runs"]))
+    }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
         let dataset = dataset_param(params, "dataset")?;
         let config = Self::config(params, 0)?;

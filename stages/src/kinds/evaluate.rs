@@ -318,6 +318,13 @@ impl StageKind for Evaluate {
         ]
     }
 
+    fn produces(&self, params: &Params) -> Option<crate::kind::Produces> {
+        let toy = EvaluateParams::parse(params).is_ok_and(|p| matches!(p.mode, Mode::Toy));
+        Some(crate::kind::Produces::tables(if toy { &["toy"] } else { &["metrics", "bma"] }))
+    }
+    fn needs(&self, _param: &str, _params: &Params) -> crate::kind::Needs {
+        crate::kind::Needs::Weights
+    }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
         EvaluateParams::parse(params).map(|_| ())
     }

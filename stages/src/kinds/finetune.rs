@@ -190,6 +190,12 @@ impl StageKind for Finetune {
         ]
     }
 
+    fn produces(&self, _params: &Params) -> Option<crate::kind::Produces> {
+        Some(crate::kind::Produces::tables(&["curve"]))
+    }
+    fn needs(&self, _param: &str, _params: &Params) -> crate::kind::Needs {
+        crate::kind::Needs::Weights
+    }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
         FinetuneParams::parse(params).map(|_| ())
     }

@@ -152,7 +152,21 @@ pub(crate) mod testing {
             tables: BTreeMap::new(),
         };
         kind.run(&mut ctx)?;
+        assert_produces_what_it_declares(kind, params, out, &ctx.tables);
         Ok(ctx.tables)
+    }
+
+    /// Every kind test doubles as a check of the kind's declared connections: what it
+    /// wrote is what `produces` promises the stages downstream.
+    fn assert_produces_what_it_declares(kind: &dyn StageKind, params: &Params, out: &Path, tables: &BTreeMap<String, Vec<Row>>) {
+        let declared = kind.produces(params).expect("science kinds declare what they produce");
+        let mut emitted: Vec<&str> = tables.keys().map(String::as_str).collect();
+        let mut promised = declared.tables.clone();
+        emitted.sort();
+        promised.sort();
+        assert_eq!(emitted, promised, "`{}` emitted other tables than it declares", kind.name());
+        assert_eq!(out.join(super::FILE_NAME).is_file(), declared.weights, "`{}`: weight set written vs declared", kind.name());
+        assert_eq!(out.join(super::FLOW_FILE).is_file(), declared.flow, "`{}`: flow written vs declared", kind.name());
     }
 
     /// `$WFPIPE_DATA`, else `data/` (MNIST is not needed by these tests).

@@ -236,6 +236,12 @@ impl StageKind for Sample {
         ]
     }
 
+    fn produces(&self, _params: &Params) -> Option<crate::kind::Produces> {
+        Some(crate::kind::Produces::weights())
+    }
+    fn needs(&self, _param: &str, _params: &Params) -> crate::kind::Needs {
+        crate::kind::Needs::Flow
+    }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
         SampleParams::parse(params).map(|_| ())
     }

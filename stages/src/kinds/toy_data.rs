@@ -41,6 +41,9 @@ impl StageKind for ToyData {
         ]
     }
 
+    fn produces(&self, _params: &Params) -> Option<crate::kind::Produces> {
+        Some(crate::kind::Produces::weights())
+    }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
         let (toy, _) = Self::toy(params)?;
         if !toy.mean.is_finite() || !toy.std.is_finite() {

@@ -245,6 +245,12 @@ impl StageKind for TrainFlow {
         ]
     }
 
+    fn produces(&self, _params: &Params) -> Option<crate::kind::Produces> {
+        Some(crate::kind::Produces { flow: true, ..crate::kind::Produces::tables(&["curve", "loss_by_time"]) })
+    }
+    fn needs(&self, _param: &str, _params: &Params) -> crate::kind::Needs {
+        crate::kind::Needs::Weights
+    }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
         TrainFlowParams::parse(params, 0).map(|_| ())
     }
