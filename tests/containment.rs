@@ -236,3 +236,21 @@ fn the_same_key_in_two_caches_is_two_attempts_neither_kills_the_other() {
     assert_eq!(output_of(&a, "s"), "ok\n");
     assert_eq!(output_of(&b, "s"), "ok\n");
 }
+
+#[test]
+fn a_declared_input_file_cannot_lead_out_of_the_project_through_a_link() {
+    let p = Project::new();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.txt"), "not the project's\n").unwrap();
+    std::fs::create_dir_all(p.path().join("scripts")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret.txt"), p.path().join("scripts/data.txt")).unwrap();
+    p.write("pipelines/i.toml", "[stage.s]\nkind = \"command\"\ncmd = [\"true\"]\ninputs = [\"scripts/data.txt\"]\n");
+    let o = p.run(&["validate", "pipelines/i.toml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("`scripts/data.txt` leads outside the project folder"), "{}", text(&o));
+    // A link that stays inside is fine.
+    p.write("scripts/real.txt", "mine\n");
+    std::fs::remove_file(p.path().join("scripts/data.txt")).unwrap();
+    std::os::unix::fs::symlink("real.txt", p.path().join("scripts/data.txt")).unwrap();
+    assert_ok(&p.run(&["validate", "pipelines/i.toml"]));
+}

@@ -377,6 +377,19 @@ fn check_connection(
     true
 }
 
+/// A declared file must stay inside the project folder once symbolic links are followed:
+/// the path is checked lexically when parsed, and a link could still lead anywhere.
+fn inside_project(project: &std::path::Path, rel: &str) -> Result<(), String> {
+    let (Ok(root), Ok(real)) = (project.canonicalize(), project.join(rel).canonicalize()) else {
+        return Ok(()); // a missing file is reported when it is read
+    };
+    if real.starts_with(&root) {
+        Ok(())
+    } else {
+        Err(format!("`{rel}` leads outside the project folder (to {}) through a symbolic link", real.display()))
+    }
+}
+
 /// The instance id: `stage` or `stage[a=1,b=x]` with axes sorted by name.
 pub fn instance_id(stage: &str, axes: &BTreeMap<String, Value>) -> String {
     if axes.is_empty() {
@@ -655,6 +668,7 @@ pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diag
                     let digest = file_digests
                         .entry(full.to_string_lossy().into_owned())
                         .or_insert_with(|| {
+                            inside_project(&p.project_dir, &rel)?;
                             key::file_digest(&full)
                                 .map_err(|e| format!("cannot read `{rel}` ({}): {e}", full.display()))
                         })
