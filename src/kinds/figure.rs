@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use wfpipe_stages::kind::{Needs, Produces, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
+use wfpipe_stages::kind::{ColumnUse, Needs, Produces, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
 use crate::report::draw::{self, FigureData, FigureSpec};
 use crate::report::figure_data::{heatmap_panels, histogram_series, line_series};
@@ -85,9 +85,15 @@ impl StageKind for Figure {
     fn produces(&self, _params: &Params) -> Option<Produces> {
         Some(Produces::default())
     }
-    /// `from` must name stages that emit the `source` table.
+    /// `from` must name stages that emit the `source` table with every column named here.
     fn needs(&self, _param: &str, params: &Params) -> Needs {
-        Needs::Table(params.str("source").unwrap_or("metrics").to_owned())
+        let mut columns: Vec<ColumnUse> = ["x", "y", "z"]
+            .into_iter()
+            .filter_map(|param| params.str(param).ok().filter(|c| !c.is_empty()).map(|c| ColumnUse { param, column: c.to_owned() }))
+            .collect();
+        columns.extend(params.str_list("series").unwrap_or_default().into_iter().map(|column| ColumnUse { param: "series", column }));
+        columns.extend(params.str_map("filter").unwrap_or_default().into_keys().map(|column| ColumnUse { param: "filter", column }));
+        Needs::Table { name: params.str("source").unwrap_or("metrics").to_owned(), columns }
     }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
         check_source_name(params.str("source")?).map_err(StageError::Param)?;

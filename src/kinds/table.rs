@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use wfpipe_stages::kind::{Needs, Produces, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
+use wfpipe_stages::kind::{ColumnUse, TableDecl, Needs, Produces, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
 
 use crate::report::aggregate::group_and_summarise;
 use crate::report::gather::{check_source_name, gather};
@@ -54,11 +54,22 @@ impl StageKind for Table {
         params.str("reference").ok().filter(|r| !r.is_empty()).map(|_| Thesis::digest())
     }
     fn produces(&self, _params: &Params) -> Option<Produces> {
-        Some(Produces::tables(&[TABLE_NAME]))
+        // Its columns follow from the groups and the reference: known once it is written.
+        Some(Produces::tables(&[TableDecl::undeclared(TABLE_NAME)]))
     }
-    /// `from` must name stages that emit the `source` table.
+    /// `from` must name stages that emit the `source` table with every column named here.
     fn needs(&self, _param: &str, params: &Params) -> Needs {
-        Needs::Table(params.str("source").unwrap_or("metrics").to_owned())
+        let mut columns = Vec::new();
+        for param in ["rows", "metrics"] {
+            for column in params.str_list(param).unwrap_or_default() {
+                columns.push(ColumnUse { param, column });
+            }
+        }
+        columns.extend(params.str_map("filter").unwrap_or_default().into_keys().map(|column| ColumnUse { param: "filter", column }));
+        if let Ok(Some(near)) = Near::parse(&params.str_map("near").unwrap_or_default()) {
+            columns.push(ColumnUse { param: "near", column: near.column });
+        }
+        Needs::Table { name: params.str("source").unwrap_or("metrics").to_owned(), columns }
     }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
         check_source_name(params.str("source")?).map_err(StageError::Param)?;

@@ -3,13 +3,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use wfpipe_stages::kind::{unkeyed_defaults, Needs, ParamSpec, ParamType, Params, RefMode, Value};
+use wfpipe_stages::kind::{unkeyed_defaults, ColumnUse, Needs, NetworkColumns, ParamSpec, ParamType, Params, RefMode, Value};
 
 use super::check::{check_value, span_of};
 use super::diagnostic::Diagnostic;
 use super::source::{SKind, SValue};
 use super::{Instance, Loader, Pipeline};
 use crate::key;
+use crate::report::gather::INSTANCE_COLUMN;
 use crate::kinds::Registry;
 
 /// What an axis sets in the instance parameters.
@@ -360,7 +361,13 @@ fn check_connection(
             continue;
         }
         let Some(produces) = registry.get(&up.kind).and_then(|k| k.produces(&up.params)) else { continue };
-        if !produces.satisfies(&need) {
+        if produces.satisfies(&need) {
+            if let Needs::Table { name, columns } = &need {
+                if !check_columns(p, registry, stage, selected, name, columns, diags) {
+                    return false;
+                }
+            }
+        } else {
             diags.push(Diagnostic::new(
                 format!(
                     "`{param}` needs {}, but `{}` is a `{}` stage, which produces {}",
@@ -375,6 +382,104 @@ fn check_connection(
         }
     }
     true
+}
+
+/// Every column a table or figure names must be in the rows gathered from `selected`: a
+/// column some upstream table declares, an upstream axis, or the instance column. Skipped
+/// when some upstream's columns are only known once it has run (a user program's CSV).
+fn check_columns(
+    p: &Pipeline,
+    registry: &Registry,
+    stage: &super::StageDef,
+    selected: &[usize],
+    table: &str,
+    uses: &[ColumnUse],
+    diags: &mut Vec<Diagnostic>,
+) -> bool {
+    if uses.is_empty() {
+        return true;
+    }
+    let mut known: BTreeSet<String> = BTreeSet::from([INSTANCE_COLUMN.to_owned()]);
+    let mut stages = BTreeSet::new();
+    for &i in selected {
+        let up = &p.instances[i];
+        known.extend(up.axes.keys().cloned());
+        if !stages.insert(up.stage) {
+            continue;
+        }
+        match table_columns(p, registry, i, table) {
+            Some(columns) => known.extend(columns),
+            None => return true,
+        }
+    }
+    for ColumnUse { param, column } in uses {
+        if known.contains(column) {
+            continue;
+        }
+        let from: Vec<&str> = stages.iter().map(|&s| p.stages[s].name.as_str()).collect();
+        let span = stage.param_spans.get(*param).cloned().flatten().map(|span| narrow_to(&p.source.text, span, column));
+        diags.push(
+            Diagnostic::new(
+                format!("`{param}` names the column `{column}`, which is in no `{table}` row of {}", quoted_list(&from)),
+                span,
+            )
+            .suggest(column, known.iter().map(String::as_str))
+            .help_if_none(format!("columns: {}", known.iter().cloned().collect::<Vec<_>>().join(", "))),
+        );
+        return false;
+    }
+    true
+}
+
+/// The columns of `table` in an instance's entry (declared columns and the per-network
+/// columns of the weight set it reads), or None when they are not known before it runs.
+fn table_columns(p: &Pipeline, registry: &Registry, instance: usize, table: &str) -> Option<BTreeSet<String>> {
+    let up = &p.instances[instance];
+    let produces = registry.get(&up.kind)?.produces(&up.params)?;
+    let decl = produces.table(table)?;
+    let mut columns: BTreeSet<String> = decl.columns?.iter().map(|c| c.to_string()).collect();
+    if let Some(param) = decl.network_columns_of {
+        for &i in up.inputs.get(param).into_iter().flatten() {
+            columns.extend(network_columns(p, registry, i)?);
+        }
+    }
+    Some(columns)
+}
+
+/// The per-network columns of the weight set an instance writes, followed through the
+/// stages that keep their input's columns.
+fn network_columns(p: &Pipeline, registry: &Registry, instance: usize) -> Option<BTreeSet<String>> {
+    let up = &p.instances[instance];
+    match registry.get(&up.kind)?.produces(&up.params)?.network_columns {
+        NetworkColumns::None => Some(BTreeSet::new()),
+        NetworkColumns::Own(columns) => Some(columns.iter().map(|c| c.to_string()).collect()),
+        NetworkColumns::KeptFrom(param) => {
+            let mut all = BTreeSet::new();
+            for &i in up.inputs.get(param).into_iter().flatten() {
+                all.extend(network_columns(p, registry, i)?);
+            }
+            Some(all)
+        }
+    }
+}
+
+/// The part of `span` that spells the column (a list item or a `filter` key), else the
+/// whole span.
+fn narrow_to(text: &str, span: std::ops::Range<usize>, column: &str) -> std::ops::Range<usize> {
+    let Some(written) = text.get(span.clone()) else { return span };
+    let quoted = format!("\"{column}\"");
+    let found = written.find(&quoted).map(|at| (at, quoted.len())).or_else(|| {
+        written.match_indices(column).map(|(at, _)| (at, column.len())).find(|&(at, len)| {
+            let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '-');
+            !word(written[..at].chars().next_back()) && !word(written[at + len..].chars().next())
+        })
+    });
+    found.map(|(at, len)| span.start + at..span.start + at + len).unwrap_or(span)
+}
+
+fn quoted_list(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    quoted.join(", ")
 }
 
 /// A declared file must stay inside the project folder once symbolic links are followed:

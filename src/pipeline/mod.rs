@@ -58,6 +58,8 @@ pub struct StageDef {
     pub refs: BTreeMap<String, RefParam>,
     /// File parameters (their contents go into the key).
     pub file_params: Vec<String>,
+    /// Where each parameter given in the file was written.
+    pub param_spans: BTreeMap<String, Option<Range<usize>>>,
     pub instances: Vec<usize>,
 }
 
@@ -532,6 +534,7 @@ impl<'a> Loader<'a> {
             resources,
             refs,
             file_params,
+            param_spans: given_spans,
             instances: Vec::new(),
         })
         .map(|s| {

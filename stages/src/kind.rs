@@ -464,31 +464,77 @@ impl StageError {
 pub struct Produces {
     /// `weights.safetensors`: a set of networks.
     pub weights: bool,
+    /// The weight set's per-network integer columns (`run`, `epoch`, ...).
+    pub network_columns: NetworkColumns,
     /// `flow.json` and its model: a trained flow.
     pub flow: bool,
     /// The tables it emits (`<name>.parquet`).
-    pub tables: Vec<&'static str>,
+    pub tables: Vec<TableDecl>,
+}
+
+/// Where a weight set's per-network columns come from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum NetworkColumns {
+    /// These, written by the kind itself (none for a freshly sampled set).
+    #[default]
+    None,
+    Own(&'static [&'static str]),
+    /// Those of the weight set the named reference parameter reads, kept as they are.
+    KeptFrom(&'static str),
+}
+
+/// One table a kind emits and the columns its rows may carry (not every row carries every
+/// column: summary rows differ from per-network rows).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableDecl {
+    pub name: &'static str,
+    /// None where the columns follow from data the kind cannot know before it runs.
+    pub columns: Option<&'static [&'static str]>,
+    /// Rows also carry the per-network columns of the weight set this parameter names.
+    pub network_columns_of: Option<&'static str>,
+}
+
+impl TableDecl {
+    pub const fn new(name: &'static str, columns: &'static [&'static str]) -> Self {
+        TableDecl { name, columns: Some(columns), network_columns_of: None }
+    }
+    /// A table whose columns are only known when it is written.
+    pub const fn undeclared(name: &'static str) -> Self {
+        TableDecl { name, columns: None, network_columns_of: None }
+    }
+    pub const fn with_network_columns_of(mut self, param: &'static str) -> Self {
+        self.network_columns_of = Some(param);
+        self
+    }
 }
 
 impl Produces {
     pub fn weights() -> Self {
         Produces { weights: true, ..Produces::default() }
     }
-    pub fn tables(tables: &[&'static str]) -> Self {
+    pub fn tables(tables: &[TableDecl]) -> Self {
         Produces { tables: tables.to_vec(), ..Produces::default() }
     }
-    pub fn with_tables(mut self, tables: &[&'static str]) -> Self {
+    pub fn with_tables(mut self, tables: &[TableDecl]) -> Self {
         self.tables.extend_from_slice(tables);
         self
     }
+    pub fn with_network_columns(mut self, columns: NetworkColumns) -> Self {
+        self.network_columns = columns;
+        self
+    }
+    pub fn table(&self, name: &str) -> Option<&TableDecl> {
+        self.tables.iter().find(|t| t.name == name)
+    }
 
-    /// Whether this satisfies `need`; otherwise what it offers instead, for the message.
+    /// Whether this satisfies `need` (columns are checked by the caller, which knows the
+    /// instance's axes and inputs).
     pub fn satisfies(&self, need: &Needs) -> bool {
         match need {
             Needs::Anything => true,
             Needs::Weights => self.weights,
             Needs::Flow => self.flow,
-            Needs::Table(name) => self.tables.iter().any(|t| t == name),
+            Needs::Table { name, .. } => self.table(name).is_some(),
         }
     }
 
@@ -501,7 +547,7 @@ impl Produces {
             parts.push("a trained flow".to_owned());
         }
         if !self.tables.is_empty() {
-            let names: Vec<String> = self.tables.iter().map(|t| format!("`{t}`")).collect();
+            let names: Vec<String> = self.tables.iter().map(|t| format!("`{}`", t.name)).collect();
             parts.push(format!("the table{} {}", if names.len() > 1 { "s" } else { "" }, names.join(", ")));
         }
         if parts.is_empty() {
@@ -518,17 +564,28 @@ pub enum Needs {
     Anything,
     Weights,
     Flow,
-    /// An emitted table of this name.
-    Table(String),
+    /// An emitted table of this name, with these columns (each named by a parameter).
+    Table { name: String, columns: Vec<ColumnUse> },
+}
+
+/// A column a parameter names, to be found in the gathered rows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ColumnUse {
+    pub param: &'static str,
+    pub column: String,
 }
 
 impl Needs {
+    pub fn table(name: impl Into<String>) -> Self {
+        Needs::Table { name: name.into(), columns: Vec::new() }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Needs::Anything => "anything".into(),
             Needs::Weights => "a weight set".into(),
             Needs::Flow => "a trained flow".into(),
-            Needs::Table(name) => format!("a stage that emits the table `{name}`"),
+            Needs::Table { name, .. } => format!("a stage that emits the table `{name}`"),
         }
     }
 }

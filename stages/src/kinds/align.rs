@@ -19,7 +19,7 @@ use super::{read_input_weights, row, split_seed, thread_pool, write_weights};
 use crate::align::sinkhorn::{sinkhorn_rebasin, SinkhornConfig};
 use crate::align::{l2_distance_sq, weight_matching::weight_matching, AlignMethod, Permutations};
 use crate::data::{self, DatasetName, SplitName};
-use crate::kind::{ParamSpec, ParamType, Params, RefMode, Resources, StageContext, StageError, StageKind, Value};
+use crate::kind::{NetworkColumns, TableDecl, ParamSpec, ParamType, Params, RefMode, Resources, StageContext, StageError, StageKind, Value};
 use crate::layout::Layout;
 use crate::rng;
 use crate::weights::{encode_safetensors, layout_json, write_atomic, TensorRef};
@@ -84,7 +84,11 @@ impl StageKind for Align {
     }
 
     fn produces(&self, _params: &Params) -> Option<crate::kind::Produces> {
-        Some(crate::kind::Produces::weights().with_tables(&["alignment"]))
+        Some(
+            crate::kind::Produces::weights()
+                .with_network_columns(NetworkColumns::KeptFrom("weights"))
+                .with_tables(&[TableDecl::new("alignment", &["method", "reference", "networks", "changed", "mean_l2_sq_before", "mean_l2_sq_after"])]),
+        )
     }
     fn needs(&self, _param: &str, _params: &Params) -> crate::kind::Needs {
         crate::kind::Needs::Weights

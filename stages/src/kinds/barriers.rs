@@ -12,7 +12,7 @@ use rand::seq::SliceRandom;
 use super::{check_layout_fits, dataset_param, load_dataset, row, thread_pool};
 use crate::align::barrier::{pairwise_midpoint_losses, BarrierMatrix, Summary};
 use crate::data::{DatasetName, SplitName};
-use crate::kind::{ParamSpec, ParamType, Params, RefMode, Row, StageContext, StageError, StageKind, Value};
+use crate::kind::{TableDecl, ParamSpec, ParamType, Params, RefMode, Row, StageContext, StageError, StageKind, Value};
 use crate::rng;
 use crate::weights::{WeightSet, FILE_NAME};
 
@@ -80,7 +80,10 @@ impl StageKind for Barriers {
     }
 
     fn produces(&self, _params: &Params) -> Option<crate::kind::Produces> {
-        Some(crate::kind::Produces::tables(&["barriers", "barrier_pairs"]))
+        Some(crate::kind::Produces::tables(&[
+            TableDecl::new("barriers", &["set", "variant", "mean", "std", "count"]),
+            TableDecl::new("barrier_pairs", &["set", "a", "b", "mid_loss", "barrier"]),
+        ]))
     }
     fn needs(&self, _param: &str, _params: &Params) -> crate::kind::Needs {
         crate::kind::Needs::Weights

@@ -29,7 +29,7 @@ impl StageKind for Canonicalize {
     }
 
     fn produces(&self, _params: &Params) -> Option<crate::kind::Produces> {
-        Some(crate::kind::Produces::weights())
+        Some(crate::kind::Produces::weights().with_network_columns(crate::kind::NetworkColumns::KeptFrom("weights")))
     }
     fn needs(&self, _param: &str, _params: &Params) -> crate::kind::Needs {
         crate::kind::Needs::Weights

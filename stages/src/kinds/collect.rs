@@ -11,7 +11,7 @@
 use super::{check_layout_fits, dataset_param, int_list, layout_param, load_dataset, row, write_weights};
 use crate::collect::{collect, Checkpoints, CollectConfig, RunMetrics};
 use crate::data::{mnist, uci, DatasetName};
-use crate::kind::{ParamSpec, ParamType, Params, Resources, StageContext, StageError, StageKind, Value};
+use crate::kind::{NetworkColumns, TableDecl, ParamSpec, ParamType, Params, Resources, StageContext, StageError, StageKind, Value};
 use crate::mlp::{train::batches_per_epoch, OptimizerConfig, OptimizerKind, RecordRule, TrainConfig};
 
 pub struct Collect;
@@ -98,7 +98,10 @@ impl StageKind for Collect {
     }
 
     fn produces(&self, _params: &Params) -> Option<crate::kind::Produces> {
-        Some(crate::kind::Produces::weights().with_tables(&["runs"]))
+        Some(crate::kind::Produces::weights().with_network_columns(NetworkColumns::Own(&["run", "epoch", "step"])).with_tables(&[TableDecl::new(
+            "runs",
+            &["run", "records", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy"],
+        )]))
     }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
         let dataset = dataset_param(params, "dataset")?;

@@ -28,7 +28,7 @@ use crate::eval::diversity::{diversity, output_sets, Diversity, DiversityConfig,
 use crate::eval::metrics::evaluate_networks;
 use crate::eval::stats::MeanStd;
 use crate::eval::toy::{toy_statistics, SampleStats, ToySummary};
-use crate::kind::{ParamSpec, ParamType, Params, RefMode, Resources, Row, StageContext, StageError, StageKind, Value};
+use crate::kind::{TableDecl, ParamSpec, ParamType, Params, RefMode, Resources, Row, StageContext, StageError, StageKind, Value};
 use crate::layout::Layout;
 use crate::mlp::Metrics;
 use crate::rng;
@@ -158,6 +158,22 @@ fn rows_of<'a>(set: &'a WeightSet, indices: &[usize]) -> Vec<&'a [f32]> {
     indices.iter().map(|&i| set.row(i)).collect()
 }
 
+/// The tables evaluate emits. Per-network rows carry the weight set's own columns (`run`,
+/// `epoch`, ...); the summary row carries the spreads and diversity.
+const METRICS_TABLE: TableDecl = TableDecl::new(
+    "metrics",
+    &[
+        "row_type", "network", "accuracy", "loss", "networks", "accuracy_std", "loss_std", "diversity", "diversity_std",
+        "diversity_networks", "diversity_inputs", "diversity_pairs", "diversity_pairs_std",
+    ],
+)
+.with_network_columns_of("weights");
+const BMA_TABLE: TableDecl = TableDecl::new("bma", &["models", "accuracy", "loss"]);
+const TOY_TABLE: TableDecl = TableDecl::new(
+    "toy",
+    &["row_type", "network", "coordinate_mean", "coordinate_std", "networks", "coordinate_mean_std", "across_sample_std"],
+);
+
 fn network_row(set: &WeightSet, index: usize, m: &Metrics) -> Row {
     let mut r = row([
         ("row_type", Value::Str("network".into())),
@@ -229,7 +245,7 @@ impl Evaluate {
         let (per_sample, summary) = toy_statistics(&data, set.params())?;
         ctx.progress.metric("coordinate_mean", summary.sample_means.mean);
         ctx.progress.metric("coordinate_mean_std", summary.sample_means.std);
-        ctx.emit_rows("toy", toy_rows(indices, &per_sample, &summary));
+        ctx.emit_rows(TOY_TABLE.name, toy_rows(indices, &per_sample, &summary));
         Ok(())
     }
 
@@ -278,8 +294,8 @@ impl Evaluate {
         }
         let mut rows: Vec<Row> = indices.iter().zip(&metrics).map(|(&i, m)| network_row(set, i, m)).collect();
         rows.push(summary);
-        ctx.emit_rows("metrics", rows);
-        ctx.emit_rows("bma", curve.iter().map(bma_row));
+        ctx.emit_rows(METRICS_TABLE.name, rows);
+        ctx.emit_rows(BMA_TABLE.name, curve.iter().map(bma_row));
         Ok(())
     }
 }
@@ -320,7 +336,7 @@ impl StageKind for Evaluate {
 
     fn produces(&self, params: &Params) -> Option<crate::kind::Produces> {
         let toy = EvaluateParams::parse(params).is_ok_and(|p| matches!(p.mode, Mode::Toy));
-        Some(crate::kind::Produces::tables(if toy { &["toy"] } else { &["metrics", "bma"] }))
+        Some(crate::kind::Produces::tables(if toy { &[TOY_TABLE] } else { &[METRICS_TABLE, BMA_TABLE] }))
     }
     fn needs(&self, _param: &str, _params: &Params) -> crate::kind::Needs {
         crate::kind::Needs::Weights

@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use super::{check_layout_fits, dataset_param, row, thread_pool};
 use crate::data::{self, DatasetName, Split, SplitName};
 use crate::eval::finetune::{finetune, CurvePoint, FinetuneConfig};
-use crate::kind::{ParamSpec, ParamType, Params, RefMode, Resources, Row, StageContext, StageError, StageKind, Value};
+use crate::kind::{TableDecl, ParamSpec, ParamType, Params, RefMode, Resources, Row, StageContext, StageError, StageKind, Value};
 use crate::layout::Layout;
 use crate::mlp::{MlpConfig, OptimizerConfig, OptimizerKind};
 use crate::rng;
@@ -191,7 +191,7 @@ impl StageKind for Finetune {
     }
 
     fn produces(&self, _params: &Params) -> Option<crate::kind::Produces> {
-        Some(crate::kind::Produces::tables(&["curve"]))
+        Some(crate::kind::Produces::tables(&[TableDecl::new("curve", &["run", "iteration", "accuracy", "loss", "init", "network"])]))
     }
     fn needs(&self, _param: &str, _params: &Params) -> crate::kind::Needs {
         crate::kind::Needs::Weights

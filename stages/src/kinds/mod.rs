@@ -152,20 +152,58 @@ pub(crate) mod testing {
             tables: BTreeMap::new(),
         };
         kind.run(&mut ctx)?;
-        assert_produces_what_it_declares(kind, params, out, &ctx.tables);
+        assert_produces_what_it_declares(kind, params, &inputs, out, &ctx.tables);
         Ok(ctx.tables)
     }
 
     /// Every kind test doubles as a check of the kind's declared connections: what it
-    /// wrote is what `produces` promises the stages downstream.
-    fn assert_produces_what_it_declares(kind: &dyn StageKind, params: &Params, out: &Path, tables: &BTreeMap<String, Vec<Row>>) {
+    /// wrote is what `produces` promises the stages downstream, and no row carries a
+    /// column the declaration leaves out (validate would refuse a table that reads it).
+    pub(crate) fn assert_produces_what_it_declares(
+        kind: &dyn StageKind,
+        params: &Params,
+        inputs: &BTreeMap<String, Vec<InputArtifact>>,
+        out: &Path,
+        tables: &BTreeMap<String, Vec<Row>>,
+    ) {
         let declared = kind.produces(params).expect("science kinds declare what they produce");
         let mut emitted: Vec<&str> = tables.keys().map(String::as_str).collect();
-        let mut promised = declared.tables.clone();
+        let mut promised: Vec<&str> = declared.tables.iter().map(|t| t.name).collect();
         emitted.sort();
         promised.sort();
         assert_eq!(emitted, promised, "`{}` emitted other tables than it declares", kind.name());
-        assert_eq!(out.join(super::FILE_NAME).is_file(), declared.weights, "`{}`: weight set written vs declared", kind.name());
+        for decl in &declared.tables {
+            let mut allowed: Vec<String> = decl.columns.expect("science tables declare their columns").iter().map(|c| c.to_string()).collect();
+            if let Some(param) = decl.network_columns_of {
+                for input in inputs.get(param).into_iter().flatten() {
+                    let set = crate::weights::WeightSet::read(&input.file(super::FILE_NAME)).expect("input weight set");
+                    allowed.extend(set.columns.keys().cloned());
+                }
+            }
+            for row in &tables[decl.name] {
+                if let Some(extra) = row.keys().find(|c| !allowed.contains(c)) {
+                    panic!("`{}` wrote the column `{extra}` in `{}`, which it does not declare", kind.name(), decl.name);
+                }
+            }
+        }
+        let written = out.join(super::FILE_NAME);
+        assert_eq!(written.is_file(), declared.weights, "`{}`: weight set written vs declared", kind.name());
+        if declared.weights {
+            let set = crate::weights::WeightSet::read(&written).expect("written weight set");
+            let mut own: Vec<&str> = set.columns.keys().map(String::as_str).collect();
+            let mut promised: Vec<String> = match declared.network_columns {
+                crate::kind::NetworkColumns::None => Vec::new(),
+                crate::kind::NetworkColumns::Own(c) => c.iter().map(|c| c.to_string()).collect(),
+                crate::kind::NetworkColumns::KeptFrom(param) => inputs[param]
+                    .iter()
+                    .flat_map(|i| crate::weights::WeightSet::read(&i.file(super::FILE_NAME)).expect("input weight set").columns.into_keys())
+                    .collect(),
+            };
+            own.sort();
+            promised.sort();
+            promised.dedup();
+            assert_eq!(own, promised, "`{}`: per-network columns written vs declared", kind.name());
+        }
         assert_eq!(out.join(super::FLOW_FILE).is_file(), declared.flow, "`{}`: flow written vs declared", kind.name());
     }
 
@@ -209,17 +247,9 @@ pub(crate) mod test_support {
     use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
 
-    use crate::kind::{BackendChoice, InputArtifact, NoProgress, Params, Row, StageContext, StageError, StageKind, Value};
+    use crate::kind::{BackendChoice, InputArtifact, NoProgress, Params, Row, StageContext, StageError, StageKind};
 
-    /// The kind's defaults with `overrides` applied.
-    pub fn params(kind: &dyn StageKind, overrides: &[(&str, Value)]) -> Params {
-        let mut map: BTreeMap<String, Value> =
-            kind.params().into_iter().filter_map(|s| s.default.map(|d| (s.name.to_owned(), d))).collect();
-        for (k, v) in overrides {
-            map.insert((*k).to_owned(), v.clone());
-        }
-        Params(map)
-    }
+    pub use super::testing::params;
 
     /// Runs `kind` with one input artifact of `input_kind` in `input_dir`; returns the
     /// result, the output folder and the emitted tables.
@@ -261,6 +291,9 @@ pub(crate) mod test_support {
         };
         let result = kind.run(&mut ctx);
         let tables = std::mem::take(&mut ctx.tables);
+        if result.is_ok() {
+            super::testing::assert_produces_what_it_declares(kind, params, &inputs, &out, &tables);
+        }
         (result, out, tables)
     }
 }

@@ -19,6 +19,7 @@ use crate::flow::train::{train, BurnFlow, FlowData, FusedFlow, LrSchedule, Train
 use crate::flow::{FlowError, FlowSpec, SourceMode, SourceSpec};
 use crate::geometry::Geometry;
 use crate::kind::{
+    TableDecl,
     BackendChoice, ParamSpec, ParamType, Params, ProgressSink, RefMode, Resources, Row, StageContext, StageError,
     StageKind, Value,
 };
@@ -246,7 +247,13 @@ impl StageKind for TrainFlow {
     }
 
     fn produces(&self, _params: &Params) -> Option<crate::kind::Produces> {
-        Some(crate::kind::Produces { flow: true, ..crate::kind::Produces::tables(&["curve", "loss_by_time"]) })
+        Some(crate::kind::Produces {
+            flow: true,
+            ..crate::kind::Produces::tables(&[
+                TableDecl::new("curve", &["iteration", "loss"]),
+                TableDecl::new("loss_by_time", &["t", "loss", "mean_predictor_loss"]),
+            ])
+        })
     }
     fn needs(&self, _param: &str, _params: &Params) -> crate::kind::Needs {
         crate::kind::Needs::Weights
