@@ -5,11 +5,18 @@
 //! rows arrived in, so a table is the same however its inputs were listed. The standard
 //! deviation is the sample one (ddof = 1, as numpy's `std(ddof=1)` and pandas' default);
 //! it is absent for a group of one value.
+//!
+//! Rows marked `row_type = "summary"` (evaluate's one row per instance) hold means of the
+//! per-network rows beside them. A metric is summarised over the per-network rows that
+//! carry it; only a metric no such row carries (functional diversity) is read from the
+//! summary rows, with the spread they report (`<metric>_std`, the std over the pairs)
+//! pooled across them. So a table over evaluate without a `filter` neither counts a mean
+//! as one more network nor loses the diversity's spread.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use wfpipe_stages::kind::{Row, Value};
+use wfpipe_stages::kind::{Row, Value, ROW_TYPE, SUMMARY_ROW};
 
 use super::gather::{require_column, GatherError};
 
@@ -43,6 +50,23 @@ impl Summary {
         let min = values.iter().copied().fold(f64::INFINITY, f64::min);
         let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         Some(Summary { count: values.len(), mean, std, min, max })
+    }
+
+    /// Summary rows' `(mean, std)` pooled as if their equally many underlying values were
+    /// one sample: the mean of means, and the root of the mean within-row variance plus
+    /// the variance of the means (ddof = 0 across rows, so one row keeps its own std).
+    pub fn pooled(parts: &[(f64, Option<f64>)]) -> Option<Summary> {
+        if parts.is_empty() {
+            return None;
+        }
+        let k = parts.len() as f64;
+        let mean = parts.iter().map(|p| p.0).sum::<f64>() / k;
+        let within: Option<f64> = parts.iter().map(|p| p.1.map(|s| s * s)).sum::<Option<f64>>();
+        let between = parts.iter().map(|p| (p.0 - mean).powi(2)).sum::<f64>() / k;
+        let std = within.map(|w| (w / k + between).sqrt());
+        let min = parts.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
+        let max = parts.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
+        Some(Summary { count: parts.len(), mean, std, min, max })
     }
 }
 
@@ -89,8 +113,30 @@ pub fn numeric(row: &Row, column: &str) -> Result<Option<f64>, AggregateError> {
     }
 }
 
+/// One metric's values in a group being filled: from per-network rows, and `(mean, std)`
+/// from summary rows.
+#[derive(Clone, Default)]
+struct Values {
+    rows: Vec<f64>,
+    summaries: Vec<(f64, Option<f64>)>,
+}
+
+impl Values {
+    fn summary(&self) -> Option<Summary> {
+        if self.rows.is_empty() {
+            Summary::pooled(&self.summaries)
+        } else {
+            Summary::of(&self.rows)
+        }
+    }
+}
+
 /// A group being filled: its key values, its row count, and each metric's values.
-type Bucket = (Vec<Option<Value>>, usize, Vec<Vec<f64>>);
+type Bucket = (Vec<Option<Value>>, usize, Vec<Values>);
+
+fn is_summary(row: &Row) -> bool {
+    matches!(row.get(ROW_TYPE), Some(Value::Str(t)) if t == SUMMARY_ROW)
+}
 
 pub fn group_and_summarise(rows: &[Row], columns: &[String], metrics: &[String]) -> Result<Grouped, AggregateError> {
     for c in columns.iter().chain(metrics) {
@@ -101,17 +147,22 @@ pub fn group_and_summarise(rows: &[Row], columns: &[String], metrics: &[String])
     for row in rows {
         let key: Vec<Option<Value>> = columns.iter().map(|c| row.get(c).cloned()).collect();
         let text: Vec<Option<String>> = key.iter().map(|v| v.as_ref().map(Value::to_string)).collect();
-        let entry = by_key.entry(text).or_insert_with(|| (key, 0, vec![Vec::new(); metrics.len()]));
+        let entry = by_key.entry(text).or_insert_with(|| (key, 0, vec![Values::default(); metrics.len()]));
         entry.1 += 1;
+        let summary = is_summary(row);
         for (slot, m) in entry.2.iter_mut().zip(metrics) {
             if let Some(x) = numeric(row, m)? {
-                slot.push(x);
+                if summary {
+                    slot.summaries.push((x, numeric(row, &format!("{m}_std"))?));
+                } else {
+                    slot.rows.push(x);
+                }
             }
         }
     }
     let mut groups: Vec<Group> = by_key
         .into_values()
-        .map(|(key, rows, values)| Group { key, rows, metrics: values.iter().map(|v| Summary::of(v)).collect() })
+        .map(|(key, rows, values)| Group { key, rows, metrics: values.iter().map(Values::summary).collect() })
         .collect();
     groups.sort_by(|a, b| {
         a.key.iter().zip(&b.key).map(|(x, y)| compare_values(x, y)).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)
@@ -149,5 +200,32 @@ mod tests {
         let rows = vec![row(&[("acc", Value::Str("high".into()))])];
         let e = group_and_summarise(&rows, &[], &["acc".into()]).unwrap_err();
         assert!(e.to_string().contains("column `acc` is not numeric"), "{e}");
+    }
+
+    #[test]
+    fn summary_rows_give_only_the_metrics_network_rows_lack_with_their_spread() {
+        let network = |acc: f64| row(&[("row_type", Value::Str("network".into())), ("accuracy", Value::Float(acc))]);
+        let summary = |acc: f64, div: f64, div_std: f64| {
+            row(&[
+                ("row_type", Value::Str("summary".into())),
+                ("accuracy", Value::Float(acc)),
+                ("accuracy_std", Value::Float(0.5)),
+                ("diversity", Value::Float(div)),
+                ("diversity_std", Value::Float(div_std)),
+            ])
+        };
+        // Table 7.2's shape: one evaluate instance, networks and their summary, no filter.
+        let rows = vec![network(0.8), network(0.9), network(1.0), summary(0.9, 0.002, 0.001)];
+        let g = group_and_summarise(&rows, &[], &["accuracy".into(), "diversity".into()]).unwrap();
+        let acc = g.groups[0].metrics[0].clone().unwrap();
+        assert_eq!(acc.count, 3, "the summary's mean is not one more network");
+        assert!((acc.mean - 0.9).abs() < 1e-12 && (acc.std.unwrap() - 0.1).abs() < 1e-12);
+        let div = g.groups[0].metrics[1].clone().unwrap();
+        assert_eq!((div.count, div.mean, div.std), (1, 0.002, Some(0.001)), "diversity keeps its spread over pairs");
+        // Two instances (training seeds): pooled as one sample of equally many pairs.
+        let rows = vec![summary(0.9, 1.0, 3.0), summary(0.9, 3.0, 1.0)];
+        let div = group_and_summarise(&rows, &[], &["diversity".into()]).unwrap().groups[0].metrics[0].clone().unwrap();
+        // within: (9 + 1) / 2 = 5; between: ((1-2)^2 + (3-2)^2) / 2 = 1.
+        assert_eq!((div.count, div.mean, div.std, div.min, div.max), (2, 2.0, Some(6f64.sqrt()), 1.0, 3.0));
     }
 }

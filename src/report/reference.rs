@@ -122,13 +122,19 @@ pub fn match_text(v: &Value) -> String {
 }
 
 /// Match keys the pipelines express through other axes: `aligned` follows the `align`
-/// stage's `method` axis (anything but "none" is aligned), and a group with an empty
-/// `geometry` holds networks that are not flow samples (the "Target" rows).
+/// stage's `method` axis (anything but "none" is aligned), `guided` follows `sample`'s
+/// `guidance_scale` (guided when above 0), and a group with an empty `geometry` holds
+/// networks that are not flow samples (the "Target" rows).
 fn with_derived_keys(group: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     let mut g = group.clone();
     if let (Some(method), false) = (group.get("method"), group.contains_key("aligned")) {
         if !method.is_empty() {
             g.insert("aligned".into(), (method.to_lowercase() != "none").to_string());
+        }
+    }
+    if let (Some(scale), false) = (group.get("guidance_scale"), group.contains_key("guided")) {
+        if let Ok(scale) = scale.parse::<f64>() {
+            g.insert("guided".into(), (scale > 0.0).to_string());
         }
     }
     if group.get("geometry").is_some_and(|v| v.is_empty() || v == "null") && !group.contains_key("model") {
@@ -197,6 +203,23 @@ mod tests {
         assert_eq!(t.lookup(&group(&[("model", "target")])).unwrap().label, "Target");
         // No key in common: nothing.
         assert!(t.lookup(&group(&[("steps", "8")])).is_none());
+    }
+
+    #[test]
+    fn guidance_scale_picks_the_guided_or_the_unguided_row() {
+        let t = Thesis::get().table("thesis:table-7.3").unwrap();
+        let guided = t.lookup(&group(&[("geometry", "geometric"), ("guidance_scale", "0.1")])).unwrap();
+        assert_eq!(guided.label, "Geometric (with guidance)");
+        let unguided = t.lookup(&group(&[("geometry", "geometric"), ("guidance_scale", "0.0")])).unwrap();
+        assert_eq!(unguided.label, "No guidance");
+        let t = Thesis::get().table("thesis:table-7.4").unwrap();
+        assert_eq!(t.lookup(&group(&[("geometry", "euclidean"), ("guidance_scale", "0.0")])).unwrap().label, "Euclidean");
+        assert_eq!(
+            t.lookup(&group(&[("geometry", "euclidean"), ("guidance_scale", "0.1")])).unwrap().label,
+            "Euclidean (w/ guidance)"
+        );
+        // Written out, `guided` wins over the scale.
+        assert_eq!(t.lookup(&group(&[("geometry", "normalized"), ("guidance_scale", "0.1"), ("guided", "false")])).unwrap().label, "Normalized");
     }
 
     #[test]

@@ -387,6 +387,12 @@ impl ProgressSink for NoProgress {
 /// Polars table (parquet + csv) written by the orchestrator.
 pub type Row = BTreeMap<String, Value>;
 
+/// The column that tells a table's per-network rows from a row summarising them, whose
+/// metrics are means with their spread in `<metric>_std`.
+pub const ROW_TYPE: &str = "row_type";
+pub const NETWORK_ROW: &str = "network";
+pub const SUMMARY_ROW: &str = "summary";
+
 /// Everything a stage instance gets to run.
 pub struct StageContext<'a> {
     pub params: &'a Params,

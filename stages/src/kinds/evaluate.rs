@@ -28,7 +28,7 @@ use crate::eval::diversity::{diversity, output_sets, Diversity, DiversityConfig,
 use crate::eval::metrics::evaluate_networks;
 use crate::eval::stats::MeanStd;
 use crate::eval::toy::{toy_statistics, SampleStats, ToySummary};
-use crate::kind::{TableDecl, ParamSpec, ParamType, Params, RefMode, Resources, Row, StageContext, StageError, StageKind, Value};
+use crate::kind::{TableDecl, NETWORK_ROW, ROW_TYPE, SUMMARY_ROW, ParamSpec, ParamType, Params, RefMode, Resources, Row, StageContext, StageError, StageKind, Value};
 use crate::layout::Layout;
 use crate::mlp::Metrics;
 use crate::rng;
@@ -176,7 +176,7 @@ const TOY_TABLE: TableDecl = TableDecl::new(
 
 fn network_row(set: &WeightSet, index: usize, m: &Metrics) -> Row {
     let mut r = row([
-        ("row_type", Value::Str("network".into())),
+        (ROW_TYPE, Value::Str(NETWORK_ROW.into())),
         ("network", Value::Int(index as i64)),
         ("accuracy", Value::Float(m.accuracy)),
         ("loss", Value::Float(m.loss)),
@@ -191,7 +191,7 @@ fn summary_row(metrics: &[Metrics], diversity: Option<&Diversity>) -> Row {
     let accuracy = MeanStd::of(metrics.iter().map(|m| m.accuracy)).expect("at least one network");
     let loss = MeanStd::of(metrics.iter().map(|m| m.loss)).expect("at least one network");
     let mut r = row([
-        ("row_type", Value::Str("summary".into())),
+        (ROW_TYPE, Value::Str(SUMMARY_ROW.into())),
         ("networks", Value::Int(metrics.len() as i64)),
         ("accuracy", Value::Float(accuracy.mean)),
         ("accuracy_std", Value::Float(accuracy.std)),
@@ -221,7 +221,7 @@ fn toy_rows(indices: &[usize], per_sample: &[SampleStats], summary: &ToySummary)
         .zip(per_sample)
         .map(|(&i, s)| {
             row([
-                ("row_type", Value::Str("network".into())),
+                (ROW_TYPE, Value::Str(NETWORK_ROW.into())),
                 ("network", Value::Int(i as i64)),
                 ("coordinate_mean", Value::Float(s.coordinate_mean)),
                 ("coordinate_std", Value::Float(s.coordinate_std)),
@@ -229,7 +229,7 @@ fn toy_rows(indices: &[usize], per_sample: &[SampleStats], summary: &ToySummary)
         })
         .collect();
     rows.push(row([
-        ("row_type", Value::Str("summary".into())),
+        (ROW_TYPE, Value::Str(SUMMARY_ROW.into())),
         ("networks", Value::Int(per_sample.len() as i64)),
         ("coordinate_mean", Value::Float(summary.sample_means.mean)),
         ("coordinate_mean_std", Value::Float(summary.sample_means.std)),
