@@ -15,7 +15,7 @@ use crate::report::aggregate::group_and_summarise;
 use crate::report::gather::{check_source_name, gather};
 use crate::report::near::Near;
 use crate::report::reference::Thesis;
-use crate::report::summary_table::SummaryTable;
+use crate::report::summary_table::{column_names, SummaryTable};
 use crate::table;
 
 pub struct Table;
@@ -23,6 +23,20 @@ pub struct Table;
 /// The files a table instance writes (the report reads `table.md`).
 pub const TABLE_NAME: &str = "table";
 pub const MARKDOWN_FILE: &str = "table.md";
+
+impl Table {
+    /// The summary table an instance writes: one row per group of `rows`.
+    fn declared(params: &Params) -> TableDecl {
+        let rows = params.str_list("rows").unwrap_or_default();
+        let mut metrics = params.str_list("metrics").unwrap_or_default();
+        if let Ok(Some(near)) = Near::parse(&params.str_map("near").unwrap_or_default()) {
+            metrics.push(near.output_column());
+        }
+        let reference = params.str("reference").is_ok_and(|r| !r.is_empty());
+        let min_max = params.bool("min_max").unwrap_or(false);
+        TableDecl::with_columns(TABLE_NAME, column_names(&rows, &metrics, min_max, reference)).keyed_by(rows)
+    }
+}
 
 impl StageKind for Table {
     fn name(&self) -> &'static str {
@@ -53,9 +67,8 @@ impl StageKind for Table {
     fn builtin_data_digest(&self, params: &Params) -> Option<String> {
         params.str("reference").ok().filter(|r| !r.is_empty()).map(|_| Thesis::digest())
     }
-    fn produces(&self, _params: &Params) -> Option<Produces> {
-        // Its columns follow from the groups and the reference: known once it is written.
-        Some(Produces::tables(&[TableDecl::undeclared(TABLE_NAME)]))
+    fn produces(&self, params: &Params) -> Option<Produces> {
+        Some(Produces::tables(&[Self::declared(params)]))
     }
     /// `from` must name stages that emit the `source` table with every column named here.
     fn needs(&self, _param: &str, params: &Params) -> Needs {

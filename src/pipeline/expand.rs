@@ -437,7 +437,7 @@ fn table_columns(p: &Pipeline, registry: &Registry, instance: usize, table: &str
     let up = &p.instances[instance];
     let produces = registry.get(&up.kind)?.produces(&up.params)?;
     let decl = produces.table(table)?;
-    let mut columns: BTreeSet<String> = decl.columns?.iter().map(|c| c.to_string()).collect();
+    let mut columns: BTreeSet<String> = decl.columns.clone()?.into_iter().collect();
     if let Some(param) = decl.network_columns_of {
         for &i in up.inputs.get(param).into_iter().flatten() {
             columns.extend(network_columns(p, registry, i)?);

@@ -60,20 +60,7 @@ impl<'a> SummaryTable<'a> {
     }
 
     pub fn column_names(&self) -> Vec<String> {
-        let mut names = self.grouped.columns.clone();
-        if self.reference.is_some() {
-            names.push("thesis_row".into());
-        }
-        for m in &self.grouped.metrics {
-            names.extend([format!("{m}_mean"), format!("{m}_std"), format!("{m}_count")]);
-            if self.with_min_max {
-                names.extend([format!("{m}_min"), format!("{m}_max")]);
-            }
-            if self.reference.is_some() {
-                names.extend([format!("{m}_thesis"), format!("{m}_thesis_std"), format!("{m}_diff")]);
-            }
-        }
-        names
+        column_names(&self.grouped.columns, &self.grouped.metrics, self.with_min_max, self.reference.is_some())
     }
 
     pub fn rows(&self) -> Vec<Row> {
@@ -89,7 +76,7 @@ impl<'a> SummaryTable<'a> {
         }
         let thesis = self.thesis_row(i);
         if let Some(t) = thesis {
-            row.insert("thesis_row".into(), Value::Str(t.label.clone()));
+            row.insert(THESIS_ROW.into(), Value::Str(t.label.clone()));
         }
         for (m, s) in self.grouped.metrics.iter().zip(&g.metrics) {
             row.insert(format!("{m}_count"), Value::Int(s.as_ref().map_or(0, |s| s.count as i64)));
@@ -176,6 +163,29 @@ impl<'a> SummaryTable<'a> {
         out
     }
 }
+
+/// The columns of a summary table, in their order: the group columns, the thesis's row
+/// label with a reference, then per metric its mean, std and count (min and max, the
+/// thesis's mean and std and our difference).
+pub fn column_names(groups: &[String], metrics: &[String], min_max: bool, reference: bool) -> Vec<String> {
+    let mut names = groups.to_vec();
+    if reference {
+        names.push(THESIS_ROW.into());
+    }
+    for m in metrics {
+        names.extend([format!("{m}_mean"), format!("{m}_std"), format!("{m}_count")]);
+        if min_max {
+            names.extend([format!("{m}_min"), format!("{m}_max")]);
+        }
+        if reference {
+            names.extend([format!("{m}_thesis"), format!("{m}_thesis_std"), format!("{m}_diff")]);
+        }
+    }
+    names
+}
+
+/// The column naming the thesis's row a group matched.
+pub const THESIS_ROW: &str = "thesis_row";
 
 /// Decimals that show a value to three significant digits when it is small (diversity is
 /// ~1e-3), and three decimals otherwise, as the thesis prints accuracies and losses.

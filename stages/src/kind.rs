@@ -495,21 +495,30 @@ pub enum NetworkColumns {
 pub struct TableDecl {
     pub name: &'static str,
     /// None where the columns follow from data the kind cannot know before it runs.
-    pub columns: Option<&'static [&'static str]>,
+    pub columns: Option<Vec<String>>,
     /// Rows also carry the per-network columns of the weight set this parameter names.
     pub network_columns_of: Option<&'static str>,
+    /// The columns whose values identify one row (a summary table's groups), if any.
+    pub keyed_by: Option<Vec<String>>,
 }
 
 impl TableDecl {
-    pub const fn new(name: &'static str, columns: &'static [&'static str]) -> Self {
-        TableDecl { name, columns: Some(columns), network_columns_of: None }
+    pub fn new(name: &'static str, columns: &[&str]) -> Self {
+        Self::with_columns(name, columns.iter().map(|c| c.to_string()).collect())
+    }
+    pub fn with_columns(name: &'static str, columns: Vec<String>) -> Self {
+        TableDecl { name, columns: Some(columns), network_columns_of: None, keyed_by: None }
     }
     /// A table whose columns are only known when it is written.
-    pub const fn undeclared(name: &'static str) -> Self {
-        TableDecl { name, columns: None, network_columns_of: None }
+    pub fn undeclared(name: &'static str) -> Self {
+        TableDecl { name, columns: None, network_columns_of: None, keyed_by: None }
     }
-    pub const fn with_network_columns_of(mut self, param: &'static str) -> Self {
+    pub fn with_network_columns_of(mut self, param: &'static str) -> Self {
         self.network_columns_of = Some(param);
+        self
+    }
+    pub fn keyed_by(mut self, columns: Vec<String>) -> Self {
+        self.keyed_by = Some(columns);
         self
     }
 }

@@ -160,19 +160,30 @@ fn rows_of<'a>(set: &'a WeightSet, indices: &[usize]) -> Vec<&'a [f32]> {
 
 /// The tables evaluate emits. Per-network rows carry the weight set's own columns (`run`,
 /// `epoch`, ...); the summary row carries the spreads and diversity.
-const METRICS_TABLE: TableDecl = TableDecl::new(
-    "metrics",
-    &[
-        "row_type", "network", "accuracy", "loss", "networks", "accuracy_std", "loss_std", "diversity", "diversity_std",
-        "diversity_networks", "diversity_inputs", "diversity_pairs", "diversity_pairs_std",
-    ],
-)
-.with_network_columns_of("weights");
-const BMA_TABLE: TableDecl = TableDecl::new("bma", &["models", "accuracy", "loss"]);
-const TOY_TABLE: TableDecl = TableDecl::new(
-    "toy",
-    &["row_type", "network", "coordinate_mean", "coordinate_std", "networks", "coordinate_mean_std", "across_sample_std"],
-);
+fn metrics_table() -> TableDecl {
+    TableDecl::new(
+        METRICS_TABLE,
+        &[
+            "row_type", "network", "accuracy", "loss", "networks", "accuracy_std", "loss_std", "diversity", "diversity_std",
+            "diversity_networks", "diversity_inputs", "diversity_pairs", "diversity_pairs_std",
+        ],
+    )
+    .with_network_columns_of("weights")
+}
+const METRICS_TABLE: &str = "metrics";
+const BMA_TABLE: &str = "bma";
+const TOY_TABLE: &str = "toy";
+
+fn bma_table() -> TableDecl {
+    TableDecl::new(BMA_TABLE, &["models", "accuracy", "loss"])
+}
+
+fn toy_table() -> TableDecl {
+    TableDecl::new(
+        TOY_TABLE,
+        &["row_type", "network", "coordinate_mean", "coordinate_std", "networks", "coordinate_mean_std", "across_sample_std"],
+    )
+}
 
 fn network_row(set: &WeightSet, index: usize, m: &Metrics) -> Row {
     let mut r = row([
@@ -245,7 +256,7 @@ impl Evaluate {
         let (per_sample, summary) = toy_statistics(&data, set.params())?;
         ctx.progress.metric("coordinate_mean", summary.sample_means.mean);
         ctx.progress.metric("coordinate_mean_std", summary.sample_means.std);
-        ctx.emit_rows(TOY_TABLE.name, toy_rows(indices, &per_sample, &summary));
+        ctx.emit_rows(TOY_TABLE, toy_rows(indices, &per_sample, &summary));
         Ok(())
     }
 
@@ -294,8 +305,8 @@ impl Evaluate {
         }
         let mut rows: Vec<Row> = indices.iter().zip(&metrics).map(|(&i, m)| network_row(set, i, m)).collect();
         rows.push(summary);
-        ctx.emit_rows(METRICS_TABLE.name, rows);
-        ctx.emit_rows(BMA_TABLE.name, curve.iter().map(bma_row));
+        ctx.emit_rows(METRICS_TABLE, rows);
+        ctx.emit_rows(BMA_TABLE, curve.iter().map(bma_row));
         Ok(())
     }
 }
@@ -336,7 +347,7 @@ impl StageKind for Evaluate {
 
     fn produces(&self, params: &Params) -> Option<crate::kind::Produces> {
         let toy = EvaluateParams::parse(params).is_ok_and(|p| matches!(p.mode, Mode::Toy));
-        Some(crate::kind::Produces::tables(if toy { &[TOY_TABLE] } else { &[METRICS_TABLE, BMA_TABLE] }))
+        Some(crate::kind::Produces::tables(&if toy { vec![toy_table()] } else { vec![metrics_table(), bma_table()] }))
     }
     fn needs(&self, _param: &str, _params: &Params) -> crate::kind::Needs {
         crate::kind::Needs::Weights

@@ -173,7 +173,7 @@ pub(crate) mod testing {
         promised.sort();
         assert_eq!(emitted, promised, "`{}` emitted other tables than it declares", kind.name());
         for decl in &declared.tables {
-            let mut allowed: Vec<String> = decl.columns.expect("science tables declare their columns").iter().map(|c| c.to_string()).collect();
+            let mut allowed: Vec<String> = decl.columns.clone().expect("science tables declare their columns");
             if let Some(param) = decl.network_columns_of {
                 for input in inputs.get(param).into_iter().flatten() {
                     let set = crate::weights::WeightSet::read(&input.file(super::FILE_NAME)).expect("input weight set");
