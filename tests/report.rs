@@ -241,3 +241,96 @@ fn report_rebuilds_identical_files_from_the_cache_alone() {
         assert!(!index.contains("not cached"), "{index}");
     }
 }
+
+/// acc = 10A and loss = 4 - A for A in 1..3; `broken` fails, so the table over it is
+/// never computed.
+const CLAIMS: &str = r#"
+[pipeline]
+name = "claims"
+
+[stage.measure]
+kind = "command"
+cmd = ["sh", "-c", "printf 'acc,loss\n%s,%s\n' $((A*10)) $((4-A)) > metrics.csv"]
+outputs = ["metrics.csv"]
+matrix.env.A = ["1", "2", "3"]
+
+[table.by-a]
+from = "measure"
+rows = ["A"]
+metrics = ["acc", "loss"]
+
+[claim.acc-rises]
+table = "by-a"
+says = "accuracy rises with A"
+check = "rises"
+metric = "acc"
+over = "A"
+
+[claim.a2-below-a3]
+table = "by-a"
+says = "A = 2 is less accurate than A = 3"
+check = "below"
+metric = "acc"
+row = { A = "2" }
+than = { A = "3" }
+
+[claim.loss-above-two]
+table = "by-a"
+says = "the loss at A = 3 stays above 2"
+check = "above"
+metric = "loss"
+row = { A = "3" }
+value = [2.0]
+"#;
+
+const BROKEN: &str = r#"
+[stage.broken]
+kind = "command"
+cmd = ["sh", "-c", "exit 3"]
+outputs = ["metrics.csv"]
+
+[table.of-broken]
+from = "broken"
+metrics = ["acc"]
+
+[claim.broken-is-accurate]
+table = "of-broken"
+says = "the broken stage is accurate"
+check = "at-least"
+metric = "acc"
+value = [0.5]
+"#;
+
+#[test]
+fn claims_hold_or_not_and_the_report_opens_with_their_verdicts() {
+    let p = Project::new();
+    p.write("pipelines/claims.toml", CLAIMS);
+    let o = p.run(&["run", "pipelines/claims.toml"]);
+    assert_ok(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("3 claims: holds 2, does not hold 1, not computed 0"), "{err}");
+    assert!(err.contains("acc-rises") && err.contains("1: 10.000, 2: 20.000, 3: 30.000"), "{err}");
+    let index = std::fs::read_to_string(p.path().join("reports/claims/index.md")).unwrap();
+    let verdicts = index.find("## Verdicts").expect("a verdicts section");
+    assert!(verdicts < index.find("## Tables").unwrap(), "the verdicts come first");
+    let line = |claim: &str| index.lines().find(|l| l.starts_with(&format!("| {claim} |"))).unwrap_or_else(|| panic!("no row for {claim}:\n{index}")).to_owned();
+    assert!(line("acc-rises").contains("**holds**"), "{}", line("acc-rises"));
+    assert!(line("a2-below-a3").contains("| 20.000 (n 1) | 30.000 (n 1) (A=3) | **holds** |"), "{}", line("a2-below-a3"));
+    let above = line("loss-above-two");
+    assert!(above.contains("| the loss at A = 3 stays above 2 | 1.000 (n 1) | 2 | **does not hold** | loss_mean 1.000 - 2.000 = -1.000 |"), "{above}");
+    let status = p.run(&["status", "pipelines/claims.toml"]);
+    assert!(text(&status).contains("3 claims: holds 2, does not hold 1, not computed 0"), "{}", text(&status));
+}
+
+#[test]
+fn a_claim_whose_table_is_missing_is_not_computed() {
+    let p = Project::new();
+    p.write("pipelines/claims.toml", &format!("{CLAIMS}{BROKEN}"));
+    let o = p.run(&["run", "--keep-going", "pipelines/claims.toml"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("4 claims: holds 2, does not hold 1, not computed 1"), "{err}");
+    assert!(err.contains("broken-is-accurate  not run: `broken` not in the cache"), "{err}");
+    let status = text(&p.run(&["status", "pipelines/claims.toml"]));
+    assert!(status.contains("4 claims: holds 2, does not hold 1, not computed 1"), "{status}");
+}

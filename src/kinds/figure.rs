@@ -93,7 +93,7 @@ impl StageKind for Figure {
             .collect();
         columns.extend(params.str_list("series").unwrap_or_default().into_iter().map(|column| ColumnUse { param: "series", column }));
         columns.extend(params.str_map("filter").unwrap_or_default().into_keys().map(|column| ColumnUse { param: "filter", column }));
-        Needs::Table { name: params.str("source").unwrap_or("metrics").to_owned(), columns }
+        Needs::Table { name: params.str("source").unwrap_or("metrics").to_owned(), columns, picks: Vec::new() }
     }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
         check_source_name(params.str("source")?).map_err(StageError::Param)?;

@@ -1,6 +1,7 @@
 //! The registry of stage kinds: the science kinds of `wfpipe-stages` plus the kinds the
 //! orchestrator provides itself (`command`, and the aggregation kinds).
 
+pub mod claim;
 pub mod command;
 pub mod figure;
 pub mod table;
@@ -17,6 +18,7 @@ impl Registry {
         let mut kinds = wfpipe_stages::registry();
         kinds.push(Box::new(command::Command));
         kinds.push(Box::new(table::Table));
+        kinds.push(Box::new(claim::Claim));
         kinds.push(Box::new(figure::Figure));
         kinds.sort_by_key(|k| k.name());
         Registry { kinds }

@@ -82,7 +82,7 @@ impl StageKind for Table {
         if let Ok(Some(near)) = Near::parse(&params.str_map("near").unwrap_or_default()) {
             columns.push(ColumnUse { param: "near", column: near.column });
         }
-        Needs::Table { name: params.str("source").unwrap_or("metrics").to_owned(), columns }
+        Needs::Table { name: params.str("source").unwrap_or("metrics").to_owned(), columns, picks: Vec::new() }
     }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
         check_source_name(params.str("source")?).map_err(StageError::Param)?;

@@ -97,6 +97,9 @@ pub fn render_status(p: &Pipeline, cache: &Cache) -> String {
         running.len(),
         failed.len() + slurm_failed.len()
     );
+    if crate::report::verdicts::has_claims(p) {
+        let _ = writeln!(out, "  {}", crate::report::verdicts::counts(&crate::report::verdicts::collect(p, cache)));
+    }
     for inst in running {
         let note = crate::executor::slurm::status::progress_note(cache, &inst.key).map(|n| format!(" ({n})")).unwrap_or_default();
         let _ = writeln!(out, "  running  {}{note}", inst.id);

@@ -1,6 +1,7 @@
 //! `wfpipe report PIPELINE`: `reports/<pipeline>/index.md` from the cache, computing nothing.
 //!
-//! The report holds every table (markdown inline, csv beside it) and every figure (PNG
+//! The report opens with the verdicts of the pipeline's claims (a claim not in the cache
+//! is "not computed"), then holds every table (markdown inline, csv beside it) and every figure (PNG
 //! embedded, SVG linked) of the pipeline's `table` and `figure` instances, then a
 //! provenance table read from the cache manifests of all its instances. Everything in it
 //! comes from cached files, never from the clock, so deleting `reports/` and running
@@ -15,6 +16,7 @@ use crate::cache::{Cache, Manifest};
 use crate::kinds::{figure, table};
 use crate::pipeline::{Instance, Pipeline};
 use crate::report::summary_table::escape;
+use crate::report::verdicts;
 
 const TABLE_KIND: &str = "table";
 const FIGURE_KIND: &str = "figure";
@@ -40,7 +42,7 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Repor
 
 /// Whether the pipeline has anything a report shows.
 pub fn has_outputs(p: &Pipeline) -> bool {
-    p.instances.iter().any(is_output)
+    p.instances.iter().any(is_output) || verdicts::has_claims(p)
 }
 
 fn is_output(i: &Instance) -> bool {
@@ -112,6 +114,9 @@ pub fn write_report(p: &Pipeline, cache: &Cache, root: &Path) -> Result<PathBuf,
         md,
         "Rebuilt by `wfpipe report` from the cache entries of `{file}`; every number and figure below was read from a cached result.\n"
     );
+    if verdicts::has_claims(p) {
+        let _ = writeln!(md, "{}", verdicts::markdown(&verdicts::collect(p, cache)));
+    }
     let tables: Vec<&Instance> = p.instances.iter().filter(|i| i.kind == TABLE_KIND).collect();
     if !tables.is_empty() {
         let _ = writeln!(md, "## Tables\n");

@@ -126,6 +126,7 @@ pub fn run(path: &Path, o: &RunOptions) -> anyhow::Result<i32> {
     renderer.event(Event::Planned { total: selected.len(), cached: selected.len() - todo.len(), to_run: todo.len() });
     if todo.is_empty() {
         renderer.finish();
+        print_verdicts(&p, &cache, o);
         return Ok(write_report(&p, &cache, o));
     }
     let mut capacity = detect_capacity(o);
@@ -158,6 +159,9 @@ pub fn run(path: &Path, o: &RunOptions) -> anyhow::Result<i32> {
         }
     };
     print_summary(&summary);
+    if !summary.interrupted {
+        print_verdicts(&p, &cache, o);
+    }
     Ok(if summary.interrupted {
         130
     } else if summary.is_success() {
@@ -178,6 +182,15 @@ fn write_report(p: &Pipeline, cache: &crate::cache::Cache, o: &RunOptions) -> i3
             1
         }
     }
+}
+
+/// The claims' verdicts, after every run that was not interrupted (a failed input makes
+/// its claims "not computed", which is worth reading too).
+fn print_verdicts(p: &Pipeline, cache: &crate::cache::Cache, o: &RunOptions) {
+    if matches!(o.mode, Mode::Quiet | Mode::Json) || !crate::report::verdicts::has_claims(p) {
+        return;
+    }
+    eprint!("\n{}", crate::report::verdicts::summary(&crate::report::verdicts::collect(p, cache)));
 }
 
 pub fn print_summary(s: &RunSummary) {

@@ -362,8 +362,11 @@ fn check_connection(
         }
         let Some(produces) = registry.get(&up.kind).and_then(|k| k.produces(&up.params)) else { continue };
         if produces.satisfies(&need) {
-            if let Needs::Table { name, columns } = &need {
+            if let Needs::Table { name, columns, picks } = &need {
                 if !check_columns(p, registry, stage, selected, name, columns, diags) {
+                    return false;
+                }
+                if !check_picks(p, registry, stage, up, name, picks, diags) {
                     return false;
                 }
             }
@@ -425,6 +428,47 @@ fn check_columns(
             )
             .suggest(column, known.iter().map(String::as_str))
             .help_if_none(format!("columns: {}", known.iter().cloned().collect::<Vec<_>>().join(", "))),
+        );
+        return false;
+    }
+    true
+}
+
+/// A parameter that picks one row of a keyed table must pin every key column it does not
+/// leave open: otherwise it names several rows and the result would depend on their order.
+fn check_picks(
+    p: &Pipeline,
+    registry: &Registry,
+    stage: &super::StageDef,
+    up: &super::Instance,
+    table: &str,
+    picks: &[wfpipe_stages::kind::RowPick],
+    diags: &mut Vec<Diagnostic>,
+) -> bool {
+    let Some(keys) = registry.get(&up.kind).and_then(|k| k.produces(&up.params)).and_then(|pr| pr.table(table).and_then(|d| d.keyed_by.clone())) else {
+        return true;
+    };
+    for pick in picks {
+        let open: Vec<&String> = keys.iter().filter(|k| !pick.pinned.contains(k) && !pick.open.contains(k)).collect();
+        if open.is_empty() {
+            continue;
+        }
+        let names: Vec<&str> = open.iter().map(|k| k.as_str()).collect();
+        diags.push(
+            Diagnostic::new(
+                format!(
+                    "`{}` selects more than one row of `{}`: it leaves {} open",
+                    pick.param,
+                    p.stages[up.stage].name,
+                    quoted_list(&names)
+                ),
+                stage.param_spans.get(pick.param).cloned().flatten(),
+            )
+            .help(format!(
+                "`{}`'s rows are keyed by {}; give each a value (\"\" for a row that has none)",
+                p.stages[up.stage].name,
+                quoted_list(&keys.iter().map(String::as_str).collect::<Vec<_>>())
+            )),
         );
         return false;
     }

@@ -112,8 +112,8 @@ pub enum LoadError {
 }
 
 const STAGE_KEYS: &[&str] = &["kind", "matrix", "zip", "include", "exclude", "replicates", "seed", "resources"];
-const TOP_KEYS: &[&str] = &["pipeline", "stage", "table", "figure", "report", "executor"];
-const SUGAR_SECTIONS: &[&str] = &["table", "figure", "report"];
+const TOP_KEYS: &[&str] = &["pipeline", "stage", "table", "figure", "claim", "report", "executor"];
+const SUGAR_SECTIONS: &[&str] = &["table", "figure", "claim", "report"];
 
 /// Read, check and expand a pipeline file. `overrides` are `stage.key=value` strings.
 pub fn load(path: &Path, overrides: &[String], registry: &Registry) -> Result<Pipeline, LoadError> {
@@ -265,7 +265,7 @@ impl<'a> Loader<'a> {
                         }
                     }
                 }
-                section @ ("stage" | "table" | "figure" | "report") => {
+                section @ ("stage" | "table" | "figure" | "claim" | "report") => {
                     let Some(table) = self.expect_table(section, value) else {
                         continue;
                     };
@@ -284,7 +284,7 @@ impl<'a> Loader<'a> {
                         if !seen.insert(sk.name.clone()) {
                             self.err(
                                 Diagnostic::new(format!("duplicate stage `{}`", sk.name), Some(sk.span.clone()))
-                                    .help("stage names are shared by [stage.*], [table.*], [figure.*] and [report.*]"),
+                                    .help("stage names are shared by [stage.*], [table.*], [figure.*], [claim.*] and [report.*]"),
                             );
                             continue;
                         }

@@ -4,7 +4,7 @@
 //! [`gather`] reads the rows of every input instance, [`near`] marks rows near a baseline,
 //! [`aggregate`] groups and summarises them, [`summary_table`] lays a summary out as a table, [`reference`] holds the thesis's
 //! numbers, [`figure_data`] and [`draw`] make figures. The `table` and `figure` kinds (`crate::kinds`) and `wfpipe report`
-//! (`crate::ops::report`) are built from these.
+//! (`crate::ops::report`) are built from these; [`verdicts`] reads the claims' verdicts back.
 
 pub mod aggregate;
 pub mod draw;
@@ -13,3 +13,4 @@ pub mod gather;
 pub mod near;
 pub mod reference;
 pub mod summary_table;
+pub mod verdicts;

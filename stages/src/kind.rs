@@ -579,8 +579,19 @@ pub enum Needs {
     Anything,
     Weights,
     Flow,
-    /// An emitted table of this name, with these columns (each named by a parameter).
-    Table { name: String, columns: Vec<ColumnUse> },
+    /// An emitted table of this name, with these columns (each named by a parameter), from
+    /// which `picks` select single rows.
+    Table { name: String, columns: Vec<ColumnUse>, picks: Vec<RowPick> },
+}
+
+/// A parameter that selects one row of a keyed table (one per value of `open`) by pinning
+/// the table's key columns: it is ambiguous when a key column is neither pinned nor open.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowPick {
+    pub param: &'static str,
+    pub pinned: Vec<String>,
+    /// Key columns left open on purpose (the axis of a trend).
+    pub open: Vec<String>,
 }
 
 /// A column a parameter names, to be found in the gathered rows.
@@ -592,7 +603,7 @@ pub struct ColumnUse {
 
 impl Needs {
     pub fn table(name: impl Into<String>) -> Self {
-        Needs::Table { name: name.into(), columns: Vec::new() }
+        Needs::Table { name: name.into(), columns: Vec::new(), picks: Vec::new() }
     }
 
     pub fn describe(&self) -> String {
