@@ -70,9 +70,36 @@ impl Slots {
     }
 }
 
+/// `todo` in the order to start it: longest critical path first. An instance's path is
+/// its estimated work (`work[i]`, 0 when unknown) plus the longest path among its
+/// dependents; starting the long chains first keeps every CPU busy near the end of a run
+/// instead of leaving one long job to run alone (list scheduling by bottom level). Ties
+/// keep the given order. Instances are indexed in topological order.
+pub fn critical_path_first(todo: &[usize], work: &[f64], dependents: &[Vec<usize>]) -> Vec<usize> {
+    let mut path = vec![0.0f64; work.len()];
+    for i in (0..work.len()).rev() {
+        let longest = dependents[i].iter().map(|&d| path[d]).fold(0.0, f64::max);
+        path[i] = work[i].max(0.0) + longest;
+    }
+    let mut order = todo.to_vec();
+    order.sort_by(|&a, &b| path[b].total_cmp(&path[a]));
+    order
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_longest_chain_starts_first_and_ties_keep_their_order() {
+        // 0 -> 1 (short chain, 1 + 1), 2 (long leaf, 5), 3 and 4 (unknown work, 0).
+        let dependents = vec![vec![1], vec![], vec![], vec![], vec![]];
+        let work = [1.0, 1.0, 5.0, 0.0, 0.0];
+        assert_eq!(critical_path_first(&[0, 1, 2, 3, 4], &work, &dependents), vec![2, 0, 1, 3, 4]);
+        // A cheap instance in front of an expensive one inherits its path.
+        let work = [1.0, 10.0, 5.0, 0.0, 0.0];
+        assert_eq!(critical_path_first(&[0, 1, 2, 3, 4], &work, &dependents), vec![0, 1, 2, 3, 4]);
+    }
 
     fn res(cpus: u32, gpus: u32) -> Resources {
         Resources { cpus, gpus, mem_mb: 100, time_min: 0 }

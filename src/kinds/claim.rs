@@ -3,10 +3,12 @@
 //!
 //! A claim names a table, the thesis's words (`says`), a `metric` and a `check`. `row`
 //! pins the table's key columns to select one group (`""` selects a group that has no
-//! value there, such as the target networks' row); the cell read is `<metric>_mean`.
+//! value there, such as the target networks' row); the cell read is `<metric>_mean`, or
+//! `<metric>_std` with `statistic = "std"` (the spread is what some claims are about).
 //!
 //! - `below` / `above` / `at-most` / `at-least`: the cell against the cell of the row
-//!   `than` selects (`row` with `than`'s columns replaced) or against `value = [x]`;
+//!   `than` selects (`row` with `than`'s columns replaced; of metric `than_metric` if given,
+//!   which may be the same row) or against `value = [x]`;
 //! - `between`: the cell within `value = [lo, hi]`;
 //! - `near-thesis`: within the thesis's std of the thesis's mean (the table needs a
 //!   `reference`);
@@ -83,8 +85,10 @@ impl Check {
 pub struct ClaimSpec {
     check: Check,
     metric: String,
+    statistic: &'static str,
     row: BTreeMap<String, String>,
     than: BTreeMap<String, String>,
+    than_metric: String,
     value: Vec<f64>,
     over: String,
     tolerance: f64,
@@ -100,8 +104,10 @@ impl ClaimSpec {
         let spec = ClaimSpec {
             check: Check::parse(p.str("check")?)?,
             metric: p.str("metric")?.to_owned(),
+            statistic: if p.str("statistic")? == "std" { "std" } else { "mean" },
             row: p.str_map("row")?,
             than: p.str_map("than")?,
+            than_metric: p.str("than_metric")?.to_owned(),
             value,
             over: p.str("over")?.to_owned(),
             tolerance: p.get("tolerance")?.as_f64().unwrap_or(0.0),
@@ -128,20 +134,20 @@ impl ClaimSpec {
             return bad(format!("`over = \"{}\"` is the trend's axis: leave it out of `row`", self.over));
         }
         match self.check {
-            c if c.is_comparison() => match (self.than.is_empty(), self.value.len()) {
+            c if c.is_comparison() => match (self.than.is_empty() && self.than_metric.is_empty(), self.value.len()) {
                 (false, 0) | (true, 1) => Ok(()),
                 (false, _) => bad(format!("`{}` compares with another row (`than`) or a number (`value`), not both", c.word())),
                 (true, 0) => bad(format!("`{}` needs `than = {{ column = \"value\" }}` (another row) or `value = [x]`", c.word())),
                 (true, n) => bad(format!("`{}` compares with one number: `value = [x]`, got {n}", c.word())),
             },
             Check::Between => {
-                if !self.than.is_empty() || self.value.len() != 2 || self.value[0] > self.value[1] {
+                if !self.than.is_empty() || !self.than_metric.is_empty() || self.value.len() != 2 || self.value[0] > self.value[1] {
                     return bad("`between` needs `value = [low, high]` with low <= high and no `than`".into());
                 }
                 Ok(())
             }
             _ => {
-                if !self.than.is_empty() || !self.value.is_empty() {
+                if !self.than.is_empty() || !self.value.is_empty() || !self.than_metric.is_empty() {
                     return bad(format!("`{c}` takes neither `than` nor `value`"));
                 }
                 Ok(())
@@ -149,8 +155,18 @@ impl ClaimSpec {
         }
     }
 
-    fn mean_column(&self) -> String {
-        format!("{}_mean", self.metric)
+    /// The column a cell is read from.
+    fn column(&self) -> String {
+        format!("{}_{}", self.metric, self.statistic)
+    }
+
+    /// The metric of the other cell of a comparison.
+    fn other_metric(&self) -> &str {
+        if self.than_metric.is_empty() {
+            &self.metric
+        } else {
+            &self.than_metric
+        }
     }
 
     /// `row` with `than`'s columns replaced: the other cell of a comparison.
@@ -199,16 +215,14 @@ fn only_row<'r>(rows: &'r [Row], pins: &BTreeMap<String, String>) -> Result<&'r 
     }
 }
 
-fn cell(row: &Row, metric: &str, pins: &BTreeMap<String, String>) -> Result<Cell, String> {
+fn cell(row: &Row, metric: &str, statistic: &str, pins: &BTreeMap<String, String>) -> Result<Cell, String> {
+    let column = format!("{metric}_{statistic}");
     let mean = row
-        .get(&format!("{metric}_mean"))
+        .get(&column)
         .and_then(Value::as_f64)
-        .ok_or_else(|| format!("the row with {} has no `{metric}` value", pins_text(pins)))?;
-    Ok(Cell {
-        mean,
-        std: row.get(&format!("{metric}_std")).and_then(Value::as_f64),
-        n: row.get(&format!("{metric}_count")).and_then(Value::as_i64),
-    })
+        .ok_or_else(|| format!("the row with {} has no `{column}` value", pins_text(pins)))?;
+    let spread = if statistic == "mean" { row.get(&format!("{metric}_std")).and_then(Value::as_f64) } else { None };
+    Ok(Cell { mean, std: spread, n: row.get(&format!("{metric}_count")).and_then(Value::as_i64) })
 }
 
 /// What a claim found.
@@ -269,7 +283,7 @@ fn judge_or_why(spec: &ClaimSpec, rows: &[Row]) -> Result<Verdict, String> {
     if spec.check.is_trend() {
         return trend(spec, rows, &loosened);
     }
-    let ours = cell(only_row(rows, &spec.row)?, &spec.metric, &spec.row)?;
+    let ours = cell(only_row(rows, &spec.row)?, &spec.metric, spec.statistic, &spec.row)?;
     let (theirs, against) = match spec.check {
         Check::Between => ((spec.value[0], spec.value[1]), format!("[{}, {}]", spec.value[0], spec.value[1])),
         Check::NearThesis => {
@@ -284,8 +298,13 @@ fn judge_or_why(spec: &ClaimSpec, rows: &[Row]) -> Result<Verdict, String> {
         _ if spec.value.len() == 1 => ((spec.value[0], spec.value[0]), spec.value[0].to_string()),
         _ => {
             let pins = spec.than_row();
-            let other = cell(only_row(rows, &pins)?, &spec.metric, &pins)?;
-            ((other.mean, other.mean), format!("{} ({})", other.text(), pins_text(&spec.than)))
+            let other = cell(only_row(rows, &pins)?, spec.other_metric(), spec.statistic, &pins)?;
+            let what = match (spec.than.is_empty(), spec.than_metric.is_empty()) {
+                (true, _) => spec.other_metric().to_owned(),
+                (false, true) => pins_text(&spec.than),
+                (false, false) => format!("{}, {}", spec.other_metric(), pins_text(&spec.than)),
+            };
+            ((other.mean, other.mean), format!("{} ({what})", other.text()))
         }
     };
     let a = ours.mean;
@@ -299,8 +318,8 @@ fn judge_or_why(spec: &ClaimSpec, rows: &[Row]) -> Result<Verdict, String> {
     });
     let d = decimals(a);
     let detail = match spec.check {
-        Check::Between | Check::NearThesis => format!("{} {} [{}, {}]{loosened}", spec.mean_column(), if outcome == Outcome::Holds { "in" } else { "outside" }, number(theirs.0, d), number(theirs.1, d)),
-        _ => format!("{} {} - {} = {:+.d$}{loosened}", spec.mean_column(), number(a, d), number(theirs.0, d), a - theirs.0),
+        Check::Between | Check::NearThesis => format!("{} {} [{}, {}]{loosened}", spec.column(), if outcome == Outcome::Holds { "in" } else { "outside" }, number(theirs.0, d), number(theirs.1, d)),
+        _ => format!("{} {} - {} = {:+.d$}{loosened}", spec.column(), number(a, d), number(theirs.0, d), a - theirs.0),
     };
     Ok(Verdict { outcome, ours: ours.text(), against, detail })
 }
@@ -313,7 +332,7 @@ fn trend(spec: &ClaimSpec, rows: &[Row], loosened: &str) -> Result<Verdict, Stri
         if points.iter().any(|(seen, _)| seen.to_string() == x.to_string()) {
             return Err(format!("several rows have {} and {} = {x}", pins_text(&spec.row), spec.over));
         }
-        points.push((x.clone(), cell(row, &spec.metric, &spec.row)?));
+        points.push((x.clone(), cell(row, &spec.metric, spec.statistic, &spec.row)?));
     }
     if points.len() < 2 {
         return Err(format!("a trend needs two values of `{}`; rows with {}: {}", spec.over, pins_text(&spec.row), points.len()));
@@ -335,7 +354,7 @@ fn trend(spec: &ClaimSpec, rows: &[Row], loosened: &str) -> Result<Verdict, Stri
     let (first, last) = (&points[0], &points[points.len() - 1]);
     let detail = format!(
         "{} {} from {} = {} to {} = {}; largest step the other way {}{loosened}",
-        spec.mean_column(),
+        spec.column(),
         if spec.check == Check::Rises { "rises" } else { "falls" },
         spec.over,
         first.0,
@@ -369,8 +388,10 @@ impl StageKind for Claim {
             ParamSpec::required("says", ParamType::Str, "the thesis's words and where they stand, e.g. \"section 7.2: aligning lowers the barrier\""),
             ParamSpec::required("check", ParamType::Enum(Check::WORDS), "how the cell is judged"),
             ParamSpec::required("metric", ParamType::Str, "the metric whose mean is read (`<metric>_mean`)"),
+            ParamSpec::with_default("statistic", ParamType::Enum(&["mean", "std"]), Value::Str("mean".into()), "which summary of the metric a cell is: its mean or its std over the group"),
             ParamSpec::with_default("row", ParamType::StrMap, empty(), "the group: a value for each key column of the table (\"\" where the group has none)"),
             ParamSpec::with_default("than", ParamType::StrMap, empty(), "the other group of a comparison: the columns in which it differs from `row`"),
+            ParamSpec::with_default("than_metric", ParamType::Str, Value::Str(String::new()), "the metric of the other cell, when it is not `metric` (it may be in the same row)"),
             ParamSpec::with_default("value", ParamType::FloatList, Value::List(vec![]), "a bound `[x]` for a comparison, `[low, high]` for `between`"),
             ParamSpec::with_default("over", ParamType::Str, Value::Str(String::new()), "the key column a trend runs along (`rises`, `falls`)"),
             ParamSpec::with_default("tolerance", ParamType::Float { min: Some(0.0), max: None }, Value::Float(0.0), "how far the comparison may miss and still hold"),
@@ -395,10 +416,16 @@ impl StageKind for Claim {
             columns.push(ColumnUse { param: "over", column: over.clone() });
         }
         if !metric.is_empty() {
-            columns.push(ColumnUse { param: "metric", column: format!("{metric}_mean") });
+            let statistic = params.str("statistic").unwrap_or("mean");
+            columns.push(ColumnUse { param: "metric", column: format!("{metric}_{statistic}") });
             if params.str("check").is_ok_and(|c| c == Check::NearThesis.word()) {
                 columns.push(ColumnUse { param: "metric", column: format!("{metric}_thesis") });
             }
+        }
+        let than_metric = params.str("than_metric").unwrap_or("");
+        if !than_metric.is_empty() {
+            let statistic = params.str("statistic").unwrap_or("mean");
+            columns.push(ColumnUse { param: "than_metric", column: format!("{than_metric}_{statistic}") });
         }
         let mut picks = vec![RowPick { param: "row", pinned: row.keys().cloned().collect(), open: vec![over].into_iter().filter(|o| !o.is_empty()).collect() }];
         if !than.is_empty() {
@@ -493,6 +520,13 @@ mod tests {
         };
         assert_eq!(reach(0.0), Outcome::DoesNotHold);
         assert_eq!(reach(0.02), Outcome::Holds);
+    }
+
+    #[test]
+    fn two_metrics_of_one_row_compare() {
+        let v = verdict(&[("check", s("below")), ("metric", s("loss")), ("than_metric", s("accuracy")), ("row", map(&[("geometry", "geometric")]))]);
+        assert_eq!(v.outcome, Outcome::Holds, "{v:?}");
+        assert_eq!(v.against, "0.970 (accuracy)");
     }
 
     #[test]

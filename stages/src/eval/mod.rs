@@ -1,5 +1,5 @@
 //! Evaluation of weight sets (science.md section 8): per-network quality, functional
-//! diversity, Bayesian model averaging, the toy statistics, and fine-tuning curves from a
+//! diversity, Bayesian model averaging, the distance of samples to their targets, the toy statistics, and fine-tuning curves from a
 //! learned initialization.
 //!
 //! Everything here works on flat weight vectors and a [`crate::data::Split`]; the stage
@@ -10,6 +10,7 @@ pub mod bma;
 pub mod diversity;
 pub mod finetune;
 pub mod metrics;
+pub mod novelty;
 pub mod predict;
 pub mod stats;
 pub mod toy;

@@ -13,6 +13,11 @@
 //!   = population std over networks, `networks`, and the diversity: `diversity`,
 //!   `diversity_std` over the N² pairs with the zero diagonal, `diversity_pairs`,
 //!   `diversity_pairs_std` over i < j, `diversity_networks`, `diversity_inputs`);
+//! - with `targets` (the weight set the flow was trained on): per network `nearest_target`,
+//!   the distance to the nearest target, and in the summary row its mean and std and
+//!   `target_spacing` / `target_spacing_std`, the distance from a target to its nearest
+//!   other target, over as many seeded random targets as networks evaluated
+//!   ([`crate::eval::novelty`]);
 //! - `bma`: `models`, `accuracy`, `loss` of the averaged prediction.
 //!
 //! Toy mode (`mode = "toy"`, no dataset): table `toy` with per-network `coordinate_mean` and
@@ -26,6 +31,7 @@ use crate::data::{self, DatasetName, SplitName};
 use crate::eval::bma::{bma_curve, usable_grid, Averaging, BmaPoint};
 use crate::eval::diversity::{diversity, output_sets, Diversity, DiversityConfig, JsdForm};
 use crate::eval::metrics::evaluate_networks;
+use crate::eval::novelty::{nearest_target, target_spacing};
 use crate::eval::stats::MeanStd;
 use crate::eval::toy::{toy_statistics, SampleStats, ToySummary};
 use crate::kind::{TableDecl, NETWORK_ROW, ROW_TYPE, SUMMARY_ROW, ParamSpec, ParamType, Params, RefMode, Resources, Row, StageContext, StageError, StageKind, Value};
@@ -132,6 +138,45 @@ fn read_weights(ctx: &StageContext<'_>) -> Result<WeightSet, StageError> {
     Ok(WeightSet::read(&path)?)
 }
 
+/// The weight set `targets` names, if any, with the layout of the evaluated set.
+fn read_targets(ctx: &StageContext<'_>, set: &WeightSet) -> Result<Option<WeightSet>, StageError> {
+    if ctx.inputs_of("targets").is_empty() {
+        return Ok(None);
+    }
+    let input = ctx.input("targets")?;
+    let path = input.file(FILE_NAME);
+    if !path.exists() {
+        return Err(StageError::Input(format!("`targets` refers to {} (kind {}), which wrote no {FILE_NAME}", input.instance, input.kind)));
+    }
+    let targets = WeightSet::read(&path)?;
+    if targets.layout != set.layout {
+        return Err(StageError::Input(format!(
+            "`targets` ({}) has layout {} but the evaluated set has {}: distances need one representation",
+            input.instance, targets.layout, set.layout
+        )));
+    }
+    Ok(Some(targets))
+}
+
+/// Per evaluated network its distance to the nearest target, and the targets' own spacing.
+struct Novelty {
+    nearest: Vec<f64>,
+    spacing: MeanStd,
+}
+
+/// The spacing is measured from as many seeded random targets as there are networks
+/// evaluated (to their nearest among all targets): the same size of estimate as the
+/// samples' distances, at a cost that does not grow with the square of the target set.
+fn novelty(set: &WeightSet, indices: &[usize], targets: &WeightSet, seed: u64, pool: &rayon::ThreadPool) -> Option<Novelty> {
+    let all: Vec<usize> = (0..targets.count).collect();
+    let t = rows_of(targets, &all);
+    let mut chosen = shuffled(&all, seed, "evaluate target spacing");
+    chosen.truncate(indices.len());
+    let dim = set.params();
+    let (nearest, spacing) = pool.install(|| (nearest_target(&rows_of(set, indices), &t, dim), target_spacing(&chosen, &t, dim)));
+    Some(Novelty { nearest, spacing: MeanStd::of(spacing.into_iter().filter(|d| d.is_finite()))? })
+}
+
 /// Indices of the networks to evaluate: all of them, or a seeded random subset in index order.
 fn chosen_networks(set: &WeightSet, count: usize, seed: u64) -> Result<Vec<usize>, StageError> {
     if count > set.count {
@@ -165,7 +210,8 @@ fn metrics_table() -> TableDecl {
         METRICS_TABLE,
         &[
             "row_type", "network", "accuracy", "loss", "networks", "accuracy_std", "loss_std", "diversity", "diversity_std",
-            "diversity_networks", "diversity_inputs", "diversity_pairs", "diversity_pairs_std",
+            "diversity_networks", "diversity_inputs", "diversity_pairs", "diversity_pairs_std", "nearest_target",
+            "nearest_target_std", "target_spacing", "target_spacing_std",
         ],
     )
     .with_network_columns_of("weights")
@@ -185,20 +231,23 @@ fn toy_table() -> TableDecl {
     )
 }
 
-fn network_row(set: &WeightSet, index: usize, m: &Metrics) -> Row {
+fn network_row(set: &WeightSet, index: usize, m: &Metrics, nearest: Option<f64>) -> Row {
     let mut r = row([
         (ROW_TYPE, Value::Str(NETWORK_ROW.into())),
         ("network", Value::Int(index as i64)),
         ("accuracy", Value::Float(m.accuracy)),
         ("loss", Value::Float(m.loss)),
     ]);
+    if let Some(d) = nearest {
+        r.insert("nearest_target".into(), Value::Float(d));
+    }
     for (name, values) in &set.columns {
         r.entry(name.clone()).or_insert(Value::Int(values[index]));
     }
     r
 }
 
-fn summary_row(metrics: &[Metrics], diversity: Option<&Diversity>) -> Row {
+fn summary_row(metrics: &[Metrics], diversity: Option<&Diversity>, novelty: Option<&Novelty>) -> Row {
     let accuracy = MeanStd::of(metrics.iter().map(|m| m.accuracy)).expect("at least one network");
     let loss = MeanStd::of(metrics.iter().map(|m| m.loss)).expect("at least one network");
     let mut r = row([
@@ -218,6 +267,13 @@ fn summary_row(metrics: &[Metrics], diversity: Option<&Diversity>) -> Row {
             r.insert("diversity_pairs".into(), Value::Float(pairs.mean));
             r.insert("diversity_pairs_std".into(), Value::Float(pairs.std));
         }
+    }
+    if let Some(n) = novelty {
+        let nearest = MeanStd::of(n.nearest.iter().copied()).expect("at least one network");
+        r.insert("nearest_target".into(), Value::Float(nearest.mean));
+        r.insert("nearest_target_std".into(), Value::Float(nearest.std));
+        r.insert("target_spacing".into(), Value::Float(n.spacing.mean));
+        r.insert("target_spacing_std".into(), Value::Float(n.spacing.std));
     }
     r
 }
@@ -260,7 +316,14 @@ impl Evaluate {
         Ok(())
     }
 
-    fn run_task(ctx: &mut StageContext<'_>, p: &EvaluateParams, name: DatasetName, set: &WeightSet, indices: &[usize]) -> Result<(), StageError> {
+    fn run_task(
+        ctx: &mut StageContext<'_>,
+        p: &EvaluateParams,
+        name: DatasetName,
+        set: &WeightSet,
+        indices: &[usize],
+        targets: Option<&WeightSet>,
+    ) -> Result<(), StageError> {
         let dataset = data::load(name, ctx.data_dir, p.split_seed)?;
         let split = dataset.split(p.split);
         let layout = &set.layout;
@@ -294,7 +357,8 @@ impl Evaluate {
         };
         ctx.progress.progress(3, PHASES, "phases");
 
-        let summary = summary_row(&metrics, diversity.as_ref());
+        let novelty = targets.and_then(|t| novelty(set, indices, t, ctx.seed, &pool));
+        let summary = summary_row(&metrics, diversity.as_ref(), novelty.as_ref());
         for key in ["accuracy", "loss", "diversity"] {
             if let Some(v) = summary.get(key).and_then(Value::as_f64) {
                 ctx.progress.metric(&format!("{key}_mean"), v);
@@ -303,7 +367,8 @@ impl Evaluate {
         if let Some(last) = curve.last() {
             ctx.progress.metric("bma_accuracy", last.accuracy);
         }
-        let mut rows: Vec<Row> = indices.iter().zip(&metrics).map(|(&i, m)| network_row(set, i, m)).collect();
+        let nearest = |k: usize| novelty.as_ref().map(|n| n.nearest[k]);
+        let mut rows: Vec<Row> = indices.iter().zip(&metrics).enumerate().map(|(k, (&i, m))| network_row(set, i, m, nearest(k))).collect();
         rows.push(summary);
         ctx.emit_rows(METRICS_TABLE, rows);
         ctx.emit_rows(BMA_TABLE, curve.iter().map(bma_row));
@@ -341,6 +406,7 @@ impl StageKind for Evaluate {
             ParamSpec::with_default("kde_bandwidth", T::Float { min: Some(f64::MIN_POSITIVE), max: None }, Value::Float(1.0), "h: Gaussian KDE bandwidth"),
             ParamSpec::with_default("jsd_form", T::Enum(JsdForm::WORDS), s("monte-carlo"), "monte-carlo, or density-weighted (thesis Eq. 7.2 literally)"),
             ParamSpec::with_default("bma_models", T::IntList, super::int_list(&[1, 2, 4, 8, 16, 32, 64]), "numbers of networks averaged (empty: skip; above the set size: skipped)"),
+            ParamSpec::added("targets", T::Ref { mode: RefMode::FanOut }, s(""), "the weight set the flow was trained on: adds each sample's distance to its nearest target and the targets' own spacing"),
             ParamSpec::with_default("bma_average", T::Enum(Averaging::WORDS), s("probabilities"), "probabilities (Eq. 2.1) or logits (the code's model_average)"),
         ]
     }
@@ -393,11 +459,12 @@ impl StageKind for Evaluate {
         if let Mode::Task(name) = p.mode {
             check_layout_fits(&set.layout, name)?;
         }
+        let targets = read_targets(ctx, &set)?;
         let indices = chosen_networks(&set, p.count, ctx.seed)?;
         tracing::info!(networks = indices.len(), "evaluating {set}");
         match p.mode {
             Mode::Toy => Self::run_toy(ctx, &set, &indices),
-            Mode::Task(name) => Self::run_task(ctx, &p, name, &set, &indices),
+            Mode::Task(name) => Self::run_task(ctx, &p, name, &set, &indices, targets.as_ref()),
         }
     }
 }
