@@ -70,19 +70,20 @@ impl Slots {
     }
 }
 
-/// `todo` in the order to start it: longest critical path first. An instance's path is
-/// its estimated work (`work[i]`, 0 when unknown) plus the longest path among its
-/// dependents; starting the long chains first keeps every CPU busy near the end of a run
-/// instead of leaving one long job to run alone (list scheduling by bottom level). Ties
-/// keep the given order. Instances are indexed in topological order.
-pub fn critical_path_first(todo: &[usize], work: &[f64], dependents: &[Vec<usize>]) -> Vec<usize> {
-    let mut path = vec![0.0f64; work.len()];
+/// `todo` in the order to start it: most work downstream first. An instance's weight is
+/// its estimated work (`work[i]`, 0 when unknown) plus the weights of its dependents, so a
+/// collection feeding ten flows starts before one long flow, and a long flow before a short
+/// one; starting them early keeps every CPU busy near the end of a run instead of leaving
+/// one long job to run alone. (A result gathered by several instances counts once per
+/// path to it; gathered results are tables and figures, whose work is small.) Ties keep
+/// the given order. Instances are indexed in topological order.
+pub fn most_work_first(todo: &[usize], work: &[f64], dependents: &[Vec<usize>]) -> Vec<usize> {
+    let mut weight = vec![0.0f64; work.len()];
     for i in (0..work.len()).rev() {
-        let longest = dependents[i].iter().map(|&d| path[d]).fold(0.0, f64::max);
-        path[i] = work[i].max(0.0) + longest;
+        weight[i] = work[i].max(0.0) + dependents[i].iter().map(|&d| weight[d]).sum::<f64>();
     }
     let mut order = todo.to_vec();
-    order.sort_by(|&a, &b| path[b].total_cmp(&path[a]));
+    order.sort_by(|&a, &b| weight[b].total_cmp(&weight[a]));
     order
 }
 
@@ -91,14 +92,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_longest_chain_starts_first_and_ties_keep_their_order() {
-        // 0 -> 1 (short chain, 1 + 1), 2 (long leaf, 5), 3 and 4 (unknown work, 0).
+    fn the_most_work_downstream_starts_first_and_ties_keep_their_order() {
+        // 0 -> 1 (a chain, 1 + 1), 2 (a leaf, 5), 3 and 4 (unknown work, 0).
         let dependents = vec![vec![1], vec![], vec![], vec![], vec![]];
         let work = [1.0, 1.0, 5.0, 0.0, 0.0];
-        assert_eq!(critical_path_first(&[0, 1, 2, 3, 4], &work, &dependents), vec![2, 0, 1, 3, 4]);
-        // A cheap instance in front of an expensive one inherits its path.
+        assert_eq!(most_work_first(&[0, 1, 2, 3, 4], &work, &dependents), vec![2, 0, 1, 3, 4]);
+        // A cheap instance in front of an expensive one inherits its weight.
         let work = [1.0, 10.0, 5.0, 0.0, 0.0];
-        assert_eq!(critical_path_first(&[0, 1, 2, 3, 4], &work, &dependents), vec![0, 1, 2, 3, 4]);
+        assert_eq!(most_work_first(&[0, 1, 2, 3, 4], &work, &dependents), vec![0, 1, 2, 3, 4]);
+        // A cheap instance feeding two of 3 outweighs a leaf of 5.
+        let dependents = vec![vec![1, 2], vec![], vec![], vec![]];
+        let work = [0.1, 3.0, 3.0, 5.0];
+        assert_eq!(most_work_first(&[0, 1, 2, 3], &work, &dependents), vec![0, 3, 1, 2]);
     }
 
     fn res(cpus: u32, gpus: u32) -> Resources {

@@ -15,7 +15,7 @@ use super::{dependents, downstream, interrupted, Executor, RunRequest};
 use crate::event::{Event, EventSink, RunSummary};
 use crate::exec_stage::{self, EXIT_CACHED, EXIT_OK};
 use crate::job::Job;
-use crate::scheduler::{critical_path_first, Capacity, Slots};
+use crate::scheduler::{most_work_first, Capacity, Slots};
 
 pub struct LocalExecutor {
     pub capacity: Capacity,
@@ -37,7 +37,7 @@ impl Executor for LocalExecutor {
         let mut summary = RunSummary::default();
         let deps = dependents(p);
         let work: Vec<f64> = p.instances.iter().map(|i| i.flops.unwrap_or(0.0)).collect();
-        let mut waiting: Vec<usize> = critical_path_first(&req.todo, &work, &deps);
+        let mut waiting: Vec<usize> = most_work_first(&req.todo, &work, &deps);
         let todo_set: HashSet<usize> = req.todo.iter().copied().collect();
         let mut finished: HashSet<usize> = HashSet::new();
         let mut running: HashMap<usize, Running> = HashMap::new();

@@ -1,8 +1,9 @@
 //! The `figure` kind (`[figure.NAME]`): a plot of rows gathered from instances.
 //!
-//! `plot = "line"`: mean of `y` at each `x` per `series`, with a ± std band (sample std,
-//! ddof = 1) — accuracy versus Euler steps, versus averaged samples, versus d_E, training
-//! curves. `plot = "histogram"`: distributions of `x` per series, overlaid on shared bins
+//! `plot = "line"`: mean of `y` (and of each `also_y` column, a baseline beside it) at each
+//! `x` per `series`, with a ± std band (sample std, ddof = 1, clipped to the values' range)
+//! — accuracy versus Euler steps, versus averaged samples, versus d_E, training curves. The
+//! legend is headed by the columns it splits on. `plot = "histogram"`: distributions of `x` per series, overlaid on shared bins
 //! (Fig. 7.1, loss barriers of Fig. 7.2). `plot = "heatmap"`: mean `z` over (`x`, `y`)
 //! cells, one panel per series with a shared colour scale (pairwise barriers).
 //! With `reference = "thesis:figure-7.5"`, the thesis's values for the plotted column are
@@ -43,6 +44,26 @@ impl std::str::FromStr for PlotKind {
     }
 }
 
+/// The series of `y` and, when there are `also_y` columns, theirs, each label naming its
+/// column.
+fn lines(rows: &[wfpipe_stages::kind::Row], x: &str, y: &str, also: &[String], series: &[String]) -> Result<Vec<crate::report::figure_data::LineSeries>, crate::report::aggregate::AggregateError> {
+    let mut out = line_series(rows, x, y, series)?;
+    if also.is_empty() {
+        return Ok(out);
+    }
+    let named = |label: &str, column: &str| if label.is_empty() { column.to_owned() } else { format!("{label} · {column}") };
+    for s in &mut out {
+        s.label = named(&s.label, y);
+    }
+    for column in also {
+        for mut s in line_series(rows, x, column, series)? {
+            s.label = named(&s.label, column);
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
 fn text(s: &str) -> Value {
     Value::Str(s.into())
 }
@@ -51,8 +72,10 @@ impl StageKind for Figure {
     fn name(&self) -> &'static str {
         "figure"
     }
+    /// 2: the legend is headed by its series columns, bands are clipped to the values'
+    /// range, whole-number x axes label whole numbers only.
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn about(&self) -> &'static str {
         "plot gathered rows (line with ± std band, histogram, heat map) as SVG and PNG"
@@ -64,6 +87,7 @@ impl StageKind for Figure {
             ParamSpec::with_default("plot", ParamType::Enum(PLOTS), text("line"), "line, histogram or heatmap"),
             ParamSpec::required("x", ParamType::Str, "x column (histogram: the values binned)"),
             ParamSpec::with_default("y", ParamType::Str, text(""), "y column (line: the metric; heatmap: the row column)"),
+            ParamSpec::added("also_y", ParamType::StrList, Value::List(vec![]), "line: more y columns drawn beside `y` as series of their own (a baseline such as mean_predictor_loss)"),
             ParamSpec::with_default("z", ParamType::Str, text(""), "heatmap: the value column"),
             ParamSpec::with_default("series", ParamType::StrList, Value::List(vec![]), "columns whose values make separate series (heatmap: panels)"),
             ParamSpec::with_default("filter", ParamType::StrMap, Value::Table(BTreeMap::new()), "keep rows whose column equals the value"),
@@ -91,6 +115,7 @@ impl StageKind for Figure {
             .into_iter()
             .filter_map(|param| params.str(param).ok().filter(|c| !c.is_empty()).map(|c| ColumnUse { param, column: c.to_owned() }))
             .collect();
+        columns.extend(params.str_list("also_y").unwrap_or_default().into_iter().map(|column| ColumnUse { param: "also_y", column }));
         columns.extend(params.str_list("series").unwrap_or_default().into_iter().map(|column| ColumnUse { param: "series", column }));
         columns.extend(params.str_map("filter").unwrap_or_default().into_keys().map(|column| ColumnUse { param: "filter", column }));
         Needs::Table { name: params.str("source").unwrap_or("metrics").to_owned(), columns, picks: Vec::new() }
@@ -127,7 +152,7 @@ impl StageKind for Figure {
         let series = p.str_list("series")?;
         let input = |e: crate::report::aggregate::AggregateError| StageError::Input(e.to_string());
         let data = match plot {
-            PlotKind::Line => FigureData::Line(line_series(&rows, x, y, &series).map_err(input)?),
+            PlotKind::Line => FigureData::Line(lines(&rows, x, y, &p.str_list("also_y")?, &series).map_err(input)?),
             PlotKind::Histogram => FigureData::Histogram(histogram_series(&rows, x, &series).map_err(input)?),
             PlotKind::Heatmap => FigureData::Heatmap(heatmap_panels(&rows, x, y, z, &series).map_err(input)?),
         };
@@ -153,6 +178,7 @@ impl StageKind for Figure {
             zlabel: z.to_owned(),
             log_x: p.bool("log_x")?,
             band: p.bool("band")?,
+            legend_title: series.join(", "),
             bins: p.usize("bins")?,
             width: u32::try_from(p.i64("width")?).map_err(|_| StageError::Param("`width` out of range".into()))?,
             height: u32::try_from(p.i64("height")?).map_err(|_| StageError::Param("`height` out of range".into()))?,

@@ -13,7 +13,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use super::figure_data::{HeatmapPanel, HistogramSeries, LineSeries as LineData};
+use super::figure_data::{HeatmapPanel, HistogramSeries, LinePoint, LineSeries as LineData};
 use super::reference::ReferenceLine;
 
 const FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
@@ -73,6 +73,8 @@ pub struct FigureSpec {
     pub zlabel: String,
     pub log_x: bool,
     pub band: bool,
+    /// Heads the legend: the columns the series are split on.
+    pub legend_title: String,
     pub bins: usize,
     pub width: u32,
     pub height: u32,
@@ -127,17 +129,23 @@ struct LegendEntry {
 /// Split off a legend column on the right sized to its longest label.
 fn with_legend<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
+    title: &str,
     entries: &[LegendEntry],
 ) -> Result<DrawingArea<DB, Shift>, FigureError> {
     if entries.is_empty() {
         return Ok(area.clone());
     }
     let (w, _) = area.dim_in_pixel();
-    let longest = entries.iter().map(|e| e.label.chars().count()).max().unwrap_or(0) as u32;
+    let longest = entries.iter().map(|e| e.label.chars().count() + 8).chain([title.chars().count()]).max().unwrap_or(0) as u32 - 8;
     let legend_w = (56 + longest * (LEGEND_SIZE * 6 / 10)).min(w * 2 / 5);
     let (plot, legend) = area.split_horizontally(w - legend_w);
     let style = (FONT, LEGEND_SIZE).into_font().color(&BLACK);
-    let top = 50;
+    let mut top = 50;
+    if !title.is_empty() {
+        let bold = (FONT, LEGEND_SIZE, FontStyle::Bold).into_font().color(&BLACK);
+        legend.draw_text(title, &bold, (6, top - (LEGEND_SIZE as i32) / 2)).map_err(draw_err)?;
+        top += (LEGEND_SIZE as i32) + 12;
+    }
     let step = (LEGEND_SIZE as i32) + 12;
     for (i, e) in entries.iter().enumerate() {
         let y = top + i as i32 * step;
@@ -214,15 +222,28 @@ fn log_tick_label(v: f64) -> String {
     }
 }
 
+/// Mean ± std, clipped to the values' own range: a band of accuracies that would cross
+/// 1 (or of losses that would cross 0) stops at the largest (smallest) value seen.
+fn band_of(p: &LinePoint) -> (f64, f64) {
+    let s = p.std.unwrap_or(0.0);
+    ((p.mean - s).max(p.min), (p.mean + s).min(p.max))
+}
+
+/// Whether every x is a whole number (Euler steps, d_E, networks averaged): then only
+/// whole-number ticks are labelled, so no label is printed twice.
+fn whole_numbers(series: &[LineData]) -> bool {
+    series.iter().flat_map(|s| s.points.iter()).all(|p| p.x.fract() == 0.0)
+}
+
 fn draw_lines<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, spec: &FigureSpec, series: &[LineData]) -> Result<(), FigureError> {
     if series.is_empty() {
         return Err(FigureError::Empty("no series has points".into()));
     }
     let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.x));
     let (x_lo, x_hi) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
-    let band = |p: &super::figure_data::LinePoint| if spec.band { p.std.unwrap_or(0.0) } else { 0.0 };
-    let mut y_lo = series.iter().flat_map(|s| s.points.iter().map(|p| p.mean - band(p))).fold(f64::INFINITY, f64::min);
-    let mut y_hi = series.iter().flat_map(|s| s.points.iter().map(|p| p.mean + band(p))).fold(f64::NEG_INFINITY, f64::max);
+    let band = |p: &LinePoint| if spec.band { band_of(p) } else { (p.mean, p.mean) };
+    let mut y_lo = series.iter().flat_map(|s| s.points.iter().map(|p| band(p).0)).fold(f64::INFINITY, f64::min);
+    let mut y_hi = series.iter().flat_map(|s| s.points.iter().map(|p| band(p).1)).fold(f64::NEG_INFINITY, f64::max);
     for r in &spec.reference_lines {
         y_lo = y_lo.min(r.value);
         y_hi = y_hi.max(r.value);
@@ -238,7 +259,7 @@ fn draw_lines<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, spec: &FigureSp
     for r in &spec.reference_lines {
         entries.push(LegendEntry { label: r.label.clone(), color: REFERENCE_COLOR, marker: None, dashed: true, filled_box: false });
     }
-    let plot = with_legend(area, &entries)?;
+    let plot = with_legend(area, &spec.legend_title, &entries)?;
     let y_range = padded(y_lo, y_hi, 0.06);
     if spec.log_x {
         if x_lo <= 0.0 {
@@ -273,7 +294,16 @@ where
         .build_cartesian_2d(x_spec, y_range)
         .map_err(draw_err)?;
     let fmt = |v: &f64| tick_label(*v);
-    let x_fmt = |v: &f64| if spec.log_x { log_tick_label(*v) } else { tick_label(*v) };
+    let whole = whole_numbers(series);
+    let x_fmt = |v: &f64| {
+        if whole && (v - v.round()).abs() > 1e-9 {
+            String::new()
+        } else if spec.log_x {
+            log_tick_label(*v)
+        } else {
+            tick_label(*v)
+        }
+    };
     chart
         .configure_mesh()
         .x_desc(spec.xlabel.as_str())
@@ -290,8 +320,8 @@ where
     for (i, s) in series.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         if spec.band && s.points.iter().any(|p| p.std.is_some()) {
-            let upper = s.points.iter().map(|p| (p.x, p.mean + p.std.unwrap_or(0.0)));
-            let lower = s.points.iter().rev().map(|p| (p.x, p.mean - p.std.unwrap_or(0.0)));
+            let upper = s.points.iter().map(|p| (p.x, band_of(p).1));
+            let lower = s.points.iter().rev().map(|p| (p.x, band_of(p).0));
             let outline: Vec<(f64, f64)> = upper.chain(lower).collect();
             // Many overlapping bands turn muddy: fainter when there are many series.
             let alpha = if series.len() > 3 { 0.10 } else { 0.18 };
@@ -359,7 +389,7 @@ fn draw_histograms<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, spec: &Fig
     for (i, r) in spec.reference_lines.iter().enumerate() {
         entries.push(LegendEntry { label: r.label.clone(), color: reference_shade(i), marker: None, dashed: true, filled_box: false });
     }
-    let plot = with_legend(area, &entries)?;
+    let plot = with_legend(area, &spec.legend_title, &entries)?;
     let mut chart = ChartBuilder::on(&plot)
         .margin(16)
         .x_label_area_size(64)

@@ -25,6 +25,9 @@ pub struct LinePoint {
     /// Sample std (ddof = 1); `None` for a single value.
     pub std: Option<f64>,
     pub count: usize,
+    /// The smallest and largest value: a ± std band never reaches past them.
+    pub min: f64,
+    pub max: f64,
 }
 
 /// The values of one histogram series.
@@ -96,7 +99,7 @@ pub fn line_series(rows: &[Row], x: &str, y: &str, series: &[String]) -> Result<
                 value: xv.to_string(),
             })?;
             if let Some(s) = &g.metrics[0] {
-                points.push(LinePoint { x: xf, mean: s.mean, std: s.std, count: s.count });
+                points.push(LinePoint { x: xf, mean: s.mean, std: s.std, count: s.count, min: s.min, max: s.max });
             }
         }
         if !points.is_empty() {
