@@ -550,7 +550,7 @@ mod tests {
         assert_eq!(v.detail, "no row has geometry=normalized");
         let v = verdict(&[("check", s("below")), ("metric", s("diversity")), ("row", map(&[("geometry", "geometric")])), ("value", nums(&[1.0]))]);
         assert_eq!(v.outcome, Outcome::NotComputed);
-        assert!(v.detail.contains("no `diversity` value"), "{}", v.detail);
+        assert!(v.detail.contains("no `diversity_mean` value"), "{}", v.detail);
     }
 
     fn by_steps(accuracies: &[f64]) -> Vec<Row> {
