@@ -75,7 +75,7 @@ impl StageKind for Figure {
     /// 2: the legend is headed by its series columns, bands are clipped to the values'
     /// range, whole-number x axes label whole numbers only.
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn about(&self) -> &'static str {
         "plot gathered rows (line with ± std band, histogram, heat map) as SVG and PNG"

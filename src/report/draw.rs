@@ -19,6 +19,7 @@ use super::reference::ReferenceLine;
 const FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 const FONT: &str = "sans-serif";
 const TITLE_SIZE: u32 = 26;
+const MIN_TITLE_SIZE: u32 = 12;
 const LABEL_SIZE: u32 = 20;
 const TICK_SIZE: u32 = 16;
 const LEGEND_SIZE: u32 = 17;
@@ -109,12 +110,22 @@ pub fn render(dir: &Path, stem: &str, spec: &FigureSpec, data: &FigureData) -> R
 
 fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &FigureSpec, data: &FigureData) -> Result<(), FigureError> {
     root.fill(&WHITE).map_err(draw_err)?;
-    let body = root.titled(&spec.title, (FONT, TITLE_SIZE).into_font().color(&BLACK)).map_err(draw_err)?;
+    let size = title_size(root, &spec.title);
+    let body = root.titled(&spec.title, (FONT, size).into_font().color(&BLACK)).map_err(draw_err)?;
     match data {
         FigureData::Line(series) => draw_lines(&body, spec, series),
         FigureData::Histogram(series) => draw_histograms(&body, spec, series),
         FigureData::Heatmap(panels) => draw_heatmaps(&body, spec, panels),
     }
+}
+
+/// The title's font size: the usual one, or the largest smaller one at which a long title
+/// fits the figure's width (plotters centres a title and clips what overflows both sides).
+fn title_size<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str) -> u32 {
+    const MARGIN: u32 = 20;
+    let width = root.dim_in_pixel().0;
+    let fits = |s: u32| root.estimate_text_size(title, &(FONT, s).into_text_style(root)).map_or(true, |(w, _)| w + MARGIN <= width);
+    (MIN_TITLE_SIZE..=TITLE_SIZE).rev().find(|&s| fits(s)).unwrap_or(MIN_TITLE_SIZE)
 }
 
 /// How one legend entry looks.
@@ -519,6 +530,18 @@ fn draw_colorbar<DB: DrawingBackend>(bar: &DrawingArea<DB, Shift>, label: &str, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_title_shrinks_to_fit_the_width() {
+        let mut svg = String::new();
+        let root = SVGBackend::with_string(&mut svg, (1000, 600)).into_drawing_area();
+        assert_eq!(title_size(&root, "Fig. 7.2: UCI pairwise loss barriers"), TITLE_SIZE);
+        let long = "Aligned sphere flows: loss along the path (64 fresh pairs per point) and the mean predictor's loss";
+        let size = title_size(&root, long);
+        assert!(size < TITLE_SIZE, "{size}");
+        let (w, _) = root.estimate_text_size(long, &(FONT, size).into_text_style(&root)).unwrap();
+        assert!(w <= 1000, "{w}");
+    }
 
     #[test]
     fn tick_labels_are_short() {
