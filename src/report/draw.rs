@@ -533,6 +533,7 @@ mod tests {
 
     #[test]
     fn a_long_title_shrinks_to_fit_the_width() {
+        ensure_font().unwrap();
         let mut svg = String::new();
         let root = SVGBackend::with_string(&mut svg, (1000, 600)).into_drawing_area();
         assert_eq!(title_size(&root, "Fig. 7.2: UCI pairwise loss barriers"), TITLE_SIZE);
