@@ -2,6 +2,7 @@
 //!
 //! Loading reports every problem it finds at once, each with `file:line:col`.
 
+pub mod captions;
 pub mod check;
 pub mod diagnostic;
 pub mod expand;
@@ -141,6 +142,8 @@ pub fn load_str(path: &Path, text: String, overrides: &[String], registry: &Regi
     };
     loader.apply_overrides(&mut raw, overrides);
     let mut stages: Vec<StageDef> = raw.stages.iter().filter_map(|s| loader.check_stage(s, raw.seed)).collect();
+    loader.finish()?;
+    captions::fill(&mut stages, &mut loader.diags);
     loader.finish()?;
     let order = loader.order_stages(&stages)?;
     // Reorder stages topologically.
