@@ -281,6 +281,7 @@ check = "above"
 metric = "loss"
 row = { A = "3" }
 value = [2.0]
+why = "the program writes loss 1 at A = 3"
 "#;
 
 const BROKEN: &str = r#"
@@ -317,7 +318,7 @@ fn claims_hold_or_not_and_the_report_opens_with_their_verdicts() {
     assert!(line("acc-rises").contains("**holds**"), "{}", line("acc-rises"));
     assert!(line("a2-below-a3").contains("| 20.000 (n 1) | 30.000 (n 1) (A=3) | **holds** |"), "{}", line("a2-below-a3"));
     let above = line("loss-above-two");
-    assert!(above.contains("| the loss at A = 3 stays above 2 | 1.000 (n 1) | 2 | **does not hold** | loss_mean 1.000 - 2.000 = -1.000 |"), "{above}");
+    assert!(above.contains("| the loss at A = 3 stays above 2 | 1.000 (n 1) | 2 | **does not hold** | loss_mean 1.000 - 2.000 = -1.000; the program writes loss 1 at A = 3 |"), "{above}");
     let status = p.run(&["status", "pipelines/claims.toml"]);
     assert!(text(&status).contains("3 claims: holds 2, does not hold 1, not computed 0"), "{}", text(&status));
 }

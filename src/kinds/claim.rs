@@ -395,6 +395,7 @@ impl StageKind for Claim {
             ParamSpec::with_default("value", ParamType::FloatList, Value::List(vec![]), "a bound `[x]` for a comparison, `[low, high]` for `between`"),
             ParamSpec::with_default("over", ParamType::Str, Value::Str(String::new()), "the key column a trend runs along (`rises`, `falls`)"),
             ParamSpec::with_default("tolerance", ParamType::Float { min: Some(0.0), max: None }, Value::Float(0.0), "how far the comparison may miss and still hold"),
+            ParamSpec::added("why", ParamType::Str, Value::Str(String::new()), "what the pipeline measured about the outcome (shown beside the verdict), e.g. where a claim that does not hold falls short"),
         ]
     }
     fn validate(&self, params: &Params) -> Result<(), StageError> {

@@ -57,13 +57,14 @@ fn found(p: &Pipeline, cache: &Cache, inst: &Instance) -> Found {
     };
     let Some(row) = row else { return missing(format!("{} holds no verdict", path.display())) };
     let text = |c: &str| row.get(c).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    let why = inst.params.str("why").unwrap_or_default();
     Found {
         claim: inst.id.clone(),
         says,
         outcome: Outcome::parse(&text("verdict")).unwrap_or(Outcome::NotComputed),
         ours: text("ours"),
         against: text("against"),
-        detail: text("detail"),
+        detail: if why.is_empty() { text("detail") } else { format!("{}; {why}", text("detail")) },
     }
 }
 
