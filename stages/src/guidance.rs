@@ -37,7 +37,7 @@ impl<'a> TaskGuidance<'a> {
     }
 
     /// `batch` distinct row indices (a partial shuffle).
-    fn minibatch(&self, rng: &mut Rng) -> Vec<usize> {
+    pub(crate) fn minibatch(&self, rng: &mut Rng) -> Vec<usize> {
         let n = self.train.len();
         let mut idx: Vec<usize> = (0..n).collect();
         for i in 0..self.batch {

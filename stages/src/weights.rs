@@ -5,7 +5,8 @@
 //! - tensor `weights`, f32 `[count, P]`, one network per row in the flat layout;
 //! - optional i64 tensors `[count]` (`run`, `epoch`, `step`, ...), one value per network;
 //! - metadata `format = "wfpipe-weights-v1"`, `layout` (JSON list such as `[784,10,10]`),
-//!   `aligned` and `canonical` (`"true"`/`"false"`).
+//!   `aligned` and `canonical` (`"true"`/`"false"`), and, where the networks come from a
+//!   task, `trained_on` (`"uci-wdbc/42"`: the dataset and the seed of its train split).
 //!
 //! A PyTorch user loads it with `safetensors.torch.load_file(path)["weights"]`.
 //!
@@ -21,10 +22,13 @@ use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
 
+use crate::data::TrainingSplit;
 use crate::layout::Layout;
 
 /// The value of the `format` metadata entry.
 pub const FORMAT: &str = "wfpipe-weights-v1";
+/// The metadata entry naming the rows the networks were trained on.
+const TRAINED_ON: &str = "trained_on";
 /// The name of the weight tensor.
 pub const WEIGHTS_TENSOR: &str = "weights";
 /// The conventional file name of a weight set in a stage's output folder.
@@ -71,6 +75,9 @@ pub struct WeightSet {
     pub is_canonical: bool,
     /// Integer columns with one value per network (`run`, `epoch`, `step`, ...).
     pub columns: BTreeMap<String, Vec<i64>>,
+    /// The rows the networks (or, for flow samples, the flow's targets) were trained on;
+    /// `None` for sets without a task (the toy set) and files written before it was kept.
+    pub trained_on: Option<TrainingSplit>,
 }
 
 impl WeightSet {
@@ -86,7 +93,7 @@ impl WeightSet {
         }
         check_finite(&data, params)?;
         let count = data.len() / params;
-        Ok(WeightSet { layout, count, data, is_aligned: false, is_canonical: false, columns: BTreeMap::new() })
+        Ok(WeightSet { layout, count, data, is_aligned: false, is_canonical: false, columns: BTreeMap::new(), trained_on: None })
     }
 
     /// Build from separate rows (each of length P).
@@ -190,6 +197,7 @@ impl WeightSet {
             is_aligned: self.is_aligned,
             is_canonical: self.is_canonical,
             columns,
+            trained_on: self.trained_on,
         })
     }
 
@@ -231,12 +239,17 @@ impl WeightSet {
 
     /// The metadata entries, sorted by key.
     fn metadata(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
+        let mut meta = BTreeMap::from([
             ("format".to_owned(), FORMAT.to_owned()),
             ("layout".to_owned(), layout_json(&self.layout)),
             ("aligned".to_owned(), self.is_aligned.to_string()),
             ("canonical".to_owned(), self.is_canonical.to_string()),
-        ])
+        ]);
+        // Absent rather than empty, so a set without a task keeps the bytes it always had.
+        if let Some(split) = self.trained_on {
+            meta.insert(TRAINED_ON.to_owned(), split.to_string());
+        }
+        meta
     }
 
     /// Parse safetensors bytes; `path` only names the source in errors.
@@ -254,6 +267,7 @@ impl WeightSet {
         let layout = parse_layout(get("layout")?).map_err(format_err)?;
         let is_aligned = parse_bool("aligned", get("aligned")?).map_err(format_err)?;
         let is_canonical = parse_bool("canonical", get("canonical")?).map_err(format_err)?;
+        let trained_on = info.get(TRAINED_ON).map(|s| s.parse::<TrainingSplit>()).transpose().map_err(format_err)?;
 
         let weights = tensors
             .tensor(WEIGHTS_TENSOR)
@@ -300,7 +314,7 @@ impl WeightSet {
                 .collect();
             columns.insert(name, values);
         }
-        Ok(WeightSet { layout, count, data, is_aligned, is_canonical, columns })
+        Ok(WeightSet { layout, count, data, is_aligned, is_canonical, columns, trained_on })
     }
 
     pub fn read(path: &Path) -> Result<Self, WeightsError> {
@@ -481,6 +495,21 @@ mod tests {
             .unwrap()
             .with_column("epoch", vec![5, 6, 5])
             .unwrap()
+    }
+
+    #[test]
+    fn the_training_split_travels_with_the_set_and_is_absent_when_unknown() {
+        let set = small_set();
+        let bytes = set.to_bytes().unwrap();
+        assert_eq!(WeightSet::from_bytes(&bytes, Path::new("x")).unwrap().trained_on, None);
+        assert!(!String::from_utf8_lossy(&bytes).contains("trained_on"), "no entry for a set without a task");
+        let mut tagged = set.clone();
+        tagged.trained_on = Some(TrainingSplit { dataset: crate::data::DatasetName::UciWdbc, split_seed: 7 });
+        let back = WeightSet::from_bytes(&tagged.to_bytes().unwrap(), Path::new("x")).unwrap();
+        assert_eq!(back.trained_on, tagged.trained_on);
+        assert_eq!(back.select(&[0]).unwrap().trained_on, tagged.trained_on);
+        assert_eq!("uci-wdbc/7".parse::<TrainingSplit>(), Ok(tagged.trained_on.unwrap()));
+        assert!("uci-wdbc".parse::<TrainingSplit>().is_err());
     }
 
     #[test]

@@ -87,6 +87,66 @@ impl FromStr for DatasetName {
     }
 }
 
+/// The rows a set of networks was trained on: the train split of `dataset` under
+/// `split_seed`. Weight sets carry it from the collection on (through alignment,
+/// canonicalization, the flow and its samples), so a later stage takes its training rows
+/// and its test rows from the split the networks actually saw instead of a seed of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct TrainingSplit {
+    pub dataset: DatasetName,
+    pub split_seed: u64,
+}
+
+impl TrainingSplit {
+    /// Whether the test rows of `dataset` split under `seed` are unseen by these networks.
+    /// MNIST and Fashion-MNIST train on their official training files whatever the seed
+    /// (the seed only divides the official test file into val and test); UCI WDBC splits
+    /// one table, so another seed moves training rows into the test split.
+    pub fn keeps_unseen(&self, dataset: DatasetName, seed: u64) -> bool {
+        self.dataset != dataset || self.split_seed == seed || dataset != DatasetName::UciWdbc
+    }
+
+    /// The seed whose train split `task`'s rows should come from when they adapt these
+    /// networks (guidance): the recorded one for the networks' own task; another task was
+    /// never seen, so its usual split.
+    pub fn seed_for(this: Option<Self>, task: DatasetName) -> u64 {
+        match this {
+            Some(t) if t.dataset == task => t.split_seed,
+            _ => DEFAULT_SPLIT_SEED,
+        }
+    }
+}
+
+/// Written as `uci-wdbc/42` (weight-set metadata, flow files).
+impl fmt::Display for TrainingSplit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.dataset, self.split_seed)
+    }
+}
+
+impl FromStr for TrainingSplit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (dataset, seed) = s.rsplit_once('/').ok_or_else(|| format!("`{s}` is not `dataset/split_seed`"))?;
+        let split_seed = seed.parse().map_err(|_| format!("`{seed}` in `{s}` is not a split seed"))?;
+        Ok(TrainingSplit { dataset: dataset.parse()?, split_seed })
+    }
+}
+
+impl From<TrainingSplit> for String {
+    fn from(t: TrainingSplit) -> String {
+        t.to_string()
+    }
+}
+
+impl TryFrom<String> for TrainingSplit {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
 /// Which part of a dataset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SplitName {

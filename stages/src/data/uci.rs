@@ -51,12 +51,19 @@ fn standardize(x: &mut [f64], features: usize) {
     }
 }
 
+/// The table's rows in split order: the first `TRAIN` are the train split, the next `VAL`
+/// the val split, the rest the test split.
+pub fn split_order(split_seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..ROWS).collect();
+    order.shuffle(&mut rng::stream(split_seed, "uci-wdbc split", 0));
+    order
+}
+
 pub fn load(split_seed: u64) -> Dataset {
     let (mut x, y) = raw();
     standardize(&mut x, FEATURES);
     let all = Split { features: FEATURES, x: x.iter().map(|&v| v as f32).collect(), y };
-    let mut order: Vec<usize> = (0..ROWS).collect();
-    order.shuffle(&mut rng::stream(split_seed, "uci-wdbc split", 0));
+    let order = split_order(split_seed);
     Dataset {
         name: DatasetName::UciWdbc,
         classes: CLASSES,

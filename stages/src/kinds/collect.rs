@@ -8,9 +8,9 @@
 //! Outputs: `weights.safetensors` (every record, run order, with `run`/`epoch`/`step`
 //! columns) and the table `runs` (final train/val/test loss and accuracy per run).
 
-use super::{check_layout_fits, dataset_param, int_list, layout_param, load_dataset, row, write_weights};
+use super::{check_layout_fits, dataset_param, int_list, layout_param, load_dataset, row, split_seed, write_weights};
 use crate::collect::{collect, Checkpoints, CollectConfig, RunMetrics};
-use crate::data::{mnist, uci, DatasetName};
+use crate::data::{mnist, uci, DatasetName, TrainingSplit};
 use crate::kind::{NetworkColumns, TableDecl, ParamSpec, ParamType, Params, Resources, StageContext, StageError, StageKind, Value};
 use crate::mlp::{train::batches_per_epoch, OptimizerConfig, OptimizerKind, RecordRule, TrainConfig};
 
@@ -144,6 +144,8 @@ impl StageKind for Collect {
         let checkpoints = Checkpoints::new(ctx.scratch_dir);
         let (weights, metrics) = collect(&config, &dataset, &checkpoints, ctx.threads, &|done, total| progress.progress(done, total, "runs"))
             .map_err(|e| StageError::Failed(e.to_string()))?;
+        let mut weights = weights;
+        weights.trained_on = Some(TrainingSplit { dataset: dataset_name, split_seed: split_seed(ctx.params)? });
         write_weights(&weights, ctx.out_dir)?;
         let mean = |f: fn(&RunMetrics) -> f64| metrics.iter().map(f).sum::<f64>() / metrics.len() as f64;
         ctx.progress.metric("test_accuracy_mean", mean(|m| m.test_accuracy));

@@ -9,7 +9,7 @@ use burn::tensor::{Tensor, TensorData};
 use super::train_flow::{source_batches, TrainedFlow};
 use super::{enum_param, positive, FLOW_FILE, MODEL_FILE};
 use crate::backend::{dispatch, BackendTask};
-use crate::data::{self, DatasetName};
+use crate::data::{self, DatasetName, TrainingSplit};
 use crate::flow::source::BatchSource;
 use crate::flow::train::ModelRecorder;
 use crate::flow::SourceMode;
@@ -38,7 +38,6 @@ struct SampleParams {
     guidance_task: Option<DatasetName>,
     guidance_batch: usize,
     guidance_layout_bug: bool,
-    split_seed: u64,
     layout: Option<Layout>,
     reproject: bool,
 }
@@ -71,11 +70,17 @@ impl SampleParams {
             guidance_task,
             guidance_batch: positive(params, "guidance_batch")?,
             guidance_layout_bug: params.bool("guidance_layout_bug")?,
-            split_seed: params.i64("split_seed")? as u64,
             layout,
             reproject: params.bool("reproject")?,
         })
     }
+}
+
+/// The task whose train split guides sampling: for the flow targets' own task the split
+/// they were trained on (recorded with them, so guidance never sees the rows their
+/// evaluation tests on), for another task its usual split.
+fn guidance_dataset(targets: Option<TrainingSplit>, task: DatasetName, data_dir: &std::path::Path) -> Result<data::Dataset, StageError> {
+    data::load(task, data_dir, TrainingSplit::seed_for(targets, task)).map_err(|e| StageError::Input(e.to_string()))
 }
 
 /// The flow's network as a [`Predictor`]: `x̂1` from its output at `(x, t)`.
@@ -230,7 +235,6 @@ impl StageKind for Sample {
             ParamSpec::with_default("guidance_task", T::Enum(&["none", "uci-wdbc", "mnist", "fashion-mnist"]), s(NO_GUIDANCE), "dataset whose training loss guides sampling"),
             ParamSpec::with_default("guidance_batch", T::POSITIVE_INT, Value::Int(64), "training rows per guidance gradient"),
             ParamSpec::with_default("guidance_layout_bug", T::Bool, Value::Bool(false), "reproduce the code's transposed guidance gradient"),
-            ParamSpec::with_default("split_seed", T::NON_NEGATIVE_INT, Value::Int(0), "seed of the guidance dataset's split"),
             ParamSpec::with_default("layout", T::IntList, Value::List(Vec::new()), "layout to sample (empty: the flow's; hidden widths may differ)"),
             ParamSpec::with_default("reproject", T::Bool, Value::Bool(false), "project sphere points after each step (ablation)"),
         ]
@@ -274,7 +278,7 @@ impl StageKind for Sample {
                 if let Some(why) = mismatch(&layout, name.inputs(), name.classes()) {
                     return Err(StageError::Param(why));
                 }
-                Some(data::load(name, ctx.data_dir, p.split_seed).map_err(|e| StageError::Input(e.to_string()))?)
+                Some(guidance_dataset(flow.targets_trained_on, name, ctx.data_dir)?)
             }
             _ => None,
         };
@@ -307,6 +311,7 @@ impl StageKind for Sample {
         };
         let mut set = WeightSet::new(layout, samples).map_err(|e| StageError::Failed(format!("sampled weights: {e}")))?;
         set.is_aligned = flow.target_aligned;
+        set.trained_on = flow.targets_trained_on;
         set.write(&ctx.out_dir.join(FILE_NAME)).map_err(|e| StageError::Failed(e.to_string()))?;
         Ok(())
     }
@@ -317,6 +322,33 @@ mod tests {
     use super::*;
     use crate::flow::estimate::Output;
     use crate::kinds::test_support::{params, run};
+
+    #[test]
+    fn guidance_minibatches_never_hold_a_row_the_evaluation_tests_on() {
+        use crate::data::uci::{split_order, TRAIN, VAL};
+        use std::collections::BTreeSet;
+        let uci = DatasetName::UciWdbc;
+        for seed in [0u64, 7, 42] {
+            // Networks collected under `seed`; evaluate accepts only that seed's test split.
+            let recorded = TrainingSplit { dataset: uci, split_seed: seed };
+            assert!(recorded.keeps_unseen(uci, seed) && !recorded.keeps_unseen(uci, seed + 1));
+            let test: BTreeSet<usize> = split_order(seed)[TRAIN + VAL..].iter().copied().collect();
+            let data = guidance_dataset(Some(recorded), uci, std::path::Path::new("unused")).unwrap();
+            let rows = split_order(TrainingSplit::seed_for(Some(recorded), uci));
+            let guide = TaskGuidance::new(Layout(vec![30, 4, 2]), &data.train, 64, false);
+            let mut rng = crate::noise::Rng::seed_from(seed);
+            for _ in 0..200 {
+                for i in guide.minibatch(&mut rng) {
+                    assert!(!test.contains(&rows[i]), "seed {seed}: table row {} is a test row", rows[i]);
+                }
+            }
+        }
+        // What matching seeds by hand gave: guidance's split 0 against evaluation's 42.
+        let old_guidance: BTreeSet<usize> = split_order(0)[..TRAIN].iter().copied().collect();
+        assert!(split_order(42)[TRAIN + VAL..].iter().any(|r| old_guidance.contains(r)));
+        // MNIST trains on its official training file whatever the seed.
+        assert!(TrainingSplit { dataset: DatasetName::Mnist, split_seed: 0 }.keeps_unseen(DatasetName::Mnist, 42));
+    }
 
     #[test]
     fn flop_estimate_uses_the_upstream_flow_size() {

@@ -13,6 +13,7 @@ use super::{enum_param, positive, FLOW_FILE, MODEL_FILE};
 use crate::backend::{dispatch, BackendTask};
 use crate::coupling::Coupling;
 use crate::data::toy::GaussianToy;
+use crate::data::TrainingSplit;
 use crate::flow::estimate::Output;
 use crate::flow::source::{prior_set, BatchSource};
 use crate::flow::train::{train, BurnFlow, FlowData, FusedFlow, LrSchedule, TrainOutcome, TrainSettings, MAX_LOSS_RATIO};
@@ -35,6 +36,10 @@ pub struct TrainedFlow {
     pub settings: TrainSettings,
     /// Whether the training targets were permutation-aligned.
     pub target_aligned: bool,
+    /// The rows the training targets were trained on (absent in flows trained before it
+    /// was recorded, and for the toy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets_trained_on: Option<TrainingSplit>,
 }
 
 pub struct TrainFlow;
@@ -119,6 +124,7 @@ struct Targets {
     source: BatchSource,
     count: usize,
     is_aligned: bool,
+    trained_on: Option<TrainingSplit>,
 }
 
 fn load_targets(ctx: &StageContext<'_>, p: &TrainFlowParams) -> Result<Targets, StageError> {
@@ -136,6 +142,7 @@ fn load_targets(ctx: &StageContext<'_>, p: &TrainFlowParams) -> Result<Targets, 
             },
             count: 0,
             is_aligned: false,
+            trained_on: None,
         });
     }
     let mut set = WeightSet::read(&file).map_err(|e| StageError::Input(e.to_string()))?;
@@ -163,6 +170,7 @@ fn load_targets(ctx: &StageContext<'_>, p: &TrainFlowParams) -> Result<Targets, 
         layout: set.layout.clone(),
         count: set.count,
         is_aligned: set.is_aligned,
+        trained_on: set.trained_on,
         source: BatchSource::Rows { rows: set.data, p: p_len },
     })
 }
@@ -315,7 +323,7 @@ impl StageKind for TrainFlow {
             std::fs::write(&path, bytes).map_err(|e| StageError::io(format!("writing {}", path.display()), e))
         };
         write(MODEL_FILE, &outcome.model_bytes)?;
-        let trained = TrainedFlow { spec, settings: p.settings, target_aligned: targets.is_aligned };
+        let trained = TrainedFlow { spec, settings: p.settings, target_aligned: targets.is_aligned, targets_trained_on: targets.trained_on };
         let json = serde_json::to_vec_pretty(&trained).map_err(|e| StageError::Failed(e.to_string()))?;
         write(FLOW_FILE, &json)?;
         let rows: Vec<Row> = outcome
