@@ -515,6 +515,19 @@ mod tests {
     }
 
     #[test]
+    fn a_test_split_the_networks_were_trained_on_is_refused() {
+        let dir = testing::temp_dir("evaluate-uci-split");
+        let set = collect_uci(&dir.join("collect"));
+        assert_eq!(set.trained_on, Some(data::TrainingSplit { dataset: DatasetName::UciWdbc, split_seed: data::DEFAULT_SPLIT_SEED }));
+        let other = uci_params(&[("split_seed", Value::Int(7))]);
+        let err = testing::run(&Evaluate, &other, inputs(&dir.join("collect"), "collect"), &dir.join("eval-7"), 1).unwrap_err();
+        assert!(err.to_string().contains("trained on uci-wdbc/42") && err.to_string().contains("set `split_seed = 42`"), "{err}");
+        // Their own training rows may still be scored.
+        let train = uci_params(&[("split_seed", Value::Int(7)), ("split", s("train"))]);
+        testing::run(&Evaluate, &train, inputs(&dir.join("collect"), "collect"), &dir.join("eval-train"), 1).unwrap();
+    }
+
+    #[test]
     fn per_network_metrics_of_trained_uci_networks_match_the_trainer_evaluation() {
         let dir = testing::temp_dir("evaluate-uci");
         let set = collect_uci(&dir.join("collect"));
