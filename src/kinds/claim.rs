@@ -90,6 +90,8 @@ pub struct ClaimSpec {
     than: BTreeMap<String, String>,
     than_metric: String,
     value: Vec<f64>,
+    /// The thesis number `value` came from (`thesis_number`), named beside it.
+    value_from: Option<String>,
     over: String,
     tolerance: f64,
 }
@@ -101,6 +103,21 @@ impl ClaimSpec {
             .iter()
             .map(|v| v.as_f64().ok_or_else(|| StageError::Param("`value` must hold numbers".into())))
             .collect::<Result<Vec<f64>, _>>()?;
+        let number_id = p.str("thesis_number")?;
+        let (value, value_from) = if number_id.is_empty() {
+            (value, None)
+        } else {
+            if !value.is_empty() {
+                return Err(StageError::Param("give `value` or `thesis_number`, not both".into()));
+            }
+            let thesis = crate::report::reference::Thesis::get();
+            let Some(n) = thesis.numbers.iter().find(|n| n.id == number_id) else {
+                let known: Vec<&str> = thesis.numbers.iter().map(|n| n.id.as_str()).collect();
+                return Err(StageError::Param(format!("the thesis data has no number `{number_id}`; known: {}", known.join(", "))));
+            };
+            let about = if n.approximate { "about " } else { "" };
+            (vec![n.value], Some(format!("thesis {about}{} ({})", n.value, n.text)))
+        };
         let spec = ClaimSpec {
             check: Check::parse(p.str("check")?)?,
             metric: p.str("metric")?.to_owned(),
@@ -109,6 +126,7 @@ impl ClaimSpec {
             than: p.str_map("than")?,
             than_metric: p.str("than_metric")?.to_owned(),
             value,
+            value_from,
             over: p.str("over")?.to_owned(),
             tolerance: p.get("tolerance")?.as_f64().unwrap_or(0.0),
         };
@@ -295,7 +313,7 @@ fn judge_or_why(spec: &ClaimSpec, rows: &[Row]) -> Result<Verdict, String> {
             };
             ((mean - std, mean + std), format!("thesis {}", mean_std(mean, Some(std))))
         }
-        _ if spec.value.len() == 1 => ((spec.value[0], spec.value[0]), spec.value[0].to_string()),
+        _ if spec.value.len() == 1 => ((spec.value[0], spec.value[0]), spec.value_from.clone().unwrap_or_else(|| spec.value[0].to_string())),
         _ => {
             let pins = spec.than_row();
             let other = cell(only_row(rows, &pins)?, spec.other_metric(), spec.statistic, &pins)?;
@@ -393,6 +411,7 @@ impl StageKind for Claim {
             ParamSpec::with_default("than", ParamType::StrMap, empty(), "the other group of a comparison: the columns in which it differs from `row`"),
             ParamSpec::with_default("than_metric", ParamType::Str, Value::Str(String::new()), "the metric of the other cell, when it is not `metric` (it may be in the same row)"),
             ParamSpec::with_default("value", ParamType::FloatList, Value::List(vec![]), "a bound `[x]` for a comparison, `[low, high]` for `between`"),
+            ParamSpec::added("thesis_number", ParamType::Str, Value::Str(String::new()), "a number the thesis states (an id of reference/thesis.toml's [[numbers]]) as the bound of a comparison"),
             ParamSpec::with_default("over", ParamType::Str, Value::Str(String::new()), "the key column a trend runs along (`rises`, `falls`)"),
             ParamSpec::with_default("tolerance", ParamType::Float { min: Some(0.0), max: None }, Value::Float(0.0), "how far the comparison may miss and still hold"),
             ParamSpec::added("why", ParamType::Str, Value::Str(String::new()), "what the pipeline measured about the outcome (shown beside the verdict), e.g. where a claim that does not hold falls short"),
@@ -494,6 +513,19 @@ mod tests {
     fn verdict(extra: &[(&str, Value)]) -> Verdict {
         let spec = ClaimSpec::parse(&params(extra)).expect("valid claim");
         judge(&spec, &rows())
+    }
+
+    #[test]
+    fn a_thesis_number_is_a_bound_named_beside_ours() {
+        // Figure 7.2's mean barrier after alignment, 0.07 (reference/thesis.toml).
+        let at_most = |id: &str| ClaimSpec::parse(&params(&[("check", s("at-most")), ("metric", s("loss")), ("row", map(&[("geometry", "geometric")])), ("thesis_number", s(id))]));
+        let v = judge(&at_most("figure-7.2-barrier-mean-after").expect("a known number"), &rows());
+        assert_eq!(v.outcome, Outcome::DoesNotHold, "{v:?}");
+        assert!(v.against.starts_with("thesis 0.07 (mean pairwise midpoint barrier"), "{}", v.against);
+        let err = at_most("no-such-number").unwrap_err().to_string();
+        assert!(err.contains("no number `no-such-number`") && err.contains("figure-7.2-barrier-mean-before"), "{err}");
+        let both = ClaimSpec::parse(&params(&[("check", s("below")), ("metric", s("loss")), ("value", nums(&[1.0])), ("thesis_number", s("figure-7.2-barrier-mean-after"))]));
+        assert!(both.unwrap_err().to_string().contains("not both"));
     }
 
     #[test]
