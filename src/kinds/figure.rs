@@ -73,7 +73,8 @@ impl StageKind for Figure {
         "figure"
     }
     /// 2: the legend is headed by its series columns, bands are clipped to the values'
-    /// range, whole-number x axes label whole numbers only.
+    /// range, whole-number x axes label whole numbers only. 3: a title wider than the
+    /// figure is set smaller instead of clipped.
     fn version(&self) -> u32 {
         3
     }

@@ -142,9 +142,8 @@ impl StageKind for Collect {
         tracing::info!(runs = config.runs, per_run, "collecting {} on {}", config.layout, dataset_name);
         let progress = ctx.progress;
         let checkpoints = Checkpoints::new(ctx.scratch_dir);
-        let (weights, metrics) = collect(&config, &dataset, &checkpoints, ctx.threads, &|done, total| progress.progress(done, total, "runs"))
+        let (mut weights, metrics) = collect(&config, &dataset, &checkpoints, ctx.threads, &|done, total| progress.progress(done, total, "runs"))
             .map_err(|e| StageError::Failed(e.to_string()))?;
-        let mut weights = weights;
         weights.trained_on = Some(TrainingSplit { dataset: dataset_name, split_seed: split_seed(ctx.params)? });
         write_weights(&weights, ctx.out_dir)?;
         let mean = |f: fn(&RunMetrics) -> f64| metrics.iter().map(f).sum::<f64>() / metrics.len() as f64;
