@@ -349,16 +349,37 @@ impl<'a> Loader<'a> {
                 self.err(Diagnostic::new(format!("--set `{o}`: expected `stage.key=value`"), None));
                 continue;
             };
+            let mut value = source::parse_cli_value(value.trim());
+            mark_cli(&mut value);
+            let path: Vec<&str> = key.split('.').collect();
+            if stage.contains('*') {
+                // A pattern sets the key on every matching stage whose kind declares it,
+                // so `*.attention=...` reaches every flow and nothing else.
+                let mut matched = 0;
+                for target in raw.stages.iter_mut() {
+                    if glob_matches(stage, &target.name.name) && self.declares(target, path[0]) {
+                        set_path(&mut target.entries, &path, value.clone());
+                        matched += 1;
+                    }
+                }
+                if matched == 0 {
+                    self.err(Diagnostic::new(format!("--set `{o}`: no stage matching `{stage}` has a parameter `{}`", path[0]), None));
+                }
+                continue;
+            }
             let names: Vec<&str> = raw.stages.iter().map(|s| s.name.name.as_str()).collect();
             let Some(target) = raw.stages.iter_mut().find(|s| s.name.name == stage) else {
                 self.err(Diagnostic::new(format!("--set `{o}`: no stage `{stage}`"), None).suggest(stage, names));
                 continue;
             };
-            let mut value = source::parse_cli_value(value.trim());
-            mark_cli(&mut value);
-            let path: Vec<&str> = key.split('.').collect();
             set_path(&mut target.entries, &path, value);
         }
+    }
+
+    /// Whether the kind a raw stage names declares the parameter `key`.
+    fn declares(&self, raw: &RawStage<'_>, key: &str) -> bool {
+        let kind = raw.entries.iter().find(|(k, _)| k.name == "kind").and_then(|(_, v)| v.as_str()).or(raw.implied_kind);
+        kind.and_then(|k| self.registry.get(k)).is_some_and(|k| k.params().iter().any(|p| p.name == key))
     }
 
     fn check_stage(&mut self, raw: &RawStage<'_>, pipeline_seed: u64) -> Option<StageDef> {
@@ -679,6 +700,26 @@ fn mark_cli(v: &mut SValue) {
     }
 }
 
+/// A stage-name pattern of `--set`: `*` stands for any run of characters.
+fn glob_matches(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(at) => rest = &rest[at + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
 fn set_path(entries: &mut Vec<(SKey, SValue)>, path: &[&str], value: SValue) {
     let (head, rest) = (path[0], &path[1..]);
     let pos = entries.iter().position(|(k, _)| k.name == head);
@@ -737,4 +778,22 @@ impl Diagnostic {
 
 pub(crate) fn scalar(v: &SValue) -> Option<String> {
     scalar_string(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_matches;
+
+    #[test]
+    fn set_patterns_match_stage_names() {
+        assert!(glob_matches("*", "uci-flow-sphere"));
+        assert!(glob_matches("*-flow-*", "uci-flow-sphere"));
+        assert!(glob_matches("mnist-*", "mnist-flow-euclidean"));
+        assert!(glob_matches("*sphere", "uci-flow-sphere"));
+        assert!(glob_matches("u*i*e", "uci-flow-sphere"));
+        assert!(!glob_matches("*-flow-*", "toy-flow"));
+        assert!(!glob_matches("mnist-*", "uci-flow-sphere"));
+        assert!(!glob_matches("ab*ba", "aba"), "prefix and suffix may not overlap");
+        assert!(glob_matches("exact", "exact") && !glob_matches("exact", "exactly"));
+    }
 }
