@@ -107,6 +107,19 @@ impl TrainingSplit {
         self.dataset != dataset || self.split_seed == seed || dataset != DatasetName::UciWdbc
     }
 
+    /// Refuses to measure networks on a split of `dataset` under `seed` that holds rows
+    /// they were trained on (their own training rows may be measured: `split = train`).
+    pub fn refuse_seen(this: Option<Self>, dataset: DatasetName, split: SplitName, seed: u64) -> Result<(), String> {
+        match this {
+            Some(t) if split != SplitName::Train && !t.keeps_unseen(dataset, seed) => Err(format!(
+                "these networks were trained on {t}: the {dataset} {} split under split_seed {seed} holds rows they were trained on; set `split_seed = {}`",
+                SplitName::WORDS[split as usize],
+                t.split_seed
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The seed whose train split `task`'s rows should come from when they adapt these
     /// networks (guidance): the recorded one for the networks' own task; another task was
     /// never seen, so its usual split.

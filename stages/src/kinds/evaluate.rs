@@ -324,14 +324,7 @@ impl Evaluate {
         indices: &[usize],
         targets: Option<&WeightSet>,
     ) -> Result<(), StageError> {
-        if let Some(trained) = set.trained_on.filter(|t| p.split != SplitName::Train && !t.keeps_unseen(name, p.split_seed)) {
-            return Err(StageError::Param(format!(
-                "these networks were trained on {trained}: the {name} {} split under split_seed {} holds rows they were trained on; set `split_seed = {}`",
-                SplitName::WORDS[p.split as usize],
-                p.split_seed,
-                trained.split_seed
-            )));
-        }
+        data::TrainingSplit::refuse_seen(set.trained_on, name, p.split, p.split_seed).map_err(StageError::Param)?;
         let dataset = data::load(name, ctx.data_dir, p.split_seed)?;
         let split = dataset.split(p.split);
         let layout = &set.layout;

@@ -237,6 +237,9 @@ impl StageKind for Finetune {
         };
         // Every input check happens before the dataset is loaded or anything trains.
         check_layout_fits(&layout, p.dataset)?;
+        if let (Init::Weights, Some(set)) = (p.init, &set) {
+            data::TrainingSplit::refuse_seen(set.trained_on, p.dataset, p.split, p.split_seed).map_err(StageError::Param)?;
+        }
         let starts: Vec<(Option<usize>, Vec<f32>)> = match (p.init, &set) {
             (Init::Weights, Some(set)) => {
                 let mut order: Vec<usize> = (0..set.count).collect();
@@ -331,6 +334,14 @@ mod tests {
         assert!(at(learned, 12, "loss") < at(prior, 12, "loss"));
         // The prior curve learns.
         assert!(at(prior, 12, "loss") < at(prior, 0, "loss"));
+
+        // Networks trained under split seed 42 are not measured on another seed's test rows,
+        // which hold some of their training rows; the prior has no such rows.
+        let other_seed = [("split_seed", Value::Int(7))];
+        let inputs = BTreeMap::from([("weights".to_owned(), vec![testing::input(&dir.join("collect"), "collect")])]);
+        let err = testing::run(&Finetune, &finetune_params("weights", &other_seed), inputs.clone(), &dir.join("seed-7"), 1).unwrap_err();
+        assert!(err.to_string().contains("trained on uci-wdbc/42") && err.to_string().contains("set `split_seed = 42`"), "{err}");
+        testing::run(&Finetune, &finetune_params("prior", &other_seed), inputs, &dir.join("prior-7"), 1).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
