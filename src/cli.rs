@@ -104,7 +104,8 @@ pub enum Command {
     Why {
         #[command(flatten)]
         p: PipelineArgs,
-        /// Instance id, e.g. `flow[geometry=euclidean]`.
+        /// Instance id, e.g. `flow[geometry=euclidean]`; a stage or a selection
+        /// `stage[axis=value]` with several instances lists them with their state.
         instance: String,
     },
     /// The instance graph.

@@ -22,6 +22,14 @@ fn first_run_computes_each_instance_once_and_second_run_nothing() {
     let plan = p.run(&["plan", "pipelines/demo.toml"]);
     assert_ok(&plan);
     assert!(text(&plan).contains("7 cached, 0 to run"), "{}", text(&plan));
+    // `why` given a stage lists its instances and their state.
+    let why = p.run(&["why", "pipelines/demo.toml", "shout"]);
+    assert_ok(&why);
+    let t = text(&why);
+    assert!(t.contains("`shout` names 3 instances:"), "{t}");
+    for n in 1..=3 {
+        assert!(t.contains(&format!("  shout[N={n}]  cached")), "{t}");
+    }
 }
 
 #[test]

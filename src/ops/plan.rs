@@ -119,7 +119,25 @@ pub fn render_status(p: &Pipeline, cache: &Cache) -> String {
 
 /// The text of `wfpipe why INSTANCE`.
 pub fn render_why(p: &Pipeline, cache: &Cache, instance: &str) -> anyhow::Result<String> {
-    let Some(inst) = p.instances.iter().find(|i| i.id == instance) else {
+    let named = crate::ops::run::named_by(p, instance);
+    let exact = p.instances.iter().find(|i| i.id == instance);
+    if let (None, [_, _, ..]) = (exact, named.as_slice()) {
+        // A stage or selection with several instances: list them, each with its state.
+        let mut out = format!("`{instance}` names {} instances:\n", named.len());
+        for &n in &named {
+            let i = &p.instances[n];
+            let state = match stale::status(p, i, cache) {
+                Status::Cached => "cached",
+                Status::New => "will run: new",
+                Status::Missing => "will run: entry gone",
+                Status::Changed { .. } => "will run: changed",
+            };
+            let _ = writeln!(out, "  {}  {state}", i.id);
+        }
+        let _ = writeln!(out, "`wfpipe why {} '<instance>'` explains one of them", p.path.display());
+        return Ok(out);
+    }
+    let Some(inst) = exact.or(named.first().map(|&n| &p.instances[n])) else {
         let names: Vec<&str> = p.instances.iter().map(|i| i.id.as_str()).collect();
         let hint = crate::pipeline::diagnostic::closest(instance, names.iter().copied())
             .map(|c| format!("; did you mean `{c}`?"))

@@ -69,6 +69,14 @@ fn total_memory_mb() -> Option<u64> {
     Some(kb / 1024)
 }
 
+/// The instances a target names: an instance id, a stage, or a selection
+/// `stage[axis=value,...]` naming some axes.
+pub fn named_by(p: &Pipeline, target: &str) -> Vec<usize> {
+    let sel = crate::pipeline::refsel::RefSel::parse(target).ok();
+    let selected = |i: &crate::pipeline::Instance| sel.as_ref().is_some_and(|s| p.stages[i.stage].name == s.stage && s.admits(&i.axes));
+    p.instances.iter().enumerate().filter(|(_, i)| i.id == target || selected(i)).map(|(n, _)| n).collect()
+}
+
 /// Instances selected by targets (stage names or instance ids) plus everything upstream.
 pub fn select(p: &Pipeline, targets: &[String]) -> anyhow::Result<BTreeSet<usize>> {
     if targets.is_empty() {
@@ -76,18 +84,7 @@ pub fn select(p: &Pipeline, targets: &[String]) -> anyhow::Result<BTreeSet<usize
     }
     let mut stack = Vec::new();
     for t in targets {
-        // An instance id, a stage, or a selection `stage[axis=value,...]` naming some axes.
-        let sel = crate::pipeline::refsel::RefSel::parse(t).ok();
-        let selected = |i: &crate::pipeline::Instance| {
-            sel.as_ref().is_some_and(|s| p.stages[i.stage].name == s.stage && s.admits(&i.axes))
-        };
-        let found: Vec<usize> = p
-            .instances
-            .iter()
-            .enumerate()
-            .filter(|(_, i)| i.id == *t || selected(i))
-            .map(|(n, _)| n)
-            .collect();
+        let found = named_by(p, t);
         if found.is_empty() {
             anyhow::bail!("no stage or instance `{t}` in pipeline `{}`", p.name);
         }
