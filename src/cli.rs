@@ -94,11 +94,17 @@ pub enum Command {
     Plan {
         #[command(flatten)]
         p: PipelineArgs,
+        /// `json`: one document for scripts.
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
     },
     /// Counts of cached, running, failed and pending instances.
     Status {
         #[command(flatten)]
         p: PipelineArgs,
+        /// `json`: one document for scripts.
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
     },
     /// Why an instance will run: the full difference to its last computed key.
     Why {
@@ -172,6 +178,13 @@ pub enum BenchCommand {
     },
 }
 
+/// How `plan`, `status` and `cache ls` print: for people, or one JSON document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendArg {
     Cpu,
@@ -181,7 +194,11 @@ pub enum BackendArg {
 #[derive(Subcommand, Debug)]
 pub enum CacheCommand {
     /// List entries.
-    Ls,
+    Ls {
+        /// `json`: one document for scripts.
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
+    },
     /// Disk usage.
     Du,
     /// Re-hash every entry; quarantine corrupt ones (they are recomputed next run).
@@ -243,48 +260,56 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
-        Command::Plan { p } => {
+        Command::Plan { p, format } => {
             let (pipeline, _) = ops::load(&p.pipeline, &p.overrides)?;
             let cache = ops::open_cache(&cache_path(&p, &pipeline))?;
             let planned = ops::plan::plan(&pipeline, &cache);
-            print!("{}", ops::plan::render_plan(&pipeline, &planned));
+            match format {
+                OutputFormat::Text => out(&ops::plan::render_plan(&pipeline, &planned)),
+                OutputFormat::Json => out(&ops::plan::render_plan_json(&pipeline, &planned)),
+            }
             Ok(0)
         }
-        Command::Status { p } => {
+        Command::Status { p, format } => {
             let (pipeline, _) = ops::load(&p.pipeline, &p.overrides)?;
             let cache = ops::open_cache(&cache_path(&p, &pipeline))?;
-            print!("{}", ops::plan::render_status(&pipeline, &cache));
+            let view = ops::plan::status_view(&pipeline, &cache);
+            match format {
+                OutputFormat::Text => out(&ops::plan::render_status(&view)),
+                OutputFormat::Json => out(&format!("{}\n", serde_json::to_string_pretty(&view)?)),
+            }
             Ok(0)
         }
         Command::Why { p, instance } => {
             let (pipeline, _) = ops::load(&p.pipeline, &p.overrides)?;
             let cache = ops::open_cache(&cache_path(&p, &pipeline))?;
-            print!("{}", ops::plan::render_why(&pipeline, &cache, &instance)?);
+            out(&ops::plan::render_why(&pipeline, &cache, &instance)?);
             Ok(0)
         }
         Command::Dag { p, format } => {
             let (pipeline, _) = ops::load(&p.pipeline, &p.overrides)?;
             let cache = ops::open_cache(&cache_path(&p, &pipeline))?;
-            print!("{}", ops::dag::render(&pipeline, &cache, format));
+            out(&ops::dag::render(&pipeline, &cache, format));
             Ok(0)
         }
         Command::Report { p } => ops::report::report(&p.pipeline, &p.overrides, p.cache.clone()),
         Command::Kinds { kind } => {
-            print!("{}", ops::kinds_text(kind.as_deref())?);
+            out(&ops::kinds_text(kind.as_deref())?);
             Ok(0)
         }
         Command::Cache { cache, command } => {
             let c = ops::open_cache(&cache)?;
             match command {
-                CacheCommand::Ls => print!("{}", ops::cache_cmd::ls(&c)?),
-                CacheCommand::Du => print!("{}", ops::cache_cmd::du(&c)?),
+                CacheCommand::Ls { format: OutputFormat::Text } => out(&ops::cache_cmd::ls(&c)?),
+                CacheCommand::Ls { format: OutputFormat::Json } => out(&ops::cache_cmd::ls_json(&c)?),
+                CacheCommand::Du => out(&ops::cache_cmd::du(&c)?),
                 CacheCommand::Verify { dry_run } => {
                     let (text, clean) = ops::cache_cmd::verify_cmd(&c, dry_run)?;
-                    print!("{text}");
+                    out(&text);
                     return Ok(if clean { 0 } else { 1 });
                 }
                 CacheCommand::Gc { pipelines, max_size, apply } => {
-                    print!("{}", ops::cache_cmd::gc_cmd(&c, &pipelines, &[], max_size, apply)?)
+                    out(&ops::cache_cmd::gc_cmd(&c, &pipelines, &[], max_size, apply)?)
                 }
             }
             Ok(0)
@@ -294,7 +319,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             std::fs::create_dir_all(&dir)?;
             let result = ops::bench::bench_plan(instances, &axes, reps.max(1), &dir);
             let _ = std::fs::remove_dir_all(&dir);
-            print!("{}", result?);
+            out(&result?);
             Ok(0)
         }
         Command::ExecStage { cache, job } => {
@@ -302,6 +327,16 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Ok(crate::exec_stage::exec(&cache, &job, &registry))
         }
         Command::SlurmWorker { cache, max, queue } => Ok(crate::executor::slurm::pack::run_worker(&cache, &queue, max)),
+    }
+}
+
+/// Print a command's output; a closed pipe (`wfpipe plan ... | head`) ends it quietly.
+fn out(text: &str) {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => panic!("cannot write to stdout: {e}"),
+        Ok(()) => {}
     }
 }
 

@@ -22,6 +22,23 @@ fn first_run_computes_each_instance_once_and_second_run_nothing() {
     let plan = p.run(&["plan", "pipelines/demo.toml"]);
     assert_ok(&plan);
     assert!(text(&plan).contains("7 cached, 0 to run"), "{}", text(&plan));
+    // The JSON forms of plan, status and cache ls, for scripts.
+    let json = |args: &[&str]| -> serde_json::Value {
+        let o = p.run(args);
+        assert_ok(&o);
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}\n{}", text(&o)))
+    };
+    let plan = json(&["plan", "pipelines/demo.toml", "--format", "json"]);
+    let instances = plan["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 7);
+    assert!(instances.iter().all(|i| i["cached"] == true && i["key"].as_str().unwrap().len() == 32));
+    assert_eq!(instances.iter().find(|i| i["id"] == "gen[N=2]").unwrap()["axes"]["N"], "2");
+    assert_eq!(plan["per_kind"]["command"]["instances"], 7);
+    let status = json(&["status", "pipelines/demo.toml", "--format", "json"]);
+    assert_eq!((status["instances"].as_u64(), status["cached"].as_u64(), status["not_run"].as_u64()), (Some(7), Some(7), Some(0)));
+    let ls = json(&["cache", "ls", "--format", "json"]);
+    assert_eq!(ls.as_array().unwrap().len(), 7, "{ls}");
+    assert!(ls.as_array().unwrap().iter().all(|e| e["kind"] == "command" && e["bytes"].as_u64().unwrap() > 0));
     // `why` given a stage lists its instances and their state.
     let why = p.run(&["why", "pipelines/demo.toml", "shout"]);
     assert_ok(&why);

@@ -34,6 +34,20 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     num.trim().parse::<f64>().map(|n| (n * mult as f64) as u64).map_err(|_| format!("`{s}` is not a size such as 500M or 2G"))
 }
 
+/// `cache ls --format json`: one object per entry (`error` where the manifest is unreadable).
+pub fn ls_json(cache: &Cache) -> anyhow::Result<String> {
+    use serde_json::json;
+    let mut entries = Vec::new();
+    for key in cache.keys()? {
+        let bytes = dir_size(&cache.entry_dir(&key));
+        entries.push(match cache.read_manifest(&key) {
+            Ok(m) => json!({ "key": key, "kind": m.kind, "instance": m.instance, "bytes": bytes, "duration_s": m.duration_s }),
+            Err(e) => json!({ "key": key, "bytes": bytes, "error": e.to_string() }),
+        });
+    }
+    Ok(format!("{}\n", serde_json::to_string_pretty(&entries)?))
+}
+
 pub fn ls(cache: &Cache) -> anyhow::Result<String> {
     let mut out = String::new();
     for key in cache.keys()? {

@@ -60,61 +60,130 @@ pub fn render_plan(p: &Pipeline, planned: &[PlannedInstance]) -> String {
     out
 }
 
-/// The text of `wfpipe status`: counts, plus running and failed instances.
-pub fn render_status(p: &Pipeline, cache: &Cache) -> String {
+/// What `wfpipe status` shows: counts, plus running, queued and failed instances.
+#[derive(serde::Serialize)]
+pub struct StatusView {
+    pub pipeline: String,
+    pub instances: usize,
+    pub cached: usize,
+    pub not_run: usize,
+    /// Instance id and its progress note.
+    pub running: Vec<(String, Option<String>)>,
+    /// Instance id and its SLURM job.
+    pub queued: Vec<(String, String)>,
+    pub failed: Vec<Failed>,
+    /// The claims' verdict counts, when the pipeline has claims.
+    pub verdicts: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+pub struct Failed {
+    pub instance: String,
+    pub message: String,
+    pub log: String,
+}
+
+pub fn status_view(p: &Pipeline, cache: &Cache) -> StatusView {
     use crate::executor::slurm::status::{queue_view, Live};
-    let mut cached = 0;
-    let mut running = Vec::new();
-    let mut queued = Vec::new();
-    let mut failed = Vec::new();
+    let mut v = StatusView {
+        pipeline: p.name.clone(),
+        instances: p.instances.len(),
+        cached: 0,
+        not_run: 0,
+        running: Vec::new(),
+        queued: Vec::new(),
+        failed: Vec::new(),
+        verdicts: None,
+    };
     let mut slurm_failed = Vec::new();
-    let mut pending = 0;
     // Keys submitted to SLURM (`slurm.json`): the queue knows whether they wait or run.
     let slurm = queue_view(p, cache);
+    let log = |key: &str| exec_stage::log_path(cache, key).display().to_string();
     for inst in &p.instances {
         let live = slurm.get(&inst.key);
         if cache.is_cached(&inst.key) {
-            cached += 1;
+            v.cached += 1;
         } else if lock::is_locked(&cache.lock_path(&inst.key)) || matches!(live, Some(Live::Running { .. })) {
-            running.push(inst);
+            v.running.push((inst.id.clone(), crate::executor::slurm::status::progress_note(cache, &inst.key)));
         } else if let Some(Live::Queued { job }) = live {
-            queued.push((inst, job));
+            v.queued.push((inst.id.clone(), job.to_string()));
         } else if exec_stage::error_path(cache, &inst.key).exists() {
-            failed.push(inst);
+            let message = std::fs::read_to_string(exec_stage::error_path(cache, &inst.key)).unwrap_or_default().trim().to_owned();
+            v.failed.push(Failed { instance: inst.id.clone(), message, log: log(&inst.key) });
         } else if let Some(Live::Ended { job, message }) = live {
-            slurm_failed.push((inst, job, message));
+            slurm_failed.push(Failed { instance: inst.id.clone(), message: format!("SLURM job {job}: {message}"), log: log(&inst.key) });
         } else {
-            pending += 1;
+            v.not_run += 1;
         }
     }
-    let queued_note = if queued.is_empty() { String::new() } else { format!(" {} queued,", queued.len()) };
+    // SLURM failures first, as the queue reported them.
+    slurm_failed.append(&mut v.failed);
+    v.failed = slurm_failed;
+    if crate::report::verdicts::has_claims(p) {
+        v.verdicts = Some(crate::report::verdicts::counts(&crate::report::verdicts::collect(p, cache)));
+    }
+    v
+}
+
+/// The text of `wfpipe status`.
+pub fn render_status(v: &StatusView) -> String {
+    let queued_note = if v.queued.is_empty() { String::new() } else { format!(" {} queued,", v.queued.len()) };
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "pipeline `{}`: {} instances: {cached} cached, {} running,{queued_note} {} failed, {pending} not run",
-        p.name,
-        p.instances.len(),
-        running.len(),
-        failed.len() + slurm_failed.len()
+        "pipeline `{}`: {} instances: {} cached, {} running,{queued_note} {} failed, {} not run",
+        v.pipeline,
+        v.instances,
+        v.cached,
+        v.running.len(),
+        v.failed.len(),
+        v.not_run
     );
-    if crate::report::verdicts::has_claims(p) {
-        let _ = writeln!(out, "  {}", crate::report::verdicts::counts(&crate::report::verdicts::collect(p, cache)));
+    if let Some(verdicts) = &v.verdicts {
+        let _ = writeln!(out, "  {verdicts}");
     }
-    for inst in running {
-        let note = crate::executor::slurm::status::progress_note(cache, &inst.key).map(|n| format!(" ({n})")).unwrap_or_default();
-        let _ = writeln!(out, "  running  {}{note}", inst.id);
+    for (id, note) in &v.running {
+        let note = note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default();
+        let _ = writeln!(out, "  running  {id}{note}");
     }
-    for (inst, job) in queued {
-        let _ = writeln!(out, "  queued   {} (SLURM job {job})", inst.id);
+    for (id, job) in &v.queued {
+        let _ = writeln!(out, "  queued   {id} (SLURM job {job})");
     }
-    for (inst, job, message) in slurm_failed {
-        let _ = writeln!(out, "  failed   {}: SLURM job {job}: {message}\n           log: {}", inst.id, exec_stage::log_path(cache, &inst.key).display());
-    }
-    for inst in failed {
-        let msg = std::fs::read_to_string(exec_stage::error_path(cache, &inst.key)).unwrap_or_default();
-        let _ = writeln!(out, "  failed   {}: {}\n           log: {}", inst.id, msg.trim(), exec_stage::log_path(cache, &inst.key).display());
+    for f in &v.failed {
+        let _ = writeln!(out, "  failed   {}: {}\n           log: {}", f.instance, f.message, f.log);
     }
     out
+}
+
+/// `wfpipe plan --format json`: one document with every instance and the totals per kind.
+pub fn render_plan_json(p: &Pipeline, planned: &[PlannedInstance]) -> String {
+    use serde_json::json;
+    let instances: Vec<_> = planned
+        .iter()
+        .map(|x| {
+            let inst = &p.instances[x.index];
+            json!({
+                "id": inst.id,
+                "stage": p.stages[inst.stage].name,
+                "kind": inst.kind,
+                "key": inst.key,
+                "cached": x.status.is_cached(),
+                "reason": x.status.reason(),
+                "axes": inst.axes.iter().map(|(k, v)| (k.clone(), v.to_string())).collect::<BTreeMap<_, _>>(),
+                "resources": { "cpus": inst.resources.cpus, "gpus": inst.resources.gpus, "mem_mb": inst.resources.mem_mb },
+                "flops": inst.flops,
+            })
+        })
+        .collect();
+    let mut per_kind: BTreeMap<&str, (usize, f64)> = BTreeMap::new();
+    for inst in &p.instances {
+        let e = per_kind.entry(&inst.kind).or_default();
+        e.0 += 1;
+        e.1 += inst.flops.unwrap_or(0.0);
+    }
+    let per_kind: BTreeMap<_, _> = per_kind.into_iter().map(|(k, (n, f))| (k, json!({ "instances": n, "flops": f }))).collect();
+    let doc = json!({ "pipeline": p.name, "instances": instances, "per_kind": per_kind });
+    format!("{}\n", serde_json::to_string_pretty(&doc).expect("plain JSON values"))
 }
 
 /// The text of `wfpipe why INSTANCE`.
