@@ -1,6 +1,6 @@
 //! Throughput of the relational-transformer flow on this machine: one training step
 //! (forward, backward, Adam) and one Euler sampling step, reported as seconds, GFLOP/s with
-//! science.md §11.2's FLOP counts (over the kept pairs), and peak memory.
+//! docs/science.md §11.2's FLOP counts (over the kept pairs), and peak memory.
 //!
 //! Every configuration runs with dense attention (the thesis's model) and with
 //! `layer-blocks` (consecutive layers and self pairs) on the fused CPU engine, each in a

@@ -1,4 +1,4 @@
-//! Reduced-scale reproductions of the toy (science.md §8.7) and UCI (§9.1) flow experiments,
+//! Reduced-scale reproductions of the toy (docs/science.md §8.7) and UCI (§9.1) flow experiments,
 //! driven through the `train-flow` and `sample` stage kinds exactly as a pipeline would.
 //!
 //! `cargo run -p wfpipe-stages --example flow_experiments -- toy [key=value ...]`
@@ -178,7 +178,7 @@ fn toy(args: &Args, work: &Path) {
     }
 }
 
-/// A UCI weight set (science.md §2.2 at a reduced run count), aligned to stored index 256
+/// A UCI weight set (docs/science.md §2.2 at a reduced run count), aligned to stored index 256
 /// by weight matching; returned raw-aligned and canonicalized, and written under `work`.
 fn uci_weights(runs: usize, work: &Path) -> (WeightSet, WeightSet) {
     let layout = Layout(vec![30, 16, 16, 2]);

@@ -1,4 +1,4 @@
-//! Removal of the ReLU scaling symmetry, `canon(θ)` of science.md 4.1 (Pittorino et al.).
+//! Removal of the ReLU scaling symmetry, `canon(θ)` of docs/science.md 4.1 (Pittorino et al.).
 //!
 //! Layers are processed in order, each on the already-rescaled matrices:
 //! 1. every hidden neuron `b` of layer `l`: `r = ‖W_l[b,:]‖₂` (incoming weights only),

@@ -1,4 +1,4 @@
-//! Trajectory collection (science.md 2.1-2.3): independent training runs from the
+//! Trajectory collection (docs/science.md 2.1-2.3): independent training runs from the
 //! N(0, 0.1²) init, recording the weights by the rule of 2.1.
 //!
 //! Run `r` draws its init and its shuffles from its own seeded streams, so a run's result

@@ -1,4 +1,4 @@
-//! Pairing source and target batches before the probability path (science.md §5.3).
+//! Pairing source and target batches before the probability path (docs/science.md §5.3).
 //!
 //! The main type is [`Coupling`]. `Independent` keeps the i-th source with the i-th
 //! target; `Ot` solves the exact minibatch optimal-transport plan on squared Euclidean

@@ -1,4 +1,4 @@
-//! Task-gradient guidance for sampling (science.md §7.5): `F(x) = −∇_θ L_task(θ = x)` per
+//! Task-gradient guidance for sampling (docs/science.md §7.5): `F(x) = −∇_θ L_task(θ = x)` per
 //! network, on a fresh random training minibatch for every network and every step.
 //!
 //! The gradient is laid out in the flat layout by default. `layout_bug` reproduces the

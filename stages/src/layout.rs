@@ -1,4 +1,4 @@
-//! The flat weight layout of an MLP (science.md section 0): the one representation of a
+//! The flat weight layout of an MLP (docs/science.md section 0): the one representation of a
 //! network across the project.
 //!
 //! `θ = [vec(W_1ᵀ), …, vec(W_Lᵀ), b_1, …, b_L]` where `W_l ∈ R^{n_l × n_{l-1}}` (torch

@@ -1,4 +1,4 @@
-//! Euler sampling of a trained flow (science.md §7).
+//! Euler sampling of a trained flow (docs/science.md §7).
 //!
 //! The main type is [`Sampler`]. On the grid `t_k = k/(n−1)` it performs n−1 updates: noise
 //! `ε·ξ` when `t_k > 0.8`, a prediction `x̂1`, a velocity by the chosen [`VelocityRule`],
@@ -14,7 +14,7 @@ use crate::noise::Rng;
 /// Noise is added only after this time (hard-coded in the code).
 pub const NOISE_AFTER: f32 = 0.8;
 
-/// How the velocity is formed from the prediction (science.md §7.2–7.3).
+/// How the velocity is formed from the prediction (docs/science.md §7.2–7.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum VelocityRule {
@@ -48,7 +48,7 @@ impl<F: FnMut(&[f32], f32) -> Vec<f32>> Predictor for F {
     }
 }
 
-/// A guidance field `F(x)` for a `[B, P]` batch (science.md §7.5).
+/// A guidance field `F(x)` for a `[B, P]` batch (docs/science.md §7.5).
 pub trait Guidance {
     fn field(&mut self, x: &[f32], rng: &mut Rng) -> Vec<f32>;
 }

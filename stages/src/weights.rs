@@ -1,4 +1,4 @@
-//! A set of MLP weight vectors in the flat layout (science.md section 0), and its on-disk
+//! A set of MLP weight vectors in the flat layout (docs/science.md section 0), and its on-disk
 //! form: one safetensors file.
 //!
 //! File format `wfpipe-weights-v1`:
@@ -69,9 +69,9 @@ pub struct WeightSet {
     pub count: usize,
     /// `[count × P]`, row-major.
     pub data: Vec<f32>,
-    /// The networks were permutation-aligned to a common reference (science.md section 3).
+    /// The networks were permutation-aligned to a common reference (docs/science.md section 3).
     pub is_aligned: bool,
-    /// The networks were canonicalized (science.md section 4).
+    /// The networks were canonicalized (docs/science.md section 4).
     pub is_canonical: bool,
     /// Integer columns with one value per network (`run`, `epoch`, `step`, ...).
     pub columns: BTreeMap<String, Vec<i64>>,

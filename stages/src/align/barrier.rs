@@ -1,4 +1,4 @@
-//! The loss-barrier metric of science.md 3.4 (`get_pairwise_mid_loss`): for networks `a`
+//! The loss-barrier metric of docs/science.md 3.4 (`get_pairwise_mid_loss`): for networks `a`
 //! and `b`, the loss at the Euclidean midpoint `mid(a,b) = L((θ_a+θ_b)/2)` (absolute, the
 //! code's default) and the barrier `mid(a,b) − (L(θ_a)+L(θ_b))/2` (relative). `L` is the
 //! cross-entropy with per-batch averaging (1.3).

@@ -1,4 +1,4 @@
-//! Permutation alignment (re-basin) of MLPs to a reference (science.md section 3), and the
+//! Permutation alignment (re-basin) of MLPs to a reference (docs/science.md section 3), and the
 //! loss-barrier metric that shows its effect (3.4).
 //!
 //! Convention: the aligned network is `W'_l[r, a] = W_l[σ_l(r), σ_{l-1}(a)]` and

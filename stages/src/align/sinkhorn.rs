@@ -1,4 +1,4 @@
-//! Sinkhorn re-basin (science.md 3.1, 3.3): what the thesis code implements.
+//! Sinkhorn re-basin (docs/science.md 3.1, 3.3): what the thesis code implements.
 //!
 //! One free matrix `Q_l` per hidden layer, initialized `I + 0.1·G`; the soft permutation
 //! `S_l` is 20 log-domain Sinkhorn iterations (columns then rows) of `Q_l/τ`; the soft-

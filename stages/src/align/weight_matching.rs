@@ -1,4 +1,4 @@
-//! Exact weight matching (science.md 3.2, Ainsworth et al.): maximize `⟨θ_ref, π(θ)⟩`,
+//! Exact weight matching (docs/science.md 3.2, Ainsworth et al.): maximize `⟨θ_ref, π(θ)⟩`,
 //! i.e. minimize `‖θ_ref − π(θ)‖²` (permutations preserve `‖θ‖`), by coordinate descent over
 //! hidden layers, each step an exact linear assignment. With one hidden layer a single LAP
 //! is the global optimum; with more, every step can only decrease the distance.

@@ -1,4 +1,4 @@
-//! MNIST and Fashion-MNIST from IDX files (science.md 1.4).
+//! MNIST and Fashion-MNIST from IDX files (docs/science.md 1.4).
 //!
 //! - train: all 60,000 training images, shuffled per epoch by the trainer;
 //! - the official 10,000 test images are split 50/50 with a seeded permutation into

@@ -1,4 +1,4 @@
-//! Datasets of the base tasks (science.md 1.4): UCI WDBC (shipped in the crate), MNIST and
+//! Datasets of the base tasks (docs/science.md 1.4): UCI WDBC (shipped in the crate), MNIST and
 //! Fashion-MNIST (IDX files read from a data directory), and the Gaussian toy set.
 //!
 //! Every dataset is preprocessed and split exactly once here, with a seeded shuffle, into
@@ -239,7 +239,7 @@ impl Dataset {
     }
 }
 
-/// Load, preprocess and split a dataset (science.md 1.4). `data_dir` holds `mnist/` and
+/// Load, preprocess and split a dataset (docs/science.md 1.4). `data_dir` holds `mnist/` and
 /// `fashion-mnist/`; UCI WDBC is built in.
 pub fn load(name: DatasetName, data_dir: &Path, split_seed: u64) -> Result<Dataset, DataError> {
     match name {

@@ -1,4 +1,4 @@
-//! The Gaussian toy of science.md 1.4: no base task; "weights" are vectors of the toy
+//! The Gaussian toy of docs/science.md 1.4: no base task; "weights" are vectors of the toy
 //! layout 30-16-16-2 (P = 802), with `p0 = N(0, I)` and `p1 = N(1·𝟙, I)`.
 
 use crate::layout::Layout;

@@ -1,6 +1,6 @@
 //! UCI Breast Cancer Wisconsin (Diagnostic), shipped in the crate (`stages/data/uci-wdbc/`).
 //!
-//! Preprocessing per science.md 1.4: labels B→0, M→1 (the file's sklearn `target` is
+//! Preprocessing per docs/science.md 1.4: labels B→0, M→1 (the file's sklearn `target` is
 //! 0 = malignant, 1 = benign, so label = 1 − target); every feature is standardized with
 //! its mean and population std over **all 569 rows before splitting** [faithful]; then a
 //! seeded shuffle splits 455 / 57 / 57 into train / val / test.

@@ -1,4 +1,4 @@
-//! Bayesian model averaging (science.md 8.3, Fig. 7.5): predict with the average of the
+//! Bayesian model averaging (docs/science.md 8.3, Fig. 7.5): predict with the average of the
 //! softmax probabilities of the first n networks (Eq. 2.1), for each n of a grid, and
 //! report accuracy and cross-entropy of the averaged prediction. The code's `model_average`
 //! averages raw logits instead; that is [`Averaging::Logits`].

@@ -1,4 +1,4 @@
-//! Functional diversity (science.md 8.2, Table 7.2), reconstructed: no code exists.
+//! Functional diversity (docs/science.md 8.2, Table 7.2), reconstructed: no code exists.
 //!
 //! Each network θ_i maps K fixed inputs to the set `A_i` of its softmax outputs in `R^C`. A
 //! Gaussian KDE `p_A(z) = (1/K) Σ_{a∈A} N(z; a, h²I)` smooths each set, and

@@ -1,4 +1,4 @@
-//! Learning curves from a given initialization (science.md 8.4c, Fig. 7.6;
+//! Learning curves from a given initialization (docs/science.md 8.4c, Fig. 7.6;
 //! `utils/results.py::get_sgd_traj_losses`): train θ for a number of optimizer steps and,
 //! every `record_every` steps, measure loss and accuracy on a fixed evaluation split.
 //!
@@ -21,7 +21,7 @@ pub struct FinetuneConfig {
     pub record_every: usize,
     pub batch_size: usize,
     pub optimizer: OptimizerConfig,
-    /// Batch size of the loss averaging on the evaluation split (science.md 1.3).
+    /// Batch size of the loss averaging on the evaluation split (docs/science.md 1.3).
     pub eval_batch: usize,
 }
 

@@ -1,4 +1,4 @@
-//! Per-network test accuracy and cross-entropy (science.md 8.1) with the exact averaging of
+//! Per-network test accuracy and cross-entropy (docs/science.md 8.1) with the exact averaging of
 //! 1.3: the loss is the mean over batches of `eval_batch` rows (in split order) of each
 //! batch's mean cross-entropy, so a smaller last batch weighs as much as a full one.
 //!
@@ -31,7 +31,7 @@ pub fn row_losses(logits: &[f32], labels: &[u32], classes: usize) -> (Vec<f64>, 
     (losses, correct)
 }
 
-/// Mean over consecutive batches of `batch` rows of each batch's mean (science.md 1.3).
+/// Mean over consecutive batches of `batch` rows of each batch's mean (docs/science.md 1.3).
 pub fn batch_averaged(row_values: &[f64], batch: usize) -> f64 {
     let batch = batch.max(1);
     let (sum, batches) = row_values

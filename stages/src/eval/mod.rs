@@ -1,4 +1,4 @@
-//! Evaluation of weight sets (science.md section 8): per-network quality, functional
+//! Evaluation of weight sets (docs/science.md section 8): per-network quality, functional
 //! diversity, Bayesian model averaging, the distance of samples to their targets, the toy statistics, and fine-tuning curves from a
 //! learned initialization.
 //!

@@ -1,4 +1,4 @@
-//! The toy evaluation (science.md 8.7, Fig. 7.1): there is no task, so each generated vector
+//! The toy evaluation (docs/science.md 8.7, Fig. 7.1): there is no task, so each generated vector
 //! is summarized by the mean (and spread) of its coordinates; a histogram of the per-sample
 //! means is compared with the same statistic of p1 = N(1, I), which is N(1, 1/P)
 //! (std ≈ 0.035 for P = 802). The average over coordinates of the across-sample std shows

@@ -1,4 +1,4 @@
-//! From the network's output to the estimate `x̂1` (science.md §5.6): one place, shared
+//! From the network's output to the estimate `x̂1` (docs/science.md §5.6): one place, shared
 //! by training (both engines) and sampling, so the two can never disagree.
 //!
 //! The thesis reads the output as `x̂1` itself ([`Output::Target`]). [`Output::Velocity`]

@@ -1,4 +1,4 @@
-//! Target-mode losses (science.md §5.7) on `[B, P]` tensors, differentiable.
+//! Target-mode losses (docs/science.md §5.7) on `[B, P]` tensors, differentiable.
 //!
 //! Euclidean and Normalized: plain MSE over all coordinates. Geometric
 //! (`sphere_point_dist`): per network, the mean over weight blocks of the mean squared

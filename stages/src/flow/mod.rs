@@ -1,4 +1,4 @@
-//! Flow matching over weights (science.md §5): paths, losses, batch sources, the explicit
+//! Flow matching over weights (docs/science.md §5): paths, losses, batch sources, the explicit
 //! training loop and its checkpoints.
 //!
 //! The main type is [`FlowSpec`], everything that defines a trained flow (geometry,

@@ -1,4 +1,4 @@
-//! Time sampling and probability paths (science.md §5.4–5.5), on host batches.
+//! Time sampling and probability paths (docs/science.md §5.4–5.5), on host batches.
 //!
 //! `x_t = (1−t)·x0 + t·x1 + σ·ε` for the Euclidean and Normalized flows (chords, never
 //! projected); for the Geometric flow the geodesic on every sphere point and the straight

@@ -1,4 +1,4 @@
-//! Where the x0 and x1 batches come from (science.md §5.2).
+//! Where the x0 and x1 batches come from (docs/science.md §5.2).
 //!
 //! The main type is [`BatchSource`]: either a finite set of rows served by a loader that
 //! reshuffles every epoch, drops the last partial batch and cycles forever (the code's
@@ -92,7 +92,7 @@ pub fn canonicalize_rows(rows: &[f32], layout: &Layout) -> Vec<f32> {
 }
 
 /// The fixed prior set: `count` draws of `N(0, std²·I_P)` on all coordinates (biases
-/// included), canonicalized when `canonical` (science.md §5.2, faithful).
+/// included), canonicalized when `canonical` (docs/science.md §5.2, faithful).
 pub fn prior_set(layout: &Layout, count: usize, std: f64, canonical: bool, rng: &mut Rng) -> Vec<f32> {
     let draws = rng.normal_vec(count * layout.num_params(), 0.0, std);
     if canonical {

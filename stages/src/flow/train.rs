@@ -1,4 +1,4 @@
-//! The explicit flow-matching training loop (science.md §5.8).
+//! The explicit flow-matching training loop (docs/science.md §5.8).
 //!
 //! Each iteration draws x0 and x1 batches, draws t ~ Beta(1,2), re-pairs the batch with the
 //! coupling, builds x_t on the path, turns the relational transformer's output into x̂1

@@ -1,11 +1,11 @@
-//! Differentiable canonicalization `canon(θ)` on batches of flat networks (science.md §4.1,
+//! Differentiable canonicalization `canon(θ)` on batches of flat networks (docs/science.md §4.1,
 //! §5.6), used on predictions inside the training graph and on prior draws.
 //!
 //! Layers are processed in order: each hidden neuron's incoming weights are scaled to unit
 //! norm, its bias is divided by the same norm and its outgoing weights multiplied by it; the
 //! last weight matrix and bias are then divided by the Frobenius norm of the rescaled last
 //! matrix (radius ρ = 1). Norms are clamped at [`NORM_FLOOR`] so a collapsed prediction
-//! cannot produce NaN (science.md §10.2 item 6, recommended).
+//! cannot produce NaN (docs/science.md §10.2 item 6, recommended).
 
 use burn::tensor::{backend::Backend, Tensor};
 

@@ -1,6 +1,6 @@
 //! Geometries of weight space: which flow a model is and the manifold it lives on.
 //!
-//! The main type is [`Geometry`] (Euclidean, Normalized, Geometric; science.md §5.1). The
+//! The main type is [`Geometry`] (Euclidean, Normalized, Geometric; docs/science.md §5.1). The
 //! sphere operations are in [`sphere`], the product manifold of canonical networks in
 //! [`product`], and the differentiable canonicalization of predictions in [`canon`].
 

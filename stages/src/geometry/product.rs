@@ -1,4 +1,4 @@
-//! The product manifold of canonical networks (science.md §4.2–4.3) in the flat layout.
+//! The product manifold of canonical networks (docs/science.md §4.2–4.3) in the flat layout.
 //!
 //! The main type is [`ProductGeometry`], built from a [`Layout`]: it says which flat
 //! coordinates form which unit sphere (one per hidden neuron's incoming weights, one for the
@@ -91,7 +91,7 @@ impl ProductGeometry {
         self.layout.num_params()
     }
 
-    /// Geodesic interpolation per sphere point and linear on biases (science.md §5.5):
+    /// Geodesic interpolation per sphere point and linear on biases (docs/science.md §5.5):
     /// `x_t = exp_{x0}(t·log_{x0}(x1))`, `b_t = (1−t) b0 + t b1`. One `t` per row.
     pub fn interpolate(&self, x0: &[f32], x1: &[f32], t: &[f32]) -> Vec<f32> {
         let p = self.dim();

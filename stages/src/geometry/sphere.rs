@@ -1,4 +1,4 @@
-//! Unit-sphere operations with geoopt's float32 conventions (science.md §5.9).
+//! Unit-sphere operations with geoopt's float32 conventions (docs/science.md §5.9).
 //!
 //! Every function acts on one sphere point given as a slice; the product geometry
 //! ([`super::product`]) gathers the points of a network and calls these. Faithful quirks are

@@ -1,5 +1,5 @@
 //! `align`: permute every network of a weight set to match one reference network of the set
-//! (science.md section 3). Default: exact weight matching (3.2) to stored index 256
+//! (docs/science.md section 3). Default: exact weight matching (3.2) to stored index 256
 //! [recommended]; the code's Sinkhorn re-basin with L2, midpoint or random-interpolation
 //! objectives (3.1, 3.3) is `method = "sinkhorn-l2" | "sinkhorn-mid" | "sinkhorn-rnd"`, and
 //! `reference = 0` is the code's `align_to_ref`.

@@ -1,5 +1,5 @@
 //! `barriers`: pairwise midpoint losses over a seeded random subset of a weight set
-//! (science.md 3.4, Fig. 7.2), absolute `L((θ_a+θ_b)/2)` and relative
+//! (docs/science.md 3.4, Fig. 7.2), absolute `L((θ_a+θ_b)/2)` and relative
 //! `mid − (L(θ_a)+L(θ_b))/2`. With `aligned` set, the same subset (same indices) of a second
 //! set, normally the `align` output of the first, is measured too: before vs after alignment.
 //!
@@ -170,7 +170,7 @@ mod tests {
     use crate::kinds::{align::Align, collect::Collect, testing};
     use std::collections::BTreeMap;
 
-    /// science.md Appendix A item 9, at test scale: aligned barriers are markedly lower.
+    /// docs/science.md Appendix A item 9, at test scale: aligned barriers are markedly lower.
     #[test]
     fn alignment_lowers_uci_barriers() {
         let dir = testing::temp_dir("barriers");

@@ -1,5 +1,5 @@
 //! `canonicalize`: remove the ReLU scaling symmetry from every network of a weight set
-//! (science.md section 4). `rho` is the radius of the last-layer sphere: 1 in the code and
+//! (docs/science.md section 4). `rho` is the radius of the last-layer sphere: 1 in the code and
 //! every sphere operation [faithful default]; the thesis text's √C is `rho = 1.4142…` for C = 2.
 
 use super::{read_input_weights, write_weights};

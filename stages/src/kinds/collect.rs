@@ -1,4 +1,4 @@
-//! `collect`: train N base MLPs and record their trajectories (science.md 2.1-2.3).
+//! `collect`: train N base MLPs and record their trajectories (docs/science.md 2.1-2.3).
 //!
 //! Defaults are the thesis's UCI setup (2.2). The MNIST setup (2.3) is `dataset = "mnist"`,
 //! `layout = [784, 10, 10]`, `runs = 50`, `epochs = 25`, `skip_epochs = 5`,

@@ -1,4 +1,4 @@
-//! `evaluate`: the quality of a weight set on a task (science.md 8.1-8.3, 8.5), or the toy
+//! `evaluate`: the quality of a weight set on a task (docs/science.md 8.1-8.3, 8.5), or the toy
 //! statistics of a set with no task (8.7).
 //!
 //! Task mode (`dataset` set): every network (or a seeded random subset of `count`) is
@@ -400,7 +400,7 @@ impl StageKind for Evaluate {
             ParamSpec::with_default("layout", T::IntList, Value::List(Vec::new()), "layout the set must have (empty: the set's own); checked against the dataset at plan time"),
             ParamSpec::with_default("split", T::Enum(SplitName::WORDS), s("test"), "split to evaluate on"),
             ParamSpec::with_default("split_seed", T::NON_NEGATIVE_INT, Value::Int(data::DEFAULT_SPLIT_SEED as i64), "seed of the train/val/test split (the collection's, so the test rows are unseen)"),
-            ParamSpec::with_default("eval_batch", T::POSITIVE_INT, Value::Int(crate::mlp::EVAL_BATCH as i64), "batch size of the per-batch loss averaging (science.md 1.3)"),
+            ParamSpec::with_default("eval_batch", T::POSITIVE_INT, Value::Int(crate::mlp::EVAL_BATCH as i64), "batch size of the per-batch loss averaging (docs/science.md 1.3)"),
             ParamSpec::with_default("count", T::NON_NEGATIVE_INT, Value::Int(0), "networks evaluated: 0 for all, else a seeded random subset"),
             ParamSpec::with_default("diversity_networks", T::NON_NEGATIVE_INT, Value::Int(64), "N: networks in the diversity estimate (0: skip it)"),
             ParamSpec::with_default("diversity_inputs", T::POSITIVE_INT, Value::Int(1000), "K: first rows of the split whose softmax outputs form each set"),

@@ -1,4 +1,4 @@
-//! `finetune`: learning curves from a learned initialization (science.md 8.4c, Fig. 7.6).
+//! `finetune`: learning curves from a learned initialization (docs/science.md 8.4c, Fig. 7.6).
 //!
 //! Each of `runs` networks starts from a random network of a weight set (`init = "weights"`,
 //! e.g. unguided samples of the Euclidean MNIST flow) or from the base prior, N(0, 0.1²)

@@ -298,7 +298,7 @@ pub(crate) mod test_support {
     }
 }
 
-/// The thesis's base layout for a dataset (science.md §1.1).
+/// The thesis's base layout for a dataset (docs/science.md §1.1).
 pub(crate) fn usual_layout(dataset: DatasetName) -> Layout {
     match dataset {
         DatasetName::UciWdbc => Layout(vec![30, 16, 16, 2]),

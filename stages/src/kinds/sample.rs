@@ -1,4 +1,4 @@
-//! `sample`: maps prior draws through a trained flow with the Euler sampler (science.md §7)
+//! `sample`: maps prior draws through a trained flow with the Euler sampler (docs/science.md §7)
 //! and writes the samples as a weight set, `weights.safetensors`.
 
 use burn::module::Module;
@@ -250,7 +250,7 @@ impl StageKind for Sample {
         SampleParams::parse(params).map(|_| ())
     }
 
-    /// One forward pass per sample and Euler update (science.md §11.2); the network size
+    /// One forward pass per sample and Euler update (docs/science.md §11.2); the network size
     /// comes from the upstream `train-flow` parameters the planner passes along.
     fn estimate_flops(&self, params: &Params) -> Option<f64> {
         let p = SampleParams::parse(params).ok()?;
@@ -352,7 +352,7 @@ mod tests {
 
     #[test]
     fn flop_estimate_uses_the_upstream_flow_size() {
-        // science.md §11.2: MNIST d=32, 128 samples × 64 steps ≈ 0.6 PF.
+        // docs/science.md §11.2: MNIST d=32, 128 samples × 64 steps ≈ 0.6 PF.
         let mut view = params(&Sample, &[("count", Value::Int(128)), ("steps", Value::Int(64))]);
         assert_eq!(Sample.estimate_flops(&view), None, "no flow size known");
         view.0.insert("d_model".into(), Value::Int(32));

@@ -1,4 +1,4 @@
-//! `toy-data`: a fixed draw from the Gaussian toy distribution of science.md 1.4, as a weight
+//! `toy-data`: a fixed draw from the Gaussian toy distribution of docs/science.md 1.4, as a weight
 //! set of the toy layout. Defaults give the target `p1 = N(1·𝟙, I)`; `mean = 0` gives the
 //! source. (The recommended toy flow draws fresh samples per batch instead; a fixed set is
 //! the faithful alternative and the evaluation reference.)

@@ -1,4 +1,4 @@
-//! `train-flow`: trains a flow-matching model over a weight set (science.md §5, §6).
+//! `train-flow`: trains a flow-matching model over a weight set (docs/science.md §5, §6).
 //!
 //! Input: `weights`, a weight set (or a `toy-data` stage, whose Gaussian target is drawn
 //! fresh every batch). Output: `flow.mpk` (the model record), `flow.json` (a
@@ -274,7 +274,7 @@ impl StageKind for TrainFlow {
         Resources { cpus: 2, gpus: 0, mem_mb: 4096, time_min: 0 }
     }
 
-    /// Training ≈ 3 × forward per pair and iteration (science.md §11.2).
+    /// Training ≈ 3 × forward per pair and iteration (docs/science.md §11.2).
     fn estimate_flops(&self, params: &Params) -> Option<f64> {
         let p = TrainFlowParams::parse(params, 0).ok()?;
         let forward = crate::rt::forward_flops(&super::estimate_layout(params), p.attention, p.d_model, p.layers);
@@ -360,7 +360,7 @@ mod tests {
 
     #[test]
     fn flop_estimates_match_the_spec_table() {
-        // science.md §11.2: toy d=32 B=16 20K iterations ≈ 0.46 PF; UCI d=64 B=32 250K ≈ 43 PF;
+        // docs/science.md §11.2: toy d=32 B=16 20K iterations ≈ 0.46 PF; UCI d=64 B=32 250K ≈ 43 PF;
         // MNIST d=8 B=8 100K ≈ 14.5 PF (the dataset comes from an upstream stage's params).
         let cases: [(&[(&str, Value)], f64); 3] = [
             (

@@ -1,4 +1,4 @@
-//! Metrics of a trained MLP (science.md 1.3): the loss is the mean over batches of the
+//! Metrics of a trained MLP (docs/science.md 1.3): the loss is the mean over batches of the
 //! batch-mean cross-entropy (so a smaller last batch weighs as much as a full one), the
 //! accuracy is correct / total. Batches are taken in order.
 

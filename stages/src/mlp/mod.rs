@@ -1,4 +1,4 @@
-//! The base MLP of science.md section 1: init, forward, hand-written backpropagation,
+//! The base MLP of docs/science.md section 1: init, forward, hand-written backpropagation,
 //! PyTorch-exact optimizers, the training loop with the recording rule, and metrics; plus
 //! a burn implementation of the same network.
 

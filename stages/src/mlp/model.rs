@@ -1,4 +1,4 @@
-//! The base MLP (science.md 1.1-1.2) as a flat parameter vector, and its fast CPU forward.
+//! The base MLP (docs/science.md 1.1-1.2) as a flat parameter vector, and its fast CPU forward.
 //!
 //! The flat layout stores `W_lᵀ` row-major as `[n_{l-1}, n_l]`, which is exactly the right
 //! operand of `Z_l = H_{l-1} · W_lᵀ + b_l` for a row-major batch `H_{l-1}` `[B, n_{l-1}]`,
@@ -21,7 +21,7 @@ impl MlpConfig {
         MlpConfig { layout }
     }
 
-    /// The base-training init: every weight from N(0, 0.1²), every bias 0 (science.md 1.2).
+    /// The base-training init: every weight from N(0, 0.1²), every bias 0 (docs/science.md 1.2).
     pub fn init(&self, rng: &mut Rng) -> Vec<f32> {
         let mut theta = vec![0.0; self.layout.num_params()];
         let weights = self.layout.num_weights();

@@ -51,12 +51,12 @@ pub struct OptimizerConfig {
 }
 
 impl OptimizerConfig {
-    /// science.md 2.2: Adam, lr 1e-3, β = (0.9, 0.999), eps 1e-8, no weight decay.
+    /// docs/science.md 2.2: Adam, lr 1e-3, β = (0.9, 0.999), eps 1e-8, no weight decay.
     pub fn adam(lr: f64) -> Self {
         OptimizerConfig { kind: OptimizerKind::Adam, lr, momentum: 0.0, weight_decay: 0.0, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
     }
 
-    /// science.md 2.3: SGD, lr 0.1, momentum 0.9, weight decay 1e-5.
+    /// docs/science.md 2.3: SGD, lr 0.1, momentum 0.9, weight decay 1e-5.
     pub fn sgd(lr: f64, momentum: f64, weight_decay: f64) -> Self {
         OptimizerConfig { kind: OptimizerKind::Sgd, lr, momentum, weight_decay, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
     }

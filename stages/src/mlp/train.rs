@@ -1,4 +1,4 @@
-//! The base-model training loop with the recording rule of science.md 2.1.
+//! The base-model training loop with the recording rule of docs/science.md 2.1.
 //!
 //! For each epoch `e` and minibatch `i` (restarting at 0 every epoch): forward, loss and
 //! backward; if `e ≥ skip_epochs` and `i mod every == 0`, record θ (the state *before*

@@ -1,4 +1,4 @@
-//! From flat weight vectors to weight graphs (science.md §6.2–6.4): dense, or over the
+//! From flat weight vectors to weight graphs (docs/science.md §6.2–6.4): dense, or over the
 //! kept pairs of [`super::pairs`].
 //!
 //! [`GraphSpec`] holds what depends only on the layout: node and pair indices, the
@@ -15,7 +15,7 @@ use super::init::{LinearInit, ParamInit};
 use super::pairs::{Attention, Pairs};
 use crate::layout::Layout;
 
-/// Where the time value is written in the extra channel (science.md §6.4).
+/// Where the time value is written in the extra channel (docs/science.md §6.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TimeChannel {

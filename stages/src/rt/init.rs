@@ -1,4 +1,4 @@
-//! Deterministic parameter initialization for the relational transformer (science.md §6.7).
+//! Deterministic parameter initialization for the relational transformer (docs/science.md §6.7).
 //!
 //! The main type is [`ParamInit`]: it draws every parameter from one seeded [`Rng`] and
 //! numbers parameters in creation order, so the same seed gives the same model, bit for bit

@@ -1,4 +1,4 @@
-//! One relational-transformer layer (science.md §6.5): attention with edge features
+//! One relational-transformer layer (docs/science.md §6.5): attention with edge features
 //! modulating queries, keys and values, then post-LN node and edge updates; over all `N²`
 //! pairs (`[B, N, N, D]` edges) or over the kept pairs of [`super::pairs`] (`[B, M, D]`).
 

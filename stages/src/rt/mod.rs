@@ -1,4 +1,4 @@
-//! The relational transformer over weight graphs (science.md §6): dense as in the thesis,
+//! The relational transformer over weight graphs (docs/science.md §6): dense as in the thesis,
 //! or over the layer blocks of [`pairs`].
 //!
 //! [`model::RtConfig`] builds a [`model::RelationalTransformer`]; [`graph::GraphSpec`] turns a
@@ -13,7 +13,7 @@ pub mod layer;
 pub mod model;
 pub mod pairs;
 
-/// Forward FLOPs of the relational transformer on one graph of `layout` (science.md
+/// Forward FLOPs of the relational transformer on one graph of `layout` (docs/science.md
 /// §11.2): `M·[L_rt(18dD + 40D) + 8d² + 2dD]` over the `M` kept pairs (`N²` for dense
 /// attention), the pair tensors dominating.
 pub fn forward_flops(layout: &crate::layout::Layout, attention: pairs::Attention, d: usize, layers: usize) -> f64 {

@@ -1,4 +1,4 @@
-//! The relational-transformer velocity network (science.md §6): flat `x_t` and `t` in,
+//! The relational-transformer velocity network (docs/science.md §6): flat `x_t` and `t` in,
 //! a flat `[B, P]` prediction out.
 //!
 //! The main type is [`RelationalTransformer`], built by [`RtConfig::init`]. Its parameter
@@ -17,7 +17,7 @@ use super::init::{LinearInit, ParamInit};
 use super::layer::{PairIndex, RtLayer};
 use crate::layout::Layout;
 
-/// Hyper-parameters of the relational transformer (science.md §6.1).
+/// Hyper-parameters of the relational transformer (docs/science.md §6.1).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RtConfig {
     /// `d_E`: attention and MLP hidden width; node and edge width is `D = d + 1`.

@@ -1,7 +1,7 @@
 //! Which ordered node pairs of a weight graph carry an edge state and take part in
 //! attention, with the index tables both engines run on.
 //!
-//! The thesis's model keeps every pair (science.md §6.2: N² of them, almost all between two
+//! The thesis's model keeps every pair (docs/science.md §6.2: N² of them, almost all between two
 //! input neurons, which share no weight). [`Attention::LayerBlocks`] keeps the pairs
 //! between consecutive layers in both directions plus each node's self pair: for MNIST's
 //! 784-10-10, 16,684 pairs instead of 646,416. Every kept pair's reverse is kept, so the

@@ -212,7 +212,7 @@ pub(super) fn mlp3_forward(params: &[f32], lins: &[Lin; 3], act: Act, tape: &mut
     linear(params, lins[2], &hidden, rows, out);
 }
 
-/// Relational attention of one graph (science.md §6.5): writes `alpha` and `o`. Node `i`
+/// Relational attention of one graph (docs/science.md §6.5): writes `alpha` and `o`. Node `i`
 /// attends over the pairs `graph.attend` lists for it.
 fn attention_forward(graph: &FusedGraph, d: usize, heads: usize, qkvn: &[f32], qkve: &[f32], alpha: &mut [f32], o: &mut [f32]) {
     let dh = d / heads;

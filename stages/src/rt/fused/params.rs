@@ -27,7 +27,7 @@ pub struct Norm {
     pub d: usize,
 }
 
-/// The tensors of one RT layer (science.md §6.5).
+/// The tensors of one RT layer (docs/science.md §6.5).
 #[derive(Clone, Debug)]
 pub struct LayerParams {
     pub qkv_node: Lin,
