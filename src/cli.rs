@@ -131,6 +131,14 @@ pub enum Command {
         /// Show one kind's parameters.
         kind: Option<String>,
     },
+    /// Download MNIST and Fashion-MNIST into the data folder, or show what it holds.
+    Data {
+        /// Folder holding mnist/ and fashion-mnist/ [env WFPIPE_DATA; default data/].
+        #[arg(long, env = "WFPIPE_DATA", default_value = "data", global = true)]
+        data_dir: PathBuf,
+        #[command(subcommand)]
+        command: DataCommand,
+    },
     /// Inspect and maintain the cache.
     Cache {
         /// Cache folder [env WFPIPE_CACHE; default cache/].
@@ -189,6 +197,21 @@ pub enum OutputFormat {
 pub enum BackendArg {
     Cpu,
     Cuda,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Download the missing or invalid IDX files (resuming partial ones) and check them.
+    Fetch {
+        /// `mnist`, `fashion-mnist` or `all`.
+        #[arg(default_value = "all", value_parser = ops::data::parse_which)]
+        which: Vec<Vec<wfpipe_stages::data::DatasetName>>,
+        /// A mirror holding `<url>/mnist/*.gz` and `<url>/fashion-mnist/*.gz` instead of the public locations.
+        #[arg(long, env = "WFPIPE_DATA_URL")]
+        from: Option<String>,
+    },
+    /// Each file: present and valid, missing or invalid (exit code 1 unless all are valid).
+    Status,
 }
 
 #[derive(Subcommand, Debug)]
@@ -297,6 +320,17 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             out(&ops::kinds_text(kind.as_deref())?);
             Ok(0)
         }
+        Command::Data { data_dir, command } => match command {
+            DataCommand::Fetch { which, from } => {
+                ops::data::fetch(&data_dir, &which.concat(), from.as_deref(), &mut |line| out(line))?;
+                Ok(0)
+            }
+            DataCommand::Status => {
+                let (text, all) = ops::data::status(&data_dir);
+                out(&text);
+                Ok(if all { 0 } else { 1 })
+            }
+        },
         Command::Cache { cache, command } => {
             let c = ops::open_cache(&cache)?;
             match command {

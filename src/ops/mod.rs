@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod cache_cmd;
 pub mod dag;
+pub mod data;
 pub mod plan;
 pub mod report;
 pub mod run;

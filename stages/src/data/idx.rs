@@ -111,6 +111,7 @@ mod tests {
         let file = IdxFile { name: "t10k-labels-idx1-ubyte", sha256: "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2" };
         let err = read_checked(&dir, file).unwrap_err().to_string();
         assert!(err.contains("t10k-labels-idx1-ubyte.gz") && err.contains(file.sha256), "{err}");
+        assert!(err.contains("`wfpipe data fetch` downloads"), "a missing file names the command that fetches it: {err}");
         std::fs::write(dir.join("t10k-labels-idx1-ubyte"), [0u8, 0, 8, 1, 0, 0, 0, 1, 7]).unwrap();
         let err = read_checked(&dir, file).unwrap_err().to_string();
         assert!(err.contains("sha256") && err.contains(file.sha256), "{err}");

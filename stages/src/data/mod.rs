@@ -19,7 +19,7 @@ pub const DEFAULT_SPLIT_SEED: u64 = 42;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("{path}: file not found (expected sha256 {expected_sha256}); see the data README for where to get it")]
+    #[error("{path}: file not found (expected sha256 {expected_sha256}); `wfpipe data fetch` downloads MNIST and Fashion-MNIST into the data folder")]
     Missing { path: PathBuf, expected_sha256: &'static str },
     #[error("{path}: sha256 mismatch: expected {expected_sha256}, found {found_sha256}")]
     Corrupt { path: PathBuf, expected_sha256: &'static str, found_sha256: String },
@@ -244,7 +244,15 @@ impl Dataset {
 pub fn load(name: DatasetName, data_dir: &Path, split_seed: u64) -> Result<Dataset, DataError> {
     match name {
         DatasetName::UciWdbc => Ok(uci::load(split_seed)),
-        DatasetName::Mnist => mnist::load(name, &data_dir.join("mnist"), split_seed),
-        DatasetName::FashionMnist => mnist::load(name, &data_dir.join("fashion-mnist"), split_seed),
+        DatasetName::Mnist | DatasetName::FashionMnist => mnist::load(name, &data_dir.join(folder(name).expect("an IDX dataset")), split_seed),
+    }
+}
+
+/// The folder of an IDX dataset under the data folder (`None`: built in).
+pub fn folder(name: DatasetName) -> Option<&'static str> {
+    match name {
+        DatasetName::Mnist => Some("mnist"),
+        DatasetName::FashionMnist => Some("fashion-mnist"),
+        DatasetName::UciWdbc => None,
     }
 }
