@@ -65,10 +65,15 @@ fn answer(mut stream: TcpStream, root: &Path, log: &Mutex<Vec<String>>) {
     }
 }
 
+/// The MNIST folder to serve, or `None` (said loudly) when there is none.
 fn shared_mnist() -> Option<PathBuf> {
     let dir = std::env::var_os("WFPIPE_DATA").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
     let mnist = dir.join("mnist");
-    FILES.iter().all(|f| mnist.join(f).is_file()).then_some(mnist)
+    let found = FILES.iter().all(|f| mnist.join(f).is_file());
+    if !found {
+        eprintln!("SKIPPED: no MNIST files under {} to serve", dir.display());
+    }
+    found.then_some(mnist)
 }
 
 /// A served root holding `mnist/` copied from the data folder.
@@ -89,10 +94,7 @@ fn data(p: &Project, dir: &Path, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn fetch_downloads_checks_resumes_and_replaces() {
-    let Some(source) = shared_mnist() else {
-        eprintln!("SKIPPED: no MNIST files under $WFPIPE_DATA or ../shared/data to serve");
-        return;
-    };
+    let Some(source) = shared_mnist() else { return };
     let p = Project::new();
     let server = serve(root_with_mnist(&p, "served", &source));
     let dir = p.path().join("data");
@@ -145,10 +147,7 @@ fn fetch_downloads_checks_resumes_and_replaces() {
 
 #[test]
 fn a_corrupt_download_is_refused_and_removed() {
-    let Some(source) = shared_mnist() else {
-        eprintln!("SKIPPED: no MNIST files under $WFPIPE_DATA or ../shared/data to serve");
-        return;
-    };
+    let Some(source) = shared_mnist() else { return };
     let p = Project::new();
     let root = root_with_mnist(&p, "corrupt", &source);
     // Valid gzip, wrong content: the labels file gzipped once more.

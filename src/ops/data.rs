@@ -99,20 +99,17 @@ pub fn fetch(data_dir: &Path, datasets: &[DatasetName], base: Option<&str>, say:
                 }
                 other => other,
             };
-            match state {
+            let why = match state {
                 FileState::Valid => {
                     let size = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
                     say(&format!("  {:<14} {gz:<26} fetched ({}{})\n", name.to_string(), super::cache_cmd::human_bytes(size), if resumed { ", resumed" } else { "" }));
+                    continue;
                 }
-                FileState::Missing | FileState::Invalid(_) => {
-                    let why = match state {
-                        FileState::Invalid(e) => e,
-                        _ => "not written".to_owned(),
-                    };
-                    let _ = std::fs::remove_file(&dest);
-                    bail!("{url}: the downloaded file does not pass its check, so it was removed: {why}");
-                }
-            }
+                FileState::Invalid(e) => e,
+                FileState::Missing => "not written".to_owned(),
+            };
+            let _ = std::fs::remove_file(&dest);
+            bail!("{url}: the downloaded file does not pass its check, so it was removed: {why}");
         }
     }
     Ok(())

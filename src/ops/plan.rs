@@ -28,6 +28,17 @@ pub fn format_flops(f: f64) -> String {
     format!("{f:.0} FLOP")
 }
 
+/// Instances and estimated FLOPs per kind.
+fn per_kind(p: &Pipeline) -> BTreeMap<&str, (usize, f64)> {
+    let mut per_kind: BTreeMap<&str, (usize, f64)> = BTreeMap::new();
+    for inst in &p.instances {
+        let e = per_kind.entry(&inst.kind).or_default();
+        e.0 += 1;
+        e.1 += inst.flops.unwrap_or(0.0);
+    }
+    per_kind
+}
+
 /// The text of `wfpipe plan`.
 pub fn render_plan(p: &Pipeline, planned: &[PlannedInstance]) -> String {
     let mut out = String::new();
@@ -45,13 +56,7 @@ pub fn render_plan(p: &Pipeline, planned: &[PlannedInstance]) -> String {
         let state = if x.status.is_cached() { "cached" } else { "run" };
         let _ = writeln!(out, "  {state:<6} {:<width$}  {}  {res:<22} {flops:>12}  {}", inst.id, &inst.key[..12], x.status.reason());
     }
-    // FLOPs per kind.
-    let mut per_kind: BTreeMap<&str, (usize, f64)> = BTreeMap::new();
-    for inst in &p.instances {
-        let e = per_kind.entry(&inst.kind).or_default();
-        e.0 += 1;
-        e.1 += inst.flops.unwrap_or(0.0);
-    }
+    let per_kind = per_kind(p);
     let _ = writeln!(out, "\nper kind:");
     for (kind, (n, f)) in per_kind {
         let f = if f > 0.0 { format_flops(f) } else { "-".into() };
@@ -175,13 +180,7 @@ pub fn render_plan_json(p: &Pipeline, planned: &[PlannedInstance]) -> String {
             })
         })
         .collect();
-    let mut per_kind: BTreeMap<&str, (usize, f64)> = BTreeMap::new();
-    for inst in &p.instances {
-        let e = per_kind.entry(&inst.kind).or_default();
-        e.0 += 1;
-        e.1 += inst.flops.unwrap_or(0.0);
-    }
-    let per_kind: BTreeMap<_, _> = per_kind.into_iter().map(|(k, (n, f))| (k, json!({ "instances": n, "flops": f }))).collect();
+    let per_kind: BTreeMap<_, _> = per_kind(p).into_iter().map(|(k, (n, f))| (k, json!({ "instances": n, "flops": f }))).collect();
     let doc = json!({ "pipeline": p.name, "instances": instances, "per_kind": per_kind });
     format!("{}\n", serde_json::to_string_pretty(&doc).expect("plain JSON values"))
 }
