@@ -4,27 +4,36 @@
 //! target; `Ot` solves the exact minibatch optimal-transport plan on squared Euclidean
 //! costs of the flat ambient vectors (Hungarian algorithm: for uniform marginals of equal
 //! size the EMD plan is a permutation divided by B) and then draws B index pairs i.i.d.
-//! with replacement from the plan, as torchcfm's `OTPlanSampler` does.
+//! with replacement from the plan, as torchcfm's `OTPlanSampler` does. `Rebasin` keeps the
+//! independent pairs and permutes each target's hidden neurons to its source by weight
+//! matching (§5.3): the flow's network treats the neurons of a hidden layer as
+//! exchangeable, so only a target expressed in its source's neuron order is a regression
+//! target it can fit near t = 0.
 
 use serde::{Deserialize, Serialize};
 
+use crate::align::weight_matching::weight_matching;
 use crate::assignment;
+use crate::layout::Layout;
 use crate::noise::Rng;
+use crate::rng;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Coupling {
     Independent,
     Ot,
+    Rebasin,
 }
 
 impl Coupling {
-    pub const NAMES: &'static [&'static str] = &["independent", "ot"];
+    pub const NAMES: &'static [&'static str] = &["independent", "ot", "rebasin"];
 
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "independent" => Some(Coupling::Independent),
             "ot" => Some(Coupling::Ot),
+            "rebasin" => Some(Coupling::Rebasin),
             _ => None,
         }
     }
@@ -34,10 +43,39 @@ impl Coupling {
     pub fn pair(self, x0: &[f32], x1: &[f32], p: usize, rng: &mut Rng) -> Vec<(usize, usize)> {
         let b = x0.len() / p;
         match self {
-            Coupling::Independent => (0..b).map(|i| (i, i)).collect(),
+            Coupling::Independent | Coupling::Rebasin => (0..b).map(|i| (i, i)).collect(),
             Coupling::Ot => draw_pairs(&ot_plan(x0, x1, p), b, rng),
         }
     }
+
+    /// The paired `[B, P]` batches `(x0', x1')` of networks of `layout`: `x0[i]` and
+    /// `x1[j]` for each pair, and for `Rebasin` each `x1'` row permuted (a network
+    /// computing the same function) to be nearest its `x0'` row.
+    pub fn couple(self, x0: &[f32], x1: &[f32], layout: &Layout, rng: &mut Rng) -> (Vec<f32>, Vec<f32>) {
+        let p = layout.num_params();
+        let (x0_paired, mut x1_paired) = gather_pairs(&self.pair(x0, x1, p, rng), x0, x1, p);
+        if self == Coupling::Rebasin && layout.num_layers() > 1 {
+            for (source, target) in x0_paired.chunks(p).zip(x1_paired.chunks_mut(p)) {
+                // The sweep order over hidden layers is the only randomness of the matching.
+                let mut order = rng::stream(rng.next_u64(), "rebasin-sweeps", 0);
+                let matching = weight_matching(layout, source, target, &mut order);
+                let permuted = matching.perms.apply(layout, target);
+                target.copy_from_slice(&permuted);
+            }
+        }
+        (x0_paired, x1_paired)
+    }
+}
+
+/// The `[B, P]` batches `x0[i]`, `x1[j]` for the pairs `(i, j)`.
+fn gather_pairs(pairs: &[(usize, usize)], x0: &[f32], x1: &[f32], p: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut x0_paired = Vec::with_capacity(pairs.len() * p);
+    let mut x1_paired = Vec::with_capacity(pairs.len() * p);
+    for &(i, j) in pairs {
+        x0_paired.extend_from_slice(&x0[i * p..(i + 1) * p]);
+        x1_paired.extend_from_slice(&x1[j * p..(j + 1) * p]);
+    }
+    (x0_paired, x1_paired)
 }
 
 /// `C_ij = ‖x0_i − x1_j‖²`, row-major `B × B`.
@@ -136,6 +174,60 @@ mod tests {
         let ot: f64 = plan.iter().zip(&cost).map(|(w, c)| w * c).sum();
         let independent: f64 = (0..b).map(|i| cost[i * b + i]).sum::<f64>() / b as f64;
         assert!(ot <= independent);
+    }
+
+    fn rebasin_batches(layout: &Layout, b: usize, rng: &mut Rng) -> (Vec<f32>, Vec<f32>) {
+        let p = layout.num_params();
+        (rng.normal_vec(b * p, 0.0, 1.0), rng.normal_vec(b * p, 0.5, 1.0))
+    }
+
+    #[test]
+    fn rebasin_targets_compute_the_same_function_and_are_the_brute_force_nearest() {
+        use crate::align::{l2_distance_sq, Permutations};
+        use crate::mlp::grad::{batch_loss, Workspace};
+        let layout = Layout(vec![5, 6, 3]);
+        let (b, p) = (4, layout.num_params());
+        let mut rng = Rng::seed_from(11);
+        let (x0, x1) = rebasin_batches(&layout, b, &mut rng);
+        let (x0_paired, x1_paired) = Coupling::Rebasin.couple(&x0, &x1, &layout, &mut rng);
+        assert_eq!(x0_paired, x0, "the pairs stay independent");
+        let inputs = rng.normal_vec(16 * 5, 0.0, 1.0);
+        let labels: Vec<u32> = (0..16).map(|i| i % 3).collect();
+        let mut ws = Workspace::default();
+        for i in 0..b {
+            let (source, target, moved) = (&x0[i * p..(i + 1) * p], &x1[i * p..(i + 1) * p], &x1_paired[i * p..(i + 1) * p]);
+            let before = batch_loss(&layout, target, &inputs, &labels, &mut ws).loss;
+            let after = batch_loss(&layout, moved, &inputs, &labels, &mut ws).loss;
+            assert!((before - after).abs() < 1e-5, "the permuted target is another function: {before} vs {after}");
+            let best = permutations(6)
+                .into_iter()
+                .map(|s| l2_distance_sq(source, &Permutations { sigma: vec![s] }.apply(&layout, target)))
+                .fold(f64::INFINITY, f64::min);
+            let got = l2_distance_sq(source, moved);
+            assert!((got - best).abs() < 1e-6 * best, "rebasin {got} vs brute force {best}");
+            assert!(got <= l2_distance_sq(source, target) + 1e-9);
+        }
+    }
+
+    #[test]
+    fn rebasin_follows_a_permutation_of_the_source() {
+        // Permuting the source's hidden neurons permutes the coupled target the same way:
+        // the regression target is as equivariant as the network that fits it. (Exact with
+        // one hidden layer, where the matching is the global optimum.)
+        use crate::align::Permutations;
+        let layout = Layout(vec![6, 5, 2]);
+        let (b, p) = (3, layout.num_params());
+        let mut rng = Rng::seed_from(12);
+        let (x0, x1) = rebasin_batches(&layout, b, &mut rng);
+        let q = Permutations { sigma: vec![vec![3, 0, 4, 1, 2]] };
+        let x0_moved: Vec<f32> = x0.chunks(p).flat_map(|row| q.apply(&layout, row)).collect();
+        let (_, plain) = Coupling::Rebasin.couple(&x0, &x1, &layout, &mut Rng::seed_from(13));
+        let (_, moved) = Coupling::Rebasin.couple(&x0_moved, &x1, &layout, &mut Rng::seed_from(13));
+        let expected: Vec<f32> = plain.chunks(p).flat_map(|row| q.apply(&layout, row)).collect();
+        assert_eq!(moved, expected);
+        // and a permuted copy of the source is matched back onto it exactly
+        let (_, back) = Coupling::Rebasin.couple(&x0, &x0_moved, &layout, &mut rng);
+        assert_eq!(back, x0);
     }
 
     #[test]

@@ -431,7 +431,6 @@ pub fn train(
         average = Some(WeightAverage::new(settings.ema, model.params()));
     }
     let layout = &spec.layout;
-    let p = layout.num_params();
     let batch = settings.batch_size;
     let product = ProductGeometry::new(layout);
     let total = settings.iterations as u64;
@@ -449,7 +448,7 @@ pub fn train(
         let x0 = data.source.next_batch(batch, state.source_loader.as_mut(), rng);
         let x1 = data.target.next_batch(batch, state.target_loader.as_mut(), rng);
         let t: Vec<f32> = (0..batch).map(|_| sample_time(rng)).collect();
-        let (x0_paired, x1_paired) = gather_pairs(&spec.coupling.pair(&x0, &x1, p, rng), &x0, &x1, p);
+        let (x0_paired, x1_paired) = spec.coupling.couple(&x0, &x1, layout, rng);
         let xt = interpolate(spec.geometry, &product, &x0_paired, &x1_paired, &t, spec.sigma, rng);
         let lr = settings.schedule.rate(settings.lr, state.iteration, settings.iterations);
         let value = model.step(xt, t, x1_paired, lr);
@@ -507,16 +506,6 @@ pub fn train(
     })
 }
 
-/// The `[B, P]` batches `x0[i]`, `x1[j]` for the coupling's pairs `(i, j)`.
-fn gather_pairs(pairs: &[(usize, usize)], x0: &[f32], x1: &[f32], p: usize) -> (Vec<f32>, Vec<f32>) {
-    let mut x0_paired = Vec::with_capacity(pairs.len() * p);
-    let mut x1_paired = Vec::with_capacity(pairs.len() * p);
-    for &(i, j) in pairs {
-        x0_paired.extend_from_slice(&x0[i * p..(i + 1) * p]);
-        x1_paired.extend_from_slice(&x1[j * p..(j + 1) * p]);
-    }
-    (x0_paired, x1_paired)
-}
 
 /// Times and batches per time of the finished model's loss profile (about 13 training
 /// steps' worth of forward passes).
@@ -557,7 +546,7 @@ pub fn loss_by_time(
             for _ in 0..batches {
                 let x0 = data.source.next_batch(batch, source_loader.as_mut(), &mut rng);
                 let x1 = data.target.next_batch(batch, target_loader.as_mut(), &mut rng);
-                let (x0_paired, x1_paired) = gather_pairs(&spec.coupling.pair(&x0, &x1, p, &mut rng), &x0, &x1, p);
+                let (x0_paired, x1_paired) = spec.coupling.couple(&x0, &x1, &spec.layout, &mut rng);
                 let times = vec![t as f32; batch];
                 let xt = interpolate(spec.geometry, &product, &x0_paired, &x1_paired, &times, spec.sigma, &mut rng);
                 loss += model.loss(xt, times, x1_paired.clone());
@@ -660,6 +649,7 @@ mod tests {
             (Geometry::Geometric, Coupling::Ot, true, Dense),
             (Geometry::Geometric, Coupling::Independent, false, LayerBlocks),
             (Geometry::Normalized, Coupling::Ot, true, LayerBlocks),
+            (Geometry::Euclidean, Coupling::Rebasin, true, LayerBlocks),
         ] {
             let (mut spec, mut settings, data) = setup(geometry, coupling);
             spec.attention = attention;

@@ -231,7 +231,7 @@ impl StageKind for TrainFlow {
         vec![
             ParamSpec::required("weights", T::Ref { mode: RefMode::FanOut }, "the weight set (or toy-data stage) to learn"),
             ParamSpec::with_default("geometry", T::Enum(Geometry::NAMES), s("euclidean"), "euclidean, normalized or geometric flow"),
-            ParamSpec::with_default("coupling", T::Enum(Coupling::NAMES), s("independent"), "independent or minibatch-OT pairing"),
+            ParamSpec::with_default("coupling", T::Enum(Coupling::NAMES), s("independent"), "independent, minibatch-OT, or independent with each target's hidden neurons permuted to its source (rebasin)"),
             ParamSpec::with_default("iterations", T::POSITIVE_INT, Value::Int(250_000), "Adam steps"),
             ParamSpec::with_default("batch_size", T::POSITIVE_INT, Value::Int(32), "pairs per step"),
             ParamSpec::with_default("lr", T::Float { min: Some(0.0), max: None }, Value::Float(1e-3), "Adam learning rate"),
