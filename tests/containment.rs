@@ -125,6 +125,22 @@ matrix.env.N = ["x; touch {m}1", "$(touch {m}2)"]
 }
 
 #[test]
+fn shell_true_passes_each_later_word_as_one_argument() {
+    let p = Project::new();
+    let marker = p.path().join("pwned");
+    p.write(
+        "pipelines/q.toml",
+        &format!(
+            "[stage.q]\nkind = \"command\"\nshell = true\ncmd = [\"printf '%s|' > o.txt\", \"a b; touch {m}\", \"it's\", \"$(touch {m})\"]\noutputs = [\"o.txt\"]\n",
+            m = marker.display()
+        ),
+    );
+    assert_ok(&p.run(&["run", "pipelines/q.toml"]));
+    assert_eq!(output_of(&p, "q"), format!("a b; touch {m}|it's|$(touch {m})|", m = marker.display()));
+    assert!(!marker.exists(), "an argument was run as shell text");
+}
+
+#[test]
 fn outputs_through_symbolic_links_are_refused_and_the_linked_files_stay_put() {
     let p = Project::new();
     let outside = p.path().join("outside");

@@ -1,6 +1,8 @@
 //! The `command` kind: a user program in the DAG.
 //!
-//! `cmd` is an argv list run without a shell unless `shell = true`. A placeholder that is
+//! `cmd` is an argv list run without a shell unless `shell = true`. With `shell = true` the
+//! first word is shell text for `sh -c` and every later word is one argument, appended
+//! shell-quoted, so `["grep -c x", "a b; c"]` runs `grep -c x 'a b; c'`. A placeholder that is
 //! a whole word (`"{seed}"`) becomes that argument unchanged, so its value is never
 //! re-parsed by anything. A placeholder of an `env` value inside a longer word
 //! (`"echo {N}"` for `sh -c`) is refused, because a swept value such as `$(rm -rf ~)`
@@ -39,7 +41,7 @@ impl StageKind for Command {
     fn params(&self) -> Vec<ParamSpec> {
         vec![
             ParamSpec::required("cmd", ParamType::StrList, "program and arguments"),
-            ParamSpec::with_default("shell", ParamType::Bool, Value::Bool(false), "run `cmd` joined by spaces through `sh -c`"),
+            ParamSpec::with_default("shell", ParamType::Bool, Value::Bool(false), "run the first word of `cmd` as `sh -c` text, each later word one shell-quoted argument"),
             ParamSpec::with_default("inputs", ParamType::FileList, Value::List(vec![]), "files read by the program (hashed into the key)"),
             ParamSpec::with_default("outputs", ParamType::StrList, Value::List(vec![]), "files the program writes, moved into the entry"),
             ParamSpec::with_default("deps", ParamType::RefList, Value::List(vec![]), "stages whose outputs the program reads (gathered)"),
@@ -114,7 +116,7 @@ impl StageKind for Command {
         }
         let mut process = if params.bool("shell")? {
             let mut p = Process::new("sh");
-            p.arg("-c").arg(argv.join(" "));
+            p.arg("-c").arg(shell_text(&argv));
             p
         } else {
             let mut p = Process::new(&argv[0]);
@@ -145,6 +147,19 @@ impl StageKind for Command {
         }
         Ok(())
     }
+}
+
+/// The `sh -c` text of `shell = true`: the first word as written, then each later word
+/// quoted so that the shell passes it on as one argument.
+fn shell_text(argv: &[String]) -> String {
+    let mut text = argv[0].clone();
+    for word in &argv[1..] {
+        text.push(' ');
+        // try_quote refuses only NUL bytes, which no process argument can carry anyway.
+        let word = word.replace('\0', "");
+        text.push_str(&shlex::try_quote(&word).expect("no NUL byte is left to refuse"));
+    }
+    text
 }
 
 /// Replace placeholders in one `cmd` word: a whole-word placeholder by its raw value,
