@@ -30,17 +30,13 @@ pub trait Executor {
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
 /// Catch Ctrl-C / SIGTERM so executors can stop their children and leave the cache
 /// consistent instead of dying mid-way.
 pub fn install_interrupt_handler() {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(signal, &INTERRUPTED) {
+            tracing::warn!(signal, error = %e, "cannot catch the signal; an interrupt will stop the run without cleanup");
+        }
     }
 }
 

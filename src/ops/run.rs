@@ -62,11 +62,22 @@ fn count_gpus() -> u32 {
         .unwrap_or(0)
 }
 
+/// The memory this process may use: the machine's (`/proc/meminfo`), or a container's
+/// cgroup limit when that is lower (v2 `memory.max`, else v1 `memory.limit_in_bytes`).
 fn total_memory_mb() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024)
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    memory_limit_mb(
+        &read("/proc/meminfo")?,
+        read("/sys/fs/cgroup/memory.max").or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes")).as_deref(),
+    )
+}
+
+fn memory_limit_mb(meminfo: &str, cgroup_limit: Option<&str>) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let machine = line.split_whitespace().nth(1)?.parse::<u64>().ok()? / 1024;
+    // "max" (v2) or a huge number (v1's "no limit") parse to no limit or lose to the machine.
+    let limit = cgroup_limit.and_then(|text| text.trim().parse::<u64>().ok()).map(|bytes| bytes / (1024 * 1024));
+    Some(limit.map_or(machine, |l| l.min(machine)))
 }
 
 /// The instances a target names: an instance id, a stage, or a selection
@@ -207,5 +218,21 @@ pub fn print_summary(s: &RunSummary) {
     }
     for (cause, insts) in by_cause {
         eprintln!("  not run because {cause} failed: {}", insts.join(", "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::memory_limit_mb;
+
+    #[test]
+    fn a_cgroup_limit_below_the_machine_wins() {
+        let meminfo = "MemTotal:       24576000 kB\nMemFree:         1000 kB\n";
+        assert_eq!(memory_limit_mb(meminfo, None), Some(24000));
+        assert_eq!(memory_limit_mb(meminfo, Some("max\n")), Some(24000));
+        assert_eq!(memory_limit_mb(meminfo, Some("4294967296\n")), Some(4096));
+        // cgroup v1 without a limit reports about 2^63
+        assert_eq!(memory_limit_mb(meminfo, Some("9223372036854771712\n")), Some(24000));
+        assert_eq!(memory_limit_mb("no such line", Some("4294967296")), None);
     }
 }
