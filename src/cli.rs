@@ -17,6 +17,9 @@ pub struct Cli {
     /// More log output (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Errors only: no progress, no warnings, no status lines.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
     /// Log format: `text` for people, `json` for machines (also makes `run` emit JSON events).
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -43,6 +46,10 @@ pub struct PipelineArgs {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Compute every instance that is not cached.
+    #[command(after_help = "Examples:\n  wfpipe run pipelines/quick.toml
+  wfpipe run pipelines/uci-flows.toml -j 2 --keep-going
+  wfpipe run pipelines/quick.toml \"uci-flow-euclidean[coupling=ot]\" --set 'uci-flow-*.iterations=500'
+  wfpipe run pipelines/thesis.toml --executor slurm --detach")]
     Run {
         #[command(flatten)]
         p: PipelineArgs,
@@ -72,9 +79,6 @@ pub enum Command {
         /// Compute backend for stages that request GPUs.
         #[arg(long, value_enum, default_value = "cpu")]
         backend: BackendArg,
-        /// No progress output.
-        #[arg(short, long)]
-        quiet: bool,
         /// Where instances run: this machine, or SLURM jobs (the cache must be on a
         /// filesystem the compute nodes share).
         #[arg(long, value_enum, default_value = "local", env = "WFPIPE_EXECUTOR")]
@@ -86,11 +90,15 @@ pub enum Command {
         slurm: SlurmArgs,
     },
     /// Check a pipeline file; writes nothing.
+    #[command(after_help = "Examples:\n  wfpipe validate pipelines/quick.toml")]
     Validate {
         #[command(flatten)]
         p: PipelineArgs,
     },
     /// Every instance: cached, or to run and why.
+    #[command(after_help = "Examples:\n  wfpipe plan pipelines/quick.toml
+  wfpipe plan pipelines/thesis.toml --set '*.attention=\"layer-blocks\"'
+  wfpipe plan pipelines/quick.toml --format json | jq '.instances[0]'")]
     Plan {
         #[command(flatten)]
         p: PipelineArgs,
@@ -99,6 +107,8 @@ pub enum Command {
         format: OutputFormat,
     },
     /// Counts of cached, running, failed and pending instances.
+    #[command(after_help = "Examples:\n  wfpipe status pipelines/quick.toml
+  wfpipe status pipelines/quick.toml --format json")]
     Status {
         #[command(flatten)]
         p: PipelineArgs,
@@ -107,6 +117,8 @@ pub enum Command {
         format: OutputFormat,
     },
     /// Why an instance will run: the full difference to its last computed key.
+    #[command(after_help = "Examples:\n  wfpipe why pipelines/quick.toml quick-flow
+  wfpipe why pipelines/quick.toml 'quick-flow[geometry=euclidean]'")]
     Why {
         #[command(flatten)]
         p: PipelineArgs,
@@ -115,6 +127,8 @@ pub enum Command {
         instance: String,
     },
     /// The instance graph.
+    #[command(after_help = "Examples:\n  wfpipe dag pipelines/quick.toml
+  wfpipe dag pipelines/quick.toml --format dot | dot -Tsvg > dag.svg")]
     Dag {
         #[command(flatten)]
         p: PipelineArgs,
@@ -122,16 +136,22 @@ pub enum Command {
         format: DagFormat,
     },
     /// Rebuild reports/<pipeline>/index.md from the cache (computes nothing).
+    #[command(after_help = "Examples:\n  wfpipe report pipelines/quick.toml")]
     Report {
         #[command(flatten)]
         p: PipelineArgs,
     },
     /// Stage kinds and their parameters.
+    #[command(after_help = "Examples:\n  wfpipe kinds
+  wfpipe kinds train-flow")]
     Kinds {
         /// Show one kind's parameters.
         kind: Option<String>,
     },
     /// Download MNIST and Fashion-MNIST into the data folder, or show what it holds.
+    #[command(after_help = "Examples:\n  wfpipe data status
+  wfpipe data fetch mnist
+  wfpipe data fetch all --from https://mirror.example.org/wfpipe-data")]
     Data {
         /// Folder holding mnist/ and fashion-mnist/ [env WFPIPE_DATA; default data/].
         #[arg(long, env = "WFPIPE_DATA", default_value = "data", global = true)]
@@ -140,6 +160,9 @@ pub enum Command {
         command: DataCommand,
     },
     /// Inspect and maintain the cache.
+    #[command(after_help = "Examples:\n  wfpipe cache ls --format json
+  wfpipe cache verify
+  wfpipe cache gc pipelines/*.toml --max-size 20G --apply")]
     Cache {
         /// Cache folder [env WFPIPE_CACHE; default cache/].
         #[arg(long, env = "WFPIPE_CACHE", default_value = "cache", global = true)]
@@ -148,9 +171,15 @@ pub enum Command {
         command: CacheCommand,
     },
     /// Benchmarks of wfpipe itself.
+    #[command(after_help = "Examples:\n  wfpipe bench plan --instances 100000")]
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:\n  wfpipe completions bash > ~/.local/share/bash-completion/completions/wfpipe\n  wfpipe completions zsh > \"${fpath[1]}/_wfpipe\"\n  wfpipe completions fish > ~/.config/fish/completions/wfpipe.fish")]
+    Completions {
+        shell: clap_complete::Shell,
     },
     /// Compute one key (used by executors).
     #[command(hide = true)]
@@ -250,7 +279,7 @@ fn cache_path(p: &PipelineArgs, pipeline: &crate::pipeline::Pipeline) -> PathBuf
 /// Run the parsed command; returns the exit code.
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Run { p, targets, data_dir, jobs, cpus, gpus, mem_mb, keep_going, dry_run, backend, quiet, executor, detach, slurm } => {
+        Command::Run { p, targets, data_dir, jobs, cpus, gpus, mem_mb, keep_going, dry_run, backend, executor, detach, slurm } => {
             let o = RunOptions {
                 overrides: p.overrides.clone(),
                 cache: p.cache.clone(),
@@ -265,7 +294,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     BackendArg::Cpu => BackendChoice::Cpu,
                     BackendArg::Cuda => BackendChoice::Cuda,
                 },
-                mode: Mode::choose(quiet, cli.log_format == LogFormat::Json),
+                mode: Mode::choose(cli.quiet, cli.log_format == LogFormat::Json),
                 targets,
                 executor,
                 detach,
@@ -322,7 +351,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Data { data_dir, command } => match command {
             DataCommand::Fetch { which, from } => {
-                ops::data::fetch(&data_dir, &which.concat(), from.as_deref(), &mut |line| out(line))?;
+                ops::data::fetch(&data_dir, &which.concat(), from.as_deref(), &mut |line| {
+                    if !cli.quiet {
+                        out(line)
+                    }
+                })?;
                 Ok(0)
             }
             DataCommand::Status => {
@@ -354,6 +387,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let result = ops::bench::bench_plan(instances, &axes, reps.max(1), &dir);
             let _ = std::fs::remove_dir_all(&dir);
             out(&result?);
+            Ok(0)
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "wfpipe", &mut script);
+            out(&String::from_utf8_lossy(&script));
             Ok(0)
         }
         Command::ExecStage { cache, job } => {

@@ -58,7 +58,10 @@ impl FileProgress {
 
 impl ProgressSink for FileProgress {
     fn progress(&self, step: u64, total: u64, unit: &str) {
-        self.line(serde_json::json!({ "step": step, "total": total, "unit": unit }), step == total);
+        // Each step line carries the latest metrics: a stage reports a metric right after
+        // its step, inside the throttle window, so a line of its own would rarely land.
+        let metrics = self.file.lock().expect("progress lock").2.clone();
+        self.line(serde_json::json!({ "step": step, "total": total, "unit": unit, "metrics": metrics }), step == total);
     }
     fn metric(&self, name: &str, value: f64) {
         {

@@ -10,6 +10,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     let cli = Cli::parse();
     let level = match cli.verbose {
+        _ if cli.quiet => "error",
         0 => "warn",
         1 => "info",
         _ => "debug",

@@ -61,11 +61,18 @@ impl Renderer {
         }
     }
 
-    fn json(&self, value: serde_json::Value) {
+    fn json(&self, mut value: serde_json::Value) {
         if self.mode == Mode::Json {
+            value["time"] = serde_json::Value::String(now_rfc3339());
             eprintln!("{value}");
         }
     }
+}
+
+/// The current UTC time as RFC 3339 with milliseconds, e.g. `2026-12-03T16:30:01.123Z`.
+fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{}.{:03}Z", crate::ops::report::utc(now.as_secs() as f64).replace(' ', "T"), now.subsec_millis())
 }
 
 impl EventSink for Renderer {

@@ -229,17 +229,56 @@ pub fn read_progress(req: &RunRequest<'_>, instance: &str, key: &str, offset: &m
     }
     let Some(end) = buf.rfind('\n') else { return };
     *offset += end as u64 + 1;
-    let mut last_progress = None;
-    for line in buf[..end].lines() {
+    for e in progress_events(instance, &buf[..end]) {
+        sink.event(e);
+    }
+}
+
+/// The events of complete progress lines: every metric line, then the last step with the
+/// metrics it carries.
+fn progress_events(instance: &str, lines: &str) -> Vec<Event> {
+    let mut events = Vec::new();
+    let mut last_step = None;
+    for line in lines.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
         if let (Some(step), Some(total)) = (v.get("step").and_then(|x| x.as_u64()), v.get("total").and_then(|x| x.as_u64())) {
-            let unit = v.get("unit").and_then(|x| x.as_str()).unwrap_or("").to_owned();
-            last_progress = Some(Event::Progress { instance: instance.to_owned(), step, total, unit });
+            last_step = Some((step, total, v));
         } else if let (Some(name), Some(value)) = (v.get("metric").and_then(|x| x.as_str()), v.get("value").and_then(|x| x.as_f64())) {
-            sink.event(Event::Metric { instance: instance.to_owned(), name: name.to_owned(), value });
+            events.push(Event::Metric { instance: instance.to_owned(), name: name.to_owned(), value });
         }
     }
-    if let Some(e) = last_progress {
-        sink.event(e);
+    if let Some((step, total, v)) = last_step {
+        let unit = v.get("unit").and_then(|x| x.as_str()).unwrap_or("").to_owned();
+        events.push(Event::Progress { instance: instance.to_owned(), step, total, unit });
+        for (name, value) in v.get("metrics").and_then(|m| m.as_object()).into_iter().flatten() {
+            if let Some(value) = value.as_f64() {
+                events.push(Event::Metric { instance: instance.to_owned(), name: name.clone(), value });
+            }
+        }
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_step_brings_its_metrics() {
+        let lines = concat!(
+            "{\"step\":1,\"total\":10,\"unit\":\"it\",\"metrics\":{}}\n",
+            "{\"metric\":\"accuracy\",\"value\":0.5}\n",
+            "{\"step\":7,\"total\":10,\"unit\":\"it\",\"metrics\":{\"loss\":0.25}}",
+        );
+        let events = progress_events("flow", lines);
+        let shown: Vec<String> = events
+            .iter()
+            .map(|e| match e {
+                Event::Progress { step, total, unit, .. } => format!("progress {step}/{total} {unit}"),
+                Event::Metric { name, value, .. } => format!("metric {name}={value}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(shown, ["metric accuracy=0.5", "progress 7/10 it", "metric loss=0.25"]);
     }
 }
