@@ -335,3 +335,74 @@ fn a_claim_whose_table_is_missing_is_not_computed() {
     let status = text(&p.run(&["status", "pipelines/claims.toml"]));
     assert!(status.contains("4 claims: holds 2, does not hold 1, not computed 1"), "{status}");
 }
+
+/// A headless browser for the HTML report: `WFPIPE_CHROMIUM`, else the first of the usual
+/// names on the PATH.
+fn chromium() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("WFPIPE_CHROMIUM") {
+        return Some(path.into());
+    }
+    let path = std::env::var_os("PATH")?;
+    ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]
+        .iter()
+        .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
+        .find(|candidate| candidate.is_file())
+}
+
+/// The DOM after the page's script ran, as the browser serializes it.
+fn rendered_dom(browser: &std::path::Path, page: &std::path::Path, fragment: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(browser)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}{fragment}", page.display()))
+        .output()
+        .expect("the browser starts");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// The first cell of each body row of the last table.
+fn last_table_first_cells(dom: &str) -> Vec<String> {
+    let table = &dom[dom.rfind("<table").expect("a table")..];
+    let body = &table[table.find("<tbody>").expect("a table body")..table.find("</tbody>").unwrap()];
+    body.split("<tr>")
+        .skip(1)
+        .map(|row| {
+            let cell = &row[row.find("<td").unwrap()..];
+            let start = cell.find('>').unwrap() + 1;
+            cell[start..cell.find("</td>").unwrap()].to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn the_html_report_renders_in_a_browser_with_inline_figures_and_sortable_tables() {
+    let Some(browser) = chromium() else {
+        eprintln!("SKIPPED: no chromium on the PATH (apt-get install chromium, or set WFPIPE_CHROMIUM)");
+        return;
+    };
+    let p = Project::new();
+    p.write("pipelines/figs.toml", FIGURES);
+    assert_ok(&p.run(&["run", "pipelines/figs.toml"]));
+    let page = p.path().join("reports/figs/index.html");
+    let dom = rendered_dom(&browser, &page, "");
+    // The script ran: one sortable table (the provenance), and every figure is inline SVG.
+    assert!(dom.contains("<body data-sortable=\"1\">"), "{dom}");
+    assert_eq!(dom.matches("<figure><svg").count(), 3, "{dom}");
+    assert!(!dom.contains("<img"), "a figure stayed a PNG link");
+    for label in ["Accuracy versus Euler steps", "Provenance"] {
+        assert!(dom.contains(label), "the page lacks `{label}`");
+    }
+    // Sorting by the address: the provenance's instances in both orders.
+    let unsorted = last_table_first_cells(&dom);
+    let mut ascending = unsorted.clone();
+    ascending.sort();
+    let descending: Vec<String> = ascending.iter().rev().cloned().collect();
+    assert_ne!(ascending, descending, "{unsorted:?}");
+    assert_eq!(last_table_first_cells(&rendered_dom(&browser, &page, "#sort=0:0")), ascending);
+    let sorted = rendered_dom(&browser, &page, "#sort=0:0:desc");
+    assert_eq!(last_table_first_cells(&sorted), descending);
+    assert!(sorted.contains("aria-sort=\"descending\""), "the sorted column is not marked");
+}

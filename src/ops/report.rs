@@ -1,4 +1,5 @@
-//! `wfpipe report PIPELINE`: `reports/<pipeline>/index.md` from the cache, computing nothing.
+//! `wfpipe report PIPELINE`: `reports/<pipeline>/index.md` and `index.html` from the
+//! cache, computing nothing.
 //!
 //! The report opens with the verdicts of the pipeline's claims (a claim not in the cache
 //! is "not computed"), then holds every table (markdown inline, csv beside it) and every figure (PNG
@@ -15,6 +16,7 @@ use super::{load, open_cache, Paths};
 use crate::cache::{Cache, Manifest};
 use crate::kinds::{figure, table};
 use crate::pipeline::{Instance, Pipeline};
+use crate::report::html;
 use crate::report::summary_table::escape;
 use crate::report::verdicts;
 
@@ -147,7 +149,13 @@ pub fn write_report(p: &Pipeline, cache: &Cache, root: &Path) -> Result<PathBuf,
     }
     provenance(&mut md, p, cache)?;
     let index = staging.join("index.md");
-    fs::write(&index, md).map_err(io("writing", &index))?;
+    fs::write(&index, &md).map_err(io("writing", &index))?;
+    let svg_for = |link: &str| {
+        let svg = link.strip_prefix("figures/")?.strip_suffix(".png")?;
+        fs::read_to_string(figures_dir.join(format!("{svg}.svg"))).ok()
+    };
+    let page = staging.join("index.html");
+    fs::write(&page, html::page(&format!("Report: {}", p.name), &md, svg_for)).map_err(io("writing", &page))?;
 
     // Replace the previous report in one step, so readers never see half of one.
     let dest = root.join(&p.name);
