@@ -141,6 +141,18 @@ pub enum Command {
         #[command(flatten)]
         p: PipelineArgs,
     },
+    /// Copy cached outputs out of the cache, with files for other tools (a trained flow as
+    /// safetensors); computes nothing.
+    #[command(after_help = "Examples:\n  wfpipe export pipelines/quick.toml toy-flow --to exports\n  wfpipe export pipelines/quick.toml 'uci-flow-euclidean[coupling=ot]'")]
+    Export {
+        #[command(flatten)]
+        p: PipelineArgs,
+        /// An instance id, a stage, or a selection `stage[axis=value,...]`.
+        target: String,
+        /// Folder that receives one folder per instance.
+        #[arg(long, default_value = "exports")]
+        to: PathBuf,
+    },
     /// Stage kinds and their parameters.
     #[command(after_help = "Examples:\n  wfpipe kinds
   wfpipe kinds train-flow")]
@@ -345,6 +357,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Report { p } => ops::report::report(&p.pipeline, &p.overrides, p.cache.clone()),
+        Command::Export { p, target, to } => {
+            let said = ops::export::export(&p.pipeline, &p.overrides, p.cache.clone(), &target, &to)?;
+            if !cli.quiet {
+                out(&said);
+            }
+            Ok(0)
+        }
         Command::Kinds { kind } => {
             out(&ops::kinds_text(kind.as_deref())?);
             Ok(0)

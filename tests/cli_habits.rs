@@ -14,7 +14,7 @@ outputs = ["o.txt"]
 #[test]
 fn every_subcommand_help_shows_an_example() {
     let p = Project::new();
-    let commands = ["run", "validate", "plan", "status", "why", "dag", "report", "kinds", "data", "cache", "bench", "completions"];
+    let commands = ["run", "validate", "plan", "status", "why", "dag", "report", "export", "kinds", "data", "cache", "bench", "completions"];
     for command in commands {
         let o = p.run(&[command, "--help"]);
         assert_ok(&o);
@@ -58,4 +58,34 @@ fn quiet_prints_nothing_and_json_events_carry_times() {
         assert_eq!((t.len(), &t[10..11], &t[19..20], &t[23..]), (24, "T", ".", "Z"), "{t}");
     }
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "events out of order: {times:?}");
+}
+
+#[test]
+fn an_axis_whose_values_give_identical_outputs_is_named() {
+    let p = Project::new();
+    // `B` reaches the output, `A` does not.
+    p.write(
+        "pipelines/axes.toml",
+        r#"
+[stage.s]
+kind = "command"
+cmd = ["sh", "-c", "echo $B > o.txt"]
+outputs = ["o.txt"]
+matrix.env.A = ["1", "2", "3"]
+matrix.env.B = ["x", "y"]
+"#,
+    );
+    let o = p.run(&["run", "pipelines/axes.toml"]);
+    assert_ok(&o);
+    let t = text(&o);
+    assert!(
+        t.contains("note: axis `A` of `s` had no effect: its 3 values gave byte-identical outputs (each of 2 sets of instances that differ only there)"),
+        "{t}"
+    );
+    assert!(!t.contains("`B`"), "{t}");
+    // Said again on a run that computes nothing, and as a JSON event.
+    let o = p.run(&["run", "pipelines/axes.toml", "--log-format", "json"]);
+    let event = String::from_utf8_lossy(&o.stderr).lines().find(|l| l.contains("no_effect")).map(str::to_owned);
+    let event: serde_json::Value = serde_json::from_str(&event.expect("a no_effect event")).unwrap();
+    assert_eq!((event["stage"].as_str(), event["axes"][0].as_str(), event["values"].as_u64()), (Some("s"), Some("A"), Some(3)));
 }

@@ -74,9 +74,10 @@ impl StageKind for Figure {
     }
     /// 2: the legend is headed by its series columns, bands are clipped to the values'
     /// range, whole-number x axes label whole numbers only. 3: a title wider than the
-    /// figure is set smaller instead of clipped.
+    /// figure is set smaller instead of clipped. 4: a series whose rows have none of the
+    /// series columns (target networks beside flows) is named by its instances, not `geometry=–`.
     fn version(&self) -> u32 {
-        3
+        4
     }
     fn about(&self) -> &'static str {
         "plot gathered rows (line with ± std band, histogram, heat map) as SVG and PNG"

@@ -4,6 +4,8 @@ pub mod bench;
 pub mod cache_cmd;
 pub mod dag;
 pub mod data;
+pub mod export;
+pub mod no_effect;
 pub mod plan;
 pub mod report;
 pub mod run;

@@ -134,6 +134,7 @@ pub fn run(path: &Path, o: &RunOptions) -> anyhow::Result<i32> {
     renderer.event(Event::Planned { total: selected.len(), cached: selected.len() - todo.len(), to_run: todo.len() });
     if todo.is_empty() {
         renderer.finish();
+        print_no_effect(&p, &cache, o);
         print_verdicts(&p, &cache, o);
         return Ok(write_report(&p, &cache, o));
     }
@@ -168,6 +169,7 @@ pub fn run(path: &Path, o: &RunOptions) -> anyhow::Result<i32> {
     };
     print_summary(&summary);
     if !summary.interrupted {
+        print_no_effect(&p, &cache, o);
         print_verdicts(&p, &cache, o);
     }
     Ok(if summary.interrupted {
@@ -188,6 +190,20 @@ fn write_report(p: &Pipeline, cache: &crate::cache::Cache, o: &RunOptions) -> i3
         Err(e) => {
             eprintln!("error: writing the report: {e}");
             1
+        }
+    }
+}
+
+/// Sweep axes whose values gave byte-identical outputs (`ops::no_effect`).
+fn print_no_effect(p: &Pipeline, cache: &crate::cache::Cache, o: &RunOptions) {
+    if o.mode == Mode::Quiet {
+        return;
+    }
+    for found in super::no_effect::find(p, |i| super::no_effect::outputs_digest(cache, &p.instances[i].key)) {
+        if o.mode == Mode::Json {
+            eprintln!("{}", serde_json::json!({"event": "no_effect", "stage": found.stage, "axes": found.axes, "values": found.values, "comparisons": found.comparisons}));
+        } else {
+            eprintln!("{}", found.line());
         }
     }
 }

@@ -82,7 +82,27 @@ fn by_series<'r>(rows: &'r [Row], series: &[String]) -> Result<Vec<(String, Vec<
     }
     let mut out: Vec<SeriesRows<'r>> = groups.into_values().collect();
     out.sort_by(|a, b| a.0.iter().zip(&b.0).map(|(x, y)| compare_values(x, y)).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal));
-    Ok(out.into_iter().map(|(key, rows)| (series_label(series, &key), rows)).collect())
+    Ok(out
+        .into_iter()
+        .map(|(key, rows)| {
+            let label = if !key.is_empty() && key.iter().all(Option::is_none) { instances_label(&rows) } else { None };
+            (label.unwrap_or_else(|| series_label(series, &key)), rows)
+        })
+        .collect())
+}
+
+/// The label of a series whose rows have none of the series columns (target networks
+/// beside flows, which have no `geometry`): the instances the rows came from.
+fn instances_label(rows: &[&Row]) -> Option<String> {
+    let mut names: Vec<String> = Vec::new();
+    for row in rows {
+        if let Some(Value::Str(name)) = row.get("instance") {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+    }
+    (!names.is_empty()).then(|| names.join(", "))
 }
 
 pub fn line_series(rows: &[Row], x: &str, y: &str, series: &[String]) -> Result<Vec<LineSeries>, AggregateError> {
@@ -188,6 +208,16 @@ mod tests {
         let cols = vec!["geometry".to_string(), "guided".to_string(), "steps".to_string()];
         let key = vec![Some(Value::Str("euclidean".into())), Some(Value::Bool(true)), Some(Value::Int(8))];
         assert_eq!(series_label(&cols, &key), "euclidean, guided=true, steps=8");
+    }
+
+    #[test]
+    fn a_series_without_the_series_columns_is_named_by_its_instances() {
+        let rows = vec![
+            row(&[("geometry", Value::Str("euclidean".into())), ("instance", Value::Str("eval[geometry=euclidean]".into())), ("m", Value::Int(1)), ("a", Value::Float(0.5))]),
+            row(&[("instance", Value::Str("eval-target".into())), ("m", Value::Int(1)), ("a", Value::Float(0.9))]),
+        ];
+        let s = line_series(&rows, "m", "a", &["geometry".to_string()]).unwrap();
+        assert_eq!(s.iter().map(|l| l.label.as_str()).collect::<Vec<_>>(), ["eval-target", "euclidean"]);
     }
 
     #[test]

@@ -652,6 +652,11 @@ pub trait StageKind: Send + Sync {
     fn produces(&self, _params: &Params) -> Option<Produces> {
         None
     }
+    /// Files for other tools, derived from a computed entry's output folder on request
+    /// (`wfpipe export`) and never stored in the cache: `(file name, bytes)`. None by default.
+    fn exports(&self, _out_dir: &std::path::Path) -> Result<Vec<(String, Vec<u8>)>, StageError> {
+        Ok(Vec::new())
+    }
     /// What the reference parameter `param` needs the stages it names to produce.
     fn needs(&self, _param: &str, _params: &Params) -> Needs {
         Needs::Anything

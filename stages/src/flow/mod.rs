@@ -9,6 +9,7 @@ pub mod adam;
 pub mod checkpoint;
 pub mod ema;
 pub mod estimate;
+pub mod export;
 pub mod loss;
 pub mod path;
 pub mod source;

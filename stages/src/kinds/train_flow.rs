@@ -212,6 +212,13 @@ impl StageKind for TrainFlow {
     fn name(&self) -> &'static str {
         "train-flow"
     }
+    /// `flow.safetensors`: the model's parameters by name, `flow.json` as metadata.
+    fn exports(&self, out_dir: &Path) -> Result<Vec<(String, Vec<u8>)>, StageError> {
+        let read = |name: &str| std::fs::read(out_dir.join(name)).map_err(|e| StageError::io(format!("reading {name}"), e));
+        let config = String::from_utf8_lossy(&read(FLOW_FILE)?).into_owned();
+        let bytes = crate::flow::export::flow_safetensors(&config, &read(MODEL_FILE)?).map_err(StageError::Input)?;
+        Ok(vec![(crate::flow::export::FILE_NAME.to_owned(), bytes)])
+    }
 
     fn version(&self) -> u32 {
         // 2: CPU training on the fused engine (exact GELU derivative).
