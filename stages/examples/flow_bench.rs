@@ -25,7 +25,7 @@ use wfpipe_stages::flow::train::{FlowModel, FusedFlow};
 use wfpipe_stages::flow::{FlowSpec, SourceMode, SourceSpec};
 use wfpipe_stages::geometry::Geometry;
 use wfpipe_stages::layout::Layout;
-use wfpipe_stages::noise::Rng;
+use wfpipe_stages::noise::ResumableRng;
 use wfpipe_stages::rt::forward_flops;
 use wfpipe_stages::rt::fused::{FusedGraph, FusedRt, Tape};
 use wfpipe_stages::rt::fused::params::ParamMap;
@@ -92,7 +92,7 @@ fn peak_rss() -> Option<usize> {
     Some(kb * 1024)
 }
 
-fn batch_tensors(layout: &Layout, batch: usize, rng: &mut Rng) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+fn batch_tensors(layout: &Layout, batch: usize, rng: &mut ResumableRng) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let p = layout.num_params();
     let x = rng.normal_vec(batch * p, 0.0, 0.1);
     let target = rng.normal_vec(batch * p, 0.0, 0.1);
@@ -104,7 +104,7 @@ fn batch_tensors(layout: &Layout, batch: usize, rng: &mut Rng) -> (Vec<f32>, Vec
 fn bench_fused(config: &Config, attention: Attention, steps: usize) -> (Option<f64>, f64) {
     let spec = spec(config, attention);
     let (layout, batch) = (&spec.layout, config.batch);
-    let mut rng = Rng::seed_from(0);
+    let mut rng = ResumableRng::seed_from(0);
     let per_step = config.train.then(|| {
         let mut flow = FusedFlow::new(&spec, 0);
         let (x, target, t) = batch_tensors(layout, batch, &mut rng);
@@ -137,10 +137,10 @@ fn bench_burn(name: &str, layout: &Layout, d: usize, batch: usize, steps: usize)
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init::<Cpu, RelationalTransformer<Cpu>>();
     let graph = GraphSpec::new(layout, TimeChannel::Faithful, Attention::Dense);
     let p = layout.num_params();
-    let mut rng = Rng::seed_from(0);
+    let mut rng = ResumableRng::seed_from(0);
     let tensor2 = |v: Vec<f32>| Tensor::<Cpu, 2>::from_data(TensorData::new(v, [batch, p]), &device);
     let tensor1 = |v: Vec<f32>| Tensor::<Cpu, 1>::from_data(TensorData::new(v, [batch]), &device);
-    let mut train_step = |model: RelationalTransformer<Cpu>, rng: &mut Rng| {
+    let mut train_step = |model: RelationalTransformer<Cpu>, rng: &mut ResumableRng| {
         let (x, target, t) = batch_tensors(layout, batch, rng);
         let loss = (model.forward(tensor2(x), tensor1(t), &graph) - tensor2(target)).square().mean();
         let grads = GradientsParams::from_grads(loss.backward(), &model);

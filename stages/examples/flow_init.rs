@@ -13,7 +13,7 @@ use wfpipe_stages::flow::source::prior_set;
 use wfpipe_stages::flow::train::loss_value;
 use wfpipe_stages::flow::{FlowSpec, SourceMode, SourceSpec};
 use wfpipe_stages::geometry::{product::ProductGeometry, Geometry};
-use wfpipe_stages::noise::Rng;
+use wfpipe_stages::noise::ResumableRng;
 use wfpipe_stages::rt::fused::{FusedGraph, FusedRt};
 use wfpipe_stages::rt::graph::TimeChannel;
 use wfpipe_stages::rt::model::RtConfig;
@@ -32,7 +32,7 @@ fn main() {
     let layout = set.layout.clone();
     let p = layout.num_params();
     let (inputs, first) = (layout.0[0], layout.0[1]);
-    let mut rng = Rng::seed_from(123);
+    let mut rng = ResumableRng::seed_from(123);
     let rows: Vec<usize> = (0..BATCH).map(|_| (rng.uniform() * set.count as f64) as usize % set.count).collect();
     let x1: Vec<f32> = rows.iter().flat_map(|&r| set.data[r * p..(r + 1) * p].iter().copied()).collect();
     let x0 = prior_set(&layout, BATCH, 0.1, true, &mut rng);
@@ -53,7 +53,7 @@ fn main() {
                 output: Default::default(),
                 attention: Default::default(),
             };
-            let xt = interpolate(geometry, &ProductGeometry::new(&layout), &x0, &x1, &t, 1e-4, &mut Rng::seed_from(5));
+            let xt = interpolate(geometry, &ProductGeometry::new(&layout), &x0, &x1, &t, 1e-4, &mut ResumableRng::seed_from(5));
             let baseline = loss_value(&spec, mean.repeat(BATCH), x1.clone());
             let of_xt = loss_value(&spec, xt.clone(), x1.clone());
             let graph = FusedGraph::new(&spec.graph(&layout));

@@ -6,7 +6,7 @@
 
 use wfpipe_stages::flow::adam::Adam;
 use wfpipe_stages::layout::Layout;
-use wfpipe_stages::noise::Rng;
+use wfpipe_stages::noise::ResumableRng;
 use wfpipe_stages::rt::fused::{FusedGraph, FusedRt};
 use wfpipe_stages::rt::graph::{GraphSpec, TimeChannel};
 use wfpipe_stages::rt::model::RtConfig;
@@ -23,7 +23,7 @@ fn main() {
     let mut engine = FusedRt::from_model(&model, &config);
     let graph = FusedGraph::new(&GraphSpec::new(&layout, TimeChannel::Faithful, Default::default()));
     let mut adam = Adam::new(engine.map.len);
-    let mut rng = Rng::seed_from(1);
+    let mut rng = ResumableRng::seed_from(1);
     let (batch, p) = (16, layout.num_params());
     let mut tapes = Vec::new();
     let std = 0.2f32;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::align::weight_matching::weight_matching;
 use crate::assignment;
 use crate::layout::Layout;
-use crate::noise::Rng;
+use crate::noise::ResumableRng;
 use crate::rng;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,7 +40,7 @@ impl Coupling {
 
     /// Index pairs `(i, j)`: row i of `x0` is paired with row j of `x1`. Both batches are
     /// `[B, P]` row-major.
-    pub fn pair(self, x0: &[f32], x1: &[f32], p: usize, rng: &mut Rng) -> Vec<(usize, usize)> {
+    pub fn pair(self, x0: &[f32], x1: &[f32], p: usize, rng: &mut ResumableRng) -> Vec<(usize, usize)> {
         let b = x0.len() / p;
         match self {
             Coupling::Independent | Coupling::Rebasin => (0..b).map(|i| (i, i)).collect(),
@@ -51,7 +51,7 @@ impl Coupling {
     /// The paired `[B, P]` batches `(x0', x1')` of networks of `layout`: `x0[i]` and
     /// `x1[j]` for each pair, and for `Rebasin` each `x1'` row permuted (a network
     /// computing the same function) to be nearest its `x0'` row.
-    pub fn couple(self, x0: &[f32], x1: &[f32], layout: &Layout, rng: &mut Rng) -> (Vec<f32>, Vec<f32>) {
+    pub fn couple(self, x0: &[f32], x1: &[f32], layout: &Layout, rng: &mut ResumableRng) -> (Vec<f32>, Vec<f32>) {
         let p = layout.num_params();
         let (x0_paired, mut x1_paired) = gather_pairs(&self.pair(x0, x1, p, rng), x0, x1, p);
         if self == Coupling::Rebasin && layout.num_layers() > 1 {
@@ -107,7 +107,7 @@ pub fn ot_plan(x0: &[f32], x1: &[f32], p: usize) -> Vec<f64> {
 
 /// `count` cells drawn i.i.d. from the categorical `π / Σπ` over the B² cells, with the
 /// uniform plan as fallback when `Σπ < 1e-8`.
-pub fn draw_pairs(plan: &[f64], count: usize, rng: &mut Rng) -> Vec<(usize, usize)> {
+pub fn draw_pairs(plan: &[f64], count: usize, rng: &mut ResumableRng) -> Vec<(usize, usize)> {
     let cells = plan.len();
     let b = (cells as f64).sqrt().round() as usize;
     let total: f64 = plan.iter().sum();
@@ -135,7 +135,7 @@ mod tests {
 
     #[test]
     fn ot_plan_of_eight_is_the_brute_force_optimum_over_b() {
-        let mut rng = Rng::seed_from(8);
+        let mut rng = ResumableRng::seed_from(8);
         let (b, p) = (8, 5);
         for _ in 0..3 {
             let x0 = rng.normal_vec(b * p, 0.0, 1.0);
@@ -165,7 +165,7 @@ mod tests {
 
     #[test]
     fn ot_pairs_cost_less_than_independent_pairs() {
-        let mut rng = Rng::seed_from(9);
+        let mut rng = ResumableRng::seed_from(9);
         let (b, p) = (16, 4);
         let x0 = rng.normal_vec(b * p, 0.0, 1.0);
         let x1 = rng.normal_vec(b * p, 0.0, 1.0);
@@ -176,7 +176,7 @@ mod tests {
         assert!(ot <= independent);
     }
 
-    fn rebasin_batches(layout: &Layout, b: usize, rng: &mut Rng) -> (Vec<f32>, Vec<f32>) {
+    fn rebasin_batches(layout: &Layout, b: usize, rng: &mut ResumableRng) -> (Vec<f32>, Vec<f32>) {
         let p = layout.num_params();
         (rng.normal_vec(b * p, 0.0, 1.0), rng.normal_vec(b * p, 0.5, 1.0))
     }
@@ -187,7 +187,7 @@ mod tests {
         use crate::mlp::grad::{batch_loss, Workspace};
         let layout = Layout(vec![5, 6, 3]);
         let (b, p) = (4, layout.num_params());
-        let mut rng = Rng::seed_from(11);
+        let mut rng = ResumableRng::seed_from(11);
         let (x0, x1) = rebasin_batches(&layout, b, &mut rng);
         let (x0_paired, x1_paired) = Coupling::Rebasin.couple(&x0, &x1, &layout, &mut rng);
         assert_eq!(x0_paired, x0, "the pairs stay independent");
@@ -217,12 +217,12 @@ mod tests {
         use crate::align::Permutations;
         let layout = Layout(vec![6, 5, 2]);
         let (b, p) = (3, layout.num_params());
-        let mut rng = Rng::seed_from(12);
+        let mut rng = ResumableRng::seed_from(12);
         let (x0, x1) = rebasin_batches(&layout, b, &mut rng);
         let q = Permutations { sigma: vec![vec![3, 0, 4, 1, 2]] };
         let x0_moved: Vec<f32> = x0.chunks(p).flat_map(|row| q.apply(&layout, row)).collect();
-        let (_, plain) = Coupling::Rebasin.couple(&x0, &x1, &layout, &mut Rng::seed_from(13));
-        let (_, moved) = Coupling::Rebasin.couple(&x0_moved, &x1, &layout, &mut Rng::seed_from(13));
+        let (_, plain) = Coupling::Rebasin.couple(&x0, &x1, &layout, &mut ResumableRng::seed_from(13));
+        let (_, moved) = Coupling::Rebasin.couple(&x0_moved, &x1, &layout, &mut ResumableRng::seed_from(13));
         let expected: Vec<f32> = plain.chunks(p).flat_map(|row| q.apply(&layout, row)).collect();
         assert_eq!(moved, expected);
         // and a permuted copy of the source is matched back onto it exactly
@@ -232,7 +232,7 @@ mod tests {
 
     #[test]
     fn draws_follow_the_plan_and_fall_back_to_uniform() {
-        let mut rng = Rng::seed_from(10);
+        let mut rng = ResumableRng::seed_from(10);
         let plan = vec![0.0, 0.5, 0.5, 0.0];
         let pairs = draw_pairs(&plan, 1000, &mut rng);
         assert!(pairs.iter().all(|&(i, j)| i != j));

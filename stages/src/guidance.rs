@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use crate::data::Split;
 use crate::layout::Layout;
 use crate::mlp::grad::{loss_and_grad, Workspace};
-use crate::noise::Rng;
+use crate::noise::ResumableRng;
 use crate::sample::Guidance;
 
 pub struct TaskGuidance<'a> {
@@ -37,7 +37,7 @@ impl<'a> TaskGuidance<'a> {
     }
 
     /// `batch` distinct row indices (a partial shuffle).
-    pub(crate) fn minibatch(&self, rng: &mut Rng) -> Vec<usize> {
+    pub(crate) fn minibatch(&self, rng: &mut ResumableRng) -> Vec<usize> {
         let n = self.train.len();
         let mut idx: Vec<usize> = (0..n).collect();
         for i in 0..self.batch {
@@ -65,7 +65,7 @@ impl<'a> TaskGuidance<'a> {
 }
 
 impl Guidance for TaskGuidance<'_> {
-    fn field(&mut self, x: &[f32], rng: &mut Rng) -> Vec<f32> {
+    fn field(&mut self, x: &[f32], rng: &mut ResumableRng) -> Vec<f32> {
         let p = self.layout.num_params();
         let batches: Vec<Split> = (0..x.len() / p).map(|_| self.train.gather(&self.minibatch(rng))).collect();
         let mut out = vec![0.0f32; x.len()];
@@ -89,7 +89,7 @@ mod tests {
     #[test]
     fn guidance_descends_the_task_loss() {
         let layout = Layout(vec![2, 3, 2]);
-        let mut rng = Rng::seed_from(1);
+        let mut rng = ResumableRng::seed_from(1);
         let n = 200;
         let x = rng.normal_vec(2 * n, 0.0, 1.0);
         let y: Vec<u32> = x.chunks(2).map(|r| u32::from(r[0] + r[1] > 0.0)).collect();

@@ -1,18 +1,20 @@
 //! Seeded random streams for the flow-matching stages.
 //!
-//! The main type is [`Rng`], a xoshiro256++ generator whose whole state is four words: a
+//! The main type is [`ResumableRng`], a xoshiro256++ generator whose whole state is four words: a
 //! checkpoint stores it, so a resumed training run draws exactly the numbers an
-//! uninterrupted run would have drawn.
+//! uninterrupted run would have drawn. (`crate::rng` holds the other generator: ChaCha8
+//! streams derived from a seed, a purpose and an index, re-derived rather than stored;
+//! the two draw different numbers from the same seed.)
 
 use serde::{Deserialize, Serialize};
 
 /// xoshiro256++ with Box–Muller normals. The state is plain data for checkpoints.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rng {
+pub struct ResumableRng {
     s: [u64; 4],
 }
 
-impl Rng {
+impl ResumableRng {
     /// Expands a seed into a full state with splitmix64 (never all zero).
     pub fn seed_from(seed: u64) -> Self {
         let mut x = seed;
@@ -23,7 +25,7 @@ impl Rng {
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             z ^ (z >> 31)
         };
-        Rng { s: [next(), next(), next(), next()] }
+        ResumableRng { s: [next(), next(), next(), next()] }
     }
 
     /// An independent stream for a named purpose (source set, init, sampling, ...), so
@@ -32,7 +34,7 @@ impl Rng {
         let tag = blake3::hash(purpose.as_bytes());
         let mut word = [0u8; 8];
         word.copy_from_slice(&tag.as_bytes()[..8]);
-        Rng::seed_from(seed ^ u64::from_le_bytes(word))
+        ResumableRng::seed_from(seed ^ u64::from_le_bytes(word))
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -95,19 +97,19 @@ mod tests {
 
     #[test]
     fn same_seed_same_stream_and_state_round_trips() {
-        let mut a = Rng::seed_from(7);
-        let mut b = Rng::seed_from(7);
+        let mut a = ResumableRng::seed_from(7);
+        let mut b = ResumableRng::seed_from(7);
         for _ in 0..10 {
             assert_eq!(a.next_u64(), b.next_u64());
         }
-        let saved: Rng = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        let saved: ResumableRng = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
         assert_eq!(saved, a);
-        assert_ne!(Rng::derive(7, "source").next_u64(), Rng::derive(7, "time").next_u64());
+        assert_ne!(ResumableRng::derive(7, "source").next_u64(), ResumableRng::derive(7, "time").next_u64());
     }
 
     #[test]
     fn normal_draws_have_unit_moments() {
-        let mut r = Rng::seed_from(1);
+        let mut r = ResumableRng::seed_from(1);
         let xs: Vec<f64> = (0..200_000).map(|_| r.normal()).collect();
         let mean = xs.iter().sum::<f64>() / xs.len() as f64;
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::geometry::{product::ProductGeometry, Geometry};
-use crate::noise::Rng;
+use crate::noise::ResumableRng;
 
 /// Noise is added only after this time (hard-coded in the code).
 pub const NOISE_AFTER: f32 = 0.8;
@@ -50,7 +50,7 @@ impl<F: FnMut(&[f32], f32) -> Vec<f32>> Predictor for F {
 
 /// A guidance field `F(x)` for a `[B, P]` batch (docs/science.md §7.5).
 pub trait Guidance {
-    fn field(&mut self, x: &[f32], rng: &mut Rng) -> Vec<f32>;
+    fn field(&mut self, x: &[f32], rng: &mut ResumableRng) -> Vec<f32>;
 }
 
 /// What a sampling run did, for tests and logs.
@@ -81,7 +81,7 @@ impl Sampler {
         x0: &[f32],
         predictor: &mut dyn Predictor,
         mut guidance: Option<&mut dyn Guidance>,
-        rng: &mut Rng,
+        rng: &mut ResumableRng,
     ) -> (Vec<f32>, SampleTrace) {
         assert!(self.steps >= 2, "the Euler grid needs at least two points");
         let dt = 1.0 / (self.steps - 1) as f32;
@@ -147,7 +147,7 @@ mod tests {
     fn a_constant_predictor_gives_the_constant() {
         let layout = Layout(vec![3, 2, 2]);
         let p = layout.num_params();
-        let mut rng = Rng::seed_from(1);
+        let mut rng = ResumableRng::seed_from(1);
         let x0 = rng.normal_vec(4 * p, 0.0, 1.0);
         let c: Vec<f32> = (0..4 * p).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
         let mut constant = |_: &[f32], _: f32| c.clone();
@@ -162,7 +162,7 @@ mod tests {
     fn the_faithful_rule_returns_the_mean_of_the_predictions() {
         let layout = Layout(vec![2, 2, 1]);
         let p = layout.num_params();
-        let mut rng = Rng::seed_from(2);
+        let mut rng = ResumableRng::seed_from(2);
         let x0 = rng.normal_vec(2 * p, 0.0, 1.0);
         let mut seen: Vec<Vec<f32>> = Vec::new();
         let mut predictor = |x: &[f32], t: f32| {
@@ -182,7 +182,7 @@ mod tests {
     #[test]
     fn one_hundred_grid_points_give_99_updates_and_19_noisy_ones() {
         let layout = Layout(vec![2, 2, 1]);
-        let mut rng = Rng::seed_from(3);
+        let mut rng = ResumableRng::seed_from(3);
         let x0 = vec![0.0; layout.num_params()];
         let mut zero = |x: &[f32], _: f32| vec![0.0; x.len()];
         let (_, trace) = sampler(Geometry::Euclidean, &layout, 100, VelocityRule::X1MinusX0, 0.05)
@@ -193,7 +193,7 @@ mod tests {
     /// p0 = N(0,1), p1 = N(1,1), independent coupling: `E[x1 | x_t] = 1 + t (x_t − t) / ((1−t)² + t²)`.
     fn variance_after_sampling(rule: VelocityRule, noise: f64) -> f64 {
         let layout = Layout(vec![1, 1]); // two coordinates, used as independent 1-D samples
-        let mut rng = Rng::seed_from(4);
+        let mut rng = ResumableRng::seed_from(4);
         let count = 20_000;
         let x0 = rng.normal_vec(count, 0.0, 1.0);
         let mut posterior_mean = |x: &[f32], t: f32| -> Vec<f32> {
@@ -221,7 +221,7 @@ mod tests {
         let layout = Layout(vec![3, 2, 2]);
         let product = ProductGeometry::new(&layout);
         let p = layout.num_params();
-        let mut rng = Rng::seed_from(5);
+        let mut rng = ResumableRng::seed_from(5);
         let mut x0 = rng.normal_vec(p, 0.0, 1.0);
         let mut target = rng.normal_vec(p, 0.0, 1.0);
         product.project(&mut x0);

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::source::LoaderState;
 use super::FlowError;
-use crate::noise::Rng;
+use crate::noise::ResumableRng;
 
 const STATE_FILE: &str = "state.json";
 
@@ -31,7 +31,7 @@ pub struct CurvePoint {
 pub struct TrainProgress {
     /// Iterations completed.
     pub iteration: usize,
-    pub rng: Rng,
+    pub rng: ResumableRng,
     pub source_loader: Option<LoaderState>,
     pub target_loader: Option<LoaderState>,
     pub curve: Vec<CurvePoint>,

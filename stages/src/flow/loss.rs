@@ -53,7 +53,7 @@ pub fn geometric_loss<B: Backend>(pred: Tensor<B, 2>, x1: Tensor<B, 2>, layout: 
 mod tests {
     use super::*;
     use crate::geometry::{product::ProductGeometry, sphere};
-    use crate::noise::Rng;
+    use crate::noise::ResumableRng;
     use burn::backend::{Autodiff, NdArray};
     use burn::tensor::TensorData;
 
@@ -68,7 +68,7 @@ mod tests {
         let layout = Layout(vec![4, 3, 2]);
         let product = ProductGeometry::new(&layout);
         let p = layout.num_params();
-        let mut rng = Rng::seed_from(13);
+        let mut rng = ResumableRng::seed_from(13);
         let mut a = rng.normal_vec(2 * p, 0.0, 1.0);
         let mut b = rng.normal_vec(2 * p, 0.0, 1.0);
         product.project(&mut a);
@@ -98,7 +98,7 @@ mod tests {
         type A = Autodiff<NdArray<f32>>;
         let layout = Layout(vec![4, 3, 2]);
         let product = ProductGeometry::new(&layout);
-        let mut x = Rng::seed_from(14).normal_vec(layout.num_params(), 0.0, 1.0);
+        let mut x = ResumableRng::seed_from(14).normal_vec(layout.num_params(), 0.0, 1.0);
         product.project(&mut x);
         let pred = tensor::<A>(&x, 1).require_grad();
         let loss = geometric_loss(pred.clone(), tensor::<A>(&x, 1), &layout);

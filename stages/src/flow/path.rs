@@ -5,10 +5,10 @@
 //! line on biases, without noise.
 
 use crate::geometry::{product::ProductGeometry, Geometry};
-use crate::noise::Rng;
+use crate::noise::ResumableRng;
 
 /// `t ~ Beta(1, 2)` by inversion: `t = 1 − sqrt(1 − U)` (density 2(1−t), mean 1/3).
-pub fn sample_time(rng: &mut Rng) -> f32 {
+pub fn sample_time(rng: &mut ResumableRng) -> f32 {
     (1.0 - (1.0 - rng.uniform()).sqrt()) as f32
 }
 
@@ -20,7 +20,7 @@ pub fn interpolate(
     x1: &[f32],
     t: &[f32],
     sigma: f64,
-    rng: &mut Rng,
+    rng: &mut ResumableRng,
 ) -> Vec<f32> {
     if geometry.is_riemannian() {
         return product.interpolate(x0, x1, t);
@@ -44,7 +44,7 @@ mod tests {
 
     #[test]
     fn beta_one_two_has_mean_one_third_and_three_quarters_below_half() {
-        let mut rng = Rng::seed_from(12);
+        let mut rng = ResumableRng::seed_from(12);
         let n = 200_000;
         let ts: Vec<f32> = (0..n).map(|_| sample_time(&mut rng)).collect();
         let mean = ts.iter().map(|&t| t as f64).sum::<f64>() / n as f64;
@@ -59,7 +59,7 @@ mod tests {
         let layout = Layout(vec![2, 2, 1]);
         let product = ProductGeometry::new(&layout);
         let p = layout.num_params();
-        let mut rng = Rng::seed_from(1);
+        let mut rng = ResumableRng::seed_from(1);
         let x0 = rng.normal_vec(2 * p, 0.0, 1.0);
         let x1 = rng.normal_vec(2 * p, 1.0, 1.0);
         let xt = interpolate(Geometry::Normalized, &product, &x0, &x1, &[0.25, 1.0], 0.0, &mut rng);

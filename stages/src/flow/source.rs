@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::geometry::canon::canonicalize;
 use crate::layout::Layout;
-use crate::noise::Rng;
+use crate::noise::ResumableRng;
 
 /// A cycling, reshuffling loader over `count` rows; its position is part of checkpoints.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -21,13 +21,13 @@ pub struct LoaderState {
 }
 
 impl LoaderState {
-    fn new(count: usize, rng: &mut Rng) -> Self {
+    fn new(count: usize, rng: &mut ResumableRng) -> Self {
         LoaderState { order: rng.permutation(count), cursor: 0 }
     }
 
     /// The row indices of the next full batch (drop_last: a new epoch starts when fewer
     /// than `batch` rows remain).
-    fn next(&mut self, batch: usize, rng: &mut Rng) -> Vec<usize> {
+    fn next(&mut self, batch: usize, rng: &mut ResumableRng) -> Vec<usize> {
         if self.cursor + batch > self.order.len() {
             self.order = rng.permutation(self.order.len());
             self.cursor = 0;
@@ -56,12 +56,12 @@ impl BatchSource {
     }
 
     /// A loader position for this source (None for fresh draws).
-    pub fn loader(&self, rng: &mut Rng) -> Option<LoaderState> {
+    pub fn loader(&self, rng: &mut ResumableRng) -> Option<LoaderState> {
         self.count().map(|count| LoaderState::new(count, rng))
     }
 
     /// The next `[batch, P]` batch.
-    pub fn next_batch(&self, batch: usize, loader: Option<&mut LoaderState>, rng: &mut Rng) -> Vec<f32> {
+    pub fn next_batch(&self, batch: usize, loader: Option<&mut LoaderState>, rng: &mut ResumableRng) -> Vec<f32> {
         match (self, loader) {
             (BatchSource::Rows { rows, p }, Some(loader)) => {
                 let mut out = Vec::with_capacity(batch * p);
@@ -93,7 +93,7 @@ pub fn canonicalize_rows(rows: &[f32], layout: &Layout) -> Vec<f32> {
 
 /// The fixed prior set: `count` draws of `N(0, std²·I_P)` on all coordinates (biases
 /// included), canonicalized when `canonical` (docs/science.md §5.2, faithful).
-pub fn prior_set(layout: &Layout, count: usize, std: f64, canonical: bool, rng: &mut Rng) -> Vec<f32> {
+pub fn prior_set(layout: &Layout, count: usize, std: f64, canonical: bool, rng: &mut ResumableRng) -> Vec<f32> {
     let draws = rng.normal_vec(count * layout.num_params(), 0.0, std);
     if canonical {
         canonicalize_rows(&draws, layout)
@@ -109,7 +109,7 @@ mod tests {
     #[test]
     fn loader_visits_every_row_once_per_epoch_and_drops_the_rest() {
         let source = BatchSource::Rows { rows: (0..10).map(|v| v as f32).collect(), p: 1 };
-        let mut rng = Rng::seed_from(2);
+        let mut rng = ResumableRng::seed_from(2);
         let mut loader = source.loader(&mut rng);
         let mut seen: Vec<f32> = Vec::new();
         for _ in 0..3 {
@@ -123,7 +123,7 @@ mod tests {
     #[test]
     fn canonical_prior_first_layer_is_uniform_direction() {
         let layout = Layout(vec![3, 4, 2]);
-        let mut rng = Rng::seed_from(3);
+        let mut rng = ResumableRng::seed_from(3);
         let rows = prior_set(&layout, 4000, 0.1, true, &mut rng);
         let p = layout.num_params();
         // mean of the first hidden neuron's direction is ~0 and its norm is 1

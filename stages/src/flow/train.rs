@@ -26,7 +26,7 @@ use super::source::BatchSource;
 use super::{FlowError, FlowSpec};
 use crate::geometry::product::ProductGeometry;
 use crate::kind::ProgressSink;
-use crate::noise::Rng;
+use crate::noise::ResumableRng;
 use crate::rt::fused::{FusedGraph, FusedRt, Tape};
 use crate::rt::{graph::GraphSpec, model::RelationalTransformer};
 
@@ -407,7 +407,7 @@ pub fn train(
             progress
         }
         None => {
-            let mut rng = Rng::derive(settings.seed, "flow-training");
+            let mut rng = ResumableRng::derive(settings.seed, "flow-training");
             let source_loader = data.source.loader(&mut rng);
             let target_loader = data.target.loader(&mut rng);
             TrainProgress {
@@ -534,7 +534,7 @@ pub fn loss_by_time(
     bins: usize,
     batches: usize,
 ) -> Vec<TimeLoss> {
-    let mut rng = Rng::derive(settings.seed, "loss-by-time");
+    let mut rng = ResumableRng::derive(settings.seed, "loss-by-time");
     let mut source_loader = data.source.loader(&mut rng);
     let mut target_loader = data.target.loader(&mut rng);
     let (p, batch) = (spec.layout.num_params(), settings.batch_size);
@@ -606,7 +606,7 @@ mod tests {
             ema: 0.0,
             max_loss_ratio: MAX_LOSS_RATIO,
         };
-        let mut rng = Rng::seed_from(2);
+        let mut rng = ResumableRng::seed_from(2);
         let canonical = geometry.is_canonical();
         let data = FlowData {
             source: BatchSource::Rows {
@@ -725,7 +725,7 @@ mod tests {
         burn.set_params(&shifted);
         assert_eq!(burn.params(), shifted);
         // The autodiff module still trains after its parameters were replaced.
-        let mut rng = Rng::seed_from(4);
+        let mut rng = ResumableRng::seed_from(4);
         let p = spec.layout.num_params();
         let (xt, x1) = (rng.normal_vec(4 * p, 0.0, 0.1), rng.normal_vec(4 * p, 0.0, 0.1));
         let t = vec![0.2, 0.4, 0.6, 0.8];
@@ -741,7 +741,7 @@ mod tests {
         for (geometry, output) in cases {
             let (mut spec, settings, data) = setup(geometry, Coupling::Independent);
             spec.output = output;
-            let mut rng = Rng::seed_from(3);
+            let mut rng = ResumableRng::seed_from(3);
             let x0 = data.source.next_batch(4, data.source.loader(&mut rng).as_mut(), &mut rng);
             let x1 = data.target.next_batch(4, data.target.loader(&mut rng).as_mut(), &mut rng);
             let t = vec![0.1, 0.4, 0.7, 0.95];
@@ -866,7 +866,7 @@ mod tests {
     fn with_the_velocity_reading_every_seed_starts_near_the_loss_of_x_t() {
         let (mut spec, settings, data) = setup(Geometry::Geometric, Coupling::Independent);
         spec.output = Output::Velocity;
-        let mut rng = Rng::seed_from(4);
+        let mut rng = ResumableRng::seed_from(4);
         let x0 = data.source.next_batch(4, data.source.loader(&mut rng).as_mut(), &mut rng);
         let x1 = data.target.next_batch(4, data.target.loader(&mut rng).as_mut(), &mut rng);
         let t = vec![0.05, 0.2, 0.4, 0.6];

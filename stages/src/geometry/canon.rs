@@ -62,7 +62,7 @@ pub fn canonicalize<B: Backend>(theta: Tensor<B, 2>, layout: &Layout) -> Tensor<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::noise::Rng;
+    use crate::noise::ResumableRng;
     use burn::backend::NdArray;
     use burn::tensor::TensorData;
 
@@ -98,7 +98,7 @@ mod tests {
     fn canon_preserves_hidden_functions_and_scales_logits() {
         let layout = Layout(vec![6, 5, 4, 3]);
         let p = layout.num_params();
-        let mut rng = Rng::seed_from(21);
+        let mut rng = ResumableRng::seed_from(21);
         let theta = rng.normal_vec(p, 0.0, 0.3);
         let c = canon_rows(&layout, &theta, 1);
         let x = rng.normal_vec(6, 0.0, 1.0);

@@ -169,7 +169,7 @@ impl ProductGeometry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::noise::Rng;
+    use crate::noise::ResumableRng;
 
     #[test]
     fn spheres_and_biases_partition_the_flat_vector() {
@@ -200,7 +200,7 @@ mod tests {
     fn interpolation_stays_on_the_spheres_batched() {
         let layout = Layout(vec![5, 4, 3, 2]);
         let geo = ProductGeometry::new(&layout);
-        let mut rng = Rng::seed_from(11);
+        let mut rng = ResumableRng::seed_from(11);
         let p = layout.num_params();
         let mut x0 = rng.normal_vec(3 * p, 0.0, 1.0);
         let mut x1 = rng.normal_vec(3 * p, 0.0, 1.0);

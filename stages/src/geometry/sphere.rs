@@ -68,15 +68,15 @@ pub fn geodesic(x0: &[f32], x1: &[f32], t: f32) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::noise::Rng;
+    use crate::noise::ResumableRng;
 
-    fn random_point(rng: &mut Rng, n: usize) -> Vec<f32> {
+    fn random_point(rng: &mut ResumableRng, n: usize) -> Vec<f32> {
         projx(&rng.normal_vec(n, 0.0, 1.0))
     }
 
     #[test]
     fn expmap_inverts_logmap_beyond_the_floor() {
-        let mut rng = Rng::seed_from(3);
+        let mut rng = ResumableRng::seed_from(3);
         let mut checked = 0;
         for n in [2usize, 3, 16, 30, 100] {
             for _ in 0..50 {
@@ -99,7 +99,7 @@ mod tests {
 
     #[test]
     fn dist_to_itself_is_the_float32_floor() {
-        let mut rng = Rng::seed_from(4);
+        let mut rng = ResumableRng::seed_from(4);
         let x = random_point(&mut rng, 30);
         let d = dist(&x, &x);
         assert!((d - 0.014_142).abs() < 2e-5, "floor {d}");
@@ -119,7 +119,7 @@ mod tests {
 
     #[test]
     fn geodesic_ends_at_both_points() {
-        let mut rng = Rng::seed_from(5);
+        let mut rng = ResumableRng::seed_from(5);
         let x0 = random_point(&mut rng, 16);
         let x1 = random_point(&mut rng, 16);
         let start = geodesic(&x0, &x1, 0.0);

@@ -18,7 +18,7 @@ use crate::geometry::product::ProductGeometry;
 use crate::guidance::{mismatch, TaskGuidance};
 use crate::kind::{BackendChoice, ParamSpec, ParamType, Params, RefMode, StageContext, StageError, StageKind, Value};
 use crate::layout::Layout;
-use crate::noise::Rng;
+use crate::noise::ResumableRng;
 use crate::rt::fused::{FusedGraph, FusedRt};
 use crate::rt::{graph::GraphSpec, model::RelationalTransformer, pairs::Attention};
 use crate::sample::{Guidance, Predictor, Sampler, VelocityRule};
@@ -125,7 +125,7 @@ struct SampleTask<'a> {
     sampler: &'a Sampler,
     batch_size: usize,
     guidance: Option<TaskGuidance<'a>>,
-    rng: &'a mut Rng,
+    rng: &'a mut ResumableRng,
     progress: &'a dyn crate::kind::ProgressSink,
 }
 
@@ -191,7 +191,7 @@ fn read_flow(ctx: &StageContext<'_>) -> Result<(TrainedFlow, Vec<u8>), StageErro
 
 /// `count` starting points: rows of the flow's fixed source set (same layout) or fresh
 /// prior draws (fresh-source flows, or another layout).
-fn starting_points(flow: &TrainedFlow, layout: &Layout, count: usize, rng: &mut Rng) -> Vec<f32> {
+fn starting_points(flow: &TrainedFlow, layout: &Layout, count: usize, rng: &mut ResumableRng) -> Vec<f32> {
     let mut spec = flow.spec.clone();
     if *layout != spec.layout {
         spec.source.mode = SourceMode::Fresh;
@@ -283,7 +283,7 @@ impl StageKind for Sample {
             _ => None,
         };
         let guidance = dataset.as_ref().map(|d| TaskGuidance::new(layout.clone(), &d.train, p.guidance_batch, p.guidance_layout_bug));
-        let mut rng = Rng::derive(ctx.seed, "sampling");
+        let mut rng = ResumableRng::derive(ctx.seed, "sampling");
         let x0 = starting_points(&flow, &layout, p.count, &mut rng);
         let sampler = Sampler {
             geometry: flow.spec.geometry,
@@ -336,7 +336,7 @@ mod tests {
             let data = guidance_dataset(Some(recorded), uci, std::path::Path::new("unused")).unwrap();
             let rows = split_order(TrainingSplit::seed_for(Some(recorded), uci));
             let guide = TaskGuidance::new(Layout(vec![30, 4, 2]), &data.train, 64, false);
-            let mut rng = crate::noise::Rng::seed_from(seed);
+            let mut rng = crate::noise::ResumableRng::seed_from(seed);
             for _ in 0..200 {
                 for i in guide.minibatch(&mut rng) {
                     assert!(!test.contains(&rows[i]), "seed {seed}: table row {} is a test row", rows[i]);

@@ -25,7 +25,7 @@ use crate::kind::{
     StageKind, Value,
 };
 use crate::layout::Layout;
-use crate::noise::Rng;
+use crate::noise::ResumableRng;
 use crate::rt::{graph::TimeChannel, model::RtConfig, pairs::Attention};
 use crate::weights::{WeightSet, FILE_NAME};
 
@@ -154,7 +154,7 @@ fn load_targets(ctx: &StageContext<'_>, p: &TrainFlowParams) -> Result<Targets, 
         )));
     }
     if p.n_samples > 0 && p.n_samples < set.count {
-        let mut rng = Rng::derive(ctx.seed, "target-subsample");
+        let mut rng = ResumableRng::derive(ctx.seed, "target-subsample");
         let mut pick = rng.permutation(set.count);
         pick.truncate(p.n_samples);
         set = set.select(&pick).map_err(|e| StageError::Input(e.to_string()))?;
@@ -179,7 +179,7 @@ fn load_targets(ctx: &StageContext<'_>, p: &TrainFlowParams) -> Result<Targets, 
 pub fn source_batches(spec: &FlowSpec, layout: &Layout) -> BatchSource {
     match spec.source.mode {
         SourceMode::Fixed => {
-            let mut rng = Rng::derive(spec.source.seed, "source-set");
+            let mut rng = ResumableRng::derive(spec.source.seed, "source-set");
             let rows = prior_set(layout, spec.source.count, spec.source.std, spec.geometry.is_canonical(), &mut rng);
             BatchSource::Rows { rows, p: layout.num_params() }
         }

@@ -1,6 +1,6 @@
 //! Deterministic parameter initialization for the relational transformer (docs/science.md §6.7).
 //!
-//! The main type is [`ParamInit`]: it draws every parameter from one seeded [`Rng`] and
+//! The main type is [`ParamInit`]: it draws every parameter from one seeded [`ResumableRng`] and
 //! numbers parameters in creation order, so the same seed gives the same model, bit for bit
 //! and with the same parameter ids, whatever else runs in the process. That makes saved
 //! models byte-identical across interrupted and uninterrupted runs.
@@ -9,7 +9,7 @@ use burn::module::{Param, ParamId};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 
-use crate::noise::Rng;
+use crate::noise::ResumableRng;
 
 /// How a linear layer's weights and biases are drawn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,14 +22,14 @@ pub enum LinearInit {
 }
 
 pub struct ParamInit<'d, B: Backend> {
-    rng: Rng,
+    rng: ResumableRng,
     next_id: u64,
     device: &'d B::Device,
 }
 
 impl<'d, B: Backend> ParamInit<'d, B> {
     pub fn new(seed: u64, device: &'d B::Device) -> Self {
-        ParamInit { rng: Rng::derive(seed, "relational-transformer-init"), next_id: 1, device }
+        ParamInit { rng: ResumableRng::derive(seed, "relational-transformer-init"), next_id: 1, device }
     }
 
     pub fn device(&self) -> &'d B::Device {

@@ -149,7 +149,7 @@ impl<B: Backend> RelationalTransformer<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::noise::Rng;
+    use crate::noise::ResumableRng;
     use crate::rt::graph::TimeChannel;
     use crate::rt::pairs::Attention;
     use burn::backend::{Autodiff, NdArray};
@@ -175,7 +175,7 @@ mod tests {
     }
 
     fn input(layout: &Layout, batch: usize, seed: u64) -> Vec<f32> {
-        Rng::seed_from(seed).normal_vec(batch * layout.num_params(), 0.0, 0.5)
+        ResumableRng::seed_from(seed).normal_vec(batch * layout.num_params(), 0.0, 0.5)
     }
 
     fn run(model: &RelationalTransformer<B>, layout: &Layout, x: &[f32], t: &[f32], time: TimeChannel) -> Vec<f32> {
@@ -290,7 +290,7 @@ mod tests {
             let dev = Default::default();
             let model = RtConfig::for_layout(&layout, 8, 2, heads).init::<A>(11, &dev);
             let p = layout.num_params();
-            let mut rng = Rng::seed_from(3);
+            let mut rng = ResumableRng::seed_from(3);
             let x = rng.normal_vec(3 * p, 0.0, 0.7);
             let w = rng.normal_vec(3 * p, 0.0, 1.0);
             let t = Tensor::<A, 1>::from_data(TensorData::new(vec![0.2f32, 0.5, 0.9], [3]), &dev);

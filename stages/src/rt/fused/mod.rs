@@ -173,7 +173,7 @@ impl FusedRt {
 mod tests {
     use super::*;
     use crate::layout::Layout;
-    use crate::noise::Rng;
+    use crate::noise::ResumableRng;
     use crate::rt::graph::TimeChannel;
     use crate::rt::pairs::Attention;
     use burn::backend::{Autodiff, NdArray};
@@ -221,7 +221,7 @@ mod tests {
             let sparse = FusedGraph::new(&spec);
             let masked = masked_dense(&layout, time, Attention::LayerBlocks);
             let p = layout.num_params();
-            let mut rng = Rng::seed_from(21);
+            let mut rng = ResumableRng::seed_from(21);
             let x = rng.normal_vec(3 * p, 0.0, 0.7);
             let dout = rng.normal_vec(3 * p, 0.0, 1.0);
             let t = [0.15f32, 0.5, 0.95];
@@ -293,7 +293,7 @@ mod tests {
         ] {
             let (config, model, spec) = setup_with(&layout, d, layers, heads, time, attention);
             let p = layout.num_params();
-            let x = Rng::seed_from(4).normal_vec(3 * p, 0.0, 0.7);
+            let x = ResumableRng::seed_from(4).normal_vec(3 * p, 0.0, 0.7);
             let t = [0.1f32, 0.55, 0.9];
             let want = burn_forward(&model, &spec, &x, &t).into_data().to_vec::<f32>().unwrap();
             let fused = FusedRt::from_model(&model, &config);
@@ -342,7 +342,7 @@ mod tests {
         ] {
             let (config, model, spec) = setup_with(&layout, d, layers, heads, time, attention);
             let p = layout.num_params();
-            let mut rng = Rng::seed_from(8);
+            let mut rng = ResumableRng::seed_from(8);
             let x = rng.normal_vec(2 * p, 0.0, 0.7);
             let dout = rng.normal_vec(2 * p, 0.0, 1.0);
             let t = [0.3f32, 0.8];
@@ -375,7 +375,7 @@ mod tests {
         let mut fused = FusedRt::from_model(&model, &config);
         let graph = FusedGraph::new(&spec);
         let p = layout.num_params();
-        let mut rng = Rng::seed_from(12);
+        let mut rng = ResumableRng::seed_from(12);
         let x = rng.normal_vec(2 * p, 0.0, 0.7);
         let dout = rng.normal_vec(2 * p, 0.0, 1.0);
         let t = [0.25f32, 0.75];
@@ -429,7 +429,7 @@ mod tests {
         let fused = FusedRt::from_model(&model, &config);
         let graph = FusedGraph::new(&spec);
         let p = layout.num_params();
-        let x = Rng::seed_from(1).normal_vec(5 * p, 0.0, 1.0);
+        let x = ResumableRng::seed_from(1).normal_vec(5 * p, 0.0, 1.0);
         let t = [0.1f32, 0.2, 0.3, 0.4, 0.5];
         let all = fused.predict(&graph, &x, &t);
         assert_eq!(all, fused.predict(&graph, &x, &t));
