@@ -81,6 +81,8 @@ pub fn page(title: &str, markdown: &str, svg_for: impl Fn(&str) -> Option<String
                 let start = svg.find("<svg").unwrap_or(0);
                 events.push(Event::InlineHtml(CowStr::from(format!("<figure>{}</figure>", svg[start..].trim_end()))));
             }
+            // Text that looks like HTML (a `<` in a title or claim) is shown, never run.
+            Event::Html(raw) | Event::InlineHtml(raw) => events.push(Event::Text(raw)),
             other => events.push(other),
         }
     }
@@ -111,6 +113,13 @@ mod tests {
         assert!(page.contains("<figure><svg width=\"10\" height=\"10\"><text>A title</text></svg></figure>"), "{page}");
         assert!(!page.contains("<?xml") && !page.contains("<img"), "{page}");
         assert!(page.contains("<a href=\"figures/f.svg\">"), "{page}");
+    }
+
+    #[test]
+    fn html_in_the_markdown_is_shown_as_text() {
+        let page = page("demo", "loss <b>below</b> 1\n\n<script>alert(1)</script>\n", |_| None);
+        assert!(page.contains("loss &lt;b&gt;below&lt;/b&gt; 1"), "{page}");
+        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;") && page.matches("<script>").count() == 1, "{page}");
     }
 
     #[test]
