@@ -420,13 +420,18 @@ fn check_columns(
             continue;
         }
         let from: Vec<&str> = stages.iter().map(|&s| p.stages[s].name.as_str()).collect();
+        // A column built from the word (`metric = "los"` -> `los_mean`) is suggested as a word.
+        let (typed, suffix) = match stage.params.get(*param) {
+            Some(Value::Str(word)) if column.len() > word.len() && column.starts_with(word.as_str()) => (word.as_str(), &column[word.len()..]),
+            _ => (column.as_str(), ""),
+        };
         let span = stage.param_spans.get(*param).cloned().flatten().map(|span| narrow_to(&p.source.text, span, column));
         diags.push(
             Diagnostic::new(
                 format!("`{param}` names the column `{column}`, which is in no `{table}` row of {}", quoted_list(&from)),
                 span,
             )
-            .suggest(column, known.iter().map(String::as_str))
+            .suggest(&typed, known.iter().filter_map(|k| k.strip_suffix(suffix)).filter(|k| !k.is_empty()))
             .help_if_none(format!("columns: {}", known.iter().cloned().collect::<Vec<_>>().join(", "))),
         );
         return false;
