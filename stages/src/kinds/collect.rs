@@ -12,21 +12,14 @@ use super::{check_layout_fits, dataset_param, int_list, layout_param, load_datas
 use crate::collect::{collect, Checkpoints, CollectConfig, RunMetrics};
 use crate::data::{mnist, uci, DatasetName, TrainingSplit};
 use crate::kind::{NetworkColumns, TableDecl, ParamSpec, ParamType, Params, Resources, StageContext, StageError, StageKind, Value};
-use crate::mlp::{train::batches_per_epoch, OptimizerConfig, OptimizerKind, RecordRule, TrainConfig};
+use crate::mlp::{train::batches_per_epoch, OptimizerKind, RecordRule, TrainConfig};
 
 pub struct Collect;
 
 impl Collect {
     fn config(params: &Params, seed: u64) -> Result<CollectConfig, StageError> {
         let layout = layout_param(params, "layout")?;
-        let kind: OptimizerKind = params.parse("optimizer")?;
-        let lr = params.f64("lr")?;
-        let weight_decay = params.f64("weight_decay")?;
-        let mut optimizer = match kind {
-            OptimizerKind::Adam => OptimizerConfig::adam(lr),
-            OptimizerKind::Sgd => OptimizerConfig::sgd(lr, params.f64("momentum")?, weight_decay),
-        };
-        optimizer.weight_decay = weight_decay;
+        let optimizer = super::optimizer_param(params)?;
         Ok(CollectConfig {
             layout,
             runs: params.usize("runs")?,
@@ -113,9 +106,6 @@ impl StageKind for Collect {
                 config.record.skip_epochs, config.train.epochs
             )));
         }
-        if config.train.optimizer.kind == OptimizerKind::Sgd && config.train.optimizer.momentum >= 1.0 {
-            return Err(StageError::Param("momentum must be below 1".into()));
-        }
         Ok(())
     }
 
@@ -171,6 +161,26 @@ mod tests {
                 ("skip_epochs", Value::Int(1)),
             ],
         )
+    }
+
+    #[test]
+    fn sgd_momentum_must_be_below_one_and_adam_ignores_it() {
+        let with = |optimizer: &str, momentum: f64| {
+            let mut p = small(1);
+            p.0.insert("optimizer".into(), Value::Str(optimizer.into()));
+            p.0.insert("momentum".into(), Value::Float(momentum));
+            Collect.validate(&p)
+        };
+        assert!(with("sgd", 0.9).is_ok());
+        let err = with("sgd", 1.0).unwrap_err().to_string();
+        assert!(err.contains("`momentum` must be below 1, got 1"), "{err}");
+        assert!(with("adam", 1.0).is_ok());
+        use crate::kinds::finetune::Finetune;
+        let finetune = testing::params(&Finetune, &[
+            ("weights", Value::Str("w".into())), ("dataset", Value::Str("uci-wdbc".into())), ("optimizer", Value::Str("sgd".into())), ("momentum", Value::Float(1.5)),
+        ]);
+        let err = Finetune.validate(&finetune).unwrap_err().to_string();
+        assert!(err.contains("`momentum` must be below 1, got 1.5"), "{err}");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::data::{self, DatasetName, Split, SplitName};
 use crate::eval::finetune::{finetune, CurvePoint, FinetuneConfig};
 use crate::kind::{TableDecl, ParamSpec, ParamType, Params, RefMode, Resources, Row, StageContext, StageError, StageKind, Value};
 use crate::layout::Layout;
-use crate::mlp::{MlpConfig, OptimizerConfig, OptimizerKind};
+use crate::mlp::{MlpConfig, OptimizerKind};
 use crate::rng;
 use crate::weights::{WeightSet, FILE_NAME};
 
@@ -82,17 +82,7 @@ impl FinetuneParams {
         if let Some(layout) = &layout {
             check_layout_fits(layout, dataset)?;
         }
-        let kind: OptimizerKind = params.parse("optimizer")?;
-        let lr = params.f64("lr")?;
-        let weight_decay = params.f64("weight_decay")?;
-        let mut optimizer = match kind {
-            OptimizerKind::Adam => OptimizerConfig::adam(lr),
-            OptimizerKind::Sgd => OptimizerConfig::sgd(lr, params.f64("momentum")?, weight_decay),
-        };
-        optimizer.weight_decay = weight_decay;
-        if kind == OptimizerKind::Sgd && optimizer.momentum >= 1.0 {
-            return Err(StageError::Param("`momentum` must be below 1".into()));
-        }
+        let optimizer = super::optimizer_param(params)?;
         Ok(FinetuneParams {
             init,
             dataset,

@@ -229,6 +229,26 @@ pub(crate) fn enum_param<T>(params: &Params, name: &str, parse: fn(&str) -> Opti
 }
 
 /// A positive integer parameter.
+/// The MLP optimizer of `collect` and `finetune`: `optimizer`, `lr`, `momentum` (SGD only,
+/// below 1) and `weight_decay`.
+pub(crate) fn optimizer_param(params: &Params) -> Result<crate::mlp::OptimizerConfig, StageError> {
+    use crate::mlp::{OptimizerConfig, OptimizerKind};
+    let lr = params.f64("lr")?;
+    let weight_decay = params.f64("weight_decay")?;
+    let mut optimizer = match params.parse::<OptimizerKind>("optimizer")? {
+        OptimizerKind::Adam => OptimizerConfig::adam(lr),
+        OptimizerKind::Sgd => {
+            let momentum = params.f64("momentum")?;
+            if momentum >= 1.0 {
+                return Err(StageError::Param(format!("`momentum` must be below 1, got {momentum}")));
+            }
+            OptimizerConfig::sgd(lr, momentum, weight_decay)
+        }
+    };
+    optimizer.weight_decay = weight_decay;
+    Ok(optimizer)
+}
+
 pub(crate) fn positive(params: &Params, name: &str) -> Result<usize, StageError> {
     match params.usize(name)? {
         0 => Err(StageError::Param(format!("`{name}` must be at least 1"))),
