@@ -401,10 +401,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Bench { command: BenchCommand::Plan { instances, axes, reps } } => {
-            let dir = std::env::temp_dir().join(format!("wfpipe-bench-{}", std::process::id()));
-            std::fs::create_dir_all(&dir)?;
-            let result = ops::bench::bench_plan(instances, &axes, reps.max(1), &dir);
-            let _ = std::fs::remove_dir_all(&dir);
+            let dir = crate::scratch::ScratchDir::new("bench")?;
+            let result = ops::bench::bench_plan(instances, &axes, reps.max(1), dir.path());
             out(&result?);
             Ok(0)
         }

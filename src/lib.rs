@@ -19,5 +19,6 @@ pub mod pipeline;
 pub mod render;
 pub mod report;
 pub mod scheduler;
+pub mod scratch;
 pub mod stale;
 pub mod table;

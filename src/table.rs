@@ -122,7 +122,7 @@ mod tests {
 
     #[test]
     fn rows_round_trip_through_parquet() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::scratch::ScratchDir::new("test").unwrap();
         let rows: Vec<Row> = (0..3)
             .map(|i| {
                 BTreeMap::from([

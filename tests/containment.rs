@@ -256,7 +256,7 @@ fn the_same_key_in_two_caches_is_two_attempts_neither_kills_the_other() {
 #[test]
 fn a_declared_input_file_cannot_lead_out_of_the_project_through_a_link() {
     let p = Project::new();
-    let outside = tempfile::tempdir().unwrap();
+    let outside = wfpipe::scratch::ScratchDir::new("test").unwrap();
     std::fs::write(outside.path().join("secret.txt"), "not the project's\n").unwrap();
     std::fs::create_dir_all(p.path().join("scripts")).unwrap();
     std::os::unix::fs::symlink(outside.path().join("secret.txt"), p.path().join("scripts/data.txt")).unwrap();

@@ -351,7 +351,7 @@ fn chromium() -> Option<std::path::PathBuf> {
 
 /// The DOM after the page's script ran, as the browser serializes it.
 fn rendered_dom(browser: &std::path::Path, page: &std::path::Path, fragment: &str) -> String {
-    let profile = tempfile::tempdir().unwrap();
+    let profile = wfpipe::scratch::ScratchDir::new("test").unwrap();
     let o = std::process::Command::new(browser)
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
         .arg(format!("--user-data-dir={}", profile.path().display()))

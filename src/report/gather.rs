@@ -131,7 +131,7 @@ mod tests {
 
     #[test]
     fn csv_rows_get_axis_columns_and_filters_apply() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::scratch::ScratchDir::new("test").unwrap();
         std::fs::write(dir.path().join("metrics.csv"), "kind,acc\nsummary,0.5\nnet,0.25\n").unwrap();
         let a = artifact(dir.path(), "gen[N=1]", &[("N", Value::Str("1".into()))]);
         let rows = gather(std::slice::from_ref(&a), "metrics", &BTreeMap::new()).unwrap();

@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub struct Project {
-    pub dir: tempfile::TempDir,
+    pub dir: wfpipe::scratch::ScratchDir,
 }
 
 impl Project {
     pub fn new() -> Project {
-        Project { dir: tempfile::tempdir().expect("temp dir") }
+        Project { dir: wfpipe::scratch::ScratchDir::new("test").expect("temp dir") }
     }
 
     pub fn path(&self) -> &Path {
