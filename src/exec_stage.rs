@@ -46,12 +46,15 @@ struct FileProgress {
 }
 
 impl FileProgress {
-    fn line(&self, value: serde_json::Value, force: bool) {
+    /// Write the line `make` builds from the latest metrics, unless one was written less
+    /// than 200 ms ago (`force` writes anyway); nothing is built for a line not written.
+    fn line(&self, force: bool, make: impl FnOnce(&BTreeMap<String, f64>) -> serde_json::Value) {
         let mut guard = self.file.lock().expect("progress lock");
         if !force && guard.1.elapsed().as_millis() < 200 {
             return;
         }
         guard.1 = Instant::now();
+        let value = make(&guard.2);
         let _ = writeln!(guard.0, "{value}");
     }
 }
@@ -60,15 +63,11 @@ impl ProgressSink for FileProgress {
     fn progress(&self, step: u64, total: u64, unit: &str) {
         // Each step line carries the latest metrics: a stage reports a metric right after
         // its step, inside the throttle window, so a line of its own would rarely land.
-        let metrics = self.file.lock().expect("progress lock").2.clone();
-        self.line(serde_json::json!({ "step": step, "total": total, "unit": unit, "metrics": metrics }), step == total);
+        self.line(step == total, |metrics| serde_json::json!({ "step": step, "total": total, "unit": unit, "metrics": metrics }));
     }
     fn metric(&self, name: &str, value: f64) {
-        {
-            let mut guard = self.file.lock().expect("progress lock");
-            guard.2.insert(name.to_owned(), value);
-        }
-        self.line(serde_json::json!({ "metric": name, "value": value }), false);
+        self.file.lock().expect("progress lock").2.insert(name.to_owned(), value);
+        self.line(false, |_| serde_json::json!({ "metric": name, "value": value }));
     }
 }
 

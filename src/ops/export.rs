@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
-use super::report::slug;
+use super::report::{copy_writable, slug};
 use super::{load, open_cache, Paths};
 use crate::cache::Cache;
 use crate::kinds::Registry;
@@ -48,7 +48,6 @@ fn export_instances(p: &Pipeline, registry: &Registry, cache: &Cache, target: &s
 
 /// The entry's files, writable (the cache keeps its own read-only).
 fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
     fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
     for e in fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
         let e = e?;
@@ -56,8 +55,7 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
         if e.file_type()?.is_dir() {
             copy_tree(&src, &dst)?;
         } else {
-            fs::copy(&src, &dst).with_context(|| format!("copying {}", src.display()))?;
-            fs::set_permissions(&dst, fs::Permissions::from_mode(0o644))?;
+            copy_writable(&src, &dst).with_context(|| format!("copying {}", src.display()))?;
         }
     }
     Ok(())

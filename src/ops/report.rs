@@ -168,9 +168,14 @@ pub fn write_report(p: &Pipeline, cache: &Cache, root: &Path) -> Result<PathBuf,
 
 /// A report file is the user's, not the cache's: it is not kept read-only like its source.
 fn copy(from: &Path, to: &Path) -> Result<(), ReportError> {
+    copy_writable(from, to).map_err(io("copying", from))
+}
+
+/// Copy a cache file out as the user's own: writable, unlike the cache's read-only copy.
+pub fn copy_writable(from: &Path, to: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    fs::copy(from, to).map_err(io("copying", from))?;
-    fs::set_permissions(to, fs::Permissions::from_mode(0o644)).map_err(io("copying", to))
+    fs::copy(from, to)?;
+    fs::set_permissions(to, fs::Permissions::from_mode(0o644))
 }
 
 fn provenance(md: &mut String, p: &Pipeline, cache: &Cache) -> Result<(), ReportError> {

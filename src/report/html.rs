@@ -70,8 +70,11 @@ pub fn page(title: &str, markdown: &str, svg_for: impl Fn(&str) -> Option<String
     let mut parser = Parser::new_ext(markdown, Options::ENABLE_TABLES);
     while let Some(event) = parser.next() {
         match event {
-            Event::Start(Tag::Image { dest_url, .. }) if svg_for(&dest_url).is_some() => {
-                let svg = svg_for(&dest_url).unwrap_or_default();
+            Event::Start(Tag::Image { ref dest_url, .. }) => {
+                let Some(svg) = svg_for(dest_url) else {
+                    events.push(event);
+                    continue;
+                };
                 // The alt text: the figure's title, already inside the SVG.
                 for inner in parser.by_ref() {
                     if matches!(inner, Event::End(TagEnd::Image)) {
