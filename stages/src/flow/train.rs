@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
-use burn::optim::{adaptor::OptimizerAdaptor, AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{adaptor::OptimizerAdaptor, AdamConfig, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
@@ -159,6 +159,9 @@ pub struct BurnFlow<B: AutodiffBackend> {
     estimator: Estimator,
     graph: GraphSpec,
     device: B::Device,
+    /// Recompute each layer in the backward pass instead of keeping its activations
+    /// ([`crate::rt::recompute`]): the same gradients in less memory.
+    recompute: bool,
 }
 
 impl<B: AutodiffBackend> BurnFlow<B> {
@@ -170,7 +173,13 @@ impl<B: AutodiffBackend> BurnFlow<B> {
             estimator: spec.estimator(&spec.layout),
             graph: spec.graph(&spec.layout),
             device: device.clone(),
+            recompute: false,
         }
+    }
+
+    /// The same flow, recomputing layers in the backward pass when `recompute` is set.
+    pub fn recomputing(self, recompute: bool) -> Self {
+        BurnFlow { recompute, ..self }
     }
 
     fn model(&self) -> &RelationalTransformer<B> {
@@ -185,14 +194,11 @@ impl<B: AutodiffBackend> FlowModel for BurnFlow<B> {
         let xt = to_tensor::<B, 2>(xt, [batch, p], &self.device);
         let x1 = to_tensor::<B, 2>(x1, [batch, p], &self.device);
         let t = to_tensor::<B, 1>(t, [batch], &self.device);
-        let pred = self.estimator.apply(model.forward(xt.clone(), t.clone(), &self.graph), xt, t);
-        let loss = flow_loss(self.spec.geometry, pred, x1, &self.spec.layout);
-        let value: f64 = loss.clone().into_scalar().elem();
-        self.model = Some(if value.is_finite() {
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            self.optim.step(lr, model, grads)
-        } else {
-            model
+        let loss = |out: Tensor<B, 2>| flow_loss(self.spec.geometry, self.estimator.apply(out, xt.clone(), t.clone()), x1, &self.spec.layout);
+        let (value, grads) = model.loss_and_gradients(xt.clone(), t.clone(), &self.graph, self.recompute, loss);
+        self.model = Some(match grads {
+            Some(grads) => self.optim.step(lr, model, grads),
+            None => model,
         });
         value
     }
@@ -707,6 +713,35 @@ mod tests {
             for dir in [plain_dir, whole_dir, killed_dir] {
                 let _ = std::fs::remove_dir_all(dir);
             }
+        }
+    }
+
+    #[test]
+    fn recomputing_layers_trains_the_same_bytes() {
+        for (geometry, attention, layers) in
+            [(Geometry::Euclidean, Attention::Dense, 3), (Geometry::Geometric, Attention::LayerBlocks, 2)]
+        {
+            let (mut spec, settings, data) = setup(geometry, Coupling::Independent);
+            spec.attention = attention;
+            spec.rt = RtConfig::for_layout(&spec.layout, 4, layers, 1);
+            let trained = |recompute: bool| {
+                let dir = scratch(&format!("recompute-{recompute}-{attention:?}"));
+                let mut model = BurnFlow::<A>::new(&spec, settings.seed, &Default::default()).recomputing(recompute);
+                let outcome = train(&spec, &settings, &data, &dir, &mut model, &NoProgress, None).expect("trains");
+                let _ = std::fs::remove_dir_all(&dir);
+                // The optimizer record is a hash map whose bytes change from run to run; a
+                // few more steps compare what it holds (Adam's moments move every update).
+                let mut rng = ResumableRng::seed_from(5);
+                let p = spec.layout.num_params();
+                for _ in 0..3 {
+                    let (xt, x1) = (rng.normal_vec(4 * p, 0.0, 0.1), rng.normal_vec(4 * p, 0.0, 0.1));
+                    model.step(xt, vec![0.2, 0.4, 0.6, 0.8], x1, 1e-2);
+                }
+                (outcome.model_bytes, model.model_bytes().expect("model record"))
+            };
+            let (plain, recomputed) = (trained(false), trained(true));
+            assert!(plain.0 == recomputed.0, "{geometry:?} {attention:?}: the trained model differs");
+            assert!(plain.1 == recomputed.1, "{geometry:?} {attention:?}: the optimizer state differs");
         }
     }
 

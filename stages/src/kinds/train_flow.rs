@@ -58,6 +58,8 @@ struct TrainFlowParams {
     layers: usize,
     heads: usize,
     n_samples: usize,
+    /// Recompute layers in the burn module's backward pass (memory, not results).
+    recompute: bool,
     settings: TrainSettings,
 }
 
@@ -81,6 +83,7 @@ impl TrainFlowParams {
             layers: positive(params, "layers")?,
             heads,
             n_samples: params.usize("n_samples")?,
+            recompute: params.bool("recompute")?,
             settings: TrainSettings {
                 iterations: positive(params, "iterations")?,
                 batch_size: positive(params, "batch_size")?,
@@ -198,12 +201,13 @@ struct TrainTask<'a> {
     data: &'a FlowData,
     scratch: &'a Path,
     progress: &'a dyn ProgressSink,
+    recompute: bool,
 }
 
 impl BackendTask for TrainTask<'_> {
     type Output = Result<TrainOutcome, FlowError>;
     fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
-        let mut model = BurnFlow::<B>::new(self.spec, self.settings.seed, device);
+        let mut model = BurnFlow::<B>::new(self.spec, self.settings.seed, device).recomputing(self.recompute);
         train(self.spec, self.settings, self.data, self.scratch, &mut model, self.progress, None)
     }
 }
@@ -256,6 +260,7 @@ impl StageKind for TrainFlow {
             ParamSpec::with_default("source", T::Enum(SourceMode::NAMES), s("fixed"), "fixed pre-drawn prior set (faithful) or fresh draws"),
             ParamSpec::with_default("source_std", T::Float { min: Some(f64::MIN_POSITIVE), max: Some(10.0) }, Value::Float(0.1), "prior standard deviation (1 for the toy)"),
             ParamSpec::with_default("n_samples", T::NON_NEGATIVE_INT, Value::Int(0), "random subset of the weight set (0: all)"),
+            ParamSpec::added("recompute", T::Bool, Value::Bool(false), "recompute each RT layer in the backward pass instead of keeping its activations (the burn module, i.e. CUDA): the same gradients, one more forward pass, the memory of one layer"),
             ParamSpec::with_default("checkpoint_every", T::POSITIVE_INT, Value::Int(1000), "iterations between checkpoints"),
             ParamSpec::with_default("curve_every", T::POSITIVE_INT, Value::Int(100), "iterations averaged per training-curve row"),
         ]
@@ -314,6 +319,7 @@ impl StageKind for TrainFlow {
             data: &data,
             scratch: ctx.scratch_dir,
             progress: ctx.progress,
+            recompute: p.recompute,
         };
         // On the CPU the fused engine trains the same model several times faster than the
         // tensor library; other backends run the burn module.

@@ -12,6 +12,7 @@ pub mod init;
 pub mod layer;
 pub mod model;
 pub mod pairs;
+pub mod backward;
 
 /// Forward FLOPs of the relational transformer on one graph of `layout` (docs/science.md
 /// §11.2): `M·[L_rt(18dD + 40D) + 8d² + 2dD]` over the `M` kept pairs (`N²` for dense

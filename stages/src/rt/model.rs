@@ -92,7 +92,7 @@ impl<B: Backend> ReadoutHead<B> {
 #[derive(Module, Debug)]
 pub struct RelationalTransformer<B: Backend> {
     constructor: GraphConstructor<B>,
-    layers: Vec<RtLayer<B>>,
+    pub(super) layers: Vec<RtLayer<B>>,
     edge_head: ReadoutHead<B>,
     node_head: ReadoutHead<B>,
     /// The code's graph-level head: never used, but part of the parameter count.
@@ -113,11 +113,7 @@ impl<B: Backend> RelationalTransformer<B> {
     /// The dense model; `mask` `[N, N]` (true: left out of the softmax) gives the masked
     /// dense model that a sparse pair set must equal.
     pub fn forward_dense(&self, x: Tensor<B, 2>, t: Tensor<B, 1>, spec: &GraphSpec, mask: Option<&Tensor<B, 2, Bool>>) -> Tensor<B, 2> {
-        let (nodes, edges) = self.constructor.forward(&x, spec); // [B, N, d], [B, N, N, d]
-        let (node_time, edge_time) = spec.time_channels(&t);
-        let [batch, n, _] = nodes.dims();
-        let mut nodes = Tensor::cat(vec![nodes, node_time], 2); // [B, N, D]
-        let mut edges = Tensor::cat(vec![edges, edge_time.reshape([batch, n, n, 1])], 3); // [B, N, N, D]
+        let (mut nodes, mut edges) = self.embed_dense(&x, &t, spec);
         for layer in &self.layers {
             (nodes, edges) = layer.forward(nodes, edges, mask);
         }
@@ -126,18 +122,32 @@ impl<B: Backend> RelationalTransformer<B> {
 
     fn forward_pairs(&self, x: Tensor<B, 2>, t: Tensor<B, 1>, spec: &GraphSpec) -> Tensor<B, 2> {
         let pairs = PairIndex::new(&spec.pairs, &x.device());
-        let (nodes, edges) = self.constructor.forward_pairs(&x, spec); // [B, N, d], [B, M, d]
-        let (node_time, edge_time) = spec.time_channels(&t);
-        let mut nodes = Tensor::cat(vec![nodes, node_time], 2); // [B, N, D]
-        let mut edges = Tensor::cat(vec![edges, edge_time], 2); // [B, M, D]
+        let (mut nodes, mut edges) = self.embed_pairs(&x, &t, spec);
         for layer in &self.layers {
             (nodes, edges) = layer.forward_pairs(nodes, edges, &pairs);
         }
         self.readout(nodes, spec.structural_pairs(edges), spec)
     }
 
+    /// The states before the first layer, with the time channel: nodes `[B, N, D]`, edges
+    /// `[B, N, N, D]`.
+    pub(super) fn embed_dense(&self, x: &Tensor<B, 2>, t: &Tensor<B, 1>, spec: &GraphSpec) -> (Tensor<B, 3>, Tensor<B, 4>) {
+        let (nodes, edges) = self.constructor.forward(x, spec); // [B, N, d], [B, N, N, d]
+        let (node_time, edge_time) = spec.time_channels(t);
+        let [batch, n, _] = nodes.dims();
+        let nodes = Tensor::cat(vec![nodes, node_time], 2);
+        (nodes, Tensor::cat(vec![edges, edge_time.reshape([batch, n, n, 1])], 3))
+    }
+
+    /// The same over the kept pairs: nodes `[B, N, D]`, edges `[B, M, D]`.
+    pub(super) fn embed_pairs(&self, x: &Tensor<B, 2>, t: &Tensor<B, 1>, spec: &GraphSpec) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        let (nodes, edges) = self.constructor.forward_pairs(x, spec); // [B, N, d], [B, M, d]
+        let (node_time, edge_time) = spec.time_channels(t);
+        (Tensor::cat(vec![nodes, node_time], 2), Tensor::cat(vec![edges, edge_time], 2))
+    }
+
     /// Structural edges `[B, P_W, D]` and nodes `[B, N, D]` → the flat `[B, P]` output.
-    fn readout(&self, nodes: Tensor<B, 3>, structural: Tensor<B, 3>, spec: &GraphSpec) -> Tensor<B, 2> {
+    pub(super) fn readout(&self, nodes: Tensor<B, 3>, structural: Tensor<B, 3>, spec: &GraphSpec) -> Tensor<B, 2> {
         let weights = self.edge_head.forward(structural); // [B, P_W]
         let [batch, n, width] = nodes.dims();
         let inputs = spec.layout.inputs();
