@@ -62,7 +62,36 @@ pub fn render_plan(p: &Pipeline, planned: &[PlannedInstance]) -> String {
         let f = if f > 0.0 { format_flops(f) } else { "-".into() };
         let _ = writeln!(out, "  {kind:<14} {n:>6} instances  {f:>14}");
     }
+    let devices = Devices::detect(p);
+    let cuda = match &devices.cuda {
+        Ok(n) => format!("CUDA sees {n}"),
+        Err(e) => format!("CUDA unavailable: {e}"),
+    };
+    let _ = writeln!(out, "\ndevices: {} GPUs as /dev/nvidia* files; {cuda}", devices.gpu_files);
+    let _ = writeln!(
+        out,
+        "  {} instances request a GPU (`resources.gpus`): with `--backend cuda` they run on CUDA, one GPU each at a time; otherwise on the CPU",
+        devices.gpu_instances
+    );
     out
+}
+
+/// The GPUs the local scheduler would hand out, and the instances that would take them.
+struct Devices {
+    gpu_files: u32,
+    /// The devices the CUDA driver reports, or why CUDA cannot run here.
+    cuda: Result<usize, String>,
+    gpu_instances: usize,
+}
+
+impl Devices {
+    fn detect(p: &Pipeline) -> Devices {
+        Devices {
+            gpu_files: crate::ops::run::count_gpus(),
+            cuda: wfpipe_stages::backend::cuda_devices(),
+            gpu_instances: p.instances.iter().filter(|i| i.resources.gpus > 0).count(),
+        }
+    }
 }
 
 /// What `wfpipe status` shows: counts, plus running, queued and failed instances.
@@ -181,7 +210,13 @@ pub fn render_plan_json(p: &Pipeline, planned: &[PlannedInstance]) -> String {
         })
         .collect();
     let per_kind: BTreeMap<_, _> = per_kind(p).into_iter().map(|(k, (n, f))| (k, json!({ "instances": n, "flops": f }))).collect();
-    let doc = json!({ "pipeline": p.name, "instances": instances, "per_kind": per_kind });
+    let devices = Devices::detect(p);
+    let cuda = match devices.cuda {
+        Ok(n) => json!({ "devices": n }),
+        Err(e) => json!({ "devices": 0, "unavailable": e }),
+    };
+    let devices = json!({ "gpu_files": devices.gpu_files, "cuda": cuda, "gpu_instances": devices.gpu_instances });
+    let doc = json!({ "pipeline": p.name, "instances": instances, "per_kind": per_kind, "devices": devices });
     format!("{}\n", serde_json::to_string_pretty(&doc).expect("plain JSON values"))
 }
 

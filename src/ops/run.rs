@@ -49,7 +49,8 @@ pub fn detect_capacity(o: &RunOptions) -> Capacity {
     Capacity { jobs: o.jobs.unwrap_or(cpus as usize).max(1), cpus, gpus, mem_mb }
 }
 
-fn count_gpus() -> u32 {
+/// GPUs as device files (`/dev/nvidia0`, ...), which needs no driver library.
+pub(crate) fn count_gpus() -> u32 {
     std::fs::read_dir("/dev")
         .map(|rd| {
             rd.flatten()
@@ -140,11 +141,21 @@ pub fn run(path: &Path, o: &RunOptions) -> anyhow::Result<i32> {
     }
     let mut capacity = detect_capacity(o);
     let wants_gpu = todo.iter().any(|&i| p.instances[i].resources.gpus > 0);
+    if o.backend == BackendChoice::Cuda {
+        if !wants_gpu {
+            tracing::warn!("--backend cuda: no instance to run requests a GPU (`resources.gpus`), so all run on the CPU");
+        } else if slurm.is_none() || !cfg!(feature = "cuda") {
+            // Before any instance starts: a missing driver is one message, not a failed stage
+            // each. SLURM's nodes check their own driver, but no node runs a build without CUDA.
+            let devices = wfpipe_stages::backend::cuda_devices()
+                .map_err(|e| anyhow::anyhow!("--backend cuda: {e}; no instance was started"))?;
+            if slurm.is_none() {
+                capacity.gpus = o.gpus.unwrap_or(devices as u32);
+            }
+        }
+    }
     if wants_gpu && capacity.gpus == 0 && slurm.is_none() {
         tracing::warn!("some instances request GPUs but this machine has none; they run on the CPU");
-    }
-    if o.backend == BackendChoice::Cuda && !cfg!(feature = "cuda") {
-        anyhow::bail!("--backend cuda needs a wfpipe built with `--features cuda`");
     }
     capacity.jobs = capacity.jobs.max(1);
     executor::install_interrupt_handler();
