@@ -368,38 +368,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             out(&ops::kinds_text(kind.as_deref())?);
             Ok(0)
         }
-        Command::Data { data_dir, command } => match command {
-            DataCommand::Fetch { which, from } => {
-                ops::data::fetch(&data_dir, &which.concat(), from.as_deref(), &mut |line| {
-                    if !cli.quiet {
-                        out(line)
-                    }
-                })?;
-                Ok(0)
-            }
-            DataCommand::Status => {
-                let (text, all) = ops::data::status(&data_dir);
-                out(&text);
-                Ok(if all { 0 } else { 1 })
-            }
-        },
-        Command::Cache { cache, command } => {
-            let c = ops::open_cache(&cache)?;
-            match command {
-                CacheCommand::Ls { format: OutputFormat::Text } => out(&ops::cache_cmd::ls(&c)?),
-                CacheCommand::Ls { format: OutputFormat::Json } => out(&ops::cache_cmd::ls_json(&c)?),
-                CacheCommand::Du => out(&ops::cache_cmd::du(&c)?),
-                CacheCommand::Verify { dry_run } => {
-                    let (text, clean) = ops::cache_cmd::verify_cmd(&c, dry_run)?;
-                    out(&text);
-                    return Ok(if clean { 0 } else { 1 });
-                }
-                CacheCommand::Gc { pipelines, max_size, apply } => {
-                    out(&ops::cache_cmd::gc_cmd(&c, &pipelines, &[], max_size, apply)?)
-                }
-            }
-            Ok(0)
-        }
+        Command::Data { data_dir, command } => data(&data_dir, command, cli.quiet),
+        Command::Cache { cache, command } => cache_command(&cache, command),
         Command::Bench { command: BenchCommand::Plan { instances, axes, reps } } => {
             let dir = crate::scratch::ScratchDir::new("bench")?;
             let result = ops::bench::bench_plan(instances, &axes, reps.max(1), dir.path());
@@ -418,6 +388,42 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::SlurmWorker { cache, max, queue } => Ok(crate::executor::slurm::pack::run_worker(&cache, &queue, max)),
     }
+}
+
+/// `wfpipe data ...`.
+fn data(data_dir: &std::path::Path, command: DataCommand, quiet: bool) -> anyhow::Result<i32> {
+    match command {
+        DataCommand::Fetch { which, from } => {
+            ops::data::fetch(data_dir, &which.concat(), from.as_deref(), &mut |line| {
+                if !quiet {
+                    out(line)
+                }
+            })?;
+            Ok(0)
+        }
+        DataCommand::Status => {
+            let (text, all) = ops::data::status(data_dir);
+            out(&text);
+            Ok(if all { 0 } else { 1 })
+        }
+    }
+}
+
+/// `wfpipe cache ...`.
+fn cache_command(cache: &std::path::Path, command: CacheCommand) -> anyhow::Result<i32> {
+    let c = ops::open_cache(cache)?;
+    match command {
+        CacheCommand::Ls { format: OutputFormat::Text } => out(&ops::cache_cmd::ls(&c)?),
+        CacheCommand::Ls { format: OutputFormat::Json } => out(&ops::cache_cmd::ls_json(&c)?),
+        CacheCommand::Du => out(&ops::cache_cmd::du(&c)?),
+        CacheCommand::Verify { dry_run } => {
+            let (text, clean) = ops::cache_cmd::verify_cmd(&c, dry_run)?;
+            out(&text);
+            return Ok(if clean { 0 } else { 1 });
+        }
+        CacheCommand::Gc { pipelines, max_size, apply } => out(&ops::cache_cmd::gc_cmd(&c, &pipelines, &[], max_size, apply)?),
+    }
+    Ok(0)
 }
 
 /// Print a command's output; a closed pipe (`wfpipe plan ... | head`) ends it quietly.

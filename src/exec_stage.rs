@@ -132,7 +132,8 @@ pub fn exec(cache_root: &Path, job_file: &Path, registry: &Registry) -> i32 {
     }
     match compute(&cache, &job, &out, &scratch, registry) {
         Ok(()) => EXIT_OK,
-        Err(message) => {
+        Err(e) => {
+            let message = e.to_string();
             eprintln!("error: {message}");
             let _ = fs::write(error_path(&cache, &job.key), &message);
             EXIT_FAILED
@@ -140,20 +141,55 @@ pub fn exec(cache_root: &Path, job_file: &Path, registry: &Registry) -> i32 {
     }
 }
 
-fn compute(cache: &Cache, job: &Job, out: &Path, scratch: &Path, registry: &Registry) -> Result<(), String> {
-    let kind = registry.get(&job.kind).ok_or_else(|| format!("this wfpipe has no kind `{}`", job.kind))?;
+/// Why an instance was not computed; its text is what `error.txt` holds and the
+/// executors show.
+#[derive(Debug, thiserror::Error)]
+pub enum ComputeError {
+    #[error("this wfpipe has no kind `{kind}`")]
+    UnknownKind { kind: String },
+    #[error("kind `{kind}` is version {have}, the job asks for {want}")]
+    Version { kind: String, have: u32, want: u32 },
+    #[error("input `{instance}` ({key}) is not in the cache")]
+    InputMissing { instance: String, key: String },
+    #[error("input `{instance}` ({key}) is corrupt: {why}; run `wfpipe cache verify`")]
+    InputCorrupt { instance: String, key: String, why: String },
+    #[error("cannot read `{rel}` for `{param}`: {source}")]
+    FileUnreadable { rel: String, param: String, source: std::io::Error },
+    #[error("`{rel}` changed since the pipeline was planned; run again to re-plan")]
+    FileChanged { rel: String },
+    #[error("{0}")]
+    Stage(#[from] wfpipe_stages::kind::StageError),
+    #[error("the stage panicked: {0}")]
+    Panicked(String),
+    #[error("the stage modified its input `{instance}` ({why}); {}", if *.quarantined { "that entry is quarantined and will be recomputed" } else { "run `wfpipe cache verify`" })]
+    InputModified { instance: String, why: String, quarantined: bool },
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("writing table `{name}`: {message}")]
+    Table { name: String, message: String },
+    #[error("{0}")]
+    ThreadPool(String),
+}
+
+fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ComputeError {
+    let context = context.into();
+    move |source| ComputeError::Io { context, source }
+}
+
+fn compute(cache: &Cache, job: &Job, out: &Path, scratch: &Path, registry: &Registry) -> Result<(), ComputeError> {
+    let kind = registry.get(&job.kind).ok_or_else(|| ComputeError::UnknownKind { kind: job.kind.clone() })?;
     if kind.version() != job.version {
-        return Err(format!("kind `{}` is version {}, the job asks for {}", job.kind, kind.version(), job.version));
+        return Err(ComputeError::Version { kind: job.kind.clone(), have: kind.version(), want: job.version });
     }
     // Inputs must be present and intact: a corrupt upstream entry is reported, not used.
     let mut inputs: BTreeMap<String, Vec<InputArtifact>> = BTreeMap::new();
     for (param, refs) in &job.inputs {
         for r in refs {
             if !cache.is_cached(&r.key) {
-                return Err(format!("input `{}` ({}) is not in the cache", r.instance, r.key));
+                return Err(ComputeError::InputMissing { instance: r.instance.clone(), key: r.key.clone() });
             }
             if let Some(why) = cache::verify::check_entry(cache, &r.key) {
-                return Err(format!("input `{}` ({}) is corrupt: {why}; run `wfpipe cache verify`", r.instance, r.key));
+                return Err(ComputeError::InputCorrupt { instance: r.instance.clone(), key: r.key.clone(), why });
             }
             inputs.entry(param.clone()).or_default().push(InputArtifact {
                 instance: r.instance.clone(),
@@ -166,13 +202,14 @@ fn compute(cache: &Cache, job: &Job, out: &Path, scratch: &Path, registry: &Regi
     }
     for (param, files) in &job.files {
         for (rel, digest) in files {
-            let now = crate::key::file_digest(&job.project_dir.join(rel)).map_err(|e| format!("cannot read `{rel}` for `{param}`: {e}"))?;
+            let now = crate::key::file_digest(&job.project_dir.join(rel))
+                .map_err(|source| ComputeError::FileUnreadable { rel: rel.clone(), param: param.clone(), source })?;
             if &now != digest {
-                return Err(format!("`{rel}` changed since the pipeline was planned; run again to re-plan"));
+                return Err(ComputeError::FileChanged { rel: rel.clone() });
             }
         }
     }
-    let progress_file = fs::File::create(progress_path(cache, &job.key)).map_err(|e| format!("cannot create progress file: {e}"))?;
+    let progress_file = fs::File::create(progress_path(cache, &job.key)).map_err(io_error("cannot create progress file"))?;
     // Programs run by `command` stages may want to say who they are (logs, counters).
     std::env::set_var("WFPIPE_INSTANCE", &job.instance);
     let sink = FileProgress { file: Mutex::new((progress_file, Instant::now() - std::time::Duration::from_secs(1), BTreeMap::new())) };
@@ -193,18 +230,18 @@ fn compute(cache: &Cache, job: &Job, out: &Path, scratch: &Path, registry: &Regi
         progress: &sink,
         tables: BTreeMap::new(),
     };
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(job.threads.max(1)).build().map_err(|e| e.to_string())?;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(job.threads.max(1)).build().map_err(|e| ComputeError::ThreadPool(e.to_string()))?;
     let result = pool.install(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run(&mut ctx))));
     match result {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(e.to_string()),
+        Ok(Err(e)) => return Err(e.into()),
         Err(panic) => {
             let msg = panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
-            return Err(format!("the stage panicked: {msg}"));
+            return Err(ComputeError::Panicked(msg));
         }
     }
     // Inputs are sealed read-only, but root can write anyway: a stage that changed what it
@@ -212,12 +249,8 @@ fn compute(cache: &Cache, job: &Job, out: &Path, scratch: &Path, registry: &Regi
     for refs in job.inputs.values() {
         for r in refs {
             if let Some(why) = cache::verify::check_entry(cache, &r.key) {
-                let moved = cache::verify::quarantine(cache, &r.key).is_ok();
-                return Err(format!(
-                    "the stage modified its input `{}` ({why}); {}",
-                    r.instance,
-                    if moved { "that entry is quarantined and will be recomputed" } else { "run `wfpipe cache verify`" }
-                ));
+                let quarantined = cache::verify::quarantine(cache, &r.key).is_ok();
+                return Err(ComputeError::InputModified { instance: r.instance.clone(), why, quarantined });
             }
             // Unchanged, but perhaps made writable: sealed again.
             let _ = cache::seal(&cache.entry_dir(&r.key));
@@ -225,14 +258,14 @@ fn compute(cache: &Cache, job: &Job, out: &Path, scratch: &Path, registry: &Regi
     }
     let mut table_names = Vec::new();
     for (name, rows) in std::mem::take(&mut ctx.tables) {
-        table::write_rows(out, &name, &rows).map_err(|e| format!("writing table `{name}`: {e}"))?;
+        table::write_rows(out, &name, &rows).map_err(|e| ComputeError::Table { name: name.clone(), message: e.to_string() })?;
         table_names.push(name);
     }
     let duration = clock.elapsed().as_secs_f64();
     let metrics = sink.file.lock().expect("progress lock").2.clone();
-    publish(cache, job, out, table_names, metrics, started, duration).map_err(|e| {
+    publish(cache, job, out, table_names, metrics, started, duration).map_err(|source| {
         clean_assembly_leftovers(cache, &job.key);
-        format!("publishing the entry: {e}")
+        ComputeError::Io { context: "publishing the entry".to_owned(), source }
     })?;
     tracing::info!(instance = %job.instance, seconds = duration, "done");
     Ok(())

@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod cli;
+pub mod dag;
 pub mod event;
 pub mod exec_stage;
 pub mod executor;
@@ -16,6 +17,7 @@ pub mod kinds;
 pub mod orphans;
 pub mod ops;
 pub mod pipeline;
+pub mod project_path;
 pub mod render;
 pub mod report;
 pub mod scheduler;

@@ -1,6 +1,9 @@
 //! Every malformed pipeline under tests/fixtures/pipelines/bad is rejected with the
 //! message, `file:line:col` and suggestion its header expects, and nothing panics or is
-//! written.
+//! written. The whole rendered message is compared with the snapshot beside the file
+//! (`NAME.stderr`, the project folder written as `$PROJECT`), as cargo's tests do;
+//! `WFPIPE_BLESS=1 cargo test --test bad_pipelines` rewrites the snapshots after a
+//! deliberate change of wording.
 
 mod common;
 use common::*;
@@ -17,9 +20,11 @@ fn every_bad_pipeline_reports_message_and_location() {
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|f| f.extension().is_some_and(|e| e == "toml"))
         .collect();
     files.sort();
     assert!(files.len() >= 20, "only {} bad pipelines", files.len());
+    let bless = std::env::var_os("WFPIPE_BLESS").is_some();
     let p = Project::new();
     let mut failures = Vec::new();
     for file in &files {
@@ -51,6 +56,17 @@ fn every_bad_pipeline_reports_message_and_location() {
         if let Some(absent) = header(&text, "expect-not") {
             if out.contains(&absent) {
                 problems.push(format!("`{absent}` should not be said"));
+            }
+        }
+        let rendered = out.replace(&p.dir.path().display().to_string(), "$PROJECT");
+        let snapshot = file.with_extension("stderr");
+        if bless {
+            std::fs::write(&snapshot, &rendered).unwrap();
+        } else {
+            match std::fs::read_to_string(&snapshot) {
+                Ok(want) if want == rendered => {}
+                Ok(want) => problems.push(format!("differs from {}:\n--- want\n{want}--- got\n{rendered}", snapshot.display())),
+                Err(e) => problems.push(format!("no snapshot {} ({e}); WFPIPE_BLESS=1 writes it", snapshot.display())),
             }
         }
         if !problems.is_empty() {

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use wfpipe_stages::kind::Resources;
 
-use super::{dependents, downstream, interrupted, Executor, RunRequest};
+use super::{interrupted, Executor, RunRequest};
+use crate::dag::{dependents, downstream};
 use crate::event::{Event, EventSink, RunSummary};
 use crate::exec_stage::{self, EXIT_CACHED, EXIT_OK};
 use crate::job::Job;
@@ -35,7 +36,7 @@ impl Executor for LocalExecutor {
     fn execute(&mut self, req: &RunRequest<'_>, sink: &mut dyn EventSink) -> RunSummary {
         let p = req.pipeline;
         let mut summary = RunSummary::default();
-        let deps = dependents(p);
+        let deps = dependents(&p.instances);
         let work: Vec<f64> = p.instances.iter().map(|i| i.flops.unwrap_or(0.0)).collect();
         let mut waiting: Vec<usize> = most_work_first(&req.todo, &work, &deps);
         let todo_set: HashSet<usize> = req.todo.iter().copied().collect();

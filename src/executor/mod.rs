@@ -43,33 +43,3 @@ pub fn install_interrupt_handler() {
 pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
-
-/// For each instance, the instances of `todo` that read it (directly).
-pub fn dependents(p: &Pipeline) -> Vec<Vec<usize>> {
-    let mut out = vec![Vec::new(); p.instances.len()];
-    for (i, inst) in p.instances.iter().enumerate() {
-        for ups in inst.inputs.values() {
-            for &u in ups {
-                out[u].push(i);
-            }
-        }
-    }
-    out
-}
-
-/// Every instance downstream of `failed` (transitively).
-pub fn downstream(deps: &[Vec<usize>], failed: usize) -> Vec<usize> {
-    let mut seen = vec![false; deps.len()];
-    let mut stack = vec![failed];
-    let mut out = Vec::new();
-    while let Some(n) = stack.pop() {
-        for &d in &deps[n] {
-            if !seen[d] {
-                seen[d] = true;
-                out.push(d);
-                stack.push(d);
-            }
-        }
-    }
-    out
-}

@@ -24,7 +24,7 @@ use std::process::Command as Process;
 
 use wfpipe_stages::kind::{ParamSpec, ParamType, Params, RefMode, StageContext, StageError, StageKind, Value};
 
-use crate::pipeline::check::check_relative_path;
+use crate::project_path::check_relative_path;
 
 pub struct Command;
 

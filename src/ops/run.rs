@@ -94,21 +94,15 @@ pub fn select(p: &Pipeline, targets: &[String]) -> anyhow::Result<BTreeSet<usize
     if targets.is_empty() {
         return Ok((0..p.instances.len()).collect());
     }
-    let mut stack = Vec::new();
+    let mut roots = Vec::new();
     for t in targets {
         let found = named_by(p, t);
         if found.is_empty() {
             anyhow::bail!("no stage or instance `{t}` in pipeline `{}`", p.name);
         }
-        stack.extend(found);
+        roots.extend(found);
     }
-    let mut out = BTreeSet::new();
-    while let Some(n) = stack.pop() {
-        if out.insert(n) {
-            stack.extend(p.instances[n].inputs.values().flatten().copied());
-        }
-    }
-    Ok(out)
+    Ok(crate::dag::upstream(&p.instances, roots, |_| true).into_iter().collect())
 }
 
 /// Run a pipeline; returns the process exit code.

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::path::{Component, Path};
 
 use wfpipe_stages::kind::{ParamType, Value};
 
@@ -116,13 +115,13 @@ pub fn check_value(name: &str, ty: &ParamType, v: &SValue) -> Result<Value, Diag
             Ok(Value::Table(map))
         }
         (ParamType::File, SKind::Str(s)) => {
-            check_relative_path(s).map_err(|why| Diagnostic::new(format!("`{name}`: {why}"), span_of(v)))?;
+            crate::project_path::check_relative_path(s).map_err(|why| Diagnostic::new(format!("`{name}`: {why}"), span_of(v)))?;
             Ok(Value::Str(s.clone()))
         }
         (ParamType::FileList, SKind::Array(items)) => items
             .iter()
             .map(|item| match &item.kind {
-                SKind::Str(s) => check_relative_path(s)
+                SKind::Str(s) => crate::project_path::check_relative_path(s)
                     .map(|_| Value::Str(s.clone()))
                     .map_err(|why| Diagnostic::new(format!("`{name}`: {why}"), span_of(item))),
                 _ => Err(mismatch(name, ty, item)),
@@ -164,27 +163,3 @@ pub fn scalar_string(v: &SValue) -> Option<String> {
     }
 }
 
-/// Paths in pipeline files are relative to the pipeline's project folder and may not
-/// leave it.
-pub fn check_relative_path(p: &str) -> Result<(), String> {
-    let path = Path::new(p);
-    if p.is_empty() {
-        return Err("the path is empty".into());
-    }
-    if path.is_absolute() {
-        return Err(format!("`{p}` is absolute; paths must be relative to the project folder"));
-    }
-    let mut depth: i64 = 0;
-    for c in path.components() {
-        match c {
-            Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            _ => return Err(format!("`{p}` is not a plain relative path")),
-        }
-        if depth < 0 {
-            return Err(format!("`{p}` leaves the project folder"));
-        }
-    }
-    Ok(())
-}

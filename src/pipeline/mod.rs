@@ -14,7 +14,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use wfpipe_stages::kind::{ParamSpec, ParamType, Params, RefMode, Resources, Value};
+use wfpipe_stages::kind::{ParamSpec, ParamType, Params, RefMode, Resources, StageKind, Value};
 
 use crate::kinds::Registry;
 use check::{check_value, scalar_string, span_of, CLI_SPAN};
@@ -176,7 +176,6 @@ struct RawStage<'a> {
     /// Set by `[table.x]`-style sections.
     implied_kind: Option<&'static str>,
     entries: Vec<(SKey, SValue)>,
-    span: Range<usize>,
 }
 
 pub(crate) struct Loader<'a> {
@@ -202,108 +201,24 @@ impl<'a> Loader<'a> {
     }
 
     fn read_top<'t>(&mut self, top: &'t [(SKey, SValue)]) -> Option<RawPipeline<'t>> {
-        let mut name =
-            self.source.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pipeline".into());
-        let mut seed = 0u64;
-        let mut stages = Vec::new();
-        let mut slurm = BTreeMap::new();
+        let name = self.source.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pipeline".into());
+        let mut raw = RawPipeline { name, seed: 0, stages: Vec::new(), slurm: BTreeMap::new() };
         let mut seen = BTreeSet::new();
         for (key, value) in top {
             match key.name.as_str() {
                 "pipeline" => {
-                    let Some(table) = self.expect_table("pipeline", value) else {
-                        continue;
-                    };
-                    for (k, v) in table {
-                        match k.name.as_str() {
-                            "name" => match v.as_str() {
-                                Some(s) if is_valid_name(s) => name = s.to_owned(),
-                                _ => self.err(Diagnostic::new(
-                                    "`pipeline.name` must be a name of letters, digits, `-`, `_` or `.`",
-                                    Some(v.span.clone()),
-                                )),
-                            },
-                            "seed" => match v.kind {
-                                SKind::Int(i) if i >= 0 => seed = i as u64,
-                                _ => self.err(Diagnostic::new(
-                                    format!("`pipeline.seed` must be a non-negative integer, found {}", v.type_name()),
-                                    Some(v.span.clone()),
-                                )),
-                            },
-                            "description" => {}
-                            other => self.err(
-                                Diagnostic::new(format!("unknown key `{other}` in [pipeline]"), Some(k.span.clone()))
-                                    .suggest(other, ["name", "seed", "description"]),
-                            ),
-                        }
+                    if let Some(table) = self.expect_table("pipeline", value) {
+                        self.read_pipeline_section(table, &mut raw);
                     }
                 }
                 "executor" => {
-                    let Some(table) = self.expect_table("executor", value) else {
-                        continue;
-                    };
-                    for (k, v) in table {
-                        match (k.name.as_str(), v.as_table()) {
-                            ("slurm", Some(t)) => {
-                                for (sk, sv) in t {
-                                    match to_plain_value(sv) {
-                                        Some(val) => {
-                                            slurm.insert(sk.name.clone(), val);
-                                        }
-                                        None => self.err(Diagnostic::new(
-                                            format!("`executor.slurm.{}` has an unsupported type", sk.name),
-                                            Some(sv.span.clone()),
-                                        )),
-                                    }
-                                }
-                            }
-                            ("local", Some(_)) => {}
-                            (other, _) => self.err(
-                                Diagnostic::new(
-                                    format!("unknown executor section `{other}` (expected a table `slurm` or `local`)"),
-                                    Some(k.span.clone()),
-                                )
-                                .suggest(other, ["slurm", "local"]),
-                            ),
-                        }
+                    if let Some(table) = self.expect_table("executor", value) {
+                        self.read_executor_section(table, &mut raw.slurm);
                     }
                 }
                 section @ ("stage" | "table" | "figure" | "claim" | "report") => {
-                    let Some(table) = self.expect_table(section, value) else {
-                        continue;
-                    };
-                    let implied = SUGAR_SECTIONS.iter().copied().find(|s| *s == section);
-                    for (sk, sv) in table {
-                        if !is_valid_name(&sk.name) {
-                            self.err(Diagnostic::new(
-                                format!(
-                                    "`{}` is not a valid stage name: use letters, digits, `-`, `_` and `.`",
-                                    sk.name
-                                ),
-                                Some(sk.span.clone()),
-                            ));
-                            continue;
-                        }
-                        if !seen.insert(sk.name.clone()) {
-                            self.err(
-                                Diagnostic::new(format!("duplicate stage `{}`", sk.name), Some(sk.span.clone()))
-                                    .help("stage names are shared by [stage.*], [table.*], [figure.*], [claim.*] and [report.*]"),
-                            );
-                            continue;
-                        }
-                        let Some(entries) = sv.as_table() else {
-                            self.err(Diagnostic::new(
-                                format!("`{section}.{}` must be a table, found {}", sk.name, sv.type_name()),
-                                Some(sv.span.clone()),
-                            ));
-                            continue;
-                        };
-                        stages.push(RawStage {
-                            name: sk,
-                            implied_kind: implied,
-                            entries: entries.to_vec(),
-                            span: sv.span.clone(),
-                        });
+                    if let Some(table) = self.expect_table(section, value) {
+                        self.read_stage_section(section, table, &mut seen, &mut raw.stages);
                     }
                 }
                 other => self.err(
@@ -313,7 +228,7 @@ impl<'a> Loader<'a> {
                 ),
             }
         }
-        if stages.is_empty() && self.diags.is_empty() {
+        if raw.stages.is_empty() && self.diags.is_empty() {
             self.err(
                 Diagnostic::new("the pipeline declares no stages", Some(0..0))
                     .help("add a `[stage.NAME]` table with a `kind`"),
@@ -322,7 +237,99 @@ impl<'a> Loader<'a> {
         if !self.diags.is_empty() {
             return None;
         }
-        Some(RawPipeline { name, seed, stages, slurm })
+        Some(raw)
+    }
+
+    /// `[pipeline]`: name, seed and description.
+    fn read_pipeline_section(&mut self, table: &[(SKey, SValue)], raw: &mut RawPipeline<'_>) {
+        for (k, v) in table {
+            match k.name.as_str() {
+                "name" => match v.as_str() {
+                    Some(s) if is_valid_name(s) => raw.name = s.to_owned(),
+                    _ => self.err(Diagnostic::new(
+                        "`pipeline.name` must be a name of letters, digits, `-`, `_` or `.`",
+                        Some(v.span.clone()),
+                    )),
+                },
+                "seed" => match v.kind {
+                    SKind::Int(i) if i >= 0 => raw.seed = i as u64,
+                    _ => self.err(Diagnostic::new(
+                        format!("`pipeline.seed` must be a non-negative integer, found {}", v.type_name()),
+                        Some(v.span.clone()),
+                    )),
+                },
+                "description" => {}
+                other => self.err(
+                    Diagnostic::new(format!("unknown key `{other}` in [pipeline]"), Some(k.span.clone()))
+                        .suggest(other, ["name", "seed", "description"]),
+                ),
+            }
+        }
+    }
+
+    /// `[executor.slurm]` (plain values, checked by the SLURM executor) and `[executor.local]`.
+    fn read_executor_section(&mut self, table: &[(SKey, SValue)], slurm: &mut BTreeMap<String, Value>) {
+        for (k, v) in table {
+            match (k.name.as_str(), v.as_table()) {
+                ("slurm", Some(t)) => {
+                    for (sk, sv) in t {
+                        match to_plain_value(sv) {
+                            Some(val) => {
+                                slurm.insert(sk.name.clone(), val);
+                            }
+                            None => self.err(Diagnostic::new(
+                                format!("`executor.slurm.{}` has an unsupported type", sk.name),
+                                Some(sv.span.clone()),
+                            )),
+                        }
+                    }
+                }
+                ("local", Some(_)) => {}
+                (other, _) => self.err(
+                    Diagnostic::new(
+                        format!("unknown executor section `{other}` (expected a table `slurm` or `local`)"),
+                        Some(k.span.clone()),
+                    )
+                    .suggest(other, ["slurm", "local"]),
+                ),
+            }
+        }
+    }
+
+    /// `[stage.*]` and the sections that imply a kind (`[table.*]`, ...): one raw stage per
+    /// entry, names unique across all of them.
+    fn read_stage_section<'t>(
+        &mut self,
+        section: &str,
+        table: &'t [(SKey, SValue)],
+        seen: &mut BTreeSet<String>,
+        stages: &mut Vec<RawStage<'t>>,
+    ) {
+        let implied = SUGAR_SECTIONS.iter().copied().find(|s| *s == section);
+        for (sk, sv) in table {
+            if !is_valid_name(&sk.name) {
+                self.err(Diagnostic::new(
+                    format!("`{}` is not a valid stage name: use letters, digits, `-`, `_` and `.`", sk.name),
+                    Some(sk.span.clone()),
+                ));
+                continue;
+            }
+            if !seen.insert(sk.name.clone()) {
+                self.err(
+                    Diagnostic::new(format!("duplicate stage `{}`", sk.name), Some(sk.span.clone()))
+                        .help("stage names are shared by [stage.*], [table.*], [figure.*], [claim.*] and [report.*]"),
+                );
+                continue;
+            }
+            let Some(entries) = sv.as_table() else {
+                self.err(Diagnostic::new(
+                    format!("`{section}.{}` must be a table, found {}", sk.name, sv.type_name()),
+                    Some(sv.span.clone()),
+                ));
+                continue;
+            };
+            stages.push(RawStage { name: sk, implied_kind: implied, entries: entries.to_vec() });
+        }
     }
 
     fn expect_table<'t>(&mut self, what: &str, v: &'t SValue) -> Option<&'t [(SKey, SValue)]> {
@@ -384,6 +391,41 @@ impl<'a> Loader<'a> {
 
     fn check_stage(&mut self, raw: &RawStage<'_>, pipeline_seed: u64) -> Option<StageDef> {
         let name = raw.name.name.clone();
+        let (kind_name, kind) = self.stage_kind(raw)?;
+        let schema: Vec<ParamSpec> = kind.params();
+        let before = self.diags.len();
+        let mut e = self.stage_entries(raw, &kind_name, &schema, pipeline_seed);
+        let axes = expand::check_axes(self, &kind_name, &schema, e.matrix, e.zip, e.replicates, &e.params);
+        let include = e.include.map(|v| expand::check_combos(self, "include", v, &axes)).unwrap_or_default();
+        self.pending_exclude_keys.clear();
+        let exclude = e.exclude.map(|v| expand::check_combos(self, "exclude", v, &axes)).unwrap_or_default();
+        let exclude_spans: BTreeMap<String, Option<Range<usize>>> = self.pending_exclude_keys.drain(..).collect();
+        self.fill_defaults(raw, &schema, &axes, &mut e.params, &e.given_spans);
+        let (refs, file_params) = references(&schema, &e.params, &e.given_spans);
+        if self.diags.len() > before {
+            return None;
+        }
+        Some(StageDef {
+            name,
+            name_span: raw.name.span.clone(),
+            kind: kind_name,
+            version: kind.version(),
+            params: e.params,
+            axes,
+            include,
+            exclude,
+            exclude_spans,
+            seed: e.seed,
+            resources: e.resources,
+            refs,
+            file_params,
+            param_spans: e.given_spans,
+            instances: Vec::new(),
+        })
+    }
+
+    /// The stage's kind: its `kind` entry, or the one its section implies.
+    fn stage_kind(&mut self, raw: &RawStage<'_>) -> Option<(String, &'a dyn StageKind)> {
         let kind_entry = raw.entries.iter().find(|(k, _)| k.name == "kind");
         let kind_name: String = match (kind_entry, raw.implied_kind) {
             (Some((_, v)), _) => match v.as_str() {
@@ -396,7 +438,7 @@ impl<'a> Loader<'a> {
             (None, Some(implied)) => implied.to_owned(),
             (None, None) => {
                 self.err(
-                    Diagnostic::new(format!("stage `{name}` has no `kind`"), Some(raw.name.span.clone()))
+                    Diagnostic::new(format!("stage `{}` has no `kind`", raw.name.name), Some(raw.name.span.clone()))
                         .help(format!("add `kind = \"...\"`; known kinds: {}", self.registry.names().join(", "))),
                 );
                 return None;
@@ -411,51 +453,46 @@ impl<'a> Loader<'a> {
             );
             return None;
         };
-        let schema: Vec<ParamSpec> = kind.params();
-        let before = self.diags.len();
-        let mut params: BTreeMap<String, Value> = BTreeMap::new();
-        let mut given_spans: BTreeMap<String, Option<Range<usize>>> = BTreeMap::new();
-        let mut seed = pipeline_seed;
-        let mut resources = None;
-        let mut matrix = None;
-        let mut zip = None;
-        let mut include = None;
-        let mut exclude = None;
-        let mut replicates = None;
+        Some((kind_name, kind))
+    }
+
+    /// Read a stage's entries: the stage keys (seed, resources, sweeps) and the kind's
+    /// parameters, each checked against its type.
+    fn stage_entries<'r>(&mut self, raw: &'r RawStage<'_>, kind_name: &str, schema: &[ParamSpec], pipeline_seed: u64) -> Entries<'r> {
+        let mut e = Entries { seed: pipeline_seed, ..Entries::default() };
         for (k, v) in &raw.entries {
             match k.name.as_str() {
                 "kind" => {}
                 "seed" => match v.kind {
-                    SKind::Int(i) if i >= 0 => seed = i as u64,
+                    SKind::Int(i) if i >= 0 => e.seed = i as u64,
                     _ => self.err(Diagnostic::new(
                         format!("`seed` must be a non-negative integer, found {} `{}`", v.type_name(), check::short(v)),
                         span_of(v),
                     )),
                 },
-                "resources" => resources = self.check_resources(v),
-                "matrix" => matrix = Some(v),
-                "zip" => zip = Some(v),
-                "include" => include = Some(v),
-                "exclude" => exclude = Some(v),
+                "resources" => e.resources = self.check_resources(v),
+                "matrix" => e.matrix = Some(v),
+                "zip" => e.zip = Some(v),
+                "include" => e.include = Some(v),
+                "exclude" => e.exclude = Some(v),
                 "replicates" => match v.kind {
-                    SKind::Int(i) if i >= 1 => replicates = Some(i as usize),
+                    SKind::Int(i) if i >= 1 => e.replicates = Some(i as usize),
                     _ => self.err(Diagnostic::new(
                         format!("`replicates` must be an integer >= 1, found {}", check::short(v)),
                         span_of(v),
                     )),
                 },
                 pname => match schema.iter().find(|p| p.name == pname) {
-                    Some(spec) => match check_value(pname, &spec.ty, v) {
-                        Ok(val) => {
-                            params.insert(pname.to_owned(), val);
-                            given_spans.insert(pname.to_owned(), span_of(v));
+                    Some(spec) => {
+                        // Given but ill-typed counts as given: its type error says it all.
+                        e.given_spans.insert(pname.to_owned(), span_of(v));
+                        match check_value(pname, &spec.ty, v) {
+                            Ok(val) => {
+                                e.params.insert(pname.to_owned(), val);
+                            }
+                            Err(d) => self.err(d),
                         }
-                        Err(d) => {
-                            // Given but ill-typed: that error says it all.
-                            given_spans.insert(pname.to_owned(), span_of(v));
-                            self.err(d)
-                        }
-                    },
+                    }
                     None => {
                         let candidates = schema.iter().map(|p| p.name).chain(STAGE_KEYS.iter().copied());
                         let span = if k.span == CLI_SPAN { None } else { Some(k.span.clone()) };
@@ -471,14 +508,19 @@ impl<'a> Loader<'a> {
                 },
             }
         }
-        let axes = expand::check_axes(self, &kind_name, &schema, matrix, zip, replicates, &params);
-        let axis_names: BTreeSet<String> = axes.iter().flat_map(|g| g.axes.iter().map(|a| a.name.clone())).collect();
-        let include = include.map(|v| expand::check_combos(self, "include", v, &axes)).unwrap_or_default();
-        self.pending_exclude_keys.clear();
-        let exclude = exclude.map(|v| expand::check_combos(self, "exclude", v, &axes)).unwrap_or_default();
-        let exclude_spans: BTreeMap<String, Option<Range<usize>>> = self.pending_exclude_keys.drain(..).collect();
-        // Defaults, and required parameters that are neither set nor swept.
-        for spec in &schema {
+        e
+    }
+
+    /// Defaults, and an error for each required parameter that is neither set nor swept.
+    fn fill_defaults(
+        &mut self,
+        raw: &RawStage<'_>,
+        schema: &[ParamSpec],
+        axes: &[expand::AxisGroup],
+        params: &mut BTreeMap<String, Value>,
+        given_spans: &BTreeMap<String, Option<Range<usize>>>,
+    ) {
+        for spec in schema {
             if params.contains_key(spec.name) || given_spans.contains_key(spec.name) {
                 continue;
             }
@@ -490,81 +532,13 @@ impl<'a> Loader<'a> {
                 (None, true) => {}
                 (None, false) => self.err(
                     Diagnostic::new(
-                        format!("stage `{name}` is missing the required parameter `{}`", spec.name),
+                        format!("stage `{}` is missing the required parameter `{}`", raw.name.name, spec.name),
                         Some(raw.name.span.clone()),
                     )
                     .help(format!("`{}`: {} ({})", spec.name, spec.ty.describe(), spec.doc)),
                 ),
             }
         }
-        let _ = axis_names;
-        // Reference parameters.
-        let mut refs = BTreeMap::new();
-        let mut file_params = Vec::new();
-        for spec in &schema {
-            match &spec.ty {
-                ParamType::Ref { mode } => {
-                    let text = params.get(spec.name).and_then(Value::as_str).unwrap_or("");
-                    if text.is_empty() {
-                        continue;
-                    }
-                    if let Ok(sel) = RefSel::parse(text) {
-                        refs.insert(
-                            spec.name.to_owned(),
-                            RefParam {
-                                mode: *mode,
-                                sels: vec![sel],
-                                span: given_spans.get(spec.name).cloned().flatten(),
-                            },
-                        );
-                    }
-                }
-                ParamType::RefList => {
-                    let sels: Vec<RefSel> = match params.get(spec.name) {
-                        Some(Value::List(items)) => {
-                            items.iter().filter_map(|v| v.as_str()).filter_map(|s| RefSel::parse(s).ok()).collect()
-                        }
-                        _ => Vec::new(),
-                    };
-                    if !sels.is_empty() {
-                        refs.insert(
-                            spec.name.to_owned(),
-                            RefParam {
-                                mode: RefMode::Gather,
-                                sels,
-                                span: given_spans.get(spec.name).cloned().flatten(),
-                            },
-                        );
-                    }
-                }
-                ParamType::File | ParamType::FileList => file_params.push(spec.name.to_owned()),
-                _ => {}
-            }
-        }
-        if self.diags.len() > before {
-            return None;
-        }
-        Some(StageDef {
-            name,
-            name_span: raw.name.span.clone(),
-            kind: kind_name,
-            version: kind.version(),
-            params,
-            axes,
-            include,
-            exclude,
-            exclude_spans,
-            seed,
-            resources,
-            refs,
-            file_params,
-            param_spans: given_spans,
-            instances: Vec::new(),
-        })
-        .map(|s| {
-            let _ = &raw.span;
-            s
-        })
     }
 
     fn check_resources(&mut self, v: &SValue) -> Option<ResourceOverride> {
@@ -608,17 +582,12 @@ impl<'a> Loader<'a> {
     /// Check references and order stages so every stage follows the ones it reads.
     fn order_stages(&mut self, stages: &[StageDef]) -> Result<Vec<usize>, PipelineError> {
         let index: BTreeMap<&str, usize> = stages.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
-        let mut graph = petgraph::graphmap::DiGraphMap::<usize, ()>::new();
-        for i in 0..stages.len() {
-            graph.add_node(i);
-        }
+        let mut edges = Vec::new();
         for (i, s) in stages.iter().enumerate() {
             for (param, r) in &s.refs {
                 for sel in &r.sels {
                     match index.get(sel.stage.as_str()) {
-                        Some(&j) => {
-                            graph.add_edge(j, i, ());
-                        }
+                        Some(&j) => edges.push((j, i)),
                         None => self.err(
                             Diagnostic::new(
                                 format!("`{param}` of stage `{}` refers to a missing stage `{}`", s.name, sel.stage),
@@ -631,57 +600,75 @@ impl<'a> Loader<'a> {
             }
         }
         self.finish()?;
-        match petgraph::algo::toposort(&graph, None) {
-            Ok(order) => Ok(order),
-            Err(cycle) => {
-                let mut path = find_cycle(&graph, cycle.node_id());
-                // Start the cycle at the stage declared first, so the message is stable.
-                path.pop();
-                let first_pos = (0..path.len()).min_by_key(|&i| stages[path[i]].name_span.start).unwrap_or(0);
-                path.rotate_left(first_pos);
-                path.push(path[0]);
-                let names: Vec<&str> = path.iter().map(|&i| stages[i].name.as_str()).collect();
-                let first = &stages[path[0]];
-                self.err(
-                    Diagnostic::new(
-                        format!("the stages form a cycle: {}", names.join(" -> ")),
-                        Some(first.name_span.clone()),
-                    )
-                    .help("a stage cannot depend, directly or indirectly, on itself"),
-                );
-                self.finish()?;
-                unreachable!("finish returns the cycle error")
-            }
-        }
+        let mut path = match crate::dag::order(stages.len(), &edges) {
+            Ok(order) => return Ok(order),
+            Err(cycle) => cycle,
+        };
+        // Start the cycle at the stage declared first, so the message is stable.
+        path.pop();
+        let first_pos = (0..path.len()).min_by_key(|&i| stages[path[i]].name_span.start).unwrap_or(0);
+        path.rotate_left(first_pos);
+        path.push(path[0]);
+        let names: Vec<&str> = path.iter().map(|&i| stages[i].name.as_str()).collect();
+        let first = &stages[path[0]];
+        self.err(
+            Diagnostic::new(format!("the stages form a cycle: {}", names.join(" -> ")), Some(first.name_span.clone()))
+                .help("a stage cannot depend, directly or indirectly, on itself"),
+        );
+        self.finish()?;
+        unreachable!("finish returns the cycle error")
     }
 }
 
-/// A cycle through `start` as a path of nodes that ends where it began.
-fn find_cycle(graph: &petgraph::graphmap::DiGraphMap<usize, ()>, start: usize) -> Vec<usize> {
-    // Breadth-first search from start back to start gives a shortest cycle.
-    let mut prev: BTreeMap<usize, usize> = BTreeMap::new();
-    let mut queue = std::collections::VecDeque::from([start]);
-    while let Some(n) = queue.pop_front() {
-        for m in graph.neighbors(n) {
-            if m == start {
-                let mut path = vec![start];
-                let mut cur = n;
-                while cur != start {
-                    path.push(cur);
-                    cur = prev[&cur];
+/// What a stage's entries say besides its kind.
+#[derive(Default)]
+struct Entries<'r> {
+    params: BTreeMap<String, Value>,
+    /// Every parameter given, well-typed or not, with its span.
+    given_spans: BTreeMap<String, Option<Range<usize>>>,
+    seed: u64,
+    resources: Option<ResourceOverride>,
+    matrix: Option<&'r SValue>,
+    zip: Option<&'r SValue>,
+    include: Option<&'r SValue>,
+    exclude: Option<&'r SValue>,
+    replicates: Option<usize>,
+}
+
+/// The stage's references to other stages (by parameter) and its file parameters.
+fn references(
+    schema: &[ParamSpec],
+    params: &BTreeMap<String, Value>,
+    given_spans: &BTreeMap<String, Option<Range<usize>>>,
+) -> (BTreeMap<String, RefParam>, Vec<String>) {
+    let mut refs = BTreeMap::new();
+    let mut file_params = Vec::new();
+    for spec in schema {
+        let span = || given_spans.get(spec.name).cloned().flatten();
+        match &spec.ty {
+            ParamType::Ref { mode } => {
+                let text = params.get(spec.name).and_then(Value::as_str).unwrap_or("");
+                if text.is_empty() {
+                    continue;
                 }
-                path.push(start);
-                let n = path.len();
-                path[1..n - 1].reverse();
-                return path;
+                if let Ok(sel) = RefSel::parse(text) {
+                    refs.insert(spec.name.to_owned(), RefParam { mode: *mode, sels: vec![sel], span: span() });
+                }
             }
-            if let std::collections::btree_map::Entry::Vacant(e) = prev.entry(m) {
-                e.insert(n);
-                queue.push_back(m);
+            ParamType::RefList => {
+                let sels: Vec<RefSel> = match params.get(spec.name) {
+                    Some(Value::List(items)) => items.iter().filter_map(|v| v.as_str()).filter_map(|s| RefSel::parse(s).ok()).collect(),
+                    _ => Vec::new(),
+                };
+                if !sels.is_empty() {
+                    refs.insert(spec.name.to_owned(), RefParam { mode: RefMode::Gather, sels, span: span() });
+                }
             }
+            ParamType::File | ParamType::FileList => file_params.push(spec.name.to_owned()),
+            _ => {}
         }
     }
-    vec![start, start]
+    (refs, file_params)
 }
 
 fn span_of_key(k: &SKey) -> Option<Range<usize>> {

@@ -71,19 +71,13 @@ fn found(p: &Pipeline, cache: &Cache, inst: &Instance) -> Found {
 /// The instances upstream of `inst` that are not cached and whose own inputs all are: where
 /// the chain was broken.
 fn missing_inputs(p: &Pipeline, cache: &Cache, inst: &Instance) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack: Vec<usize> = inst.inputs.values().flatten().copied().collect();
-    let mut seen = std::collections::BTreeSet::new();
-    while let Some(i) = stack.pop() {
-        if !seen.insert(i) || cache.is_cached(&p.instances[i].key) {
-            continue;
-        }
-        let up: Vec<usize> = p.instances[i].inputs.values().flatten().copied().filter(|&j| !cache.is_cached(&p.instances[j].key)).collect();
-        if up.is_empty() {
-            out.push(format!("`{}`", p.instances[i].id));
-        }
-        stack.extend(up);
-    }
+    let uncached = |i: usize| !cache.is_cached(&p.instances[i].key);
+    let broken = crate::dag::upstream(&p.instances, inst.inputs.values().flatten().copied(), uncached);
+    let mut out: Vec<String> = broken
+        .into_iter()
+        .filter(|&i| !p.instances[i].inputs.values().flatten().any(|&j| uncached(j)))
+        .map(|i| format!("`{}`", p.instances[i].id))
+        .collect();
     out.sort();
     out
 }

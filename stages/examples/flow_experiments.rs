@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use wfpipe_stages::align::weight_matching::weight_matching;
-use wfpipe_stages::canonicalize::canonicalize;
+use wfpipe_stages::geometry::canon::canonicalize_row;
 use wfpipe_stages::data::uci;
 use wfpipe_stages::kind::{BackendChoice, InputArtifact, Params, ProgressSink, StageContext, StageKind, Value};
 use wfpipe_stages::kinds::{sample::Sample, train_flow::TrainFlow};
@@ -204,7 +204,7 @@ fn uci_weights(runs: usize, work: &Path) -> (WeightSet, WeightSet) {
     aligned.is_aligned = true;
     let mut canonical = aligned.clone();
     for row in canonical.rows_mut() {
-        canonicalize(&layout, row, 1.0);
+        canonicalize_row(&layout, row, 1.0);
     }
     canonical.is_canonical = true;
     for (name, set) in [("uci-aligned", &aligned), ("uci-canonical", &canonical)] {

@@ -2,7 +2,8 @@
 //!
 //! CPU is `Autodiff<NdArray>`; with the `cuda` feature, `Autodiff<Cuda>`. A stage writes
 //! its tensor work once as a [`BackendTask`], generic over an autodiff backend, and
-//! [`dispatch`] runs it on the chosen device.
+//! [`dispatch`] runs it on the chosen device; an [`EngineTask`] also has a fused CPU form,
+//! and [`dispatch_engine`] picks between the two.
 
 use burn::tensor::backend::AutodiffBackend;
 
@@ -34,6 +35,21 @@ pub fn dispatch<T: BackendTask>(choice: BackendChoice, task: T) -> Result<T::Out
         }
         #[cfg(not(feature = "cuda"))]
         BackendChoice::Cuda => Err(StageError::Failed(cuda_devices().expect_err("no cuda feature"))),
+    }
+}
+
+/// Relational-transformer work with two forms: the burn module (any backend) and the
+/// fused CPU engine (`rt::fused`), which computes the same model several times faster
+/// than the tensor library on a CPU.
+pub trait EngineTask: BackendTask {
+    fn run_fused(self) -> Self::Output;
+}
+
+/// The one engine choice: the fused engine on the CPU, the burn module on CUDA.
+pub fn dispatch_engine<T: EngineTask>(choice: BackendChoice, task: T) -> Result<T::Output, StageError> {
+    match choice {
+        BackendChoice::Cpu => Ok(task.run_fused()),
+        _ => dispatch(choice, task),
     }
 }
 

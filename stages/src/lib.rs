@@ -6,7 +6,6 @@
 pub mod align;
 pub mod assignment;
 pub mod backend;
-pub mod canonicalize;
 pub mod collect;
 pub mod coupling;
 pub mod data;
@@ -20,8 +19,10 @@ pub mod layout;
 pub mod mlp;
 pub mod noise;
 pub mod rng;
+pub mod rows;
 pub mod rt;
 pub mod sample;
+pub mod stats;
 pub mod weights;
 
 use kind::StageKind;

@@ -220,6 +220,23 @@ fn current_user() -> Option<String> {
     })
 }
 
+/// A job or task in the queue; a bare array id stands for its tasks (live if any is).
+pub fn lookup(queue: &HashMap<JobId, QueueEntry>, job: &JobId) -> Option<QueueEntry> {
+    if let Some(e) = queue.get(job) {
+        return Some(e.clone());
+    }
+    if job.0.contains('_') {
+        return None;
+    }
+    let prefix = format!("{}_", job.0);
+    let tasks: Vec<&QueueEntry> = queue.iter().filter(|(k, _)| k.0.starts_with(&prefix)).map(|(_, v)| v).collect();
+    if tasks.is_empty() {
+        return None;
+    }
+    tasks.iter().find(|e| e.state == JobState::Running).or_else(|| tasks.iter().find(|e| e.state.is_live())).or(tasks.first()).map(|e| (*e).clone())
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,7 +26,8 @@ use client::JobId;
 pub use config::{SlurmArgs, SlurmConfig};
 use submit::Submitter;
 
-use super::{dependents, downstream, Executor, RunRequest};
+use super::{Executor, RunRequest};
+use crate::dag::{dependents, downstream};
 use crate::event::{Event, EventSink, RunSummary};
 use crate::job::Job;
 
@@ -61,6 +62,7 @@ impl SubmitReport {
 }
 
 /// One instance this run follows in the queue.
+#[derive(Clone)]
 pub(crate) struct Tracked {
     pub idx: usize,
     pub job: JobId,
@@ -95,7 +97,7 @@ impl Executor for SlurmExecutor {
         self.report = SubmitReport { run_id: run_id.clone(), ..Default::default() };
         let exe = self.config.wfpipe.clone().unwrap_or_else(|| self.exe.clone());
         let p = req.pipeline;
-        let deps = dependents(p);
+        let deps = dependents(&p.instances);
         let mut done: HashSet<usize> = HashSet::new();
 
         // What the queue already holds for these keys (an earlier run, detached or killed).
@@ -117,7 +119,7 @@ impl Executor for SlurmExecutor {
                 continue;
             }
             match record::read(req.cache, &inst.key) {
-                Some(rec) if watch::lookup(&queue, &JobId(rec.job.clone())).is_some_and(|e| e.state.is_live()) => {
+                Some(rec) if client::lookup(&queue, &JobId(rec.job.clone())).is_some_and(|e| e.state.is_live()) => {
                     out.emit(Event::Queued { instance: inst.id.clone(), job: rec.job.clone() });
                     self.report.attached += 1;
                     tracked.push(Tracked { idx, job: JobId(rec.job), ours: false, submitted_unix: rec.submitted_unix, packed: rec.packed });

@@ -21,7 +21,7 @@ use wfpipe_stages::kind::Resources;
 use super::client::{JobId, QueueEntry};
 use super::record::{self, SlurmRecord};
 use super::submit::{SubmitError, Submitter};
-use super::watch::lookup;
+use super::client::lookup;
 use super::{Out, Tracked};
 use crate::cache::{lock, Cache};
 use crate::event::Event;

@@ -8,7 +8,7 @@ use std::fs;
 use super::client::{self, JobId};
 use super::record;
 use super::state::{dependency_never_satisfied, JobState};
-use super::watch::lookup;
+use super::client::lookup;
 use crate::cache::{lock, Cache};
 use crate::exec_stage;
 use crate::pipeline::Pipeline;

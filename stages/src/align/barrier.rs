@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use crate::data::Split;
 use crate::layout::Layout;
 use crate::mlp::{evaluate, grad::Workspace};
+use crate::stats::MeanStd;
 
 /// Symmetric matrices of midpoint losses over a set of networks.
 #[derive(Clone, Debug, PartialEq)]
@@ -21,24 +22,6 @@ pub struct BarrierMatrix {
     pub mid_loss: Vec<f64>,
 }
 
-/// Mean and standard deviation (population, ddof = 0) of a list of values (pairs `a < b`
-/// or networks).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Summary {
-    pub mean: f64,
-    pub std: f64,
-    pub count: usize,
-}
-
-impl Summary {
-    pub fn of(values: &[f64]) -> Self {
-        let count = values.len();
-        let mean = values.iter().sum::<f64>() / count.max(1) as f64;
-        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / count.max(1) as f64;
-        Summary { mean, std: var.sqrt(), count }
-    }
-}
-
 impl BarrierMatrix {
     pub fn absolute(&self, a: usize, b: usize) -> f64 {
         self.mid_loss[a * self.size + b]
@@ -48,16 +31,17 @@ impl BarrierMatrix {
         self.absolute(a, b) - 0.5 * (self.endpoint_loss[a] + self.endpoint_loss[b])
     }
 
-    fn summarize(&self, value: impl Fn(usize, usize) -> f64) -> Summary {
-        let values: Vec<f64> = (0..self.size).flat_map(|a| (a + 1..self.size).map(move |b| (a, b))).map(|(a, b)| value(a, b)).collect();
-        Summary::of(&values)
+    /// Over the pairs `a < b`.
+    fn summarize(&self, value: impl Fn(usize, usize) -> f64) -> MeanStd {
+        let pairs = (0..self.size).flat_map(|a| (a + 1..self.size).map(move |b| (a, b)));
+        MeanStd::of(pairs.map(|(a, b)| value(a, b))).unwrap_or(MeanStd::EMPTY)
     }
 
-    pub fn absolute_summary(&self) -> Summary {
+    pub fn absolute_summary(&self) -> MeanStd {
         self.summarize(|a, b| self.absolute(a, b))
     }
 
-    pub fn relative_summary(&self) -> Summary {
+    pub fn relative_summary(&self) -> MeanStd {
         self.summarize(|a, b| self.relative(a, b))
     }
 }

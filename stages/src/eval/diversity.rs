@@ -19,7 +19,7 @@
 use rayon::prelude::*;
 
 use super::predict::{check_networks, check_split, logits, softmax};
-use super::stats::MeanStd;
+use crate::stats::MeanStd;
 use super::EvalError;
 use crate::data::Split;
 use crate::layout::Layout;

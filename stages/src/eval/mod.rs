@@ -12,7 +12,6 @@ pub mod finetune;
 pub mod metrics;
 pub mod novelty;
 pub mod predict;
-pub mod stats;
 pub mod toy;
 
 /// Everything that can go wrong evaluating a weight set.

@@ -4,7 +4,7 @@
 //! (std ≈ 0.035 for P = 802). The average over coordinates of the across-sample std shows
 //! directly whether a sampler reproduces the target's unit variance per coordinate.
 
-use super::stats::MeanStd;
+use crate::stats::MeanStd;
 use super::EvalError;
 
 /// Mean and population std of one vector's coordinates.

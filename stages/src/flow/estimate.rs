@@ -79,11 +79,11 @@ impl Estimator {
             return out;
         }
         type Cpu = burn::backend::NdArray<f32>;
-        let (batch, p) = (t.len(), self.layout.num_params());
+        let p = self.layout.num_params();
         let device = Default::default();
-        let tensor = |values: Vec<f32>| Tensor::<Cpu, 2>::from_data(burn::tensor::TensorData::new(values, [batch, p]), &device);
-        let times = Tensor::<Cpu, 1>::from_data(burn::tensor::TensorData::new(t.to_vec(), [batch]), &device);
-        self.apply(tensor(out), tensor(xt.to_vec()), times).into_data().to_vec::<f32>().expect("estimates are f32")
+        let tensor = |values: &[f32]| crate::rows::rows_tensor::<Cpu>(values, p, &device);
+        let times = crate::rows::column_tensor::<Cpu>(t, &device);
+        crate::rows::host_rows(self.apply(tensor(&out), tensor(xt), times))
     }
 }
 

@@ -55,12 +55,11 @@ mod tests {
     use crate::geometry::{product::ProductGeometry, sphere};
     use crate::noise::ResumableRng;
     use burn::backend::{Autodiff, NdArray};
-    use burn::tensor::TensorData;
 
     type B = NdArray<f32>;
 
     fn tensor<BB: Backend>(v: &[f32], batch: usize) -> Tensor<BB, 2> {
-        Tensor::from_data(TensorData::new(v.to_vec(), [batch, v.len() / batch]), &Default::default())
+        crate::rows::rows_tensor::<BB>(v, v.len() / batch, &Default::default())
     }
 
     #[test]

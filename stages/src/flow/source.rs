@@ -6,12 +6,12 @@
 //! faithful fixed source set, canonicalized for the sphere geometries.
 
 use burn::backend::NdArray;
-use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::geometry::canon::canonicalize;
 use crate::layout::Layout;
 use crate::noise::ResumableRng;
+use crate::rows::{host_rows, rows_tensor};
 
 /// A cycling, reshuffling loader over `count` rows; its position is part of checkpoints.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -87,8 +87,7 @@ impl BatchSource {
 pub fn canonicalize_rows(rows: &[f32], layout: &Layout) -> Vec<f32> {
     let p = layout.num_params();
     let device = Default::default();
-    let t = Tensor::<NdArray<f32>, 2>::from_data(TensorData::new(rows.to_vec(), [rows.len() / p, p]), &device);
-    canonicalize(t, layout).into_data().to_vec::<f32>().expect("canonicalize yields f32 rows")
+    host_rows(canonicalize(rows_tensor::<NdArray<f32>>(rows, p, &device), layout))
 }
 
 /// The fixed prior set: `count` draws of `N(0, std²·I_P)` on all coordinates (biases

@@ -10,10 +10,11 @@
 use rand::seq::SliceRandom;
 
 use super::{check_layout_fits, dataset_param, load_dataset, row, thread_pool};
-use crate::align::barrier::{pairwise_midpoint_losses, BarrierMatrix, Summary};
+use crate::align::barrier::{pairwise_midpoint_losses, BarrierMatrix};
 use crate::data::{DatasetName, SplitName};
 use crate::kind::{TableDecl, ParamSpec, ParamType, Params, RefMode, Row, StageContext, StageError, StageKind, Value};
 use crate::rng;
+use crate::stats::MeanStd;
 use crate::weights::{WeightSet, FILE_NAME};
 
 pub struct Barriers;
@@ -22,8 +23,8 @@ fn summary_rows(set: &str, m: &BarrierMatrix) -> Vec<Row> {
     [
         ("absolute", m.absolute_summary()),
         ("relative", m.relative_summary()),
-        ("endpoint-loss", Summary::of(&m.endpoint_loss)),
-        ("endpoint-accuracy", Summary::of(&m.endpoint_accuracy)),
+        ("endpoint-loss", MeanStd::of(m.endpoint_loss.iter().copied()).unwrap_or(MeanStd::EMPTY)),
+        ("endpoint-accuracy", MeanStd::of(m.endpoint_accuracy.iter().copied()).unwrap_or(MeanStd::EMPTY)),
     ]
     .into_iter()
         .map(|(variant, s)| {

@@ -3,7 +3,7 @@
 //! every sphere operation [faithful default]; the thesis text's √C is `rho = 1.4142…` for C = 2.
 
 use super::{read_input_weights, write_weights};
-use crate::canonicalize::canonicalize;
+use crate::geometry::canon::canonicalize_row;
 use crate::kind::{ParamSpec, ParamType, Params, RefMode, StageContext, StageError, StageKind, Value};
 
 pub struct Canonicalize;
@@ -48,7 +48,7 @@ impl StageKind for Canonicalize {
         let mut set = read_input_weights(ctx, "weights")?;
         let layout = set.layout.clone();
         for theta in set.rows_mut() {
-            canonicalize(&layout, theta, rho);
+            canonicalize_row(&layout, theta, rho);
         }
         set.check_finite()?;
         set.is_canonical = true;

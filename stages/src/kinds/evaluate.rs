@@ -32,7 +32,7 @@ use crate::eval::bma::{bma_curve, usable_grid, Averaging, BmaPoint};
 use crate::eval::diversity::{diversity, output_sets, Diversity, DiversityConfig, JsdForm};
 use crate::eval::metrics::evaluate_networks;
 use crate::eval::novelty::{nearest_target, target_spacing};
-use crate::eval::stats::MeanStd;
+use crate::stats::MeanStd;
 use crate::eval::toy::{toy_statistics, SampleStats, ToySummary};
 use crate::kind::{TableDecl, NETWORK_ROW, ROW_TYPE, SUMMARY_ROW, ParamSpec, ParamType, Params, RefMode, Resources, Row, StageContext, StageError, StageKind, Value};
 use crate::layout::Layout;

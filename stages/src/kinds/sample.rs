@@ -4,11 +4,10 @@
 use burn::module::Module;
 use burn::record::Recorder;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, TensorData};
 
 use super::train_flow::{source_batches, TrainedFlow};
 use super::{enum_param, positive, FLOW_FILE, MODEL_FILE};
-use crate::backend::{dispatch, BackendTask};
+use crate::backend::{dispatch_engine, BackendTask, EngineTask};
 use crate::data::{self, DatasetName, TrainingSplit};
 use crate::flow::source::BatchSource;
 use crate::flow::train::ModelRecorder;
@@ -16,10 +15,11 @@ use crate::flow::SourceMode;
 use crate::flow::estimate::Estimator;
 use crate::geometry::product::ProductGeometry;
 use crate::guidance::{mismatch, TaskGuidance};
-use crate::kind::{BackendChoice, ParamSpec, ParamType, Params, RefMode, StageContext, StageError, StageKind, Value};
+use crate::kind::{ParamSpec, ParamType, Params, RefMode, StageContext, StageError, StageKind, Value};
 use crate::layout::Layout;
 use crate::noise::ResumableRng;
 use crate::rt::fused::{FusedGraph, FusedRt};
+use crate::rows::{column_tensor, host_rows, rows_tensor};
 use crate::rt::{graph::GraphSpec, model::RelationalTransformer, pairs::Attention};
 use crate::sample::{Guidance, Predictor, Sampler, VelocityRule};
 use crate::weights::{WeightSet, FILE_NAME};
@@ -95,10 +95,10 @@ impl<B: Backend> Predictor for FlowPredictor<'_, B> {
     fn predict(&mut self, x: &[f32], t: f32) -> Vec<f32> {
         let p = self.graph.layout.num_params();
         let batch = x.len() / p;
-        let xt = Tensor::<B, 2>::from_data(TensorData::new(x.to_vec(), [batch, p]), self.device);
-        let tt = Tensor::<B, 1>::from_data(TensorData::new(vec![t; batch], [batch]), self.device);
+        let xt = rows_tensor::<B>(x, p, self.device);
+        let tt = column_tensor::<B>(&vec![t; batch], self.device);
         let out = self.model.forward(xt.clone(), tt.clone(), &self.graph);
-        self.estimator.apply(out, xt, tt).into_data().convert::<f32>().to_vec::<f32>().expect("predictions are f32")
+        host_rows(self.estimator.apply(out, xt, tt))
     }
 }
 
@@ -129,7 +129,7 @@ struct SampleTask<'a> {
     progress: &'a dyn crate::kind::ProgressSink,
 }
 
-impl SampleTask<'_> {
+impl EngineTask for SampleTask<'_> {
     /// Samples on the fused CPU engine.
     fn run_fused(self) -> Result<Vec<f32>, StageError> {
         type Cpu = burn::backend::NdArray<f32>;
@@ -141,7 +141,9 @@ impl SampleTask<'_> {
         };
         self.sample_with(&mut predictor)
     }
+}
 
+impl SampleTask<'_> {
     fn sample_with(mut self, predictor: &mut dyn Predictor) -> Result<Vec<f32>, StageError> {
         let p = self.layout.num_params();
         let total = self.x0.len() / p;
@@ -305,10 +307,7 @@ impl StageKind for Sample {
             rng: &mut rng,
             progress: ctx.progress,
         };
-        let samples = match ctx.backend {
-            BackendChoice::Cpu => task.run_fused()?,
-            _ => dispatch(ctx.backend, task)??,
-        };
+        let samples = dispatch_engine(ctx.backend, task)??;
         let mut set = WeightSet::new(layout, samples).map_err(|e| StageError::Failed(format!("sampled weights: {e}")))?;
         set.is_aligned = flow.target_aligned;
         set.trained_on = flow.targets_trained_on;

@@ -10,7 +10,7 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use super::{enum_param, positive, FLOW_FILE, MODEL_FILE};
-use crate::backend::{dispatch, BackendTask};
+use crate::backend::{dispatch_engine, BackendTask, EngineTask};
 use crate::coupling::Coupling;
 use crate::data::toy::GaussianToy;
 use crate::data::TrainingSplit;
@@ -21,7 +21,7 @@ use crate::flow::{FlowError, FlowSpec, SourceMode, SourceSpec};
 use crate::geometry::Geometry;
 use crate::kind::{
     TableDecl,
-    BackendChoice, ParamSpec, ParamType, Params, ProgressSink, RefMode, Resources, Row, StageContext, StageError,
+    ParamSpec, ParamType, Params, ProgressSink, RefMode, Resources, Row, StageContext, StageError,
     StageKind, Value,
 };
 use crate::layout::Layout;
@@ -212,6 +212,14 @@ impl BackendTask for TrainTask<'_> {
     }
 }
 
+impl EngineTask for TrainTask<'_> {
+    /// The same model on the fused CPU engine; `recompute` concerns the burn module only.
+    fn run_fused(self) -> Self::Output {
+        let mut model = FusedFlow::new(self.spec, self.settings.seed);
+        train(self.spec, self.settings, self.data, self.scratch, &mut model, self.progress, None)
+    }
+}
+
 impl StageKind for TrainFlow {
     fn name(&self) -> &'static str {
         "train-flow"
@@ -321,16 +329,7 @@ impl StageKind for TrainFlow {
             progress: ctx.progress,
             recompute: p.recompute,
         };
-        // On the CPU the fused engine trains the same model several times faster than the
-        // tensor library; other backends run the burn module.
-        let outcome = match ctx.backend {
-            BackendChoice::Cpu => {
-                let mut model = FusedFlow::new(&spec, p.settings.seed);
-                train(&spec, &p.settings, &data, ctx.scratch_dir, &mut model, ctx.progress, None)
-            }
-            _ => dispatch(ctx.backend, task)?,
-        }
-        .map_err(|e| StageError::Failed(e.to_string()))?;
+        let outcome = dispatch_engine(ctx.backend, task)?.map_err(|e| StageError::Failed(e.to_string()))?;
         let write = |name: &str, bytes: &[u8]| {
             let path = ctx.out_dir.join(name);
             std::fs::write(&path, bytes).map_err(|e| StageError::io(format!("writing {}", path.display()), e))

@@ -194,10 +194,9 @@ mod tests {
 
     fn run_with(model: &RelationalTransformer<B>, spec: &GraphSpec, x: &[f32], t: &[f32]) -> Vec<f32> {
         let dev = Default::default();
-        let batch = t.len();
-        let xt = Tensor::<B, 2>::from_data(TensorData::new(x.to_vec(), [batch, spec.layout.num_params()]), &dev);
-        let tt = Tensor::<B, 1>::from_data(TensorData::new(t.to_vec(), [batch]), &dev);
-        model.forward(xt, tt, spec).into_data().to_vec::<f32>().expect("f32")
+        let xt = crate::rows::rows_tensor::<B>(x, spec.layout.num_params(), &dev);
+        let tt = crate::rows::column_tensor::<B>(t, &dev);
+        crate::rows::host_rows(model.forward(xt, tt, spec))
     }
 
     /// Permutes hidden neuron `b` of layer 1 to `perm[b]` in a flat network.

@@ -254,9 +254,7 @@ mod tests {
     fn burn_forward(model: &RelationalTransformer<A>, spec: &GraphSpec, x: &[f32], t: &[f32]) -> Tensor<A, 2> {
         let dev = Default::default();
         let p = spec.layout.num_params();
-        let xt = Tensor::<A, 2>::from_data(TensorData::new(x.to_vec(), [t.len(), p]), &dev);
-        let tt = Tensor::<A, 1>::from_data(TensorData::new(t.to_vec(), [t.len()]), &dev);
-        model.forward(xt, tt, spec)
+        model.forward(crate::rows::rows_tensor::<A>(x, p, &dev), crate::rows::column_tensor::<A>(t, &dev), spec)
     }
 
     fn close(a: &[f32], b: &[f32], tol: f32, what: &str) {

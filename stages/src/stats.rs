@@ -1,4 +1,7 @@
-//! Mean and spread of a list of numbers, as the thesis's tables report them.
+//! Mean and spread of a list of numbers, as the stages report them: one definition for
+//! every stage. Stages use the population standard deviation (ddof = 0); the report's
+//! tables and figures, which summarize across instances, use the sample one (ddof = 1,
+//! `src/report/aggregate.rs`), and say so under each table.
 
 /// Mean and population standard deviation (ddof = 0, numpy's default, which is what
 /// "± std over samples" in the thesis's tables most plausibly used).
@@ -10,6 +13,9 @@ pub struct MeanStd {
 }
 
 impl MeanStd {
+    /// What an empty list summarizes to where a row must still be written.
+    pub const EMPTY: MeanStd = MeanStd { mean: 0.0, std: 0.0, count: 0 };
+
     /// `None` for an empty list.
     pub fn of(values: impl IntoIterator<Item = f64>) -> Option<MeanStd> {
         let values: Vec<f64> = values.into_iter().collect();
