@@ -171,11 +171,6 @@ pub enum ComputeError {
     ThreadPool(String),
 }
 
-fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ComputeError {
-    let context = context.into();
-    move |source| ComputeError::Io { context, source }
-}
-
 fn compute(cache: &Cache, job: &Job, out: &Path, scratch: &Path, registry: &Registry) -> Result<(), ComputeError> {
     let kind = registry.get(&job.kind).ok_or_else(|| ComputeError::UnknownKind { kind: job.kind.clone() })?;
     if kind.version() != job.version {
@@ -209,7 +204,7 @@ fn compute(cache: &Cache, job: &Job, out: &Path, scratch: &Path, registry: &Regi
             }
         }
     }
-    let progress_file = fs::File::create(progress_path(cache, &job.key)).map_err(io_error("cannot create progress file"))?;
+    let progress_file = fs::File::create(progress_path(cache, &job.key)).map_err(|source| ComputeError::Io { context: "cannot create progress file".to_owned(), source })?;
     // Programs run by `command` stages may want to say who they are (logs, counters).
     std::env::set_var("WFPIPE_INSTANCE", &job.instance);
     let sink = FileProgress { file: Mutex::new((progress_file, Instant::now() - std::time::Duration::from_secs(1), BTreeMap::new())) };

@@ -196,14 +196,16 @@ impl Follower<'_, '_, '_, '_> {
                 }
                 false
             }
-            Some(JobState::Completed) => {
-                // exec-stage publishes before it exits; allow the filesystem to catch up.
+            Some(JobState::Completed) | None => {
+                // exec-stage publishes before it exits, and a job the queue forgot may have
+                // published late: allow the filesystem to catch up.
                 let since = *w.missing_since.get_or_insert_with(Instant::now);
                 if since.elapsed() < GRACE {
                     return false;
                 }
+                let what = if entry.is_some() { "completed but published no entry" } else { "left the queue without a result" };
                 let (message, log) = failure(req, &inst.key, None, &t.job);
-                self.fail(t.idx, format!("job {} completed but published no entry: {message}", t.job), log);
+                self.fail(t.idx, format!("job {} {what}: {message}", t.job), log);
                 true
             }
             Some(JobState::Ended(how)) => {
@@ -213,15 +215,6 @@ impl Follower<'_, '_, '_, '_> {
                 }
                 let (message, log) = failure(req, &inst.key, Some(how), &t.job);
                 self.fail(t.idx, message, log);
-                true
-            }
-            None => {
-                let since = *w.missing_since.get_or_insert_with(Instant::now);
-                if since.elapsed() < GRACE {
-                    return false;
-                }
-                let (message, log) = failure(req, &inst.key, None, &t.job);
-                self.fail(t.idx, format!("job {} left the queue without a result: {message}", t.job), log);
                 true
             }
         }
