@@ -953,9 +953,11 @@ mod tests {
         assert_eq!(plain, key_of("max_loss_ratio = 1e4").0);
         assert_ne!(plain, key_of("max_loss_ratio = 100").0);
         assert_ne!(plain, key_of("attention = \"layer-blocks\"").0);
+        assert_eq!(plain, key_of("positions = \"shared\"").0);
+        assert_ne!(plain, key_of("positions = \"per-neuron\"").0);
         // The key equals the one computed before these parameters existed.
         let mut before = inst.params.clone();
-        for added in ["lr_schedule", "warmup", "ema", "output", "attention", "max_loss_ratio", "recompute"] {
+        for added in ["lr_schedule", "warmup", "ema", "output", "attention", "positions", "max_loss_ratio", "recompute"] {
             assert!(inst.unkeyed.iter().any(|name| name == added), "`{added}` is unkeyed at its default");
             before.0.remove(added);
         }

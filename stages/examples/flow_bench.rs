@@ -70,6 +70,7 @@ fn spec(config: &Config, attention: Attention) -> FlowSpec {
         source: SourceSpec { mode: SourceMode::Fresh, std: 0.1, count: 0, seed: 0 },
         output: Default::default(),
         attention,
+        positions: Default::default(),
     }
 }
 

@@ -52,6 +52,7 @@ fn main() {
                 source: SourceSpec { mode: SourceMode::Fixed, std: 0.1, count: BATCH, seed: 0 },
                 output: Default::default(),
                 attention: Default::default(),
+                positions: Default::default(),
             };
             let xt = interpolate(geometry, &ProductGeometry::new(&layout), &x0, &x1, &t, 1e-4, &mut ResumableRng::seed_from(5));
             let baseline = loss_value(&spec, mean.repeat(BATCH), x1.clone());

@@ -130,6 +130,7 @@ fn flow_spec(case: &Case) -> FlowSpec {
         source: SourceSpec { mode: SourceMode::Fresh, std: 0.1, count: 0, seed: 0 },
         output: Output::Target,
         attention: case.attention,
+        positions: Default::default(),
     }
 }
 

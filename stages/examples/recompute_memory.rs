@@ -71,6 +71,7 @@ fn step_peak(config: &Config, recompute: bool) -> (usize, Vec<u8>) {
         source: SourceSpec { mode: SourceMode::Fresh, std: 0.1, count: 0, seed: 0 },
         output: Output::Target,
         attention: Attention::Dense,
+        positions: Default::default(),
     };
     let mut flow = BurnFlow::<Cpu>::new(&spec, 1, &Default::default()).recomputing(recompute);
     let mut rng = ResumableRng::seed_from(2);

@@ -22,7 +22,7 @@ use crate::coupling::Coupling;
 use crate::flow::estimate::{Estimator, Output};
 use crate::geometry::Geometry;
 use crate::layout::Layout;
-use crate::rt::graph::{GraphSpec, TimeChannel};
+use crate::rt::graph::{GraphSpec, Positions, TimeChannel};
 use crate::rt::{model::RtConfig, pairs::Attention};
 
 /// How the x0 batches are drawn.
@@ -77,6 +77,10 @@ pub struct FlowSpec {
     /// model, so earlier flows read back unchanged.
     #[serde(default, skip_serializing_if = "Attention::is_dense")]
     pub attention: Attention,
+    /// Which positional row each node reads; absent in `flow.json` for the thesis's
+    /// shared hidden rows, so earlier flows read back unchanged.
+    #[serde(default, skip_serializing_if = "Positions::is_shared")]
+    pub positions: Positions,
 }
 
 impl FlowSpec {
@@ -88,7 +92,12 @@ impl FlowSpec {
 
     /// The graph this flow's network runs on for networks of `layout`.
     pub fn graph(&self, layout: &Layout) -> GraphSpec {
-        GraphSpec::new(layout, self.time_channel, self.attention)
+        GraphSpec::new(layout, self.time_channel, self.attention).with_positions(self.positions)
+    }
+
+    /// Why this flow's network cannot run on networks of `layout`, if it cannot.
+    pub fn incompatibility(&self, layout: &Layout) -> Option<String> {
+        self.rt.incompatibility(layout, self.positions)
     }
 }
 

@@ -600,6 +600,7 @@ mod tests {
             source: SourceSpec { mode: SourceMode::Fixed, std: 0.1, count: 16, seed: 1 },
             output: Output::Target,
             attention: Attention::Dense,
+            positions: Default::default(),
         };
         let settings = TrainSettings {
             iterations: 12,

@@ -272,7 +272,7 @@ impl StageKind for Sample {
                 "layout {layout} is incompatible with the flow's layout {trained}: only hidden widths may differ"
             )));
         }
-        if let Some(why) = flow.spec.rt.incompatibility(&layout) {
+        if let Some(why) = flow.spec.incompatibility(&layout) {
             return Err(StageError::Param(why));
         }
         let dataset = match p.guidance_task {

@@ -26,7 +26,7 @@ use crate::kind::{
 };
 use crate::layout::Layout;
 use crate::noise::ResumableRng;
-use crate::rt::{graph::TimeChannel, model::RtConfig, pairs::Attention};
+use crate::rt::{graph::{Positions, TimeChannel}, model::RtConfig, pairs::Attention};
 use crate::weights::{WeightSet, FILE_NAME};
 
 /// What `flow.json` holds: the flow and how it was trained.
@@ -51,6 +51,7 @@ struct TrainFlowParams {
     time_channel: TimeChannel,
     output: Output,
     attention: Attention,
+    positions: Positions,
     source_mode: SourceMode,
     source_std: f64,
     sigma: f64,
@@ -76,6 +77,7 @@ impl TrainFlowParams {
             time_channel: enum_param(params, "time_channel", TimeChannel::parse, TimeChannel::NAMES)?,
             output: enum_param(params, "output", Output::parse, Output::NAMES)?,
             attention: enum_param(params, "attention", Attention::parse, Attention::NAMES)?,
+            positions: enum_param(params, "positions", Positions::parse, Positions::NAMES)?,
             source_mode: enum_param(params, "source", SourceMode::parse, SourceMode::NAMES)?,
             source_std: params.f64("source_std")?,
             sigma: params.f64("sigma")?,
@@ -265,6 +267,7 @@ impl StageKind for TrainFlow {
             ParamSpec::with_default("time_channel", T::Enum(TimeChannel::NAMES), s("faithful"), "where t is written (faithful: the code's pattern)"),
             ParamSpec::added("output", T::Enum(Output::NAMES), s("target"), "what the network predicts: target x̂1 (the thesis) or velocity, x̂1 = x_t + (1−t)·out"),
             ParamSpec::added("attention", T::Enum(Attention::NAMES), s("dense"), "node pairs kept: dense, all N² (the thesis), or layer-blocks, consecutive layers and self pairs"),
+            ParamSpec::added("positions", T::Enum(Positions::NAMES), s("shared"), "positional rows: shared, one per hidden layer (the thesis; any hidden width), or per-neuron, one per node (tied to the training widths)"),
             ParamSpec::with_default("source", T::Enum(SourceMode::NAMES), s("fixed"), "fixed pre-drawn prior set (faithful) or fresh draws"),
             ParamSpec::with_default("source_std", T::Float { min: Some(f64::MIN_POSITIVE), max: Some(10.0) }, Value::Float(0.1), "prior standard deviation (1 for the toy)"),
             ParamSpec::with_default("n_samples", T::NON_NEGATIVE_INT, Value::Int(0), "random subset of the weight set (0: all)"),
@@ -313,12 +316,13 @@ impl StageKind for TrainFlow {
             geometry: p.geometry,
             coupling: p.coupling,
             layout: layout.clone(),
-            rt: RtConfig::for_layout(&layout, p.d_model, p.layers, p.heads),
+            rt: RtConfig::for_layout(&layout, p.d_model, p.layers, p.heads).with_positions(&layout, p.positions),
             time_channel: p.time_channel,
             sigma: p.sigma,
             source: SourceSpec { mode: p.source_mode, std: p.source_std, count: source_count, seed: ctx.seed },
             output: p.output,
             attention: p.attention,
+            positions: p.positions,
         };
         let data = FlowData { source: source_batches(&spec, &layout), target: targets.source };
         let task = TrainTask {

@@ -41,10 +41,70 @@ impl TimeChannel {
     }
 }
 
-/// Number of positional rows for a layout: one per input neuron, one shared per hidden
-/// layer, one per output neuron.
+/// Which positional-embedding row each node reads (`train-flow`'s `positions`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Positions {
+    /// One row per input neuron, one shared by all neurons of a hidden layer, one per
+    /// output neuron (the thesis): the network is equivariant under permutations of a
+    /// hidden layer's neurons, and serves any hidden width.
+    #[default]
+    Shared,
+    /// One row per node: hidden neurons are told apart by position, so the network can
+    /// place each aligned neuron's own mean; tied to the training layout's widths.
+    PerNeuron,
+}
+
+impl Positions {
+    pub const NAMES: &'static [&'static str] = &["shared", "per-neuron"];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "shared" => Some(Positions::Shared),
+            "per-neuron" => Some(Positions::PerNeuron),
+            _ => None,
+        }
+    }
+
+    pub fn is_shared(&self) -> bool {
+        *self == Positions::Shared
+    }
+
+    /// The number of rows of the positional table for `layout`.
+    pub fn rows(&self, layout: &Layout) -> usize {
+        match self {
+            Positions::Shared => layout.inputs() + layout.num_layers() - 1 + layout.outputs(),
+            Positions::PerNeuron => layout.num_nodes(),
+        }
+    }
+
+    /// The row of each node, in node order.
+    pub fn node_rows(&self, layout: &Layout) -> Vec<i64> {
+        let n = layout.sizes();
+        let depth = layout.num_layers();
+        if *self == Positions::PerNeuron {
+            return (0..layout.num_nodes() as i64).collect();
+        }
+        let mut rows = Vec::with_capacity(layout.num_nodes());
+        for l in 0..=depth {
+            for b in 0..n[l] {
+                let row = if l == 0 {
+                    b
+                } else if l < depth {
+                    n[0] + l - 1
+                } else {
+                    n[0] + depth - 1 + b
+                };
+                rows.push(row as i64);
+            }
+        }
+        rows
+    }
+}
+
+/// Number of positional rows for a layout under the thesis's shared hidden rows.
 pub fn positional_rows(layout: &Layout) -> usize {
-    layout.inputs() + layout.num_layers() - 1 + layout.outputs()
+    Positions::Shared.rows(layout)
 }
 
 /// One weight block's place in the `N × N` pair matrix: rows `node(l−1, ·)`, columns
@@ -83,19 +143,7 @@ impl GraphSpec {
                 cols: layout.node(l, 0)..layout.node(l, 0) + n[l],
             })
             .collect();
-        let mut pos_row = Vec::with_capacity(nodes);
-        for l in 0..=depth {
-            for b in 0..n[l] {
-                let row = if l == 0 {
-                    b
-                } else if l < depth {
-                    n[0] + l - 1
-                } else {
-                    n[0] + depth - 1 + b
-                };
-                pos_row.push(row as i64);
-            }
-        }
+        let pos_row = Positions::Shared.node_rows(layout);
         let pairs = Pairs::new(layout, attention);
         let structural = (0..pairs.len()).map(|p| if pairs.is_structural(p) { 1.0f32 } else { 0.0 });
         let is_input: Vec<f32> = (0..nodes).map(|i| if i < n[0] { 1.0 } else { 0.0 }).collect();
@@ -105,6 +153,12 @@ impl GraphSpec {
             TimeChannel::Everywhere => (vec![0.0; nodes], vec![0.0; pairs.len()]),
         };
         GraphSpec { layout: layout.clone(), nodes, blocks, attention, pairs, pos_row, node_fixed, edge_fixed }
+    }
+
+    /// The same graph with each node reading its row under `positions`.
+    pub fn with_positions(mut self, positions: Positions) -> Self {
+        self.pos_row = positions.node_rows(&self.layout);
+        self
     }
 
     /// Dense edge features `[B, N, N, 1]`: `W_l[b,a]` at pair `(node(l−1,a), node(l,b))`,

@@ -12,7 +12,7 @@ use burn::tensor::{activation::relu, backend::Backend, Bool, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::dense::dense;
-use super::graph::{positional_rows, GraphConstructor, GraphSpec};
+use super::graph::{positional_rows, GraphConstructor, GraphSpec, Positions};
 use super::init::{LinearInit, ParamInit};
 use super::layer::{PairIndex, RtLayer};
 use crate::layout::Layout;
@@ -48,19 +48,25 @@ impl RtConfig {
         RelationalTransformer { constructor, layers, edge_head, node_head, graph_head }
     }
 
-    /// Why `layout` cannot be fed to a model of this config, if it cannot.
-    pub fn incompatibility(&self, layout: &Layout) -> Option<String> {
-        if positional_rows(layout) != self.pos_rows || layout.outputs() != self.outputs {
-            Some(format!(
-                "layout {layout} needs {} positional rows and {} outputs; the model has {} and {}",
-                positional_rows(layout),
-                layout.outputs(),
-                self.pos_rows,
-                self.outputs
-            ))
-        } else {
-            None
+    /// The same config with the positional table sized for `positions` over `layout`.
+    pub fn with_positions(self, layout: &Layout, positions: Positions) -> Self {
+        RtConfig { pos_rows: positions.rows(layout), ..self }
+    }
+
+    /// Why `layout` cannot be fed to a model of this config whose nodes read their
+    /// positional rows under `positions`, if it cannot.
+    pub fn incompatibility(&self, layout: &Layout, positions: Positions) -> Option<String> {
+        let rows = positions.rows(layout);
+        if rows == self.pos_rows && layout.outputs() == self.outputs {
+            return None;
         }
+        let why = if positions.is_shared() { "" } else { " (per-neuron positions tie a flow to its training widths)" };
+        Some(format!(
+            "layout {layout} needs {rows} positional rows and {} outputs; the model has {} and {}{why}",
+            layout.outputs(),
+            self.pos_rows,
+            self.outputs
+        ))
     }
 }
 
@@ -237,6 +243,34 @@ mod tests {
             let ys = run(&xs);
             assert!(ys.iter().zip(&y).any(|(a, b)| (a - b).abs() > 1e-4), "{attention:?}");
         }
+    }
+
+    #[test]
+    fn per_neuron_positions_tell_hidden_neurons_apart() {
+        use crate::rt::graph::Positions;
+        let layout = Layout(vec![3, 4, 2]);
+        let config = RtConfig::for_layout(&layout, 8, 2, 1);
+        let per_neuron = config.clone().with_positions(&layout, Positions::PerNeuron);
+        // one row per node (9) instead of 3 inputs + 1 hidden layer + 2 outputs (6)
+        assert_eq!((config.pos_rows, per_neuron.pos_rows), (6, 9));
+        assert_eq!(per_neuron.init::<B>(0, &Default::default()).num_params(), config.init::<B>(0, &Default::default()).num_params() + 3 * 8);
+        assert_eq!(per_neuron.incompatibility(&layout, Positions::PerNeuron), None);
+        let wider = Layout(vec![3, 5, 2]);
+        assert_eq!(config.incompatibility(&wider, Positions::Shared), None, "shared rows serve any hidden width");
+        let why = per_neuron.incompatibility(&wider, Positions::PerNeuron).expect("per-neuron rows are tied to the widths");
+        assert!(why.contains("needs 10 positional rows") && why.contains("per-neuron"), "{why}");
+
+        let model = per_neuron.init::<B>(5, &Default::default());
+        let x = input(&layout, 2, 9);
+        let p = layout.num_params();
+        let perm = [2usize, 0, 3, 1];
+        let xp: Vec<f32> = x.chunks(p).flat_map(|row| permute_first_hidden(&layout, row, &perm)).collect();
+        let spec = GraphSpec::new(&layout, TimeChannel::Faithful, Attention::LayerBlocks).with_positions(Positions::PerNeuron);
+        assert_eq!(spec.pos_row, (0..9).collect::<Vec<i64>>());
+        let y = run_with(&model, &spec, &x, &[0.3, 0.7]);
+        let yp = run_with(&model, &spec, &xp, &[0.3, 0.7]);
+        let expected: Vec<f32> = y.chunks(p).flat_map(|row| permute_first_hidden(&layout, row, &perm)).collect();
+        assert!(yp.iter().zip(&expected).any(|(a, b)| (a - b).abs() > 1e-3), "per-neuron rows leave the network equivariant");
     }
 
     /// `[N, N]`: true for the pairs that `attention` leaves out.

@@ -361,6 +361,30 @@ mod tests {
     }
 
     #[test]
+    fn per_neuron_positions_match_burn() {
+        use crate::rt::graph::Positions;
+        let layout = Layout(vec![4, 3, 5, 2]);
+        let config = RtConfig::for_layout(&layout, 8, 2, 2).with_positions(&layout, Positions::PerNeuron);
+        let model = config.init::<A>(3, &Default::default());
+        let spec = GraphSpec::new(&layout, TimeChannel::Faithful, Attention::LayerBlocks).with_positions(Positions::PerNeuron);
+        let p = layout.num_params();
+        let mut rng = ResumableRng::seed_from(5);
+        let x = rng.normal_vec(2 * p, 0.0, 0.7);
+        let dout = rng.normal_vec(2 * p, 0.0, 1.0);
+        let t = [0.2f32, 0.9];
+        let fused = FusedRt::from_model(&model, &config);
+        let graph = FusedGraph::new(&spec);
+        let want = burn_forward(&model, &spec, &x, &t).into_data().to_vec::<f32>().unwrap();
+        let mut tapes = Vec::new();
+        close(&fused.forward_taped(&graph, &x, &t, &mut tapes), &want, 2e-4, "per-neuron forward");
+        let got = fused.backward(&graph, &mut tapes, &dout);
+        let want = burn_gradients(&model, &spec, &x, &t, &dout, &fused.map);
+        for (k, &(offset, len)) in fused.map.tensors.iter().enumerate() {
+            close(&got[offset..offset + len], &want[offset..offset + len], 4e-3, &format!("per-neuron tensor {k}"));
+        }
+    }
+
+    #[test]
     fn gradient_matches_finite_differences() {
         for attention in [Attention::Dense, Attention::LayerBlocks] {
             parameter_gradient_matches_finite_differences(attention);
