@@ -67,3 +67,77 @@ fn a_trained_flow_exports_as_named_safetensors_with_its_config() {
     assert_ok(&p.run(&["export", "pipelines/toy.toml", "toy-flow", "--to", "again"]));
     assert_eq!(std::fs::read(p.path().join("again/toy-flow/flow.safetensors")).unwrap(), bytes);
 }
+
+const TOY_SWEEP: &str = r#"
+[stage.toy-target]
+kind = "toy-data"
+count = 32
+
+[stage.toy-flow]
+kind = "train-flow"
+weights = "toy-target"
+iterations = 5
+batch_size = 4
+d_model = 8
+layers = 1
+
+[stage.toy-samples]
+kind = "sample"
+flow = "toy-flow"
+count = 8
+matrix.steps = [2, 3]
+
+[stage.toy-eval]
+kind = "evaluate"
+weights = "toy-samples"
+mode = "toy"
+"#;
+
+/// The rows of an exported parquet file, read back with Polars.
+fn frame(path: &std::path::Path) -> polars::prelude::DataFrame {
+    wfpipe::table::read_parquet(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn names(df: &polars::prelude::DataFrame) -> Vec<String> {
+    df.get_column_names().iter().map(|n| n.to_string()).collect()
+}
+
+#[test]
+fn exported_tables_carry_key_and_axes_with_network_and_summary_rows_apart() {
+    let p = Project::new();
+    p.write("pipelines/toy.toml", TOY_SWEEP);
+    assert_ok(&p.run(&["run", "pipelines/toy.toml"]));
+    let o = p.run(&["export", "pipelines/toy.toml", "toy-eval", "--to", "out"]);
+    assert_ok(&o);
+    let plan = text(&p.run(&["plan", "pipelines/toy.toml", "--format", "json"]));
+    let out = p.path().join("out");
+    for steps in [2i64, 3] {
+        let dir = out.join(format!("toy-eval_steps-{steps}"));
+        let per_network = frame(&dir.join("toy.parquet"));
+        let summary = frame(&dir.join("toy_summary.parquet"));
+        // key first, then the axis, then the declared columns in declared order
+        assert_eq!(names(&per_network), ["key", "steps", "network", "coordinate_mean", "coordinate_std"], "{dir:?}");
+        assert_eq!(per_network.height(), 8);
+        assert_eq!(summary.height(), 1);
+        assert_eq!(&names(&summary)[..2], ["key", "steps"]);
+        assert!(names(&summary).contains(&"coordinate_mean_std".to_owned()) && !names(&summary).contains(&"network".to_owned()), "{:?}", names(&summary));
+        assert!(!names(&per_network).contains(&"row_type".to_owned()));
+        let first = &wfpipe::table::frame_to_rows(&per_network)[0];
+        let key = first["key"].to_string();
+        assert!(key.len() >= 12 && plan.contains(&key), "the key column is the instance's key: {key}");
+        assert_eq!(first["steps"].to_string(), steps.to_string());
+        // the CSV beside it has the same header
+        let csv = std::fs::read_to_string(dir.join("toy.csv")).unwrap();
+        assert_eq!(csv.lines().next().unwrap(), "key,steps,network,coordinate_mean,coordinate_std");
+    }
+    // one file per stage and table holds the whole sweep
+    let sweep = frame(&out.join("toy-eval.toy.parquet"));
+    assert_eq!(sweep.height(), 16);
+    let steps: std::collections::BTreeSet<String> = wfpipe::table::frame_to_rows(&sweep).iter().map(|r| r["steps"].to_string()).collect();
+    assert_eq!(steps, ["2".to_owned(), "3".to_owned()].into());
+    assert_eq!(frame(&out.join("toy-eval.toy_summary.parquet")).height(), 2);
+    assert!(text(&o).contains("toy-eval.toy_summary.parquet"), "{}", text(&o));
+    // the cache keeps the table as the stage wrote it
+    let o = p.run(&["run", "pipelines/toy.toml"]);
+    assert!(text(&o).contains("0 to run"), "{}", text(&o));
+}

@@ -1,6 +1,7 @@
 //! `wfpipe export PIPELINE TARGET --to DIR`: the cached outputs of the instances a target
 //! names, copied into `DIR/<instance>/`, with the files each kind derives for other tools
-//! (`StageKind::exports`, e.g. a trained flow as safetensors). Computes nothing.
+//! (`StageKind::exports`, e.g. a trained flow as safetensors), and its tables reshaped for
+//! analysis (`export_tables`). Computes nothing.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -8,6 +9,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
+use super::export_tables::{self, StageTables};
 use super::report::{copy_writable, slug};
 use super::{load, open_cache, Paths};
 use crate::cache::Cache;
@@ -30,18 +32,34 @@ fn export_instances(p: &Pipeline, registry: &Registry, cache: &Cache, target: &s
         bail!("not in the cache: {}; run `wfpipe run` first", missing.join(", "));
     }
     let mut said = String::new();
+    let mut sweeps = StageTables::default();
     for &i in &named {
         let inst = &p.instances[i];
         let out = cache.out_dir(&inst.key);
         let dest = to.join(slug(&inst.id));
         copy_tree(&out, &dest)?;
         let kind = registry.get(&inst.kind).with_context(|| format!("unknown kind `{}`", inst.kind))?;
-        let derived = kind.exports(&out).map_err(|e| anyhow::anyhow!("exporting `{}`: {e}", inst.id))?;
-        for (name, bytes) in &derived {
-            fs::write(dest.join(name), bytes).with_context(|| format!("writing {}", dest.join(name).display()))?;
+        let mut derived: Vec<String> = Vec::new();
+        for (name, bytes) in kind.exports(&out).map_err(|e| anyhow::anyhow!("exporting `{}`: {e}", inst.id))? {
+            fs::write(dest.join(&name), bytes).with_context(|| format!("writing {}", dest.join(&name).display()))?;
+            derived.push(name);
         }
-        let extra = derived.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
+        let decls = kind.produces(&inst.params).map(|p| p.tables).unwrap_or_default();
+        for (name, rows) in export_tables::emitted(&out)? {
+            let decl = decls.iter().find(|d| d.name == name);
+            for t in export_tables::tidy(inst, &name, decl, rows) {
+                export_tables::write(&dest, &t.name, &t.rows, &t.columns)?;
+                if t.name != name {
+                    derived.push(format!("{}.parquet", t.name));
+                }
+                sweeps.add(&p.stages[inst.stage].name, &t);
+            }
+        }
+        let extra = derived.join(", ");
         let _ = writeln!(said, "{}: {}{}", inst.id, dest.display(), if extra.is_empty() { String::new() } else { format!(" (with {extra})") });
+    }
+    for file in sweeps.write(to)? {
+        let _ = writeln!(said, "{}", to.join(file).display());
     }
     Ok(said)
 }

@@ -5,6 +5,7 @@ pub mod cache_cmd;
 pub mod dag;
 pub mod data;
 pub mod export;
+pub mod export_tables;
 pub mod no_effect;
 pub mod plan;
 pub mod report;
