@@ -49,28 +49,20 @@ enum Check {
     Falls,
 }
 
-impl Check {
-    const ALL: [(Check, &'static str); 8] = [
-        (Check::Below, "below"),
-        (Check::Above, "above"),
-        (Check::AtMost, "at-most"),
-        (Check::AtLeast, "at-least"),
-        (Check::Between, "between"),
-        (Check::NearThesis, "near-thesis"),
-        (Check::Rises, "rises"),
-        (Check::Falls, "falls"),
-    ];
-    const WORDS: &'static [&'static str] = &["below", "above", "at-most", "at-least", "between", "near-thesis", "rises", "falls"];
+wfpipe_stages::words!(Check, "check", {
+    Below = "below",
+    Above = "above",
+    AtMost = "at-most",
+    AtLeast = "at-least",
+    Between = "between",
+    NearThesis = "near-thesis",
+    Rises = "rises",
+    Falls = "falls",
+});
 
-    fn parse(word: &str) -> Result<Check, StageError> {
-        Check::ALL
-            .iter()
-            .find(|(_, w)| *w == word)
-            .map(|(c, _)| *c)
-            .ok_or_else(|| StageError::Param(format!("`check` must be one of {}, got `{word}`", Check::WORDS.join(", "))))
-    }
-    fn word(self) -> &'static str {
-        Check::ALL.iter().find(|(c, _)| *c == self).map(|(_, w)| *w).expect("every check has a word")
+impl Check {
+    fn from_param(word: &str) -> Result<Check, StageError> {
+        Check::parse(word).ok_or_else(|| StageError::Param(format!("`check` must be one of {}, got `{word}`", Check::NAMES.join(", "))))
     }
     fn is_trend(self) -> bool {
         matches!(self, Check::Rises | Check::Falls)
@@ -119,7 +111,7 @@ impl ClaimSpec {
             (vec![n.value], Some(format!("thesis {about}{} ({})", n.value, n.text)))
         };
         let spec = ClaimSpec {
-            check: Check::parse(p.str("check")?)?,
+            check: Check::from_param(p.str("check")?)?,
             metric: p.str("metric")?.to_owned(),
             statistic: if p.str("statistic")? == "std" { "std" } else { "mean" },
             row: p.str_map("row")?,
@@ -136,7 +128,7 @@ impl ClaimSpec {
 
     /// Each check takes exactly the operands it compares.
     fn check_shape(&self) -> Result<(), StageError> {
-        let c = self.check.word();
+        let c = self.check.name();
         let bad = |why: String| Err(StageError::Param(why));
         if self.metric.is_empty() {
             return bad("`metric` must name a metric of the table".into());
@@ -154,9 +146,9 @@ impl ClaimSpec {
         match self.check {
             c if c.is_comparison() => match (self.than.is_empty() && self.than_metric.is_empty(), self.value.len()) {
                 (false, 0) | (true, 1) => Ok(()),
-                (false, _) => bad(format!("`{}` compares with another row (`than`) or a number (`value`), not both", c.word())),
-                (true, 0) => bad(format!("`{}` needs `than = {{ column = \"value\" }}` (another row) or `value = [x]`", c.word())),
-                (true, n) => bad(format!("`{}` compares with one number: `value = [x]`, got {n}", c.word())),
+                (false, _) => bad(format!("`{}` compares with another row (`than`) or a number (`value`), not both", c.name())),
+                (true, 0) => bad(format!("`{}` needs `than = {{ column = \"value\" }}` (another row) or `value = [x]`", c.name())),
+                (true, n) => bad(format!("`{}` compares with one number: `value = [x]`, got {n}", c.name())),
             },
             Check::Between => {
                 if !self.than.is_empty() || !self.than_metric.is_empty() || self.value.len() != 2 || self.value[0] > self.value[1] {
@@ -261,17 +253,7 @@ pub enum Outcome {
     NotComputed,
 }
 
-impl Outcome {
-    pub const WORDS: [(Outcome, &'static str); 3] =
-        [(Outcome::Holds, "holds"), (Outcome::DoesNotHold, "does not hold"), (Outcome::NotComputed, "not computed")];
-
-    pub fn word(self) -> &'static str {
-        Outcome::WORDS.iter().find(|(o, _)| *o == self).map(|(_, w)| *w).expect("every outcome has a word")
-    }
-    pub fn parse(word: &str) -> Option<Outcome> {
-        Outcome::WORDS.iter().find(|(_, w)| *w == word).map(|(o, _)| *o)
-    }
-}
+wfpipe_stages::words!(Outcome, "verdict", { Holds = "holds", DoesNotHold = "does not hold", NotComputed = "not computed" });
 
 impl Verdict {
     fn not_computed(why: String) -> Verdict {
@@ -404,7 +386,7 @@ impl StageKind for Claim {
         vec![
             ParamSpec::required("table", ParamType::Ref { mode: RefMode::Gather }, "the `table` stage whose cells the claim reads"),
             ParamSpec::required("says", ParamType::Str, "the thesis's words and where they stand, e.g. \"section 7.2: aligning lowers the barrier\""),
-            ParamSpec::required("check", ParamType::Enum(Check::WORDS), "how the cell is judged"),
+            ParamSpec::required("check", ParamType::Enum(Check::NAMES), "how the cell is judged"),
             ParamSpec::required("metric", ParamType::Str, "the metric whose mean is read (`<metric>_mean`)"),
             ParamSpec::with_default("statistic", ParamType::Enum(&["mean", "std"]), Value::Str("mean".into()), "which summary of the metric a cell is: its mean or its std over the group"),
             ParamSpec::with_default("row", ParamType::StrMap, empty(), "the group: a value for each key column of the table (\"\" where the group has none)"),
@@ -438,7 +420,7 @@ impl StageKind for Claim {
         if !metric.is_empty() {
             let statistic = params.str("statistic").unwrap_or("mean");
             columns.push(ColumnUse { param: "metric", column: format!("{metric}_{statistic}") });
-            if params.str("check").is_ok_and(|c| c == Check::NearThesis.word()) {
+            if params.str("check").is_ok_and(|c| c == Check::NearThesis.name()) {
                 columns.push(ColumnUse { param: "metric", column: format!("{metric}_thesis") });
             }
         }
@@ -459,8 +441,8 @@ impl StageKind for Claim {
         let verdict = judge(&spec, &rows);
         let mut row = Row::new();
         row.insert("says".into(), Value::Str(ctx.params.str("says")?.to_owned()));
-        row.insert("check".into(), Value::Str(spec.check.word().to_owned()));
-        row.insert("verdict".into(), Value::Str(verdict.outcome.word().to_owned()));
+        row.insert("check".into(), Value::Str(spec.check.name().to_owned()));
+        row.insert("verdict".into(), Value::Str(verdict.outcome.name().to_owned()));
         row.insert("ours".into(), Value::Str(verdict.ours));
         row.insert("against".into(), Value::Str(verdict.against));
         row.insert("detail".into(), Value::Str(verdict.detail));

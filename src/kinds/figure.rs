@@ -23,8 +23,6 @@ pub struct Figure;
 /// The file stem a figure instance writes (`figure.svg`, `figure.png`).
 pub const FIGURE_STEM: &str = "figure";
 
-const PLOTS: &[&str] = &["line", "histogram", "heatmap"];
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlotKind {
     Line,
@@ -32,17 +30,7 @@ pub enum PlotKind {
     Heatmap,
 }
 
-impl std::str::FromStr for PlotKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "line" => Ok(PlotKind::Line),
-            "histogram" => Ok(PlotKind::Histogram),
-            "heatmap" => Ok(PlotKind::Heatmap),
-            other => Err(format!("unknown plot `{other}` (expected line, histogram or heatmap)")),
-        }
-    }
-}
+wfpipe_stages::words!(PlotKind, "plot", { Line = "line", Histogram = "histogram", Heatmap = "heatmap" });
 
 /// The series of `y` and, when there are `also_y` columns, theirs, each label naming its
 /// column.
@@ -86,7 +74,7 @@ impl StageKind for Figure {
         vec![
             ParamSpec::required("from", ParamType::RefList, "stages whose rows are gathered (all selected instances)"),
             ParamSpec::with_default("source", ParamType::Str, text("metrics"), "which emitted table of the inputs to read (<source>.parquet, else <source>.csv)"),
-            ParamSpec::with_default("plot", ParamType::Enum(PLOTS), text("line"), "line, histogram or heatmap"),
+            ParamSpec::with_default("plot", ParamType::Enum(PlotKind::NAMES), text("line"), "line, histogram or heatmap"),
             ParamSpec::required("x", ParamType::Str, "x column (histogram: the values binned)"),
             ParamSpec::with_default("y", ParamType::Str, text(""), "y column (line: the metric; heatmap: the row column)"),
             ParamSpec::added("also_y", ParamType::StrList, Value::List(vec![]), "line: more y columns drawn beside `y` as series of their own (a baseline such as mean_predictor_loss)"),

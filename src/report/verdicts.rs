@@ -84,9 +84,9 @@ fn missing_inputs(p: &Pipeline, cache: &Cache, inst: &Instance) -> Vec<String> {
 
 /// `N claims: holds 5, does not hold 2, not computed 1`.
 pub fn counts(found: &[Found]) -> String {
-    let parts: Vec<String> = Outcome::WORDS
+    let parts: Vec<String> = Outcome::ALL
         .iter()
-        .map(|(o, word)| format!("{word} {}", found.iter().filter(|f| f.outcome == *o).count()))
+        .map(|o| format!("{} {}", o.name(), found.iter().filter(|f| f.outcome == *o).count()))
         .collect();
     format!("{} claim{}: {}", found.len(), if found.len() == 1 { "" } else { "s" }, parts.join(", "))
 }
@@ -101,7 +101,7 @@ pub fn markdown(found: &[Found]) -> String {
     for f in found {
         let verdict = match f.outcome {
             Outcome::Holds => "**holds**".to_owned(),
-            other => format!("**{}**", other.word()),
+            other => format!("**{}**", other.name()),
         };
         let _ = writeln!(
             md,
@@ -121,7 +121,7 @@ pub fn summary(found: &[Found]) -> String {
     let mut out = format!("{}\n", counts(found));
     let width = found.iter().map(|f| f.claim.len()).max().unwrap_or(0);
     for f in found {
-        let _ = write!(out, "  {:<13} {:<width$}", f.outcome.word(), f.claim);
+        let _ = write!(out, "  {:<13} {:<width$}", f.outcome.name(), f.claim);
         if f.ours.is_empty() {
             let _ = writeln!(out, "  {}", f.detail);
         } else {

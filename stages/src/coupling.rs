@@ -26,18 +26,9 @@ pub enum Coupling {
     Rebasin,
 }
 
+crate::words!(Coupling, "coupling", { Independent = "independent", Ot = "ot", Rebasin = "rebasin" });
+
 impl Coupling {
-    pub const NAMES: &'static [&'static str] = &["independent", "ot", "rebasin"];
-
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "independent" => Some(Coupling::Independent),
-            "ot" => Some(Coupling::Ot),
-            "rebasin" => Some(Coupling::Rebasin),
-            _ => None,
-        }
-    }
-
     /// Index pairs `(i, j)`: row i of `x0` is paired with row j of `x1`. Both batches are
     /// `[B, P]` row-major.
     pub fn pair(self, x0: &[f32], x1: &[f32], p: usize, rng: &mut ResumableRng) -> Vec<(usize, usize)> {

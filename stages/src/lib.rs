@@ -24,6 +24,7 @@ pub mod rt;
 pub mod sample;
 pub mod stats;
 pub mod weights;
+pub mod words;
 
 use kind::StageKind;
 

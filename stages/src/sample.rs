@@ -24,17 +24,7 @@ pub enum VelocityRule {
     Denoiser,
 }
 
-impl VelocityRule {
-    pub const NAMES: &'static [&'static str] = &["x1-minus-x0", "denoiser"];
-
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "x1-minus-x0" => Some(VelocityRule::X1MinusX0),
-            "denoiser" => Some(VelocityRule::Denoiser),
-            _ => None,
-        }
-    }
-}
+crate::words!(VelocityRule, "velocity rule", { X1MinusX0 = "x1-minus-x0", Denoiser = "denoiser" });
 
 /// Something that predicts `x̂1` for a `[B, P]` batch at time `t` (already canonicalized
 /// when the flow is).

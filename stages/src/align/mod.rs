@@ -9,9 +9,6 @@ pub mod barrier;
 pub mod sinkhorn;
 pub mod weight_matching;
 
-use std::fmt;
-use std::str::FromStr;
-
 use crate::layout::Layout;
 
 /// One permutation per hidden layer, `sigma[l-1]` for layer `l` in 1..L.
@@ -87,19 +84,15 @@ pub enum AlignMethod {
     SinkhornRnd,
 }
 
+crate::words!(AlignMethod, "alignment method", {
+    None = "none",
+    WeightMatching = "weight-matching",
+    SinkhornL2 = "sinkhorn-l2",
+    SinkhornMid = "sinkhorn-mid",
+    SinkhornRnd = "sinkhorn-rnd",
+});
+
 impl AlignMethod {
-    pub const WORDS: &'static [&'static str] = &["none", "weight-matching", "sinkhorn-l2", "sinkhorn-mid", "sinkhorn-rnd"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlignMethod::None => "none",
-            AlignMethod::WeightMatching => "weight-matching",
-            AlignMethod::SinkhornL2 => "sinkhorn-l2",
-            AlignMethod::SinkhornMid => "sinkhorn-mid",
-            AlignMethod::SinkhornRnd => "sinkhorn-rnd",
-        }
-    }
-
     /// The Sinkhorn objective, for the Sinkhorn methods.
     pub fn sinkhorn_objective(self) -> Option<sinkhorn::Objective> {
         match self {
@@ -108,31 +101,6 @@ impl AlignMethod {
             AlignMethod::SinkhornRnd => Some(sinkhorn::Objective::Rnd),
             _ => None,
         }
-    }
-}
-
-impl fmt::Display for AlignMethod {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for AlignMethod {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::WORDS
-            .iter()
-            .position(|w| *w == s)
-            .map(|i| {
-                [
-                    AlignMethod::None,
-                    AlignMethod::WeightMatching,
-                    AlignMethod::SinkhornL2,
-                    AlignMethod::SinkhornMid,
-                    AlignMethod::SinkhornRnd,
-                ][i]
-            })
-            .ok_or_else(|| format!("unknown alignment method `{s}`, expected one of {:?}", Self::WORDS))
     }
 }
 
@@ -166,8 +134,8 @@ mod tests {
 
     #[test]
     fn method_names_round_trip() {
-        for w in AlignMethod::WORDS {
-            assert_eq!(w.parse::<AlignMethod>().unwrap().as_str(), *w);
+        for w in AlignMethod::NAMES {
+            assert_eq!(w.parse::<AlignMethod>().unwrap().name(), *w);
         }
         assert!("sinkhorn".parse::<AlignMethod>().is_err());
     }

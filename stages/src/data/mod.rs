@@ -41,16 +41,11 @@ pub enum DatasetName {
     FashionMnist,
 }
 
-impl DatasetName {
-    pub const WORDS: &'static [&'static str] = &["uci-wdbc", "mnist", "fashion-mnist"];
+crate::words!(DatasetName, "dataset", { UciWdbc = "uci-wdbc", Mnist = "mnist", FashionMnist = "fashion-mnist" });
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DatasetName::UciWdbc => "uci-wdbc",
-            DatasetName::Mnist => "mnist",
-            DatasetName::FashionMnist => "fashion-mnist",
-        }
-    }
+impl DatasetName {
+    /// The words of a `dataset` parameter that may name no dataset: "none", then [`Self::NAMES`].
+    pub const OR_NONE: &'static [&'static str] = &["none", "uci-wdbc", "mnist", "fashion-mnist"];
 
     /// Input dimension `n_0` an MLP for this dataset must have.
     pub fn inputs(self) -> usize {
@@ -65,24 +60,6 @@ impl DatasetName {
         match self {
             DatasetName::UciWdbc => uci::CLASSES,
             DatasetName::Mnist | DatasetName::FashionMnist => mnist::CLASSES,
-        }
-    }
-}
-
-impl fmt::Display for DatasetName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for DatasetName {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "uci-wdbc" => Ok(DatasetName::UciWdbc),
-            "mnist" => Ok(DatasetName::Mnist),
-            "fashion-mnist" => Ok(DatasetName::FashionMnist),
-            other => Err(format!("unknown dataset `{other}`, expected one of {:?}", Self::WORDS)),
         }
     }
 }
@@ -113,7 +90,7 @@ impl TrainingSplit {
         match this {
             Some(t) if split != SplitName::Train && !t.keeps_unseen(dataset, seed) => Err(format!(
                 "these networks were trained on {t}: the {dataset} {} split under split_seed {seed} holds rows they were trained on; set `split_seed = {}`",
-                SplitName::WORDS[split as usize],
+                split.name(),
                 t.split_seed
             )),
             _ => Ok(()),
@@ -168,21 +145,7 @@ pub enum SplitName {
     Test,
 }
 
-impl SplitName {
-    pub const WORDS: &'static [&'static str] = &["train", "val", "test"];
-}
-
-impl FromStr for SplitName {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "train" => Ok(SplitName::Train),
-            "val" => Ok(SplitName::Val),
-            "test" => Ok(SplitName::Test),
-            other => Err(format!("unknown split `{other}`, expected one of {:?}", Self::WORDS)),
-        }
-    }
-}
+crate::words!(SplitName, "split", { Train = "train", Val = "val", Test = "test" });
 
 /// Rows of one split: `x` is `[len × features]` row-major, `y` the class ids.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -23,17 +23,7 @@ pub enum Averaging {
     Logits,
 }
 
-impl Averaging {
-    pub const WORDS: &'static [&'static str] = &["probabilities", "logits"];
-
-    pub fn parse(word: &str) -> Option<Self> {
-        match word {
-            "probabilities" => Some(Averaging::Probabilities),
-            "logits" => Some(Averaging::Logits),
-            _ => None,
-        }
-    }
-}
+crate::words!(Averaging, "averaging", { Probabilities = "probabilities", Logits = "logits" });
 
 /// One point of the curve.
 #[derive(Clone, Copy, Debug, PartialEq)]

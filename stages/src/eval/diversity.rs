@@ -34,17 +34,7 @@ pub enum JsdForm {
     DensityWeighted,
 }
 
-impl JsdForm {
-    pub const WORDS: &'static [&'static str] = &["monte-carlo", "density-weighted"];
-
-    pub fn parse(word: &str) -> Option<Self> {
-        match word {
-            "monte-carlo" => Some(JsdForm::MonteCarlo),
-            "density-weighted" => Some(JsdForm::DensityWeighted),
-            _ => None,
-        }
-    }
-}
+crate::words!(JsdForm, "diversity form", { MonteCarlo = "monte-carlo", DensityWeighted = "density-weighted" });
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DiversityConfig {

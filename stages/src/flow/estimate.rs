@@ -29,17 +29,9 @@ pub enum Output {
     Velocity,
 }
 
+crate::words!(Output, "output", { Target = "target", Velocity = "velocity" });
+
 impl Output {
-    pub const NAMES: &'static [&'static str] = &["target", "velocity"];
-
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "target" => Some(Output::Target),
-            "velocity" => Some(Output::Velocity),
-            _ => None,
-        }
-    }
-
     pub fn is_target(&self) -> bool {
         *self == Output::Target
     }

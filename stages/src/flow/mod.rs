@@ -35,17 +35,7 @@ pub enum SourceMode {
     Fresh,
 }
 
-impl SourceMode {
-    pub const NAMES: &'static [&'static str] = &["fixed", "fresh"];
-
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "fixed" => Some(SourceMode::Fixed),
-            "fresh" => Some(SourceMode::Fresh),
-            _ => None,
-        }
-    }
-}
+crate::words!(SourceMode, "source", { Fixed = "fixed", Fresh = "fresh" });
 
 /// The prior `N(0, std²·I_P)` (canonicalized for the sphere geometries).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -22,26 +22,9 @@ pub enum Geometry {
     Geometric,
 }
 
+crate::words!(Geometry, "geometry", { Euclidean = "euclidean", Normalized = "normalized", Geometric = "geometric" });
+
 impl Geometry {
-    pub const NAMES: &'static [&'static str] = &["euclidean", "normalized", "geometric"];
-
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "euclidean" => Some(Geometry::Euclidean),
-            "normalized" => Some(Geometry::Normalized),
-            "geometric" => Some(Geometry::Geometric),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Geometry::Euclidean => "euclidean",
-            Geometry::Normalized => "normalized",
-            Geometry::Geometric => "geometric",
-        }
-    }
-
     /// Whether source, target and predictions are canonicalized (points on the spheres).
     pub fn is_canonical(self) -> bool {
         !matches!(self, Geometry::Euclidean)

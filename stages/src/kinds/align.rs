@@ -27,7 +27,6 @@ use crate::weights::{encode_safetensors, layout_json, write_atomic, TensorRef};
 pub struct Align;
 
 /// `dataset` words: the data objectives need one; the others take `none`.
-const DATASET_WORDS: &[&str] = &["none", "uci-wdbc", "mnist", "fashion-mnist"];
 
 impl Align {
     fn method(params: &Params) -> Result<AlignMethod, StageError> {
@@ -70,12 +69,12 @@ impl StageKind for Align {
     fn params(&self) -> Vec<ParamSpec> {
         vec![
             ParamSpec::required("weights", ParamType::Ref { mode: RefMode::FanOut }, "Stage whose weights.safetensors to align"),
-            ParamSpec::with_default("method", ParamType::Enum(AlignMethod::WORDS), Value::Str("weight-matching".into()), "Alignment algorithm"),
+            ParamSpec::with_default("method", ParamType::Enum(AlignMethod::NAMES), Value::Str("weight-matching".into()), "Alignment algorithm"),
             ParamSpec::with_default("reference", ParamType::NON_NEGATIVE_INT, Value::Int(256), "Index of the reference network in the set"),
             ParamSpec::with_default("iterations", ParamType::POSITIVE_INT, Value::Int(1000), "Sinkhorn methods: Adam iterations on Q"),
             ParamSpec::with_default("lr", ParamType::Float { min: Some(f64::MIN_POSITIVE), max: None }, Value::Float(0.1), "Sinkhorn methods: Adam learning rate"),
-            ParamSpec::with_default("dataset", ParamType::Enum(DATASET_WORDS), Value::Str("none".into()), "Data objectives: base task"),
-            ParamSpec::with_default("data_split", ParamType::Enum(SplitName::WORDS), Value::Str("train".into()), "Data objectives: split to estimate the loss on (the code used test)"),
+            ParamSpec::with_default("dataset", ParamType::Enum(crate::data::DatasetName::OR_NONE), Value::Str("none".into()), "Data objectives: base task"),
+            ParamSpec::with_default("data_split", ParamType::Enum(SplitName::NAMES), Value::Str("train".into()), "Data objectives: split to estimate the loss on (the code used test)"),
             ParamSpec::with_default("batches_per_iteration", ParamType::POSITIVE_INT, Value::Int(25), "Data objectives: minibatches (Adam steps) per iteration"),
             ParamSpec::with_default("batch_size", ParamType::POSITIVE_INT, Value::Int(64), "Data objectives: minibatch size"),
             ParamSpec::with_default("split_seed", ParamType::NON_NEGATIVE_INT, Value::Int(42), "Seed of the train/val/test split"),

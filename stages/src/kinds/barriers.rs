@@ -72,9 +72,9 @@ impl StageKind for Barriers {
         vec![
             ParamSpec::required("weights", ParamType::Ref { mode: RefMode::FanOut }, "Stage whose weights.safetensors to measure"),
             ParamSpec::optional_ref("aligned", RefMode::FanOut, "Optional second stage with the same networks aligned (same order)"),
-            ParamSpec::required("dataset", ParamType::Enum(DatasetName::WORDS), "Base task of the networks"),
+            ParamSpec::required("dataset", ParamType::Enum(DatasetName::NAMES), "Base task of the networks"),
             ParamSpec::with_default("count", ParamType::Int { min: Some(2), max: None }, Value::Int(250), "Networks drawn at random"),
-            ParamSpec::with_default("split", ParamType::Enum(SplitName::WORDS), Value::Str("test".into()), "Split the loss is computed on"),
+            ParamSpec::with_default("split", ParamType::Enum(SplitName::NAMES), Value::Str("test".into()), "Split the loss is computed on"),
             ParamSpec::with_default("split_seed", ParamType::NON_NEGATIVE_INT, Value::Int(42), "Seed of the train/val/test split"),
             ParamSpec::with_default("eval_batch", ParamType::POSITIVE_INT, Value::Int(64), "Batch size of the loss (per-batch averaging)"),
         ]

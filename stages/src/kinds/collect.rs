@@ -74,14 +74,14 @@ impl StageKind for Collect {
     fn params(&self) -> Vec<ParamSpec> {
         let positive = ParamType::Float { min: Some(f64::MIN_POSITIVE), max: None };
         vec![
-            ParamSpec::required("dataset", ParamType::Enum(DatasetName::WORDS), "Base task"),
+            ParamSpec::required("dataset", ParamType::Enum(DatasetName::NAMES), "Base task"),
             ParamSpec::with_default("layout", ParamType::IntList, int_list(&[30, 16, 16, 2]), "MLP layer sizes [n_0, ..., n_L]"),
             ParamSpec::with_default("runs", ParamType::POSITIVE_INT, Value::Int(100), "Independent training runs"),
             ParamSpec::with_default("epochs", ParamType::POSITIVE_INT, Value::Int(50), "Epochs per run"),
             ParamSpec::with_default("skip_epochs", ParamType::NON_NEGATIVE_INT, Value::Int(10), "Epochs recorded nothing at the start"),
             ParamSpec::with_default("record_every", ParamType::POSITIVE_INT, Value::Int(4), "Record before every k-th minibatch step"),
             ParamSpec::with_default("batch_size", ParamType::POSITIVE_INT, Value::Int(64), "Training minibatch size"),
-            ParamSpec::with_default("optimizer", ParamType::Enum(OptimizerKind::WORDS), Value::Str("adam".into()), "adam or sgd (PyTorch semantics)"),
+            ParamSpec::with_default("optimizer", ParamType::Enum(OptimizerKind::NAMES), Value::Str("adam".into()), "adam or sgd (PyTorch semantics)"),
             ParamSpec::with_default("lr", positive, Value::Float(1e-3), "Learning rate"),
             ParamSpec::with_default("momentum", ParamType::Float { min: Some(0.0), max: Some(1.0) }, Value::Float(0.9), "SGD momentum (SGD only)"),
             ParamSpec::with_default("weight_decay", ParamType::NON_NEGATIVE_FLOAT, Value::Float(0.0), "L2 penalty added to the gradient"),

@@ -43,7 +43,6 @@ use crate::weights::{WeightSet, FILE_NAME};
 pub struct Evaluate;
 
 const NO_DATASET: &str = "none";
-const DATASET_WORDS: &[&str] = &["none", "uci-wdbc", "mnist", "fashion-mnist"];
 const MODE_WORDS: &[&str] = &["task", "toy"];
 
 /// What to compute.
@@ -105,9 +104,9 @@ impl EvaluateParams {
             count: params.usize("count")?,
             diversity_networks: params.usize("diversity_networks")?,
             diversity_inputs: super::positive(params, "diversity_inputs")?,
-            diversity: DiversityConfig { bandwidth, form: super::enum_param(params, "jsd_form", JsdForm::parse, JsdForm::WORDS)? },
+            diversity: DiversityConfig { bandwidth, form: super::enum_param(params, "jsd_form", JsdForm::parse, JsdForm::NAMES)? },
             bma_models,
-            bma_average: super::enum_param(params, "bma_average", Averaging::parse, Averaging::WORDS)?,
+            bma_average: super::enum_param(params, "bma_average", Averaging::parse, Averaging::NAMES)?,
         })
     }
 
@@ -396,19 +395,19 @@ impl StageKind for Evaluate {
         vec![
             ParamSpec::required("weights", T::Ref { mode: RefMode::FanOut }, "stage whose weights.safetensors to evaluate"),
             ParamSpec::with_default("mode", T::Enum(MODE_WORDS), s("task"), "task: accuracy, loss, diversity, model averaging; toy: coordinate statistics (no dataset)"),
-            ParamSpec::with_default("dataset", T::Enum(DATASET_WORDS), s(NO_DATASET), "task to evaluate on (\"none\" with mode = \"toy\")"),
+            ParamSpec::with_default("dataset", T::Enum(crate::data::DatasetName::OR_NONE), s(NO_DATASET), "task to evaluate on (\"none\" with mode = \"toy\")"),
             ParamSpec::with_default("layout", T::IntList, Value::List(Vec::new()), "layout the set must have (empty: the set's own); checked against the dataset at plan time"),
-            ParamSpec::with_default("split", T::Enum(SplitName::WORDS), s("test"), "split to evaluate on"),
+            ParamSpec::with_default("split", T::Enum(SplitName::NAMES), s("test"), "split to evaluate on"),
             ParamSpec::with_default("split_seed", T::NON_NEGATIVE_INT, Value::Int(data::DEFAULT_SPLIT_SEED as i64), "seed of the train/val/test split (the collection's, so the test rows are unseen)"),
             ParamSpec::with_default("eval_batch", T::POSITIVE_INT, Value::Int(crate::mlp::EVAL_BATCH as i64), "batch size of the per-batch loss averaging (docs/science.md 1.3)"),
             ParamSpec::with_default("count", T::NON_NEGATIVE_INT, Value::Int(0), "networks evaluated: 0 for all, else a seeded random subset"),
             ParamSpec::with_default("diversity_networks", T::NON_NEGATIVE_INT, Value::Int(64), "N: networks in the diversity estimate (0: skip it)"),
             ParamSpec::with_default("diversity_inputs", T::POSITIVE_INT, Value::Int(1000), "K: first rows of the split whose softmax outputs form each set"),
             ParamSpec::with_default("kde_bandwidth", T::Float { min: Some(f64::MIN_POSITIVE), max: None }, Value::Float(1.0), "h: Gaussian KDE bandwidth"),
-            ParamSpec::with_default("jsd_form", T::Enum(JsdForm::WORDS), s("monte-carlo"), "monte-carlo, or density-weighted (thesis Eq. 7.2 literally)"),
+            ParamSpec::with_default("jsd_form", T::Enum(JsdForm::NAMES), s("monte-carlo"), "monte-carlo, or density-weighted (thesis Eq. 7.2 literally)"),
             ParamSpec::with_default("bma_models", T::IntList, super::int_list(&[1, 2, 4, 8, 16, 32, 64]), "numbers of networks averaged (empty: skip; above the set size: skipped)"),
             ParamSpec::added("targets", T::Ref { mode: RefMode::FanOut }, s(""), "the weight set the flow was trained on: adds each sample's distance to its nearest target and the targets' own spacing"),
-            ParamSpec::with_default("bma_average", T::Enum(Averaging::WORDS), s("probabilities"), "probabilities (Eq. 2.1) or logits (the code's model_average)"),
+            ParamSpec::with_default("bma_average", T::Enum(Averaging::NAMES), s("probabilities"), "probabilities (Eq. 2.1) or logits (the code's model_average)"),
         ]
     }
 

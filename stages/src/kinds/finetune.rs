@@ -29,30 +29,13 @@ use crate::weights::{WeightSet, FILE_NAME};
 
 pub struct Finetune;
 
-const INIT_WORDS: &[&str] = &["weights", "prior"];
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Init {
     Weights,
     Prior,
 }
 
-impl Init {
-    fn parse(word: &str) -> Option<Self> {
-        match word {
-            "weights" => Some(Init::Weights),
-            "prior" => Some(Init::Prior),
-            _ => None,
-        }
-    }
-
-    fn word(self) -> &'static str {
-        match self {
-            Init::Weights => "weights",
-            Init::Prior => "prior",
-        }
-    }
-}
+crate::words!(Init, "init", { Weights = "weights", Prior = "prior" });
 
 struct FinetuneParams {
     init: Init,
@@ -67,7 +50,7 @@ struct FinetuneParams {
 
 impl FinetuneParams {
     fn parse(params: &Params) -> Result<Self, StageError> {
-        let init = super::enum_param(params, "init", Init::parse, INIT_WORDS)?;
+        let init = super::enum_param(params, "init", Init::parse, Init::NAMES)?;
         let has_weights = !params.str("weights")?.is_empty();
         let sizes = params.usize_list("layout")?;
         let layout = if sizes.is_empty() { None } else { Some(Layout::new(sizes).map_err(|e| StageError::Param(format!("`layout`: {e}")))?) };
@@ -134,7 +117,7 @@ fn curve_rows(run: usize, init: Init, network: Option<usize>, curve: &[CurvePoin
                 ("iteration", Value::Int(p.iteration as i64)),
                 ("accuracy", Value::Float(p.accuracy)),
                 ("loss", Value::Float(p.loss)),
-                ("init", Value::Str(init.word().into())),
+                ("init", Value::Str(init.name().into())),
             ]);
             if let Some(n) = network {
                 r.insert("network".into(), Value::Int(n as i64));
@@ -161,19 +144,19 @@ impl StageKind for Finetune {
         use ParamType as T;
         let s = |v: &str| Value::Str(v.to_owned());
         vec![
-            ParamSpec::with_default("init", T::Enum(INIT_WORDS), s("weights"), "weights: random networks of `weights`; prior: N(0, 0.1²) weights, zero biases"),
+            ParamSpec::with_default("init", T::Enum(Init::NAMES), s("weights"), "weights: random networks of `weights`; prior: N(0, 0.1²) weights, zero biases"),
             ParamSpec::optional_ref("weights", RefMode::FanOut, "stage whose networks start the runs (init = \"weights\")"),
-            ParamSpec::required("dataset", T::Enum(DatasetName::WORDS), "task trained and measured on"),
+            ParamSpec::required("dataset", T::Enum(DatasetName::NAMES), "task trained and measured on"),
             ParamSpec::with_default("layout", T::IntList, Value::List(Vec::new()), "MLP layout (empty: the weight set's)"),
             ParamSpec::with_default("runs", T::POSITIVE_INT, Value::Int(5), "independent runs"),
             ParamSpec::with_default("iterations", T::POSITIVE_INT, Value::Int(1876), "optimizer steps per run (1,876 = 2 MNIST epochs at batch 64)"),
             ParamSpec::with_default("record_every", T::POSITIVE_INT, Value::Int(5), "measure every this many steps"),
             ParamSpec::with_default("eval_rows", T::NON_NEGATIVE_INT, Value::Int(512), "first rows of the split measured on (0: all; 512 = the code's 8 batches)"),
-            ParamSpec::with_default("split", T::Enum(SplitName::WORDS), s("test"), "split measured on"),
+            ParamSpec::with_default("split", T::Enum(SplitName::NAMES), s("test"), "split measured on"),
             ParamSpec::with_default("split_seed", T::NON_NEGATIVE_INT, Value::Int(data::DEFAULT_SPLIT_SEED as i64), "seed of the train/val/test split"),
             ParamSpec::with_default("eval_batch", T::POSITIVE_INT, Value::Int(crate::mlp::EVAL_BATCH as i64), "batch size of the per-batch loss averaging"),
             ParamSpec::with_default("batch_size", T::POSITIVE_INT, Value::Int(64), "training minibatch size"),
-            ParamSpec::with_default("optimizer", T::Enum(OptimizerKind::WORDS), s("adam"), "adam or sgd (PyTorch semantics)"),
+            ParamSpec::with_default("optimizer", T::Enum(OptimizerKind::NAMES), s("adam"), "adam or sgd (PyTorch semantics)"),
             ParamSpec::with_default("lr", T::Float { min: Some(f64::MIN_POSITIVE), max: None }, Value::Float(1e-3), "learning rate"),
             ParamSpec::with_default("momentum", T::Float { min: Some(0.0), max: Some(1.0) }, Value::Float(0.9), "SGD momentum (SGD only)"),
             ParamSpec::with_default("weight_decay", T::NON_NEGATIVE_FLOAT, Value::Float(0.0), "L2 penalty added to the gradient"),

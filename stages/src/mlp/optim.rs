@@ -2,9 +2,6 @@
 //! (`torch.optim.SGD` / `torch.optim.Adam`, single-tensor CPU path, no amsgrad, no
 //! Nesterov, no dampening), on a flat parameter vector.
 
-use std::fmt;
-use std::str::FromStr;
-
 /// Which optimizer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OptimizerKind {
@@ -12,29 +9,7 @@ pub enum OptimizerKind {
     Sgd,
 }
 
-impl OptimizerKind {
-    pub const WORDS: &'static [&'static str] = &["adam", "sgd"];
-}
-
-impl FromStr for OptimizerKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "adam" => Ok(OptimizerKind::Adam),
-            "sgd" => Ok(OptimizerKind::Sgd),
-            other => Err(format!("unknown optimizer `{other}`, expected one of {:?}", Self::WORDS)),
-        }
-    }
-}
-
-impl fmt::Display for OptimizerKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            OptimizerKind::Adam => "adam",
-            OptimizerKind::Sgd => "sgd",
-        })
-    }
-}
+crate::words!(OptimizerKind, "optimizer", { Adam = "adam", Sgd = "sgd" });
 
 /// Hyper-parameters of either optimizer (PyTorch defaults for the unused ones).
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -28,18 +28,7 @@ pub enum TimeChannel {
     Everywhere,
 }
 
-impl TimeChannel {
-    pub const NAMES: &'static [&'static str] = &["faithful", "weight-edges", "everywhere"];
-
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "faithful" => Some(TimeChannel::Faithful),
-            "weight-edges" => Some(TimeChannel::WeightEdges),
-            "everywhere" => Some(TimeChannel::Everywhere),
-            _ => None,
-        }
-    }
-}
+crate::words!(TimeChannel, "time channel", { Faithful = "faithful", WeightEdges = "weight-edges", Everywhere = "everywhere" });
 
 /// Which positional-embedding row each node reads (`train-flow`'s `positions`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,17 +44,9 @@ pub enum Positions {
     PerNeuron,
 }
 
+crate::words!(Positions, "positions", { Shared = "shared", PerNeuron = "per-neuron" });
+
 impl Positions {
-    pub const NAMES: &'static [&'static str] = &["shared", "per-neuron"];
-
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "shared" => Some(Positions::Shared),
-            "per-neuron" => Some(Positions::PerNeuron),
-            _ => None,
-        }
-    }
-
     pub fn is_shared(&self) -> bool {
         *self == Positions::Shared
     }

@@ -25,17 +25,9 @@ pub enum Attention {
     LayerBlocks,
 }
 
+crate::words!(Attention, "attention", { Dense = "dense", LayerBlocks = "layer-blocks" });
+
 impl Attention {
-    pub const NAMES: &'static [&'static str] = &["dense", "layer-blocks"];
-
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "dense" => Some(Attention::Dense),
-            "layer-blocks" => Some(Attention::LayerBlocks),
-            _ => None,
-        }
-    }
-
     pub fn is_dense(&self) -> bool {
         *self == Attention::Dense
     }
