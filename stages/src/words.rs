@@ -16,6 +16,13 @@
 /// assert_eq!(Fruit::Apple.to_string(), "apple");
 /// assert_eq!("pear".parse::<Fruit>().unwrap_err(), r#"unknown fruit `pear`, expected one of ["apple", "blood-orange"]"#);
 /// ```
+/// What [`words!`](crate::words) gives a type, for code generic over word enums (a
+/// parameter's parser, say).
+pub trait Words: Sized + Copy + 'static {
+    const NAMES: &'static [&'static str];
+    fn parse(word: &str) -> Option<Self>;
+}
+
 #[macro_export]
 macro_rules! words {
     ($ty:ident, $noun:literal, { $($variant:ident = $word:literal),+ $(,)? }) => {
@@ -37,6 +44,13 @@ macro_rules! words {
                 match self {
                     $($ty::$variant => $word,)+
                 }
+            }
+        }
+
+        impl $crate::words::Words for $ty {
+            const NAMES: &'static [&'static str] = $ty::NAMES;
+            fn parse(word: &str) -> Option<Self> {
+                $ty::parse(word)
             }
         }
 

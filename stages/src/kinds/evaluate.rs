@@ -104,9 +104,9 @@ impl EvaluateParams {
             count: params.usize("count")?,
             diversity_networks: params.usize("diversity_networks")?,
             diversity_inputs: super::positive(params, "diversity_inputs")?,
-            diversity: DiversityConfig { bandwidth, form: super::enum_param(params, "jsd_form", JsdForm::parse, JsdForm::NAMES)? },
+            diversity: DiversityConfig { bandwidth, form: super::enum_param::<JsdForm>(params, "jsd_form")? },
             bma_models,
-            bma_average: super::enum_param(params, "bma_average", Averaging::parse, Averaging::NAMES)?,
+            bma_average: super::enum_param::<Averaging>(params, "bma_average")?,
         })
     }
 

@@ -50,7 +50,7 @@ struct FinetuneParams {
 
 impl FinetuneParams {
     fn parse(params: &Params) -> Result<Self, StageError> {
-        let init = super::enum_param(params, "init", Init::parse, Init::NAMES)?;
+        let init = super::enum_param::<Init>(params, "init")?;
         let has_weights = !params.str("weights")?.is_empty();
         let sizes = params.usize_list("layout")?;
         let layout = if sizes.is_empty() { None } else { Some(Layout::new(sizes).map_err(|e| StageError::Param(format!("`layout`: {e}")))?) };

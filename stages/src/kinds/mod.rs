@@ -222,10 +222,10 @@ pub(crate) mod testing {
 }
 
 
-/// Parses an enum parameter with its `parse` function.
-pub(crate) fn enum_param<T>(params: &Params, name: &str, parse: fn(&str) -> Option<T>, words: &[&str]) -> Result<T, StageError> {
+/// Parses a word-enum parameter; an unknown word names the choices.
+pub(crate) fn enum_param<T: crate::words::Words>(params: &Params, name: &str) -> Result<T, StageError> {
     let value = params.str(name)?;
-    parse(value).ok_or_else(|| StageError::Param(format!("`{name}` must be one of {words:?}, got \"{value}\"")))
+    T::parse(value).ok_or_else(|| StageError::Param(format!("`{name}` must be one of {:?}, got \"{value}\"", T::NAMES)))
 }
 
 /// A positive integer parameter.

@@ -64,7 +64,7 @@ impl SampleParams {
             count: positive(params, "count")?,
             batch_size: positive(params, "batch_size")?,
             steps,
-            rule: enum_param(params, "velocity_rule", VelocityRule::parse, VelocityRule::NAMES)?,
+            rule: enum_param::<VelocityRule>(params, "velocity_rule")?,
             noise_scale: params.f64("noise_scale")?,
             guidance_scale,
             guidance_task,

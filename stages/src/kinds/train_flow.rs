@@ -72,13 +72,13 @@ impl TrainFlowParams {
             return Err(StageError::Param(format!("`d_model` ({d_model}) must be divisible by `heads` ({heads})")));
         }
         Ok(TrainFlowParams {
-            geometry: enum_param(params, "geometry", Geometry::parse, Geometry::NAMES)?,
-            coupling: enum_param(params, "coupling", Coupling::parse, Coupling::NAMES)?,
-            time_channel: enum_param(params, "time_channel", TimeChannel::parse, TimeChannel::NAMES)?,
-            output: enum_param(params, "output", Output::parse, Output::NAMES)?,
-            attention: enum_param(params, "attention", Attention::parse, Attention::NAMES)?,
-            positions: enum_param(params, "positions", Positions::parse, Positions::NAMES)?,
-            source_mode: enum_param(params, "source", SourceMode::parse, SourceMode::NAMES)?,
+            geometry: enum_param::<Geometry>(params, "geometry")?,
+            coupling: enum_param::<Coupling>(params, "coupling")?,
+            time_channel: enum_param::<TimeChannel>(params, "time_channel")?,
+            output: enum_param::<Output>(params, "output")?,
+            attention: enum_param::<Attention>(params, "attention")?,
+            positions: enum_param::<Positions>(params, "positions")?,
+            source_mode: enum_param::<SourceMode>(params, "source")?,
             source_std: params.f64("source_std")?,
             sigma: params.f64("sigma")?,
             d_model,
