@@ -36,3 +36,33 @@ impl Registry {
         self.kinds.iter().map(|k| k.as_ref())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Registry;
+
+    /// Every kind's schema (names, types, defaults, whether a default enters the key, docs)
+    /// against `tests/snapshots/schemas.txt`: the defaults fill every instance's parameters,
+    /// so a change here changes keys or `wfpipe kinds`, and must be deliberate
+    /// (`WFPIPE_BLESS=1` rewrites the snapshot).
+    #[test]
+    fn every_kinds_schema_matches_its_snapshot() {
+        let mut text = String::new();
+        for kind in Registry::standard().iter() {
+            text.push_str(&format!("{} v{}\n", kind.name(), kind.version()));
+            for spec in kind.params() {
+                text.push_str(&format!(
+                    "  {} {:?} default={:?} keyed_at_default={} doc={:?}\n",
+                    spec.name, spec.ty, spec.default, spec.keyed_at_default, spec.doc
+                ));
+            }
+        }
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/schemas.txt");
+        if std::env::var_os("WFPIPE_BLESS").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &text).unwrap();
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(want == text, "schemas differ from {}; got:\n{text}", path.display());
+    }
+}

@@ -2,6 +2,13 @@
 //! once, beside its variant; the list of words, the parser, the name and the error of an
 //! unknown word all follow from that one declaration.
 
+/// What [`words!`](crate::words) gives a type, for code generic over word enums (a
+/// parameter's parser, say).
+pub trait Words: Sized + Copy + 'static {
+    const NAMES: &'static [&'static str];
+    fn parse(word: &str) -> Option<Self>;
+}
+
 /// Implements, for a unit-variant enum, `NAMES` (the words in declaration order), `ALL`,
 /// `parse(&str) -> Option<Self>`, `name(self) -> &'static str`, `Display` (the word) and
 /// `FromStr` (an unknown word is an error naming `noun` and the words).
@@ -16,13 +23,6 @@
 /// assert_eq!(Fruit::Apple.to_string(), "apple");
 /// assert_eq!("pear".parse::<Fruit>().unwrap_err(), r#"unknown fruit `pear`, expected one of ["apple", "blood-orange"]"#);
 /// ```
-/// What [`words!`](crate::words) gives a type, for code generic over word enums (a
-/// parameter's parser, say).
-pub trait Words: Sized + Copy + 'static {
-    const NAMES: &'static [&'static str];
-    fn parse(word: &str) -> Option<Self>;
-}
-
 #[macro_export]
 macro_rules! words {
     ($ty:ident, $noun:literal, { $($variant:ident = $word:literal),+ $(,)? }) => {
