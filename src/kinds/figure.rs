@@ -11,7 +11,8 @@
 
 use std::collections::BTreeMap;
 
-use wfpipe_stages::kind::{ColumnUse, Needs, Produces, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
+use wfpipe_stages::declare::KindParams;
+use wfpipe_stages::kind::{ColumnUse, Needs, ParamSpec, ParamType, Params, Produces, StageContext, StageError, StageKind};
 
 use crate::report::draw::{self, FigureData, FigureSpec};
 use crate::report::figure_data::{heatmap_panels, histogram_series, line_series};
@@ -52,8 +53,28 @@ fn lines(rows: &[wfpipe_stages::kind::Row], x: &str, y: &str, also: &[String], s
     Ok(out)
 }
 
-fn text(s: &str) -> Value {
-    Value::Str(s.into())
+wfpipe_stages::kind_params! {
+    /// The parameters of one `[figure.NAME]`, declared once.
+    struct Args {
+        from: Vec<String> [ParamType::RefList] = required, "stages whose rows are gathered (all selected instances)";
+        source: String = default("metrics".to_owned()), "which emitted table of the inputs to read (<source>.parquet, else <source>.csv)";
+        plot: PlotKind = default(PlotKind::Line), "line, histogram or heatmap";
+        x: String = required, "x column (histogram: the values binned)";
+        y: String = default(String::new()), "y column (line: the metric; heatmap: the row column)";
+        also_y: Vec<String> = added(Vec::new()), "line: more y columns drawn beside `y` as series of their own (a baseline such as mean_predictor_loss)";
+        z: String = default(String::new()), "heatmap: the value column";
+        series: Vec<String> = default(Vec::new()), "columns whose values make separate series (heatmap: panels)";
+        filter: BTreeMap<String, String> = default(BTreeMap::new()), "keep rows whose column equals the value";
+        band: bool = default(true), "line: shade mean ± std";
+        bins: usize [ParamType::Int { min: Some(1), max: Some(1000) }] = default(30), "histogram: number of bins";
+        log_x: bool = default(false), "line: logarithmic x axis";
+        title: String = default(String::new()), "title (default: `<y> vs <x>`)";
+        xlabel: String = default(String::new()), "x-axis label (default: the x column)";
+        ylabel: String = default(String::new()), "y-axis label (default: the y column, or `count`)";
+        reference: String = default(String::new()), "thesis lines to draw, e.g. \"thesis:figure-7.5\"";
+        width: usize [ParamType::Int { min: Some(320), max: Some(4000) }] = default(1000), "pixels (PNG) / user units (SVG)";
+        height: usize [ParamType::Int { min: Some(240), max: Some(4000) }] = default(600), "pixels (PNG) / user units (SVG)";
+    }
 }
 
 impl StageKind for Figure {
@@ -71,26 +92,7 @@ impl StageKind for Figure {
         "plot gathered rows (line with ± std band, histogram, heat map) as SVG and PNG"
     }
     fn params(&self) -> Vec<ParamSpec> {
-        vec![
-            ParamSpec::required("from", ParamType::RefList, "stages whose rows are gathered (all selected instances)"),
-            ParamSpec::with_default("source", ParamType::Str, text("metrics"), "which emitted table of the inputs to read (<source>.parquet, else <source>.csv)"),
-            ParamSpec::with_default("plot", ParamType::Enum(PlotKind::NAMES), text("line"), "line, histogram or heatmap"),
-            ParamSpec::required("x", ParamType::Str, "x column (histogram: the values binned)"),
-            ParamSpec::with_default("y", ParamType::Str, text(""), "y column (line: the metric; heatmap: the row column)"),
-            ParamSpec::added("also_y", ParamType::StrList, Value::List(vec![]), "line: more y columns drawn beside `y` as series of their own (a baseline such as mean_predictor_loss)"),
-            ParamSpec::with_default("z", ParamType::Str, text(""), "heatmap: the value column"),
-            ParamSpec::with_default("series", ParamType::StrList, Value::List(vec![]), "columns whose values make separate series (heatmap: panels)"),
-            ParamSpec::with_default("filter", ParamType::StrMap, Value::Table(BTreeMap::new()), "keep rows whose column equals the value"),
-            ParamSpec::with_default("band", ParamType::Bool, Value::Bool(true), "line: shade mean ± std"),
-            ParamSpec::with_default("bins", ParamType::Int { min: Some(1), max: Some(1000) }, Value::Int(30), "histogram: number of bins"),
-            ParamSpec::with_default("log_x", ParamType::Bool, Value::Bool(false), "line: logarithmic x axis"),
-            ParamSpec::with_default("title", ParamType::Str, text(""), "title (default: `<y> vs <x>`)"),
-            ParamSpec::with_default("xlabel", ParamType::Str, text(""), "x-axis label (default: the x column)"),
-            ParamSpec::with_default("ylabel", ParamType::Str, text(""), "y-axis label (default: the y column, or `count`)"),
-            ParamSpec::with_default("reference", ParamType::Str, text(""), "thesis lines to draw, e.g. \"thesis:figure-7.5\""),
-            ParamSpec::with_default("width", ParamType::Int { min: Some(320), max: Some(4000) }, Value::Int(1000), "pixels (PNG) / user units (SVG)"),
-            ParamSpec::with_default("height", ParamType::Int { min: Some(240), max: Some(4000) }, Value::Int(600), "pixels (PNG) / user units (SVG)"),
-        ]
+        Args::schema()
     }
     /// With a `reference`, the result shows the thesis's values: their digest is in the key.
     fn builtin_data_digest(&self, params: &Params) -> Option<String> {
@@ -101,58 +103,59 @@ impl StageKind for Figure {
     }
     /// `from` must name stages that emit the `source` table with every column named here.
     fn needs(&self, _param: &str, params: &Params) -> Needs {
-        let mut columns: Vec<ColumnUse> = ["x", "y", "z"]
+        let Ok(a) = Args::parse(params) else { return Needs::Anything };
+        let mut columns: Vec<ColumnUse> = [("x", &a.x), ("y", &a.y), ("z", &a.z)]
             .into_iter()
-            .filter_map(|param| params.str(param).ok().filter(|c| !c.is_empty()).map(|c| ColumnUse { param, column: c.to_owned() }))
+            .filter(|(_, c)| !c.is_empty())
+            .map(|(param, c)| ColumnUse { param, column: c.clone() })
             .collect();
-        columns.extend(params.str_list("also_y").unwrap_or_default().into_iter().map(|column| ColumnUse { param: "also_y", column }));
-        columns.extend(params.str_list("series").unwrap_or_default().into_iter().map(|column| ColumnUse { param: "series", column }));
-        columns.extend(params.str_map("filter").unwrap_or_default().into_keys().map(|column| ColumnUse { param: "filter", column }));
-        Needs::Table { name: params.str("source").unwrap_or("metrics").to_owned(), columns, picks: Vec::new() }
+        for (param, names) in [("also_y", &a.also_y), ("series", &a.series)] {
+            columns.extend(names.iter().map(|column| ColumnUse { param, column: column.clone() }));
+        }
+        columns.extend(a.filter.keys().map(|column| ColumnUse { param: "filter", column: column.clone() }));
+        Needs::Table { name: a.source, columns, picks: Vec::new() }
     }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
-        check_source_name(params.str("source")?).map_err(StageError::Param)?;
-        let plot: PlotKind = params.parse("plot")?;
-        let need = |name: &str| -> Result<(), StageError> {
-            if params.str(name)?.is_empty() {
-                return Err(StageError::Param(format!("plot `{}` needs `{name}`", params.str("plot")?)));
+        let a = Args::parse(params)?;
+        check_source_name(&a.source).map_err(StageError::Param)?;
+        let need = |name: &str, value: &str| -> Result<(), StageError> {
+            if value.is_empty() {
+                return Err(StageError::Param(format!("plot `{}` needs `{name}`", a.plot)));
             }
             Ok(())
         };
-        need("x")?;
-        match plot {
-            PlotKind::Line => need("y")?,
+        need("x", &a.x)?;
+        match a.plot {
+            PlotKind::Line => need("y", &a.y)?,
             PlotKind::Histogram => {}
             PlotKind::Heatmap => {
-                need("y")?;
-                need("z")?;
+                need("y", &a.y)?;
+                need("z", &a.z)?;
             }
         }
-        let reference = params.str("reference")?;
-        if !reference.is_empty() {
-            Thesis::get().figure(reference).map_err(|e| StageError::Param(format!("`reference`: {e}")))?;
+        if !a.reference.is_empty() {
+            Thesis::get().figure(&a.reference).map_err(|e| StageError::Param(format!("`reference`: {e}")))?;
         }
         Ok(())
     }
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        let p = ctx.params;
-        let plot: PlotKind = p.parse("plot")?;
-        let rows = gather(ctx.inputs_of("from"), p.str("source")?, &p.str_map("filter")?)?;
-        let (x, y, z) = (p.str("x")?, p.str("y")?, p.str("z")?);
-        let series = p.str_list("series")?;
+        let a = Args::parse(ctx.params)?;
+        let plot = a.plot;
+        let rows = gather(ctx.inputs_of("from"), &a.source, &a.filter)?;
+        let (x, y, z) = (a.x.as_str(), a.y.as_str(), a.z.as_str());
+        let series = &a.series;
         let input = |e: crate::report::aggregate::AggregateError| StageError::Input(e.to_string());
         let data = match plot {
-            PlotKind::Line => FigureData::Line(lines(&rows, x, y, &p.str_list("also_y")?, &series).map_err(input)?),
-            PlotKind::Histogram => FigureData::Histogram(histogram_series(&rows, x, &series).map_err(input)?),
-            PlotKind::Heatmap => FigureData::Heatmap(heatmap_panels(&rows, x, y, z, &series).map_err(input)?),
+            PlotKind::Line => FigureData::Line(lines(&rows, x, y, &a.also_y, series).map_err(input)?),
+            PlotKind::Histogram => FigureData::Histogram(histogram_series(&rows, x, series).map_err(input)?),
+            PlotKind::Heatmap => FigureData::Heatmap(heatmap_panels(&rows, x, y, z, series).map_err(input)?),
         };
         // Reference values belong to the plotted quantity: y of a line, x of a histogram.
         let plotted = if plot == PlotKind::Histogram { x } else { y };
-        let reference = p.str("reference")?;
-        let reference_lines = if reference.is_empty() || plot == PlotKind::Heatmap {
+        let reference_lines = if a.reference.is_empty() || plot == PlotKind::Heatmap {
             Vec::new()
         } else {
-            let fig = Thesis::get().figure(reference).map_err(|e| StageError::Param(e.to_string()))?;
+            let fig = Thesis::get().figure(&a.reference).map_err(|e| StageError::Param(e.to_string()))?;
             fig.lines.iter().filter(|l| l.metric == plotted).cloned().collect()
         };
         let or = |given: &str, fallback: String| if given.is_empty() { fallback } else { given.to_owned() };
@@ -162,16 +165,17 @@ impl StageKind for Figure {
             PlotKind::Heatmap => format!("{z} over {x} × {y}"),
         };
         let spec = FigureSpec {
-            title: or(p.str("title")?, default_title),
-            xlabel: or(p.str("xlabel")?, x.to_owned()),
-            ylabel: or(p.str("ylabel")?, if plot == PlotKind::Histogram { "count".into() } else { y.to_owned() }),
+            title: or(&a.title, default_title),
+            xlabel: or(&a.xlabel, x.to_owned()),
+            ylabel: or(&a.ylabel, if plot == PlotKind::Histogram { "count".into() } else { y.to_owned() }),
             zlabel: z.to_owned(),
-            log_x: p.bool("log_x")?,
-            band: p.bool("band")?,
+            log_x: a.log_x,
+            band: a.band,
             legend_title: series.join(", "),
-            bins: p.usize("bins")?,
-            width: u32::try_from(p.i64("width")?).map_err(|_| StageError::Param("`width` out of range".into()))?,
-            height: u32::try_from(p.i64("height")?).map_err(|_| StageError::Param("`height` out of range".into()))?,
+            bins: a.bins,
+            // Both are at most 4,000 (the schema's range).
+            width: a.width as u32,
+            height: a.height as u32,
             reference_lines,
         };
         draw::render(ctx.out_dir, FIGURE_STEM, &spec, &data).map_err(|e| StageError::Failed(e.to_string()))?;

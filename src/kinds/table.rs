@@ -9,7 +9,8 @@
 
 use std::collections::BTreeMap;
 
-use wfpipe_stages::kind::{ColumnUse, TableDecl, Needs, Produces, ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
+use wfpipe_stages::declare::KindParams;
+use wfpipe_stages::kind::{ColumnUse, Needs, ParamSpec, ParamType, Params, Produces, StageContext, StageError, StageKind, TableDecl};
 
 use crate::report::aggregate::group_and_summarise;
 use crate::report::gather::{check_source_name, gather};
@@ -24,17 +25,30 @@ pub struct Table;
 pub const TABLE_NAME: &str = "table";
 pub const MARKDOWN_FILE: &str = "table.md";
 
+wfpipe_stages::kind_params! {
+    /// The parameters of one `[table.NAME]`, declared once.
+    struct Args {
+        from: Vec<String> [ParamType::RefList] = required, "stages whose rows are gathered (all selected instances)";
+        source: String = default("metrics".to_owned()), "which emitted table of the inputs to read (<source>.parquet, else <source>.csv)";
+        rows: Vec<String> = default(Vec::new()), "group by these axes or columns (empty: one group)";
+        metrics: Vec<String> = required, "numeric columns to summarise";
+        min_max: bool = default(false), "also report each metric's min and max";
+        filter: BTreeMap<String, String> = default(BTreeMap::new()), "keep rows whose column equals the value, e.g. { level = \"summary\" }";
+        reference: String = default(String::new()), "thesis numbers to show beside ours, e.g. \"thesis:table-7.1\"";
+        reference_match: BTreeMap<String, String> = default(BTreeMap::new()), "values of reference match keys the table does not group by, e.g. { aligned = \"true\" }";
+        title: String = default(String::new()), "caption shown above the table";
+        near: BTreeMap<String, String> = added(BTreeMap::new()), "{ column, of, within }: adds metric <column>_near, the share of rows within `within` of the mean of stage `of`'s rows";
+    }
+}
+
 impl Table {
     /// The summary table an instance writes: one row per group of `rows`.
-    fn declared(params: &Params) -> TableDecl {
-        let rows = params.str_list("rows").unwrap_or_default();
-        let mut metrics = params.str_list("metrics").unwrap_or_default();
-        if let Ok(Some(near)) = Near::parse(&params.str_map("near").unwrap_or_default()) {
+    fn declared(a: &Args) -> TableDecl {
+        let mut metrics = a.metrics.clone();
+        if let Ok(Some(near)) = Near::parse(&a.near) {
             metrics.push(near.output_column());
         }
-        let reference = params.str("reference").is_ok_and(|r| !r.is_empty());
-        let min_max = params.bool("min_max").unwrap_or(false);
-        TableDecl::with_columns(TABLE_NAME, column_names(&rows, &metrics, min_max, reference)).keyed_by(rows)
+        TableDecl::with_columns(TABLE_NAME, column_names(&a.rows, &metrics, a.min_max, !a.reference.is_empty())).keyed_by(a.rows.clone())
     }
 }
 
@@ -49,73 +63,57 @@ impl StageKind for Table {
         "aggregate rows of gathered instances by group (mean, std, count) beside the thesis's numbers"
     }
     fn params(&self) -> Vec<ParamSpec> {
-        let none = || Value::List(vec![]);
-        vec![
-            ParamSpec::required("from", ParamType::RefList, "stages whose rows are gathered (all selected instances)"),
-            ParamSpec::with_default("source", ParamType::Str, Value::Str("metrics".into()), "which emitted table of the inputs to read (<source>.parquet, else <source>.csv)"),
-            ParamSpec::with_default("rows", ParamType::StrList, none(), "group by these axes or columns (empty: one group)"),
-            ParamSpec::required("metrics", ParamType::StrList, "numeric columns to summarise"),
-            ParamSpec::with_default("min_max", ParamType::Bool, Value::Bool(false), "also report each metric's min and max"),
-            ParamSpec::with_default("filter", ParamType::StrMap, Value::Table(BTreeMap::new()), "keep rows whose column equals the value, e.g. { level = \"summary\" }"),
-            ParamSpec::with_default("reference", ParamType::Str, Value::Str(String::new()), "thesis numbers to show beside ours, e.g. \"thesis:table-7.1\""),
-            ParamSpec::with_default("reference_match", ParamType::StrMap, Value::Table(BTreeMap::new()), "values of reference match keys the table does not group by, e.g. { aligned = \"true\" }"),
-            ParamSpec::with_default("title", ParamType::Str, Value::Str(String::new()), "caption shown above the table"),
-            ParamSpec::added("near", ParamType::StrMap, Value::Table(BTreeMap::new()), "{ column, of, within }: adds metric <column>_near, the share of rows within `within` of the mean of stage `of`'s rows"),
-        ]
+        Args::schema()
     }
     /// With a `reference`, the result shows the thesis's values: their digest is in the key.
     fn builtin_data_digest(&self, params: &Params) -> Option<String> {
         params.str("reference").ok().filter(|r| !r.is_empty()).map(|_| Thesis::digest())
     }
+    /// Nothing is declared for parameters `validate` refuses.
     fn produces(&self, params: &Params) -> Option<Produces> {
-        Some(Produces::tables(&[Self::declared(params)]))
+        Some(Produces::tables(&Args::parse(params).map(|a| vec![Self::declared(&a)]).unwrap_or_default()))
     }
     /// `from` must name stages that emit the `source` table with every column named here.
     fn needs(&self, _param: &str, params: &Params) -> Needs {
+        let Ok(a) = Args::parse(params) else { return Needs::Anything };
         let mut columns = Vec::new();
-        for param in ["rows", "metrics"] {
-            for column in params.str_list(param).unwrap_or_default() {
-                columns.push(ColumnUse { param, column });
-            }
+        for (param, names) in [("rows", &a.rows), ("metrics", &a.metrics)] {
+            columns.extend(names.iter().map(|column| ColumnUse { param, column: column.clone() }));
         }
-        columns.extend(params.str_map("filter").unwrap_or_default().into_keys().map(|column| ColumnUse { param: "filter", column }));
-        if let Ok(Some(near)) = Near::parse(&params.str_map("near").unwrap_or_default()) {
+        columns.extend(a.filter.keys().map(|column| ColumnUse { param: "filter", column: column.clone() }));
+        if let Ok(Some(near)) = Near::parse(&a.near) {
             columns.push(ColumnUse { param: "near", column: near.column });
         }
-        Needs::Table { name: params.str("source").unwrap_or("metrics").to_owned(), columns, picks: Vec::new() }
+        Needs::Table { name: a.source, columns, picks: Vec::new() }
     }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
-        check_source_name(params.str("source")?).map_err(StageError::Param)?;
-        let metrics = params.str_list("metrics")?;
-        if metrics.is_empty() {
+        let a = Args::parse(params)?;
+        check_source_name(&a.source).map_err(StageError::Param)?;
+        if a.metrics.is_empty() {
             return Err(StageError::Param("`metrics` must name at least one column".into()));
         }
-        let rows = params.str_list("rows")?;
-        if let Some(both) = rows.iter().find(|r| metrics.contains(r)) {
+        if let Some(both) = a.rows.iter().find(|r| a.metrics.contains(r)) {
             return Err(StageError::Param(format!("`{both}` is both a group column (`rows`) and a metric")));
         }
-        let reference = params.str("reference")?;
-        if !reference.is_empty() {
-            Thesis::get().table(reference).map_err(|e| StageError::Param(format!("`reference`: {e}")))?;
+        if !a.reference.is_empty() {
+            Thesis::get().table(&a.reference).map_err(|e| StageError::Param(format!("`reference`: {e}")))?;
         }
-        Near::parse(&params.str_map("near")?)?;
+        Near::parse(&a.near)?;
         Ok(())
     }
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        let p = ctx.params;
-        let mut gathered = gather(ctx.inputs_of("from"), p.str("source")?, &p.str_map("filter")?)?;
-        let mut metrics = p.str_list("metrics")?;
-        if let Some(near) = Near::parse(&p.str_map("near")?)? {
+        let a = Args::parse(ctx.params)?;
+        let mut gathered = gather(ctx.inputs_of("from"), &a.source, &a.filter)?;
+        let mut metrics = a.metrics.clone();
+        if let Some(near) = Near::parse(&a.near)? {
             near.mark(&mut gathered)?;
             metrics.push(near.output_column());
         }
-        let grouped = group_and_summarise(&gathered, &p.str_list("rows")?, &metrics)
-            .map_err(|e| StageError::Input(e.to_string()))?;
-        let mut summary = SummaryTable::new(p.str("title")?.to_owned(), grouped, p.bool("min_max")?);
-        let reference = p.str("reference")?;
-        if !reference.is_empty() {
-            let thesis = Thesis::get().table(reference).map_err(|e| StageError::Param(e.to_string()))?;
-            summary = summary.with_reference(reference, thesis, &p.str_map("reference_match")?);
+        let grouped = group_and_summarise(&gathered, &a.rows, &metrics).map_err(|e| StageError::Input(e.to_string()))?;
+        let mut summary = SummaryTable::new(a.title.clone(), grouped, a.min_max);
+        if !a.reference.is_empty() {
+            let thesis = Thesis::get().table(&a.reference).map_err(|e| StageError::Param(e.to_string()))?;
+            summary = summary.with_reference(&a.reference, thesis, &a.reference_match);
         }
         let mut frame = table::rows_to_frame_ordered(&summary.rows(), &summary.column_names())
             .map_err(|e| StageError::Failed(format!("building the table: {e}")))?;

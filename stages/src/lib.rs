@@ -9,6 +9,7 @@ pub mod backend;
 pub mod collect;
 pub mod coupling;
 pub mod data;
+pub mod declare;
 pub mod eval;
 pub mod flow;
 pub mod geometry;

@@ -5,13 +5,18 @@
 /// What [`words!`](crate::words) gives a type, for code generic over word enums (a
 /// parameter's parser, say).
 pub trait Words: Sized + Copy + 'static {
+    /// What a word names, for errors ("unknown dataset `cifar`").
+    const NOUN: &'static str;
     const NAMES: &'static [&'static str];
+    /// `"none"`, then [`Self::NAMES`]: the words of a parameter that may name no variant.
+    const NAMES_OR_NONE: &'static [&'static str];
     fn parse(word: &str) -> Option<Self>;
 }
 
 /// Implements, for a unit-variant enum, `NAMES` (the words in declaration order), `ALL`,
-/// `parse(&str) -> Option<Self>`, `name(self) -> &'static str`, `Display` (the word) and
-/// `FromStr` (an unknown word is an error naming `noun` and the words).
+/// `parse(&str) -> Option<Self>`, `name(self) -> &'static str`, `Display` (the word),
+/// `FromStr` (an unknown word is an error naming `noun` and the words), [`Words`] and
+/// [`Param`](crate::declare::Param) (a parameter of this type).
 ///
 /// ```
 /// #[derive(Clone, Copy, Debug, PartialEq)]
@@ -48,9 +53,21 @@ macro_rules! words {
         }
 
         impl $crate::words::Words for $ty {
+            const NOUN: &'static str = $noun;
             const NAMES: &'static [&'static str] = $ty::NAMES;
+            const NAMES_OR_NONE: &'static [&'static str] = &["none", $($word),+];
             fn parse(word: &str) -> Option<Self> {
                 $ty::parse(word)
+            }
+        }
+
+        impl $crate::declare::Param for $ty {
+            const TYPE: $crate::kind::ParamType = $crate::kind::ParamType::Enum($ty::NAMES);
+            fn from_value(name: &str, value: &$crate::kind::Value) -> Result<Self, $crate::kind::StageError> {
+                $crate::declare::word_from_value(name, value)
+            }
+            fn into_value(self) -> $crate::kind::Value {
+                $crate::kind::Value::Str(self.name().to_owned())
             }
         }
 

@@ -15,41 +15,55 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use burn::backend::{Autodiff, NdArray};
 use rayon::prelude::*;
 
-use super::{read_input_weights, row, split_seed, thread_pool, write_weights};
+use super::{read_input_weights, row, thread_pool, write_weights};
 use crate::align::sinkhorn::{sinkhorn_rebasin, SinkhornConfig};
 use crate::align::{l2_distance_sq, weight_matching::weight_matching, AlignMethod, Permutations};
 use crate::data::{self, DatasetName, SplitName};
-use crate::kind::{NetworkColumns, TableDecl, ParamSpec, ParamType, Params, RefMode, Resources, StageContext, StageError, StageKind, Value};
+use crate::declare::{KindParams, StageRef};
+use crate::kind::{NetworkColumns, ParamSpec, ParamType as T, Params, Resources, StageContext, StageError, StageKind, TableDecl, Value};
+use crate::kind_params;
 use crate::layout::Layout;
 use crate::rng;
 use crate::weights::{encode_safetensors, layout_json, write_atomic, TensorRef};
 
 pub struct Align;
 
-/// `dataset` words: the data objectives need one; the others take `none`.
-
-impl Align {
-    fn method(params: &Params) -> Result<AlignMethod, StageError> {
-        params.parse("method")
+kind_params! {
+    /// The parameters of one `align` instance, declared once (docs/science.md section 3).
+    struct Args {
+        weights: StageRef = required, "Stage whose weights.safetensors to align";
+        method: AlignMethod = default(AlignMethod::WeightMatching), "Alignment algorithm";
+        reference: usize = default(256), "Index of the reference network in the set";
+        iterations: usize [T::POSITIVE_INT] = default(1000), "Sinkhorn methods: Adam iterations on Q";
+        lr: f64 [T::POSITIVE_FLOAT] = default(0.1), "Sinkhorn methods: Adam learning rate";
+        dataset: Option<DatasetName> = default(None), "Data objectives: base task";
+        data_split: SplitName = default(SplitName::Train), "Data objectives: split to estimate the loss on (the code used test)";
+        batches_per_iteration: usize [T::POSITIVE_INT] = default(25), "Data objectives: minibatches (Adam steps) per iteration";
+        batch_size: usize [T::POSITIVE_INT] = default(64), "Data objectives: minibatch size";
+        split_seed: u64 = default(data::DEFAULT_SPLIT_SEED), "Seed of the train/val/test split";
+        chunk: usize [T::POSITIVE_INT] = default(256), "Sinkhorn methods: networks optimized together";
     }
+}
 
-    fn dataset(params: &Params) -> Result<Option<DatasetName>, StageError> {
-        match params.str("dataset")? {
-            "none" => Ok(None),
-            other => other.parse().map(Some).map_err(|e: String| StageError::Param(format!("`dataset`: {e}"))),
+impl Args {
+    /// The parameters, with the checks that involve more than one of them.
+    fn read(params: &Params) -> Result<Self, StageError> {
+        let a = Args::parse(params)?;
+        if matches!(a.method, AlignMethod::SinkhornMid | AlignMethod::SinkhornRnd) && a.dataset.is_none() {
+            return Err(StageError::Param(format!("method `{}` needs `dataset` (its loss is computed on data)", a.method)));
         }
+        Ok(a)
     }
 
-    fn sinkhorn_config(params: &Params, method: AlignMethod) -> Result<Option<SinkhornConfig>, StageError> {
-        let Some(objective) = method.sinkhorn_objective() else { return Ok(None) };
-        Ok(Some(SinkhornConfig {
-            objective,
-            iterations: params.usize("iterations")?,
-            lr: params.f64("lr")?,
-            batches_per_iteration: params.usize("batches_per_iteration")?,
-            batch_size: params.usize("batch_size")?,
+    fn sinkhorn_config(&self) -> Option<SinkhornConfig> {
+        Some(SinkhornConfig {
+            objective: self.method.sinkhorn_objective()?,
+            iterations: self.iterations,
+            lr: self.lr,
+            batches_per_iteration: self.batches_per_iteration,
+            batch_size: self.batch_size,
             ..SinkhornConfig::default()
-        }))
+        })
     }
 }
 
@@ -67,19 +81,7 @@ impl StageKind for Align {
     }
 
     fn params(&self) -> Vec<ParamSpec> {
-        vec![
-            ParamSpec::required("weights", ParamType::Ref { mode: RefMode::FanOut }, "Stage whose weights.safetensors to align"),
-            ParamSpec::with_default("method", ParamType::Enum(AlignMethod::NAMES), Value::Str("weight-matching".into()), "Alignment algorithm"),
-            ParamSpec::with_default("reference", ParamType::NON_NEGATIVE_INT, Value::Int(256), "Index of the reference network in the set"),
-            ParamSpec::with_default("iterations", ParamType::POSITIVE_INT, Value::Int(1000), "Sinkhorn methods: Adam iterations on Q"),
-            ParamSpec::with_default("lr", ParamType::Float { min: Some(f64::MIN_POSITIVE), max: None }, Value::Float(0.1), "Sinkhorn methods: Adam learning rate"),
-            ParamSpec::with_default("dataset", ParamType::Enum(crate::data::DatasetName::OR_NONE), Value::Str("none".into()), "Data objectives: base task"),
-            ParamSpec::with_default("data_split", ParamType::Enum(SplitName::NAMES), Value::Str("train".into()), "Data objectives: split to estimate the loss on (the code used test)"),
-            ParamSpec::with_default("batches_per_iteration", ParamType::POSITIVE_INT, Value::Int(25), "Data objectives: minibatches (Adam steps) per iteration"),
-            ParamSpec::with_default("batch_size", ParamType::POSITIVE_INT, Value::Int(64), "Data objectives: minibatch size"),
-            ParamSpec::with_default("split_seed", ParamType::NON_NEGATIVE_INT, Value::Int(42), "Seed of the train/val/test split"),
-            ParamSpec::with_default("chunk", ParamType::POSITIVE_INT, Value::Int(256), "Sinkhorn methods: networks optimized together"),
-        ]
+        Args::schema()
     }
 
     fn produces(&self, _params: &Params) -> Option<crate::kind::Produces> {
@@ -93,13 +95,7 @@ impl StageKind for Align {
         crate::kind::Needs::Weights
     }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
-        let method = Self::method(params)?;
-        let dataset = Self::dataset(params)?;
-        params.parse::<SplitName>("data_split")?;
-        if matches!(method, AlignMethod::SinkhornMid | AlignMethod::SinkhornRnd) && dataset.is_none() {
-            return Err(StageError::Param(format!("method `{method}` needs `dataset` (its loss is computed on data)")));
-        }
-        Ok(())
+        Args::read(params).map(|_| ())
     }
 
     fn resources(&self, _params: &Params) -> Resources {
@@ -107,10 +103,9 @@ impl StageKind for Align {
     }
 
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        self.validate(ctx.params)?;
-        let method = Self::method(ctx.params)?;
+        let a = Args::read(ctx.params)?;
+        let (method, reference) = (a.method, a.reference);
         let set = read_input_weights(ctx, "weights")?;
-        let reference = ctx.params.usize("reference")?;
         if reference >= set.count {
             return Err(StageError::Param(format!(
                 "reference index {reference} is out of range: the input set has {} networks (0..{})",
@@ -143,18 +138,18 @@ impl StageKind for Align {
                     .collect()
             }),
             _ => {
-                let config = Self::sinkhorn_config(ctx.params, method)?.expect("Sinkhorn methods have a config");
-                let data = match Self::dataset(ctx.params)? {
+                let config = a.sinkhorn_config().expect("Sinkhorn methods have a config");
+                let data = match a.dataset {
                     Some(name) if config.objective != crate::align::sinkhorn::Objective::L2 => {
-                        let dataset = data::load(name, ctx.data_dir, split_seed(ctx.params)?)?;
+                        let dataset = data::load(name, ctx.data_dir, a.split_seed)?;
                         if dataset.inputs() != layout.inputs() {
                             return Err(StageError::Param(format!("layout {layout} does not fit dataset {name}")));
                         }
-                        Some(dataset.split(ctx.params.parse("data_split")?).clone())
+                        Some(dataset.split(a.data_split).clone())
                     }
                     _ => None,
                 };
-                let chunk = ctx.params.usize("chunk")?;
+                let chunk = a.chunk;
                 let device = Default::default();
                 let mut perms = Vec::with_capacity(set.count);
                 for (c, start) in (0..set.count).step_by(chunk).enumerate() {

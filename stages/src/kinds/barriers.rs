@@ -9,15 +9,30 @@
 
 use rand::seq::SliceRandom;
 
-use super::{check_layout_fits, dataset_param, load_dataset, row, thread_pool};
+use super::{check_layout_fits, load_dataset, row, thread_pool};
 use crate::align::barrier::{pairwise_midpoint_losses, BarrierMatrix};
-use crate::data::{DatasetName, SplitName};
-use crate::kind::{TableDecl, ParamSpec, ParamType, Params, RefMode, Row, StageContext, StageError, StageKind, Value};
+use crate::data::{DatasetName, SplitName, DEFAULT_SPLIT_SEED};
+use crate::declare::{KindParams, StageRef};
+use crate::kind::{ParamSpec, ParamType as T, Params, Row, StageContext, StageError, StageKind, TableDecl, Value};
+use crate::kind_params;
 use crate::rng;
 use crate::stats::MeanStd;
 use crate::weights::{WeightSet, FILE_NAME};
 
 pub struct Barriers;
+
+kind_params! {
+    /// The parameters of one `barriers` instance, declared once (docs/science.md 3.4).
+    struct Args {
+        weights: StageRef = required, "Stage whose weights.safetensors to measure";
+        aligned: StageRef = default(StageRef::NONE), "Optional second stage with the same networks aligned (same order)";
+        dataset: DatasetName = required, "Base task of the networks";
+        count: usize [T::Int { min: Some(2), max: None }] = default(250), "Networks drawn at random";
+        split: SplitName = default(SplitName::Test), "Split the loss is computed on";
+        split_seed: u64 = default(DEFAULT_SPLIT_SEED), "Seed of the train/val/test split";
+        eval_batch: usize [T::POSITIVE_INT] = default(64), "Batch size of the loss (per-batch averaging)";
+    }
+}
 
 fn summary_rows(set: &str, m: &BarrierMatrix) -> Vec<Row> {
     [
@@ -69,15 +84,7 @@ impl StageKind for Barriers {
     }
 
     fn params(&self) -> Vec<ParamSpec> {
-        vec![
-            ParamSpec::required("weights", ParamType::Ref { mode: RefMode::FanOut }, "Stage whose weights.safetensors to measure"),
-            ParamSpec::optional_ref("aligned", RefMode::FanOut, "Optional second stage with the same networks aligned (same order)"),
-            ParamSpec::required("dataset", ParamType::Enum(DatasetName::NAMES), "Base task of the networks"),
-            ParamSpec::with_default("count", ParamType::Int { min: Some(2), max: None }, Value::Int(250), "Networks drawn at random"),
-            ParamSpec::with_default("split", ParamType::Enum(SplitName::NAMES), Value::Str("test".into()), "Split the loss is computed on"),
-            ParamSpec::with_default("split_seed", ParamType::NON_NEGATIVE_INT, Value::Int(42), "Seed of the train/val/test split"),
-            ParamSpec::with_default("eval_batch", ParamType::POSITIVE_INT, Value::Int(64), "Batch size of the loss (per-batch averaging)"),
-        ]
+        Args::schema()
     }
 
     fn produces(&self, _params: &Params) -> Option<crate::kind::Produces> {
@@ -90,30 +97,25 @@ impl StageKind for Barriers {
         crate::kind::Needs::Weights
     }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
-        dataset_param(params, "dataset")?;
-        params.parse::<SplitName>("split")?;
-        if params.usize("count")? < 2 {
-            return Err(StageError::Param("count must be at least 2 (barriers are pairwise)".into()));
-        }
-        Ok(())
+        Args::parse(params).map(|_| ())
     }
 
     fn estimate_flops(&self, params: &Params) -> Option<f64> {
         // The layout is only known from the input; assume the thesis layout of the dataset
         // (P_W = 768 for UCI, 7,940 for MNIST) and the test split, 2 FLOPs per weight per row.
-        let dataset = dataset_param(params, "dataset").ok()?;
-        let count = params.usize("count").ok()? as f64;
-        let (rows, weights) = match dataset {
+        let a = Args::parse(params).ok()?;
+        let count = a.count as f64;
+        let (rows, weights) = match a.dataset {
             DatasetName::UciWdbc => (57.0, 768.0),
             DatasetName::Mnist | DatasetName::FashionMnist => (5_000.0, 7_940.0),
         };
-        let sets = if params.str("aligned").ok()?.is_empty() { 1.0 } else { 2.0 };
+        let sets = if a.aligned.is_set() { 2.0 } else { 1.0 };
         Some(sets * count * (count + 1.0) / 2.0 * rows * 2.0 * weights)
     }
 
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        self.validate(ctx.params)?;
-        let dataset_name = dataset_param(ctx.params, "dataset")?;
+        let a = Args::parse(ctx.params)?;
+        let dataset_name = a.dataset;
         let raw = WeightSet::read(&ctx.input("weights")?.file(FILE_NAME))?;
         check_layout_fits(&raw.layout, dataset_name)?;
         let aligned = match ctx.inputs_of("aligned") {
@@ -131,7 +133,7 @@ impl StageKind for Barriers {
             }
             many => return Err(StageError::Input(format!("`aligned` selects {} instances where one was expected", many.len()))),
         };
-        let count = ctx.params.usize("count")?;
+        let count = a.count;
         if count > raw.count {
             return Err(StageError::Param(format!("count {count} exceeds the {} networks in the set", raw.count)));
         }
@@ -139,9 +141,9 @@ impl StageKind for Barriers {
         indices.shuffle(&mut rng::stream(ctx.seed, "barrier subset", 0));
         indices.truncate(count);
 
-        let dataset = load_dataset(ctx, dataset_name)?;
-        let split = dataset.split(ctx.params.parse("split")?);
-        let batch = ctx.params.usize("eval_batch")?;
+        let dataset = load_dataset(ctx, dataset_name, a.split_seed)?;
+        let split = dataset.split(a.split);
+        let batch = a.eval_batch;
         let pool = thread_pool(ctx.threads)?;
         let measure = |set: &WeightSet| {
             let rows: Vec<&[f32]> = indices.iter().map(|&i| set.row(i)).collect();

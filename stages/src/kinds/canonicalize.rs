@@ -4,9 +4,19 @@
 
 use super::{read_input_weights, write_weights};
 use crate::geometry::canon::canonicalize_row;
-use crate::kind::{ParamSpec, ParamType, Params, RefMode, StageContext, StageError, StageKind, Value};
+use crate::declare::{KindParams, StageRef};
+use crate::kind::{ParamSpec, ParamType as T, Params, StageContext, StageError, StageKind};
+use crate::kind_params;
 
 pub struct Canonicalize;
+
+kind_params! {
+    /// The parameters of one `canonicalize` instance, declared once.
+    struct Args {
+        weights: StageRef = required, "Stage whose weights.safetensors to canonicalize";
+        rho: f64 [T::POSITIVE_FLOAT] = default(1.0), "Radius of the last-layer sphere";
+    }
+}
 
 impl StageKind for Canonicalize {
     fn name(&self) -> &'static str {
@@ -22,10 +32,7 @@ impl StageKind for Canonicalize {
     }
 
     fn params(&self) -> Vec<ParamSpec> {
-        vec![
-            ParamSpec::required("weights", ParamType::Ref { mode: RefMode::FanOut }, "Stage whose weights.safetensors to canonicalize"),
-            ParamSpec::with_default("rho", ParamType::Float { min: Some(f64::MIN_POSITIVE), max: None }, Value::Float(1.0), "Radius of the last-layer sphere"),
-        ]
+        Args::schema()
     }
 
     fn produces(&self, _params: &Params) -> Option<crate::kind::Produces> {
@@ -35,16 +42,11 @@ impl StageKind for Canonicalize {
         crate::kind::Needs::Weights
     }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
-        let rho = params.f64("rho")?;
-        if !(rho.is_finite() && rho > 0.0) {
-            return Err(StageError::Param(format!("rho must be a positive finite number, got {rho}")));
-        }
-        Ok(())
+        Args::parse(params).map(|_| ())
     }
 
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        self.validate(ctx.params)?;
-        let rho = ctx.params.f64("rho")? as f32;
+        let rho = Args::parse(ctx.params)?.rho as f32;
         let mut set = read_input_weights(ctx, "weights")?;
         let layout = set.layout.clone();
         for theta in set.rows_mut() {
@@ -59,6 +61,7 @@ impl StageKind for Canonicalize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kind::Value;
     use crate::kinds::{testing, toy_data::ToyData};
     use crate::weights::WeightSet;
     use std::collections::BTreeMap;

@@ -8,26 +8,52 @@
 //! Outputs: `weights.safetensors` (every record, run order, with `run`/`epoch`/`step`
 //! columns) and the table `runs` (final train/val/test loss and accuracy per run).
 
-use super::{check_layout_fits, dataset_param, int_list, layout_param, load_dataset, row, split_seed, write_weights};
+use super::{check_layout_fits, layout_of, load_dataset, row, write_weights, OptimizerArgs};
 use crate::collect::{collect, Checkpoints, CollectConfig, RunMetrics};
-use crate::data::{mnist, uci, DatasetName, TrainingSplit};
-use crate::kind::{NetworkColumns, TableDecl, ParamSpec, ParamType, Params, Resources, StageContext, StageError, StageKind, Value};
-use crate::mlp::{train::batches_per_epoch, OptimizerKind, RecordRule, TrainConfig};
+use crate::data::{mnist, uci, DatasetName, TrainingSplit, DEFAULT_SPLIT_SEED};
+use crate::declare::KindParams;
+use crate::kind::{NetworkColumns, ParamSpec, ParamType as T, Params, Resources, StageContext, StageError, StageKind, TableDecl, Value};
+use crate::kind_params;
+use crate::mlp::{train::batches_per_epoch, RecordRule, TrainConfig};
 
 pub struct Collect;
 
+kind_params! {
+    /// The parameters of one `collect` instance, declared once (docs/science.md 2.1-2.3).
+    struct Args {
+        dataset: DatasetName = required, "Base task";
+        layout: Vec<usize> = default(vec![30, 16, 16, 2]), "MLP layer sizes [n_0, ..., n_L]";
+        runs: usize [T::POSITIVE_INT] = default(100), "Independent training runs";
+        epochs: usize [T::POSITIVE_INT] = default(50), "Epochs per run";
+        skip_epochs: usize = default(10), "Epochs recorded nothing at the start";
+        record_every: usize [T::POSITIVE_INT] = default(4), "Record before every k-th minibatch step";
+        batch_size: usize [T::POSITIVE_INT] = default(64), "Training minibatch size";
+        ..optimizer: OptimizerArgs;
+        split_seed: u64 = default(DEFAULT_SPLIT_SEED), "Seed of the train/val/test split";
+        eval_batch: usize [T::POSITIVE_INT] = default(64), "Batch size of the final evaluation";
+    }
+}
+
 impl Collect {
-    fn config(params: &Params, seed: u64) -> Result<CollectConfig, StageError> {
-        let layout = layout_param(params, "layout")?;
-        let optimizer = super::optimizer_param(params)?;
-        Ok(CollectConfig {
+    fn config(params: &Params, seed: u64) -> Result<(Args, CollectConfig), StageError> {
+        let a = Args::parse(params)?;
+        let layout = layout_of(&a.layout)?;
+        check_layout_fits(&layout, a.dataset)?;
+        if a.skip_epochs >= a.epochs {
+            return Err(StageError::Param(format!(
+                "skip_epochs ({}) must be below epochs ({}), or nothing is recorded",
+                a.skip_epochs, a.epochs
+            )));
+        }
+        let config = CollectConfig {
             layout,
-            runs: params.usize("runs")?,
-            train: TrainConfig { epochs: params.usize("epochs")?, batch_size: params.usize("batch_size")?, optimizer },
-            record: RecordRule { skip_epochs: params.usize("skip_epochs")?, every: params.usize("record_every")? },
-            eval_batch: params.usize("eval_batch")?,
+            runs: a.runs,
+            train: TrainConfig { epochs: a.epochs, batch_size: a.batch_size, optimizer: a.optimizer.config()? },
+            record: RecordRule { skip_epochs: a.skip_epochs, every: a.record_every },
+            eval_batch: a.eval_batch,
             seed,
-        })
+        };
+        Ok((a, config))
     }
 
     fn train_rows(dataset: DatasetName) -> usize {
@@ -72,22 +98,7 @@ impl StageKind for Collect {
     }
 
     fn params(&self) -> Vec<ParamSpec> {
-        let positive = ParamType::Float { min: Some(f64::MIN_POSITIVE), max: None };
-        vec![
-            ParamSpec::required("dataset", ParamType::Enum(DatasetName::NAMES), "Base task"),
-            ParamSpec::with_default("layout", ParamType::IntList, int_list(&[30, 16, 16, 2]), "MLP layer sizes [n_0, ..., n_L]"),
-            ParamSpec::with_default("runs", ParamType::POSITIVE_INT, Value::Int(100), "Independent training runs"),
-            ParamSpec::with_default("epochs", ParamType::POSITIVE_INT, Value::Int(50), "Epochs per run"),
-            ParamSpec::with_default("skip_epochs", ParamType::NON_NEGATIVE_INT, Value::Int(10), "Epochs recorded nothing at the start"),
-            ParamSpec::with_default("record_every", ParamType::POSITIVE_INT, Value::Int(4), "Record before every k-th minibatch step"),
-            ParamSpec::with_default("batch_size", ParamType::POSITIVE_INT, Value::Int(64), "Training minibatch size"),
-            ParamSpec::with_default("optimizer", ParamType::Enum(OptimizerKind::NAMES), Value::Str("adam".into()), "adam or sgd (PyTorch semantics)"),
-            ParamSpec::with_default("lr", positive, Value::Float(1e-3), "Learning rate"),
-            ParamSpec::with_default("momentum", ParamType::Float { min: Some(0.0), max: Some(1.0) }, Value::Float(0.9), "SGD momentum (SGD only)"),
-            ParamSpec::with_default("weight_decay", ParamType::NON_NEGATIVE_FLOAT, Value::Float(0.0), "L2 penalty added to the gradient"),
-            ParamSpec::with_default("split_seed", ParamType::NON_NEGATIVE_INT, Value::Int(42), "Seed of the train/val/test split"),
-            ParamSpec::with_default("eval_batch", ParamType::POSITIVE_INT, Value::Int(64), "Batch size of the final evaluation"),
-        ]
+        Args::schema()
     }
 
     fn produces(&self, _params: &Params) -> Option<crate::kind::Produces> {
@@ -97,16 +108,7 @@ impl StageKind for Collect {
         )]))
     }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
-        let dataset = dataset_param(params, "dataset")?;
-        let config = Self::config(params, 0)?;
-        check_layout_fits(&config.layout, dataset)?;
-        if config.record.skip_epochs >= config.train.epochs {
-            return Err(StageError::Param(format!(
-                "skip_epochs ({}) must be below epochs ({}), or nothing is recorded",
-                config.record.skip_epochs, config.train.epochs
-            )));
-        }
-        Ok(())
+        Self::config(params, 0).map(|_| ())
     }
 
     fn resources(&self, params: &Params) -> Resources {
@@ -115,8 +117,7 @@ impl StageKind for Collect {
     }
 
     fn estimate_flops(&self, params: &Params) -> Option<f64> {
-        let dataset = dataset_param(params, "dataset").ok()?;
-        let config = Self::config(params, 0).ok()?;
+        let (Args { dataset, .. }, config) = Self::config(params, 0).ok()?;
         // Forward + backward ≈ 6 FLOPs per weight per row; the final evaluation 2.
         let weights = config.layout.num_weights() as f64;
         let train_rows = (Self::train_rows(dataset) * config.train.epochs) as f64;
@@ -124,17 +125,16 @@ impl StageKind for Collect {
     }
 
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        self.validate(ctx.params)?;
-        let dataset_name = dataset_param(ctx.params, "dataset")?;
-        let config = Self::config(ctx.params, ctx.seed)?;
-        let dataset = load_dataset(ctx, dataset_name)?;
+        let (a, config) = Self::config(ctx.params, ctx.seed)?;
+        let dataset_name = a.dataset;
+        let dataset = load_dataset(ctx, dataset_name, a.split_seed)?;
         let per_run = config.record.records_per_run(config.train.epochs, batches_per_epoch(dataset.train.len(), config.train.batch_size));
         tracing::info!(runs = config.runs, per_run, "collecting {} on {}", config.layout, dataset_name);
         let progress = ctx.progress;
         let checkpoints = Checkpoints::new(ctx.scratch_dir);
         let (mut weights, metrics) = collect(&config, &dataset, &checkpoints, ctx.threads, &|done, total| progress.progress(done, total, "runs"))
             .map_err(|e| StageError::Failed(e.to_string()))?;
-        weights.trained_on = Some(TrainingSplit { dataset: dataset_name, split_seed: split_seed(ctx.params)? });
+        weights.trained_on = Some(TrainingSplit { dataset: dataset_name, split_seed: a.split_seed });
         write_weights(&weights, ctx.out_dir)?;
         let mean = |f: fn(&RunMetrics) -> f64| metrics.iter().map(f).sum::<f64>() / metrics.len() as f64;
         ctx.progress.metric("test_accuracy_mean", mean(|m| m.test_accuracy));
@@ -180,7 +180,7 @@ mod tests {
             ("weights", Value::Str("w".into())), ("dataset", Value::Str("uci-wdbc".into())), ("optimizer", Value::Str("sgd".into())), ("momentum", Value::Float(1.5)),
         ]);
         let err = Finetune.validate(&finetune).unwrap_err().to_string();
-        assert!(err.contains("`momentum` must be below 1, got 1.5"), "{err}");
+        assert!(err.contains("`momentum` must be a number in [0, 1], got 1.5"), "{err}");
     }
 
     #[test]
@@ -226,7 +226,7 @@ mod tests {
     fn bad_parameters_are_rejected_with_clear_messages() {
         let wrong_layout = testing::params(
             &Collect,
-            &[("dataset", Value::Str("mnist".into())), ("layout", int_list(&[30, 16, 2]))],
+            &[("dataset", Value::Str("mnist".into())), ("layout", crate::kinds::int_list(&[30, 16, 2]))],
         );
         let err = Collect.validate(&wrong_layout).unwrap_err().to_string();
         assert!(err.contains("layout 30-16-2 does not fit mnist") && err.contains("784 inputs"), "{err}");

@@ -26,7 +26,7 @@
 
 use rand::seq::SliceRandom;
 
-use super::{check_layout_fits, row, thread_pool};
+use super::{check_layout_fits, layout_of, row, thread_pool};
 use crate::data::{self, DatasetName, SplitName};
 use crate::eval::bma::{bma_curve, usable_grid, Averaging, BmaPoint};
 use crate::eval::diversity::{diversity, output_sets, Diversity, DiversityConfig, JsdForm};
@@ -34,7 +34,9 @@ use crate::eval::metrics::evaluate_networks;
 use crate::eval::novelty::{nearest_target, target_spacing};
 use crate::stats::MeanStd;
 use crate::eval::toy::{toy_statistics, SampleStats, ToySummary};
-use crate::kind::{TableDecl, NETWORK_ROW, ROW_TYPE, SUMMARY_ROW, ParamSpec, ParamType, Params, RefMode, Resources, Row, StageContext, StageError, StageKind, Value};
+use crate::declare::{KindParams, StageRef};
+use crate::kind::{ParamSpec, ParamType as T, Params, Resources, Row, StageContext, StageError, StageKind, TableDecl, Value, NETWORK_ROW, ROW_TYPE, SUMMARY_ROW};
+use crate::kind_params;
 use crate::layout::Layout;
 use crate::mlp::Metrics;
 use crate::rng;
@@ -42,8 +44,34 @@ use crate::weights::{WeightSet, FILE_NAME};
 
 pub struct Evaluate;
 
-const NO_DATASET: &str = "none";
-const MODE_WORDS: &[&str] = &["task", "toy"];
+/// The `mode` parameter's words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ModeWord {
+    Task,
+    Toy,
+}
+crate::words!(ModeWord, "mode", { Task = "task", Toy = "toy" });
+
+kind_params! {
+    /// The parameters of one `evaluate` instance, declared once (docs/science.md 8.1-8.3, 8.7).
+    struct Args {
+        weights: StageRef = required, "stage whose weights.safetensors to evaluate";
+        mode: ModeWord = default(ModeWord::Task), "task: accuracy, loss, diversity, model averaging; toy: coordinate statistics (no dataset)";
+        dataset: Option<DatasetName> = default(None), "task to evaluate on (\"none\" with mode = \"toy\")";
+        layout: Vec<usize> = default(Vec::new()), "layout the set must have (empty: the set's own); checked against the dataset at plan time";
+        split: SplitName = default(SplitName::Test), "split to evaluate on";
+        split_seed: u64 = default(data::DEFAULT_SPLIT_SEED), "seed of the train/val/test split (the collection's, so the test rows are unseen)";
+        eval_batch: usize [T::POSITIVE_INT] = default(crate::mlp::EVAL_BATCH), "batch size of the per-batch loss averaging (docs/science.md 1.3)";
+        count: usize = default(0), "networks evaluated: 0 for all, else a seeded random subset";
+        diversity_networks: usize = default(64), "N: networks in the diversity estimate (0: skip it)";
+        diversity_inputs: usize [T::POSITIVE_INT] = default(1000), "K: first rows of the split whose softmax outputs form each set";
+        kde_bandwidth: f64 [T::POSITIVE_FLOAT] = default(1.0), "h: Gaussian KDE bandwidth";
+        jsd_form: JsdForm = default(JsdForm::MonteCarlo), "monte-carlo, or density-weighted (thesis Eq. 7.2 literally)";
+        bma_models: Vec<usize> = default(vec![1, 2, 4, 8, 16, 32, 64]), "numbers of networks averaged (empty: skip; above the set size: skipped)";
+        targets: StageRef = added(StageRef::NONE), "the weight set the flow was trained on: adds each sample's distance to its nearest target and the targets' own spacing";
+        bma_average: Averaging = default(Averaging::Probabilities), "probabilities (Eq. 2.1) or logits (the code's model_average)";
+    }
+}
 
 /// What to compute.
 enum Mode {
@@ -51,68 +79,42 @@ enum Mode {
     Toy,
 }
 
+/// The parameters, checked together, and what follows from them.
 struct EvaluateParams {
+    args: Args,
     mode: Mode,
     /// The layout the set must have (`None`: whatever it has).
     layout: Option<Layout>,
-    split: SplitName,
-    split_seed: u64,
-    eval_batch: usize,
-    /// 0: every network.
-    count: usize,
-    diversity_networks: usize,
-    diversity_inputs: usize,
     diversity: DiversityConfig,
-    bma_models: Vec<usize>,
-    bma_average: Averaging,
 }
 
 impl EvaluateParams {
     fn parse(params: &Params) -> Result<Self, StageError> {
-        let dataset = params.str("dataset")?;
-        let dataset = if dataset == NO_DATASET { None } else { Some(dataset.parse::<DatasetName>().map_err(StageError::Param)?) };
-        let mode = match (params.str("mode")?, dataset) {
-            ("task", Some(name)) => Mode::Task(name),
-            ("task", None) => {
+        let args = Args::parse(params)?;
+        let mode = match (args.mode, args.dataset) {
+            (ModeWord::Task, Some(name)) => Mode::Task(name),
+            (ModeWord::Task, None) => {
                 return Err(StageError::Param("`dataset` is \"none\": set the task to evaluate on, or mode = \"toy\" for a set with no task".into()))
             }
-            ("toy", None) => Mode::Toy,
-            ("toy", Some(name)) => {
+            (ModeWord::Toy, None) => Mode::Toy,
+            (ModeWord::Toy, Some(name)) => {
                 return Err(StageError::Param(format!("mode = \"toy\" evaluates no task, but `dataset` is \"{name}\": set dataset = \"none\" or mode = \"task\"")))
             }
-            (other, _) => return Err(StageError::Param(format!("`mode` must be one of {MODE_WORDS:?}, got \"{other}\""))),
         };
-        let sizes = params.usize_list("layout")?;
-        let layout = if sizes.is_empty() { None } else { Some(Layout::new(sizes).map_err(|e| StageError::Param(format!("`layout`: {e}")))?) };
+        let layout = if args.layout.is_empty() { None } else { Some(layout_of(&args.layout)?) };
         if let (Mode::Task(name), Some(layout)) = (&mode, &layout) {
             check_layout_fits(layout, *name)?;
         }
-        let bandwidth = params.f64("kde_bandwidth")?;
-        if !(bandwidth > 0.0 && bandwidth.is_finite()) {
-            return Err(StageError::Param(format!("`kde_bandwidth` must be a positive number, got {bandwidth}")));
-        }
-        let bma_models = params.usize_list("bma_models")?;
-        if bma_models.contains(&0) {
+        if args.bma_models.contains(&0) {
             return Err(StageError::Param("`bma_models` entries must be at least 1".into()));
         }
-        Ok(EvaluateParams {
-            mode,
-            layout,
-            split: params.parse("split")?,
-            split_seed: params.usize("split_seed")? as u64,
-            eval_batch: super::positive(params, "eval_batch")?,
-            count: params.usize("count")?,
-            diversity_networks: params.usize("diversity_networks")?,
-            diversity_inputs: super::positive(params, "diversity_inputs")?,
-            diversity: DiversityConfig { bandwidth, form: super::enum_param::<JsdForm>(params, "jsd_form")? },
-            bma_models,
-            bma_average: super::enum_param::<Averaging>(params, "bma_average")?,
-        })
+        let diversity = DiversityConfig { bandwidth: args.kde_bandwidth, form: args.jsd_form };
+        Ok(EvaluateParams { args, mode, layout, diversity })
     }
 
     /// Rows of the split evaluated (for cost estimates).
     fn split_rows(&self, dataset: DatasetName) -> usize {
-        match (dataset, self.split) {
+        match (dataset, self.args.split) {
             (DatasetName::UciWdbc, SplitName::Train) => data::uci::TRAIN,
             (DatasetName::UciWdbc, _) => data::uci::VAL,
             (_, SplitName::Train) => 60_000,
@@ -323,35 +325,35 @@ impl Evaluate {
         indices: &[usize],
         targets: Option<&WeightSet>,
     ) -> Result<(), StageError> {
-        data::TrainingSplit::refuse_seen(set.trained_on, name, p.split, p.split_seed).map_err(StageError::Param)?;
-        let dataset = data::load(name, ctx.data_dir, p.split_seed)?;
-        let split = dataset.split(p.split);
+        data::TrainingSplit::refuse_seen(set.trained_on, name, p.args.split, p.args.split_seed).map_err(StageError::Param)?;
+        let dataset = data::load(name, ctx.data_dir, p.args.split_seed)?;
+        let split = dataset.split(p.args.split);
         let layout = &set.layout;
         let pool = thread_pool(ctx.threads)?;
         const PHASES: u64 = 3;
 
-        let metrics = pool.install(|| evaluate_networks(layout, &rows_of(set, indices), split, p.eval_batch))?;
+        let metrics = pool.install(|| evaluate_networks(layout, &rows_of(set, indices), split, p.args.eval_batch))?;
         ctx.progress.progress(1, PHASES, "phases");
 
-        let diversity = if p.diversity_networks > 0 {
+        let diversity = if p.args.diversity_networks > 0 {
             let mut order = shuffled(indices, ctx.seed, "evaluate diversity");
-            order.truncate(p.diversity_networks);
-            let sets = pool.install(|| output_sets(layout, &rows_of(set, &order), split, p.diversity_inputs))?;
+            order.truncate(p.args.diversity_networks);
+            let sets = pool.install(|| output_sets(layout, &rows_of(set, &order), split, p.args.diversity_inputs))?;
             Some(pool.install(|| diversity(&sets, layout.outputs(), p.diversity))?)
         } else {
             None
         };
         ctx.progress.progress(2, PHASES, "phases");
 
-        let grid = usable_grid(&p.bma_models, indices.len());
-        if grid.len() < p.bma_models.len() {
+        let grid = usable_grid(&p.args.bma_models, indices.len());
+        if grid.len() < p.args.bma_models.len() {
             tracing::warn!(available = indices.len(), "bma_models entries above the number of networks are skipped");
         }
         let curve = match grid.last() {
             Some(&largest) => {
                 let mut order = shuffled(indices, ctx.seed, "evaluate bma");
                 order.truncate(largest);
-                pool.install(|| bma_curve(layout, &rows_of(set, &order), split, p.eval_batch, &grid, p.bma_average))?
+                pool.install(|| bma_curve(layout, &rows_of(set, &order), split, p.args.eval_batch, &grid, p.args.bma_average))?
             }
             None => Vec::new(),
         };
@@ -390,25 +392,7 @@ impl StageKind for Evaluate {
     }
 
     fn params(&self) -> Vec<ParamSpec> {
-        use ParamType as T;
-        let s = |v: &str| Value::Str(v.to_owned());
-        vec![
-            ParamSpec::required("weights", T::Ref { mode: RefMode::FanOut }, "stage whose weights.safetensors to evaluate"),
-            ParamSpec::with_default("mode", T::Enum(MODE_WORDS), s("task"), "task: accuracy, loss, diversity, model averaging; toy: coordinate statistics (no dataset)"),
-            ParamSpec::with_default("dataset", T::Enum(crate::data::DatasetName::OR_NONE), s(NO_DATASET), "task to evaluate on (\"none\" with mode = \"toy\")"),
-            ParamSpec::with_default("layout", T::IntList, Value::List(Vec::new()), "layout the set must have (empty: the set's own); checked against the dataset at plan time"),
-            ParamSpec::with_default("split", T::Enum(SplitName::NAMES), s("test"), "split to evaluate on"),
-            ParamSpec::with_default("split_seed", T::NON_NEGATIVE_INT, Value::Int(data::DEFAULT_SPLIT_SEED as i64), "seed of the train/val/test split (the collection's, so the test rows are unseen)"),
-            ParamSpec::with_default("eval_batch", T::POSITIVE_INT, Value::Int(crate::mlp::EVAL_BATCH as i64), "batch size of the per-batch loss averaging (docs/science.md 1.3)"),
-            ParamSpec::with_default("count", T::NON_NEGATIVE_INT, Value::Int(0), "networks evaluated: 0 for all, else a seeded random subset"),
-            ParamSpec::with_default("diversity_networks", T::NON_NEGATIVE_INT, Value::Int(64), "N: networks in the diversity estimate (0: skip it)"),
-            ParamSpec::with_default("diversity_inputs", T::POSITIVE_INT, Value::Int(1000), "K: first rows of the split whose softmax outputs form each set"),
-            ParamSpec::with_default("kde_bandwidth", T::Float { min: Some(f64::MIN_POSITIVE), max: None }, Value::Float(1.0), "h: Gaussian KDE bandwidth"),
-            ParamSpec::with_default("jsd_form", T::Enum(JsdForm::NAMES), s("monte-carlo"), "monte-carlo, or density-weighted (thesis Eq. 7.2 literally)"),
-            ParamSpec::with_default("bma_models", T::IntList, super::int_list(&[1, 2, 4, 8, 16, 32, 64]), "numbers of networks averaged (empty: skip; above the set size: skipped)"),
-            ParamSpec::added("targets", T::Ref { mode: RefMode::FanOut }, s(""), "the weight set the flow was trained on: adds each sample's distance to its nearest target and the targets' own spacing"),
-            ParamSpec::with_default("bma_average", T::Enum(Averaging::NAMES), s("probabilities"), "probabilities (Eq. 2.1) or logits (the code's model_average)"),
-        ]
+        Args::schema()
     }
 
     fn produces(&self, params: &Params) -> Option<crate::kind::Produces> {
@@ -432,16 +416,16 @@ impl StageKind for Evaluate {
     fn estimate_flops(&self, params: &Params) -> Option<f64> {
         let p = EvaluateParams::parse(params).ok()?;
         // `count` = 0 (every network) is known only at run time: estimate per 1,000 networks.
-        let networks = if p.count > 0 { p.count } else { 1_000 } as f64;
+        let networks = if p.args.count > 0 { p.args.count } else { 1_000 } as f64;
         match p.mode {
             Mode::Toy => Some(networks * 1_000.0 * 4.0),
             Mode::Task(name) => {
                 let layout = p.layout.clone().unwrap_or_else(|| usual_layout(name));
                 let rows = p.split_rows(name) as f64;
                 let forward = 2.0 * layout.num_weights() as f64 * rows;
-                let bma = p.bma_models.iter().copied().max().unwrap_or(0) as f64;
-                let n = (p.diversity_networks as f64).min(networks);
-                let k = p.diversity_inputs.min(p.split_rows(name)) as f64;
+                let bma = p.args.bma_models.iter().copied().max().unwrap_or(0) as f64;
+                let n = (p.args.diversity_networks as f64).min(networks);
+                let k = p.args.diversity_inputs.min(p.split_rows(name)) as f64;
                 // Each pair: one K×K×C sgemm plus ~10 FLOPs of kernel arithmetic per entry.
                 let kde = n * (n + 1.0) / 2.0 * k * k * (2.0 * layout.outputs() as f64 + 10.0);
                 Some((networks + bma + n) * forward + kde)
@@ -460,7 +444,7 @@ impl StageKind for Evaluate {
             check_layout_fits(&set.layout, name)?;
         }
         let targets = read_targets(ctx, &set)?;
-        let indices = chosen_networks(&set, p.count, ctx.seed)?;
+        let indices = chosen_networks(&set, p.args.count, ctx.seed)?;
         tracing::info!(networks = indices.len(), "evaluating {set}");
         match p.mode {
             Mode::Toy => Self::run_toy(ctx, &set, &indices),

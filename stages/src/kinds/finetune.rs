@@ -18,12 +18,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
-use super::{check_layout_fits, dataset_param, row, thread_pool};
+use super::{check_layout_fits, layout_of, row, thread_pool, OptimizerArgs};
 use crate::data::{self, DatasetName, Split, SplitName};
 use crate::eval::finetune::{finetune, CurvePoint, FinetuneConfig};
-use crate::kind::{TableDecl, ParamSpec, ParamType, Params, RefMode, Resources, Row, StageContext, StageError, StageKind, Value};
+use crate::declare::{KindParams, StageRef};
+use crate::kind::{ParamSpec, ParamType as T, Params, Resources, Row, StageContext, StageError, StageKind, TableDecl, Value};
+use crate::kind_params;
 use crate::layout::Layout;
-use crate::mlp::{MlpConfig, OptimizerKind};
+use crate::mlp::MlpConfig;
 use crate::rng;
 use crate::weights::{WeightSet, FILE_NAME};
 
@@ -37,51 +39,54 @@ enum Init {
 
 crate::words!(Init, "init", { Weights = "weights", Prior = "prior" });
 
+kind_params! {
+    /// The parameters of one `finetune` instance, declared once (docs/science.md 8.4c).
+    struct Args {
+        init: Init = default(Init::Weights), "weights: random networks of `weights`; prior: N(0, 0.1²) weights, zero biases";
+        weights: StageRef = default(StageRef::NONE), "stage whose networks start the runs (init = \"weights\")";
+        dataset: DatasetName = required, "task trained and measured on";
+        layout: Vec<usize> = default(Vec::new()), "MLP layout (empty: the weight set's)";
+        runs: usize [T::POSITIVE_INT] = default(5), "independent runs";
+        iterations: usize [T::POSITIVE_INT] = default(1876), "optimizer steps per run (1,876 = 2 MNIST epochs at batch 64)";
+        record_every: usize [T::POSITIVE_INT] = default(5), "measure every this many steps";
+        eval_rows: usize = default(512), "first rows of the split measured on (0: all; 512 = the code's 8 batches)";
+        split: SplitName = default(SplitName::Test), "split measured on";
+        split_seed: u64 = default(data::DEFAULT_SPLIT_SEED), "seed of the train/val/test split";
+        eval_batch: usize [T::POSITIVE_INT] = default(crate::mlp::EVAL_BATCH), "batch size of the per-batch loss averaging";
+        batch_size: usize [T::POSITIVE_INT] = default(64), "training minibatch size";
+        ..optimizer: OptimizerArgs;
+    }
+}
+
+/// The parameters, checked together, and what follows from them.
 struct FinetuneParams {
-    init: Init,
-    dataset: DatasetName,
+    args: Args,
     layout: Option<Layout>,
-    runs: usize,
-    eval_rows: usize,
-    split: SplitName,
-    split_seed: u64,
     config: FinetuneConfig,
 }
 
 impl FinetuneParams {
     fn parse(params: &Params) -> Result<Self, StageError> {
-        let init = super::enum_param::<Init>(params, "init")?;
-        let has_weights = !params.str("weights")?.is_empty();
-        let sizes = params.usize_list("layout")?;
-        let layout = if sizes.is_empty() { None } else { Some(Layout::new(sizes).map_err(|e| StageError::Param(format!("`layout`: {e}")))?) };
-        match (init, has_weights, &layout) {
+        let args = Args::parse(params)?;
+        let layout = if args.layout.is_empty() { None } else { Some(layout_of(&args.layout)?) };
+        match (args.init, args.weights.is_set(), &layout) {
             (Init::Weights, false, _) => return Err(StageError::Param("init = \"weights\" needs `weights`: the stage whose networks start the runs".into())),
             (Init::Prior, false, None) => {
                 return Err(StageError::Param("init = \"prior\" needs a `layout` (or `weights`, whose layout is then used)".into()))
             }
             _ => {}
         }
-        let dataset = dataset_param(params, "dataset")?;
         if let Some(layout) = &layout {
-            check_layout_fits(layout, dataset)?;
+            check_layout_fits(layout, args.dataset)?;
         }
-        let optimizer = super::optimizer_param(params)?;
-        Ok(FinetuneParams {
-            init,
-            dataset,
-            layout,
-            runs: super::positive(params, "runs")?,
-            eval_rows: params.usize("eval_rows")?,
-            split: params.parse("split")?,
-            split_seed: params.usize("split_seed")? as u64,
-            config: FinetuneConfig {
-                iterations: super::positive(params, "iterations")?,
-                record_every: super::positive(params, "record_every")?,
-                batch_size: super::positive(params, "batch_size")?,
-                optimizer,
-                eval_batch: super::positive(params, "eval_batch")?,
-            },
-        })
+        let config = FinetuneConfig {
+            iterations: args.iterations,
+            record_every: args.record_every,
+            batch_size: args.batch_size,
+            optimizer: args.optimizer.config()?,
+            eval_batch: args.eval_batch,
+        };
+        Ok(FinetuneParams { args, layout, config })
     }
 }
 
@@ -141,26 +146,7 @@ impl StageKind for Finetune {
     }
 
     fn params(&self) -> Vec<ParamSpec> {
-        use ParamType as T;
-        let s = |v: &str| Value::Str(v.to_owned());
-        vec![
-            ParamSpec::with_default("init", T::Enum(Init::NAMES), s("weights"), "weights: random networks of `weights`; prior: N(0, 0.1²) weights, zero biases"),
-            ParamSpec::optional_ref("weights", RefMode::FanOut, "stage whose networks start the runs (init = \"weights\")"),
-            ParamSpec::required("dataset", T::Enum(DatasetName::NAMES), "task trained and measured on"),
-            ParamSpec::with_default("layout", T::IntList, Value::List(Vec::new()), "MLP layout (empty: the weight set's)"),
-            ParamSpec::with_default("runs", T::POSITIVE_INT, Value::Int(5), "independent runs"),
-            ParamSpec::with_default("iterations", T::POSITIVE_INT, Value::Int(1876), "optimizer steps per run (1,876 = 2 MNIST epochs at batch 64)"),
-            ParamSpec::with_default("record_every", T::POSITIVE_INT, Value::Int(5), "measure every this many steps"),
-            ParamSpec::with_default("eval_rows", T::NON_NEGATIVE_INT, Value::Int(512), "first rows of the split measured on (0: all; 512 = the code's 8 batches)"),
-            ParamSpec::with_default("split", T::Enum(SplitName::NAMES), s("test"), "split measured on"),
-            ParamSpec::with_default("split_seed", T::NON_NEGATIVE_INT, Value::Int(data::DEFAULT_SPLIT_SEED as i64), "seed of the train/val/test split"),
-            ParamSpec::with_default("eval_batch", T::POSITIVE_INT, Value::Int(crate::mlp::EVAL_BATCH as i64), "batch size of the per-batch loss averaging"),
-            ParamSpec::with_default("batch_size", T::POSITIVE_INT, Value::Int(64), "training minibatch size"),
-            ParamSpec::with_default("optimizer", T::Enum(OptimizerKind::NAMES), s("adam"), "adam or sgd (PyTorch semantics)"),
-            ParamSpec::with_default("lr", T::Float { min: Some(f64::MIN_POSITIVE), max: None }, Value::Float(1e-3), "learning rate"),
-            ParamSpec::with_default("momentum", T::Float { min: Some(0.0), max: Some(1.0) }, Value::Float(0.9), "SGD momentum (SGD only)"),
-            ParamSpec::with_default("weight_decay", T::NON_NEGATIVE_FLOAT, Value::Float(0.0), "L2 penalty added to the gradient"),
-        ]
+        Args::schema()
     }
 
     fn produces(&self, _params: &Params) -> Option<crate::kind::Produces> {
@@ -175,8 +161,8 @@ impl StageKind for Finetune {
 
     fn resources(&self, params: &Params) -> Resources {
         let p = FinetuneParams::parse(params);
-        let cpus = p.as_ref().map(|p| p.runs.clamp(1, 8) as u32).unwrap_or(1);
-        let mem_mb = match p.map(|p| p.dataset) {
+        let cpus = p.as_ref().map(|p| p.args.runs.clamp(1, 8) as u32).unwrap_or(1);
+        let mem_mb = match p.map(|p| p.args.dataset) {
             Ok(DatasetName::Mnist | DatasetName::FashionMnist) => 2048,
             _ => Resources::default().mem_mb,
         };
@@ -187,20 +173,20 @@ impl StageKind for Finetune {
         let p = FinetuneParams::parse(params).ok()?;
         let weights = match &p.layout {
             Some(layout) => layout.num_weights(),
-            None => p.dataset.inputs() * 10 + 10 * p.dataset.classes(),
+            None => p.args.dataset.inputs() * 10 + 10 * p.args.dataset.classes(),
         } as f64;
         let c = &p.config;
         // Forward + backward ≈ 6 FLOPs per weight per row; each measurement a forward pass.
-        let eval_rows = if p.eval_rows == 0 { 5_000 } else { p.eval_rows } as f64;
+        let eval_rows = if p.args.eval_rows == 0 { 5_000 } else { p.args.eval_rows } as f64;
         let per_run = 6.0 * weights * (c.iterations * c.batch_size) as f64 + 2.0 * weights * eval_rows * (c.iterations / c.record_every + 2) as f64;
-        Some(p.runs as f64 * per_run)
+        Some(p.args.runs as f64 * per_run)
     }
 
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let p = FinetuneParams::parse(ctx.params)?;
         let set = read_weights(ctx)?;
         let layout = match (&p.layout, &set) {
-            (Some(layout), Some(set)) if p.init == Init::Weights => {
+            (Some(layout), Some(set)) if p.args.init == Init::Weights => {
                 set.expect_layout(layout)?;
                 layout.clone()
             }
@@ -209,26 +195,26 @@ impl StageKind for Finetune {
             (None, None) => return Err(StageError::Param("no layout: set `layout` or `weights`".into())),
         };
         // Every input check happens before the dataset is loaded or anything trains.
-        check_layout_fits(&layout, p.dataset)?;
-        if let (Init::Weights, Some(set)) = (p.init, &set) {
-            data::TrainingSplit::refuse_seen(set.trained_on, p.dataset, p.split, p.split_seed).map_err(StageError::Param)?;
+        check_layout_fits(&layout, p.args.dataset)?;
+        if let (Init::Weights, Some(set)) = (p.args.init, &set) {
+            data::TrainingSplit::refuse_seen(set.trained_on, p.args.dataset, p.args.split, p.args.split_seed).map_err(StageError::Param)?;
         }
-        let starts: Vec<(Option<usize>, Vec<f32>)> = match (p.init, &set) {
+        let starts: Vec<(Option<usize>, Vec<f32>)> = match (p.args.init, &set) {
             (Init::Weights, Some(set)) => {
                 let mut order: Vec<usize> = (0..set.count).collect();
                 order.shuffle(&mut rng::stream(ctx.seed, "finetune networks", 0));
-                (0..p.runs).map(|r| order[r % set.count]).map(|i| (Some(i), set.row(i).to_vec())).collect()
+                (0..p.args.runs).map(|r| order[r % set.count]).map(|i| (Some(i), set.row(i).to_vec())).collect()
             }
             (Init::Weights, None) => return Err(StageError::Input("init = \"weights\" but no `weights` input".into())),
             (Init::Prior, _) => {
                 let mlp = MlpConfig::new(layout.clone());
-                (0..p.runs).map(|r| (None, mlp.init(&mut rng::stream(ctx.seed, "finetune prior", r as u64)))).collect()
+                (0..p.args.runs).map(|r| (None, mlp.init(&mut rng::stream(ctx.seed, "finetune prior", r as u64)))).collect()
             }
         };
-        let dataset = data::load(p.dataset, ctx.data_dir, p.split_seed)?;
-        let eval = first_rows(dataset.split(p.split), p.eval_rows);
+        let dataset = data::load(p.args.dataset, ctx.data_dir, p.args.split_seed)?;
+        let eval = first_rows(dataset.split(p.args.split), p.args.eval_rows);
         if eval.is_empty() {
-            return Err(StageError::Input(format!("the {} split of {} is empty", ctx.params.str("split")?, p.dataset)));
+            return Err(StageError::Input(format!("the {} split of {} is empty", p.args.split, p.args.dataset)));
         }
         let pool = thread_pool(ctx.threads)?;
         let done = AtomicU64::new(0);
@@ -243,7 +229,7 @@ impl StageKind for Finetune {
                     let mut shuffle = rng::stream(seed, "finetune shuffle", run as u64);
                     let curve = finetune(&layout, &mut theta, &dataset.train, &eval, &p.config, &mut shuffle)
                         .map_err(|e| StageError::Failed(format!("run {run}: {e}")));
-                    progress.progress(done.fetch_add(1, Ordering::Relaxed) + 1, p.runs as u64, "runs");
+                    progress.progress(done.fetch_add(1, Ordering::Relaxed) + 1, p.args.runs as u64, "runs");
                     curve
                 })
                 .collect()
@@ -253,7 +239,7 @@ impl StageKind for Finetune {
         for (run, ((network, _), curve)) in starts.iter().zip(curves).enumerate() {
             let curve = curve?;
             finals.extend(curve.last().copied());
-            rows.extend(curve_rows(run, p.init, *network, &curve));
+            rows.extend(curve_rows(run, p.args.init, *network, &curve));
         }
         let mean = |f: fn(&CurvePoint) -> f64| finals.iter().map(f).sum::<f64>() / finals.len().max(1) as f64;
         ctx.progress.metric("final_accuracy_mean", mean(|c| c.accuracy));

@@ -39,20 +39,10 @@ impl From<DataError> for StageError {
     }
 }
 
-/// A list of integers as a `Value` (parameter defaults).
+/// A list of integers as a `Value`.
+#[cfg(test)]
 pub(crate) fn int_list(values: &[i64]) -> Value {
     Value::List(values.iter().map(|&v| Value::Int(v)).collect())
-}
-
-/// The `layout` parameter, checked.
-pub(crate) fn layout_param(params: &Params, name: &str) -> Result<Layout, StageError> {
-    let sizes = params.usize_list(name)?;
-    Layout::new(sizes).map_err(|e| StageError::Param(format!("`{name}`: {e}")))
-}
-
-/// The `dataset` parameter.
-pub(crate) fn dataset_param(params: &Params, name: &str) -> Result<DatasetName, StageError> {
-    params.parse::<DatasetName>(name)
 }
 
 /// A layout must read the dataset's inputs and produce its classes.
@@ -67,12 +57,8 @@ pub(crate) fn check_layout_fits(layout: &Layout, dataset: DatasetName) -> Result
     Ok(())
 }
 
-pub(crate) fn split_seed(params: &Params) -> Result<u64, StageError> {
-    Ok(params.usize("split_seed")? as u64)
-}
-
-pub(crate) fn load_dataset(ctx: &StageContext<'_>, name: DatasetName) -> Result<Dataset, StageError> {
-    Ok(data::load(name, ctx.data_dir, split_seed(ctx.params)?)?)
+pub(crate) fn load_dataset(ctx: &StageContext<'_>, name: DatasetName, split_seed: u64) -> Result<Dataset, StageError> {
+    Ok(data::load(name, ctx.data_dir, split_seed)?)
 }
 
 /// The weight set of the single upstream instance named by a reference parameter.
@@ -222,41 +208,38 @@ pub(crate) mod testing {
 }
 
 
-/// Parses a word-enum parameter; an unknown word names the choices.
-pub(crate) fn enum_param<T: crate::words::Words>(params: &Params, name: &str) -> Result<T, StageError> {
-    let value = params.str(name)?;
-    T::parse(value).ok_or_else(|| StageError::Param(format!("`{name}` must be one of {:?}, got \"{value}\"", T::NAMES)))
-}
-
-/// A positive integer parameter.
-/// The MLP optimizer of `collect` and `finetune`: `optimizer`, `lr`, `momentum` (SGD only,
-/// below 1) and `weight_decay`.
-pub(crate) fn optimizer_param(params: &Params) -> Result<crate::mlp::OptimizerConfig, StageError> {
-    use crate::mlp::{OptimizerConfig, OptimizerKind};
-    let lr = params.f64("lr")?;
-    let weight_decay = params.f64("weight_decay")?;
-    let mut optimizer = match params.parse::<OptimizerKind>("optimizer")? {
-        OptimizerKind::Adam => OptimizerConfig::adam(lr),
-        OptimizerKind::Sgd => {
-            let momentum = params.f64("momentum")?;
-            if momentum >= 1.0 {
-                return Err(StageError::Param(format!("`momentum` must be below 1, got {momentum}")));
-            }
-            OptimizerConfig::sgd(lr, momentum, weight_decay)
-        }
-    };
-    optimizer.weight_decay = weight_decay;
-    Ok(optimizer)
-}
-
-pub(crate) fn positive(params: &Params, name: &str) -> Result<usize, StageError> {
-    match params.usize(name)? {
-        0 => Err(StageError::Param(format!("`{name}` must be at least 1"))),
-        n => Ok(n),
+crate::kind_params! {
+    /// The optimizer of the base MLPs, shared by `collect` and `finetune`.
+    pub(crate) struct OptimizerArgs {
+        optimizer: crate::mlp::OptimizerKind = default(crate::mlp::OptimizerKind::Adam), "adam or sgd (PyTorch semantics)";
+        lr: f64 [crate::kind::ParamType::POSITIVE_FLOAT] = default(1e-3), "learning rate";
+        momentum: f64 [crate::kind::ParamType::Float { min: Some(0.0), max: Some(1.0) }] = default(0.9), "SGD momentum (SGD only)";
+        weight_decay: f64 [crate::kind::ParamType::NON_NEGATIVE_FLOAT] = default(0.0), "L2 penalty added to the gradient";
     }
 }
 
-/// The name of the file holding a trained flow's model record.
+impl OptimizerArgs {
+    pub(crate) fn config(&self) -> Result<crate::mlp::OptimizerConfig, StageError> {
+        use crate::mlp::{OptimizerConfig, OptimizerKind};
+        let mut optimizer = match self.optimizer {
+            OptimizerKind::Adam => OptimizerConfig::adam(self.lr),
+            OptimizerKind::Sgd => {
+                if self.momentum >= 1.0 {
+                    return Err(StageError::Param(format!("`momentum` must be below 1, got {}", self.momentum)));
+                }
+                OptimizerConfig::sgd(self.lr, self.momentum, self.weight_decay)
+            }
+        };
+        optimizer.weight_decay = self.weight_decay;
+        Ok(optimizer)
+    }
+}
+
+/// A `layout` parameter's sizes as a layout.
+pub(crate) fn layout_of(sizes: &[usize]) -> Result<Layout, StageError> {
+    Layout::new(sizes.to_vec()).map_err(|e| StageError::Param(format!("`layout`: {e}")))
+}
+
 pub const MODEL_FILE: &str = "flow.mpk";
 /// The name of the file describing a trained flow ([`crate::flow::FlowSpec`] and more).
 pub const FLOW_FILE: &str = "flow.json";

@@ -6,7 +6,7 @@ use burn::record::Recorder;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use super::train_flow::{source_batches, TrainedFlow};
-use super::{enum_param, positive, FLOW_FILE, MODEL_FILE};
+use super::{FLOW_FILE, MODEL_FILE};
 use crate::backend::{dispatch_engine, BackendTask, EngineTask};
 use crate::data::{self, DatasetName, TrainingSplit};
 use crate::flow::source::BatchSource;
@@ -15,7 +15,9 @@ use crate::flow::SourceMode;
 use crate::flow::estimate::Estimator;
 use crate::geometry::product::ProductGeometry;
 use crate::guidance::{mismatch, TaskGuidance};
-use crate::kind::{ParamSpec, ParamType, Params, RefMode, StageContext, StageError, StageKind, Value};
+use crate::declare::{KindParams, StageRef};
+use crate::kind::{ParamSpec, ParamType as T, Params, StageContext, StageError, StageKind};
+use crate::kind_params;
 use crate::layout::Layout;
 use crate::noise::ResumableRng;
 use crate::rt::fused::{FusedGraph, FusedRt};
@@ -26,53 +28,41 @@ use crate::weights::{WeightSet, FILE_NAME};
 
 pub struct Sample;
 
-const NO_GUIDANCE: &str = "none";
-
-struct SampleParams {
-    count: usize,
-    batch_size: usize,
-    steps: usize,
-    rule: VelocityRule,
-    noise_scale: f64,
-    guidance_scale: f64,
-    guidance_task: Option<DatasetName>,
-    guidance_batch: usize,
-    guidance_layout_bug: bool,
-    layout: Option<Layout>,
-    reproject: bool,
+kind_params! {
+    /// The parameters of one `sample` instance, declared once (docs/science.md §7).
+    struct Args {
+        flow: StageRef = required, "the train-flow stage to sample";
+        count: usize [T::POSITIVE_INT] = default(256), "number of networks";
+        batch_size: usize [T::POSITIVE_INT] = default(32), "networks mapped at once";
+        steps: usize [T::Int { min: Some(2), max: None }] = default(64), "Euler grid points n (n−1 updates)";
+        velocity_rule: VelocityRule = default(VelocityRule::X1MinusX0), "x1-minus-x0 (faithful) or denoiser";
+        noise_scale: f64 [T::NON_NEGATIVE_FLOAT] = default(0.0), "ε: noise std added per step for t > 0.8";
+        guidance_scale: f64 [T::NON_NEGATIVE_FLOAT] = default(0.0), "λ: weight of the task-gradient guidance";
+        guidance_task: Option<DatasetName> = default(None), "dataset whose training loss guides sampling";
+        guidance_batch: usize [T::POSITIVE_INT] = default(64), "training rows per guidance gradient";
+        guidance_layout_bug: bool = default(false), "reproduce the code's transposed guidance gradient";
+        layout: Vec<usize> = default(Vec::new()), "layout to sample (empty: the flow's; hidden widths may differ)";
+        reproject: bool = default(false), "project sphere points after each step (ablation)";
+    }
 }
 
-impl SampleParams {
-    fn parse(params: &Params) -> Result<Self, StageError> {
-        let steps = params.usize("steps")?;
-        if steps < 2 {
-            return Err(StageError::Param(format!("`steps` must be at least 2 (n grid points, n−1 updates), got {steps}")));
-        }
-        let task = params.str("guidance_task")?;
-        let guidance_task = if task == NO_GUIDANCE {
-            None
-        } else {
-            Some(task.parse::<DatasetName>().map_err(StageError::Param)?)
-        };
-        let guidance_scale = params.f64("guidance_scale")?;
-        if guidance_scale > 0.0 && guidance_task.is_none() {
+impl Args {
+    /// The parameters, with the checks that involve more than one of them.
+    fn read(params: &Params) -> Result<Self, StageError> {
+        let a = Args::parse(params)?;
+        if a.guidance_scale > 0.0 && a.guidance_task.is_none() {
             return Err(StageError::Param("`guidance_scale` > 0 needs a `guidance_task`".to_owned()));
         }
-        let sizes = params.usize_list("layout")?;
-        let layout = if sizes.is_empty() { None } else { Some(Layout::new(sizes).map_err(StageError::Param)?) };
-        Ok(SampleParams {
-            count: positive(params, "count")?,
-            batch_size: positive(params, "batch_size")?,
-            steps,
-            rule: enum_param::<VelocityRule>(params, "velocity_rule")?,
-            noise_scale: params.f64("noise_scale")?,
-            guidance_scale,
-            guidance_task,
-            guidance_batch: positive(params, "guidance_batch")?,
-            guidance_layout_bug: params.bool("guidance_layout_bug")?,
-            layout,
-            reproject: params.bool("reproject")?,
-        })
+        a.layout()?;
+        Ok(a)
+    }
+
+    /// The layout asked for, if any.
+    fn layout(&self) -> Result<Option<Layout>, StageError> {
+        if self.layout.is_empty() {
+            return Ok(None);
+        }
+        Layout::new(self.layout.clone()).map(Some).map_err(StageError::Param)
     }
 }
 
@@ -224,22 +214,7 @@ impl StageKind for Sample {
     }
 
     fn params(&self) -> Vec<ParamSpec> {
-        use ParamType as T;
-        let s = |v: &str| Value::Str(v.to_owned());
-        vec![
-            ParamSpec::required("flow", T::Ref { mode: RefMode::FanOut }, "the train-flow stage to sample"),
-            ParamSpec::with_default("count", T::POSITIVE_INT, Value::Int(256), "number of networks"),
-            ParamSpec::with_default("batch_size", T::POSITIVE_INT, Value::Int(32), "networks mapped at once"),
-            ParamSpec::with_default("steps", T::Int { min: Some(2), max: None }, Value::Int(64), "Euler grid points n (n−1 updates)"),
-            ParamSpec::with_default("velocity_rule", T::Enum(VelocityRule::NAMES), s("x1-minus-x0"), "x1-minus-x0 (faithful) or denoiser"),
-            ParamSpec::with_default("noise_scale", T::NON_NEGATIVE_FLOAT, Value::Float(0.0), "ε: noise std added per step for t > 0.8"),
-            ParamSpec::with_default("guidance_scale", T::NON_NEGATIVE_FLOAT, Value::Float(0.0), "λ: weight of the task-gradient guidance"),
-            ParamSpec::with_default("guidance_task", T::Enum(&["none", "uci-wdbc", "mnist", "fashion-mnist"]), s(NO_GUIDANCE), "dataset whose training loss guides sampling"),
-            ParamSpec::with_default("guidance_batch", T::POSITIVE_INT, Value::Int(64), "training rows per guidance gradient"),
-            ParamSpec::with_default("guidance_layout_bug", T::Bool, Value::Bool(false), "reproduce the code's transposed guidance gradient"),
-            ParamSpec::with_default("layout", T::IntList, Value::List(Vec::new()), "layout to sample (empty: the flow's; hidden widths may differ)"),
-            ParamSpec::with_default("reproject", T::Bool, Value::Bool(false), "project sphere points after each step (ablation)"),
-        ]
+        Args::schema()
     }
 
     fn produces(&self, _params: &Params) -> Option<crate::kind::Produces> {
@@ -249,13 +224,13 @@ impl StageKind for Sample {
         crate::kind::Needs::Flow
     }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
-        SampleParams::parse(params).map(|_| ())
+        Args::read(params).map(|_| ())
     }
 
     /// One forward pass per sample and Euler update (docs/science.md §11.2); the network size
     /// comes from the upstream `train-flow` parameters the planner passes along.
     fn estimate_flops(&self, params: &Params) -> Option<f64> {
-        let p = SampleParams::parse(params).ok()?;
+        let p = Args::read(params).ok()?;
         let (d, layers) = (params.usize("d_model").ok()?, params.usize("layers").ok()?);
         let attention = params.str("attention").ok().and_then(Attention::parse).unwrap_or_default();
         let forward = crate::rt::forward_flops(&super::estimate_layout(params), attention, d, layers);
@@ -263,9 +238,9 @@ impl StageKind for Sample {
     }
 
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        let p = SampleParams::parse(ctx.params)?;
+        let p = Args::read(ctx.params)?;
         let (flow, model_bytes) = read_flow(ctx)?;
-        let layout = p.layout.clone().unwrap_or_else(|| flow.spec.layout.clone());
+        let layout = p.layout()?.unwrap_or_else(|| flow.spec.layout.clone());
         let trained = &flow.spec.layout;
         if layout.inputs() != trained.inputs() || layout.num_layers() != trained.num_layers() || layout.outputs() != trained.outputs() {
             return Err(StageError::Param(format!(
@@ -291,7 +266,7 @@ impl StageKind for Sample {
             geometry: flow.spec.geometry,
             product: ProductGeometry::new(&layout),
             steps: p.steps,
-            rule: p.rule,
+            rule: p.velocity_rule,
             noise_scale: p.noise_scale,
             guidance_scale: p.guidance_scale,
             reproject: p.reproject,
@@ -320,6 +295,7 @@ impl StageKind for Sample {
 mod tests {
     use super::*;
     use crate::flow::estimate::Output;
+    use crate::kind::Value;
     use crate::kinds::test_support::{params, run};
 
     #[test]
@@ -352,7 +328,7 @@ mod tests {
     #[test]
     fn flop_estimate_uses_the_upstream_flow_size() {
         // docs/science.md §11.2: MNIST d=32, 128 samples × 64 steps ≈ 0.6 PF.
-        let mut view = params(&Sample, &[("count", Value::Int(128)), ("steps", Value::Int(64))]);
+        let mut view = params(&Sample, &[("flow", Value::Str("flow".into())), ("count", Value::Int(128)), ("steps", Value::Int(64))]);
         assert_eq!(Sample.estimate_flops(&view), None, "no flow size known");
         view.0.insert("d_model".into(), Value::Int(32));
         view.0.insert("layers".into(), Value::Int(5));

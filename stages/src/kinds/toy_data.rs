@@ -3,19 +3,32 @@
 //! source. (The recommended toy flow draws fresh samples per batch instead; a fixed set is
 //! the faithful alternative and the evaluation reference.)
 
-use super::{int_list, layout_param, write_weights};
+use super::write_weights;
 use crate::data::toy::GaussianToy;
-use crate::kind::{ParamSpec, ParamType, Params, StageContext, StageError, StageKind, Value};
+use crate::declare::KindParams;
+use crate::kind::{ParamSpec, ParamType as T, Params, StageContext, StageError, StageKind};
+use crate::kind_params;
+use crate::layout::Layout;
 use crate::rng;
 use crate::weights::WeightSet;
 
 pub struct ToyData;
 
+kind_params! {
+    /// The parameters of one `toy-data` instance, declared once.
+    struct Args {
+        count: usize [T::POSITIVE_INT] = default(10_000), "Number of vectors";
+        layout: Vec<usize> = default(vec![30, 16, 16, 2]), "Layout that fixes P and the graph";
+        mean: f64 = default(1.0), "Mean of every coordinate";
+        std: f64 [T::POSITIVE_FLOAT] = default(1.0), "Standard deviation of every coordinate";
+    }
+}
+
 impl ToyData {
     fn toy(params: &Params) -> Result<(GaussianToy, usize), StageError> {
-        let layout = layout_param(params, "layout")?;
-        let toy = GaussianToy { layout, mean: params.f64("mean")? as f32, std: params.f64("std")? as f32 };
-        Ok((toy, params.usize("count")?))
+        let a = Args::parse(params)?;
+        let layout = Layout::new(a.layout).map_err(|e| StageError::Param(format!("`layout`: {e}")))?;
+        Ok((GaussianToy { layout, mean: a.mean as f32, std: a.std as f32 }, a.count))
     }
 }
 
@@ -33,23 +46,14 @@ impl StageKind for ToyData {
     }
 
     fn params(&self) -> Vec<ParamSpec> {
-        vec![
-            ParamSpec::with_default("count", ParamType::POSITIVE_INT, Value::Int(10_000), "Number of vectors"),
-            ParamSpec::with_default("layout", ParamType::IntList, int_list(&[30, 16, 16, 2]), "Layout that fixes P and the graph"),
-            ParamSpec::with_default("mean", ParamType::FLOAT, Value::Float(1.0), "Mean of every coordinate"),
-            ParamSpec::with_default("std", ParamType::Float { min: Some(f64::MIN_POSITIVE), max: None }, Value::Float(1.0), "Standard deviation of every coordinate"),
-        ]
+        Args::schema()
     }
 
     fn produces(&self, _params: &Params) -> Option<crate::kind::Produces> {
         Some(crate::kind::Produces::weights())
     }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
-        let (toy, _) = Self::toy(params)?;
-        if !toy.mean.is_finite() || !toy.std.is_finite() {
-            return Err(StageError::Param("mean and std must be finite".into()));
-        }
-        Ok(())
+        Self::toy(params).map(|_| ())
     }
 
     fn estimate_flops(&self, params: &Params) -> Option<f64> {
@@ -58,7 +62,6 @@ impl StageKind for ToyData {
     }
 
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        self.validate(ctx.params)?;
         let (toy, count) = Self::toy(ctx.params)?;
         let data = toy.sample(&mut rng::stream(ctx.seed, "toy-data", 0), count);
         write_weights(&WeightSet::new(toy.layout, data)?, ctx.out_dir)
@@ -68,6 +71,7 @@ impl StageKind for ToyData {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kind::Value;
     use crate::kinds::testing;
     use std::collections::BTreeMap;
 

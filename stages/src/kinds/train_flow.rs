@@ -9,7 +9,7 @@ use std::path::Path;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
-use super::{enum_param, positive, FLOW_FILE, MODEL_FILE};
+use super::{FLOW_FILE, MODEL_FILE};
 use crate::backend::{dispatch_engine, BackendTask, EngineTask};
 use crate::coupling::Coupling;
 use crate::data::toy::GaussianToy;
@@ -19,11 +19,12 @@ use crate::flow::source::{prior_set, BatchSource};
 use crate::flow::train::{train, BurnFlow, FlowData, FusedFlow, LrSchedule, TrainOutcome, TrainSettings, MAX_LOSS_RATIO};
 use crate::flow::{FlowError, FlowSpec, SourceMode, SourceSpec};
 use crate::geometry::Geometry;
+use crate::declare::{KindParams, StageRef};
 use crate::kind::{
-    TableDecl,
-    ParamSpec, ParamType, Params, ProgressSink, RefMode, Resources, Row, StageContext, StageError,
-    StageKind, Value,
+    ParamSpec, ParamType as T, Params, ProgressSink, Resources, Row, StageContext, StageError, StageKind, TableDecl,
+    Value,
 };
+use crate::kind_params;
 use crate::layout::Layout;
 use crate::noise::ResumableRng;
 use crate::rt::{graph::{Positions, TimeChannel}, model::RtConfig, pairs::Attention};
@@ -44,82 +45,73 @@ pub struct TrainedFlow {
 
 pub struct TrainFlow;
 
-/// Typed parameters of one `train-flow` instance.
-struct TrainFlowParams {
-    geometry: Geometry,
-    coupling: Coupling,
-    time_channel: TimeChannel,
-    output: Output,
-    attention: Attention,
-    positions: Positions,
-    source_mode: SourceMode,
-    source_std: f64,
-    sigma: f64,
-    d_model: usize,
-    layers: usize,
-    heads: usize,
-    n_samples: usize,
-    /// Recompute layers in the burn module's backward pass (memory, not results).
-    recompute: bool,
-    settings: TrainSettings,
+kind_params! {
+    /// The parameters of one `train-flow` instance, declared once (docs/science.md §5, §6).
+    struct Args {
+        weights: StageRef = required, "the weight set (or toy-data stage) to learn";
+        geometry: Geometry = default(Geometry::Euclidean), "euclidean, normalized or geometric flow";
+        coupling: Coupling = default(Coupling::Independent), "independent, minibatch-OT, or independent with each target's hidden neurons permuted to its source (rebasin)";
+        iterations: usize [T::POSITIVE_INT] = default(250_000), "Adam steps";
+        batch_size: usize [T::POSITIVE_INT] = default(32), "pairs per step";
+        lr: f64 [T::NON_NEGATIVE_FLOAT] = default(1e-3), "Adam learning rate";
+        lr_schedule: String [T::Enum(LrSchedule::NAMES)] = added("constant".to_owned()), "constant (the thesis) or cosine decay to 0 over the run";
+        warmup: usize = added(0), "linear warm-up steps of the cosine schedule";
+        ema: f64 [T::Float { min: Some(0.0), max: Some(1.0) }] = added(0.0), "decay (below 1) of a moving average of the weights that becomes the model (0: last iterate, the thesis)";
+        max_loss_ratio: f64 [T::Float { min: Some(1.0), max: None }] = added(MAX_LOSS_RATIO), "fail as diverged when a step's loss exceeds this multiple of the first step's";
+        sigma: f64 [T::Float { min: Some(0.0), max: Some(1.0) }] = default(1e-4), "path noise σ (ignored by the geometric flow)";
+        d_model: usize [T::POSITIVE_INT] = default(64), "hidden width d_E (node/edge width d+1)";
+        layers: usize [T::POSITIVE_INT] = default(5), "relational-transformer layers";
+        heads: usize [T::POSITIVE_INT] = default(1), "attention heads";
+        time_channel: TimeChannel = default(TimeChannel::Faithful), "where t is written (faithful: the code's pattern)";
+        output: Output = added(Output::Target), "what the network predicts: target x̂1 (the thesis) or velocity, x̂1 = x_t + (1−t)·out";
+        attention: Attention = added(Attention::Dense), "node pairs kept: dense, all N² (the thesis), or layer-blocks, consecutive layers and self pairs";
+        positions: Positions = added(Positions::Shared), "positional rows: shared, one per hidden layer (the thesis; any hidden width), or per-neuron, one per node (tied to the training widths)";
+        source: SourceMode = default(SourceMode::Fixed), "fixed pre-drawn prior set (faithful) or fresh draws";
+        source_std: f64 [T::Float { min: Some(f64::MIN_POSITIVE), max: Some(10.0) }] = default(0.1), "prior standard deviation (1 for the toy)";
+        n_samples: usize = default(0), "random subset of the weight set (0: all)";
+        recompute: bool = added(false), "recompute each RT layer in the backward pass instead of keeping its activations (the burn module, i.e. CUDA): the same gradients, one more forward pass, the memory of one layer";
+        checkpoint_every: usize [T::POSITIVE_INT] = default(1000), "iterations between checkpoints";
+        curve_every: usize [T::POSITIVE_INT] = default(100), "iterations averaged per training-curve row";
+    }
 }
 
-impl TrainFlowParams {
-    fn parse(params: &Params, seed: u64) -> Result<Self, StageError> {
-        let d_model = positive(params, "d_model")?;
-        let heads = positive(params, "heads")?;
-        if d_model % heads != 0 {
-            return Err(StageError::Param(format!("`d_model` ({d_model}) must be divisible by `heads` ({heads})")));
+impl Args {
+    /// The parameters, with the checks that involve more than one of them.
+    fn read(params: &Params) -> Result<Self, StageError> {
+        let a = Args::parse(params)?;
+        if a.d_model % a.heads != 0 {
+            return Err(StageError::Param(format!("`d_model` ({}) must be divisible by `heads` ({})", a.d_model, a.heads)));
         }
-        Ok(TrainFlowParams {
-            geometry: enum_param::<Geometry>(params, "geometry")?,
-            coupling: enum_param::<Coupling>(params, "coupling")?,
-            time_channel: enum_param::<TimeChannel>(params, "time_channel")?,
-            output: enum_param::<Output>(params, "output")?,
-            attention: enum_param::<Attention>(params, "attention")?,
-            positions: enum_param::<Positions>(params, "positions")?,
-            source_mode: enum_param::<SourceMode>(params, "source")?,
-            source_std: params.f64("source_std")?,
-            sigma: params.f64("sigma")?,
-            d_model,
-            layers: positive(params, "layers")?,
-            heads,
-            n_samples: params.usize("n_samples")?,
-            recompute: params.bool("recompute")?,
-            settings: TrainSettings {
-                iterations: positive(params, "iterations")?,
-                batch_size: positive(params, "batch_size")?,
-                lr: params.f64("lr")?,
-                schedule: schedule(params)?,
-                checkpoint_every: positive(params, "checkpoint_every")?,
-                curve_every: positive(params, "curve_every")?,
-                seed,
-                ema: ema(params)?,
-                max_loss_ratio: params.f64("max_loss_ratio")?,
-            },
+        if a.ema >= 1.0 {
+            return Err(StageError::Param(format!("`ema` must be in [0, 1), got {}", a.ema)));
+        }
+        a.schedule()?;
+        Ok(a)
+    }
+
+    fn schedule(&self) -> Result<LrSchedule, StageError> {
+        match self.lr_schedule.as_str() {
+            "constant" if self.warmup > 0 => Err(StageError::Param(format!(
+                "`warmup` ({}) needs `lr_schedule = \"cosine\"`; the constant schedule has none",
+                self.warmup
+            ))),
+            "cosine" => Ok(LrSchedule::Cosine { warmup: self.warmup }),
+            _ => Ok(LrSchedule::Constant),
+        }
+    }
+
+    fn settings(&self, seed: u64) -> Result<TrainSettings, StageError> {
+        Ok(TrainSettings {
+            iterations: self.iterations,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            schedule: self.schedule()?,
+            checkpoint_every: self.checkpoint_every,
+            curve_every: self.curve_every,
+            seed,
+            ema: self.ema,
+            max_loss_ratio: self.max_loss_ratio,
         })
-    }
-}
-
-fn ema(params: &Params) -> Result<f64, StageError> {
-    let decay = params.f64("ema")?;
-    if !(0.0..1.0).contains(&decay) {
-        return Err(StageError::Param(format!("`ema` must be in [0, 1), got {decay}")));
-    }
-    Ok(decay)
-}
-
-fn schedule(params: &Params) -> Result<LrSchedule, StageError> {
-    let warmup = params.usize("warmup")?;
-    match params.str("lr_schedule")? {
-        "constant" if warmup > 0 => Err(StageError::Param(format!(
-            "`warmup` ({warmup}) needs `lr_schedule = \"cosine\"`; the constant schedule has none"
-        ))),
-        "constant" => Ok(LrSchedule::Constant),
-        "cosine" => Ok(LrSchedule::Cosine { warmup }),
-        other => {
-            Err(StageError::Param(format!("`lr_schedule` must be one of {:?}, got \"{other}\"", LrSchedule::NAMES)))
-        }
     }
 }
 
@@ -132,7 +124,7 @@ struct Targets {
     trained_on: Option<TrainingSplit>,
 }
 
-fn load_targets(ctx: &StageContext<'_>, p: &TrainFlowParams) -> Result<Targets, StageError> {
+fn load_targets(ctx: &StageContext<'_>, p: &Args) -> Result<Targets, StageError> {
     let input = ctx.input("weights")?;
     let file = input.file(FILE_NAME);
     if input.kind == "toy-data" && !file.exists() {
@@ -164,10 +156,10 @@ fn load_targets(ctx: &StageContext<'_>, p: &TrainFlowParams) -> Result<Targets, 
         pick.truncate(p.n_samples);
         set = set.select(&pick).map_err(|e| StageError::Input(e.to_string()))?;
     }
-    if set.count < p.settings.batch_size {
+    if set.count < p.batch_size {
         return Err(StageError::Input(format!(
             "the weight set holds {} networks, fewer than one batch of {}",
-            set.count, p.settings.batch_size
+            set.count, p.batch_size
         )));
     }
     let p_len = set.params();
@@ -244,37 +236,8 @@ impl StageKind for TrainFlow {
         "Train a flow-matching relational transformer over a weight set"
     }
 
-    // One line per parameter: the list reads as a table.
-    #[rustfmt::skip]
     fn params(&self) -> Vec<ParamSpec> {
-        use ParamType as T;
-        let s = |v: &str| Value::Str(v.to_owned());
-        vec![
-            ParamSpec::required("weights", T::Ref { mode: RefMode::FanOut }, "the weight set (or toy-data stage) to learn"),
-            ParamSpec::with_default("geometry", T::Enum(Geometry::NAMES), s("euclidean"), "euclidean, normalized or geometric flow"),
-            ParamSpec::with_default("coupling", T::Enum(Coupling::NAMES), s("independent"), "independent, minibatch-OT, or independent with each target's hidden neurons permuted to its source (rebasin)"),
-            ParamSpec::with_default("iterations", T::POSITIVE_INT, Value::Int(250_000), "Adam steps"),
-            ParamSpec::with_default("batch_size", T::POSITIVE_INT, Value::Int(32), "pairs per step"),
-            ParamSpec::with_default("lr", T::Float { min: Some(0.0), max: None }, Value::Float(1e-3), "Adam learning rate"),
-            ParamSpec::added("lr_schedule", T::Enum(LrSchedule::NAMES), s("constant"), "constant (the thesis) or cosine decay to 0 over the run"),
-            ParamSpec::added("warmup", T::NON_NEGATIVE_INT, Value::Int(0), "linear warm-up steps of the cosine schedule"),
-            ParamSpec::added("ema", T::Float { min: Some(0.0), max: Some(1.0) }, Value::Float(0.0), "decay (below 1) of a moving average of the weights that becomes the model (0: last iterate, the thesis)"),
-            ParamSpec::added("max_loss_ratio", T::Float { min: Some(1.0), max: None }, Value::Float(MAX_LOSS_RATIO), "fail as diverged when a step's loss exceeds this multiple of the first step's"),
-            ParamSpec::with_default("sigma", T::Float { min: Some(0.0), max: Some(1.0) }, Value::Float(1e-4), "path noise σ (ignored by the geometric flow)"),
-            ParamSpec::with_default("d_model", T::POSITIVE_INT, Value::Int(64), "hidden width d_E (node/edge width d+1)"),
-            ParamSpec::with_default("layers", T::POSITIVE_INT, Value::Int(5), "relational-transformer layers"),
-            ParamSpec::with_default("heads", T::POSITIVE_INT, Value::Int(1), "attention heads"),
-            ParamSpec::with_default("time_channel", T::Enum(TimeChannel::NAMES), s("faithful"), "where t is written (faithful: the code's pattern)"),
-            ParamSpec::added("output", T::Enum(Output::NAMES), s("target"), "what the network predicts: target x̂1 (the thesis) or velocity, x̂1 = x_t + (1−t)·out"),
-            ParamSpec::added("attention", T::Enum(Attention::NAMES), s("dense"), "node pairs kept: dense, all N² (the thesis), or layer-blocks, consecutive layers and self pairs"),
-            ParamSpec::added("positions", T::Enum(Positions::NAMES), s("shared"), "positional rows: shared, one per hidden layer (the thesis; any hidden width), or per-neuron, one per node (tied to the training widths)"),
-            ParamSpec::with_default("source", T::Enum(SourceMode::NAMES), s("fixed"), "fixed pre-drawn prior set (faithful) or fresh draws"),
-            ParamSpec::with_default("source_std", T::Float { min: Some(f64::MIN_POSITIVE), max: Some(10.0) }, Value::Float(0.1), "prior standard deviation (1 for the toy)"),
-            ParamSpec::with_default("n_samples", T::NON_NEGATIVE_INT, Value::Int(0), "random subset of the weight set (0: all)"),
-            ParamSpec::added("recompute", T::Bool, Value::Bool(false), "recompute each RT layer in the backward pass instead of keeping its activations (the burn module, i.e. CUDA): the same gradients, one more forward pass, the memory of one layer"),
-            ParamSpec::with_default("checkpoint_every", T::POSITIVE_INT, Value::Int(1000), "iterations between checkpoints"),
-            ParamSpec::with_default("curve_every", T::POSITIVE_INT, Value::Int(100), "iterations averaged per training-curve row"),
-        ]
+        Args::schema()
     }
 
     fn produces(&self, _params: &Params) -> Option<crate::kind::Produces> {
@@ -290,7 +253,7 @@ impl StageKind for TrainFlow {
         crate::kind::Needs::Weights
     }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
-        TrainFlowParams::parse(params, 0).map(|_| ())
+        Args::read(params).map(|_| ())
     }
 
     fn resources(&self, _params: &Params) -> Resources {
@@ -299,17 +262,18 @@ impl StageKind for TrainFlow {
 
     /// Training ≈ 3 × forward per pair and iteration (docs/science.md §11.2).
     fn estimate_flops(&self, params: &Params) -> Option<f64> {
-        let p = TrainFlowParams::parse(params, 0).ok()?;
-        let forward = crate::rt::forward_flops(&super::estimate_layout(params), p.attention, p.d_model, p.layers);
-        Some(3.0 * forward * p.settings.batch_size as f64 * p.settings.iterations as f64)
+        let a = Args::read(params).ok()?;
+        let forward = crate::rt::forward_flops(&super::estimate_layout(params), a.attention, a.d_model, a.layers);
+        Some(3.0 * forward * a.batch_size as f64 * a.iterations as f64)
     }
 
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        let p = TrainFlowParams::parse(ctx.params, ctx.seed)?;
+        let p = Args::read(ctx.params)?;
+        let settings = p.settings(ctx.seed)?;
         let targets = load_targets(ctx, &p)?;
         let layout = targets.layout.clone();
-        let source_count = match p.source_mode {
-            SourceMode::Fixed => targets.count.max(p.settings.batch_size),
+        let source_count = match p.source {
+            SourceMode::Fixed => targets.count.max(p.batch_size),
             SourceMode::Fresh => 0,
         };
         let spec = FlowSpec {
@@ -319,7 +283,7 @@ impl StageKind for TrainFlow {
             rt: RtConfig::for_layout(&layout, p.d_model, p.layers, p.heads).with_positions(&layout, p.positions),
             time_channel: p.time_channel,
             sigma: p.sigma,
-            source: SourceSpec { mode: p.source_mode, std: p.source_std, count: source_count, seed: ctx.seed },
+            source: SourceSpec { mode: p.source, std: p.source_std, count: source_count, seed: ctx.seed },
             output: p.output,
             attention: p.attention,
             positions: p.positions,
@@ -327,7 +291,7 @@ impl StageKind for TrainFlow {
         let data = FlowData { source: source_batches(&spec, &layout), target: targets.source };
         let task = TrainTask {
             spec: &spec,
-            settings: &p.settings,
+            settings: &settings,
             data: &data,
             scratch: ctx.scratch_dir,
             progress: ctx.progress,
@@ -339,7 +303,7 @@ impl StageKind for TrainFlow {
             std::fs::write(&path, bytes).map_err(|e| StageError::io(format!("writing {}", path.display()), e))
         };
         write(MODEL_FILE, &outcome.model_bytes)?;
-        let trained = TrainedFlow { spec, settings: p.settings, target_aligned: targets.is_aligned, targets_trained_on: targets.trained_on };
+        let trained = TrainedFlow { spec, settings, target_aligned: targets.is_aligned, targets_trained_on: targets.trained_on };
         let json = serde_json::to_vec_pretty(&trained).map_err(|e| StageError::Failed(e.to_string()))?;
         write(FLOW_FILE, &json)?;
         let rows: Vec<Row> = outcome
@@ -395,7 +359,9 @@ mod tests {
             ),
         ];
         for (overrides, want) in cases {
-            let got = TrainFlow.estimate_flops(&params(&TrainFlow, overrides)).expect("an estimate");
+            let mut with_targets = overrides.to_vec();
+            with_targets.push(("weights", Value::Str("targets".into())));
+            let got = TrainFlow.estimate_flops(&params(&TrainFlow, &with_targets)).expect("an estimate");
             assert!((got / want - 1.0).abs() < 0.05, "{overrides:?}: {got:e} vs {want:e}");
         }
     }
