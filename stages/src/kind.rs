@@ -290,43 +290,20 @@ impl Params {
         }
     }
     pub fn usize_list(&self, name: &str) -> Result<Vec<usize>, StageError> {
-        self.list(name)?
-            .iter()
-            .map(|v| {
-                v.as_i64()
-                    .and_then(|i| usize::try_from(i).ok())
-                    .ok_or_else(|| StageError::Param(format!("parameter `{name}` must hold non-negative integers")))
-            })
-            .collect()
+        self.typed(name)
     }
     pub fn f64_list(&self, name: &str) -> Result<Vec<f64>, StageError> {
-        self.list(name)?
-            .iter()
-            .map(|v| v.as_f64().ok_or_else(|| StageError::Param(format!("parameter `{name}` must hold numbers"))))
-            .collect()
+        self.typed(name)
     }
     pub fn str_list(&self, name: &str) -> Result<Vec<String>, StageError> {
-        self.list(name)?
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| StageError::Param(format!("parameter `{name}` must hold strings")))
-            })
-            .collect()
+        self.typed(name)
     }
     pub fn str_map(&self, name: &str) -> Result<BTreeMap<String, String>, StageError> {
-        match self.get(name)? {
-            Value::Table(t) => t
-                .iter()
-                .map(|(k, v)| {
-                    v.as_str()
-                        .map(|s| (k.clone(), s.to_owned()))
-                        .ok_or_else(|| StageError::Param(format!("parameter `{name}.{k}` is not a string")))
-                })
-                .collect(),
-            _ => Err(StageError::Param(format!("parameter `{name}` is not a table"))),
-        }
+        self.typed(name)
+    }
+    /// One parameter read as a [`Param`](crate::declare::Param) type.
+    pub fn typed<P: crate::declare::Param>(&self, name: &str) -> Result<P, StageError> {
+        P::from_value(name, self.get(name)?)
     }
     /// Parse an enum parameter into a typed value (`T: FromStr` over the kebab-case words).
     pub fn parse<T: std::str::FromStr>(&self, name: &str) -> Result<T, StageError>
