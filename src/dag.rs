@@ -1,11 +1,14 @@
 //! The pipeline's graph in one place: an order of the stages in which each follows what
 //! it reads (or the cycle that rules one out), and over instances, who reads each, what
 //! lies downstream of a failure and what a target needs upstream. Instances are indexed in
-//! topological order and name their inputs by index (`Instance::inputs`).
+//! topological order and name their inputs by index ([`Reads`]).
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::pipeline::Instance;
+/// A node of the instance graph: the indices of the nodes it reads.
+pub trait Reads {
+    fn reads(&self) -> impl Iterator<Item = usize> + '_;
+}
 
 /// Nodes `0..n` ordered so that every edge `(from, to)` runs forward, or, when the edges
 /// form a cycle, a shortest cycle as a path that ends where it began.
@@ -49,10 +52,10 @@ fn find_cycle(graph: &petgraph::graphmap::DiGraphMap<usize, ()>, start: usize) -
 }
 
 /// For each instance, the instances that read it (directly).
-pub fn dependents(instances: &[Instance]) -> Vec<Vec<usize>> {
+pub fn dependents(instances: &[impl Reads]) -> Vec<Vec<usize>> {
     let mut out = vec![Vec::new(); instances.len()];
     for (i, inst) in instances.iter().enumerate() {
-        for &u in inst.inputs.values().flatten() {
+        for u in inst.reads() {
             out[u].push(i);
         }
     }
@@ -78,7 +81,7 @@ pub fn downstream(dependents: &[Vec<usize>], from: usize) -> Vec<usize> {
 
 /// `roots` and the instances they read, directly or not, breadth first (nearest first),
 /// each once. A node for which `enter` is false is neither listed nor looked through.
-pub fn upstream(instances: &[Instance], roots: impl IntoIterator<Item = usize>, enter: impl Fn(usize) -> bool) -> Vec<usize> {
+pub fn upstream(instances: &[impl Reads], roots: impl IntoIterator<Item = usize>, enter: impl Fn(usize) -> bool) -> Vec<usize> {
     let mut seen = vec![false; instances.len()];
     let mut queue: VecDeque<usize> = roots.into_iter().collect();
     let mut out = Vec::new();
@@ -87,7 +90,7 @@ pub fn upstream(instances: &[Instance], roots: impl IntoIterator<Item = usize>, 
             continue;
         }
         out.push(i);
-        queue.extend(instances[i].inputs.values().flatten().copied());
+        queue.extend(instances[i].reads());
     }
     out
 }
@@ -124,7 +127,7 @@ mod tests {
         let mut down = named(&downstream(&deps, toy));
         down.sort();
         assert_eq!(down.len(), 4, "{down:?}");
-        let draws: Vec<usize> = (0..p.instances.len()).filter(|&i| p.instances[i].kind == "sample").collect();
+        let draws: Vec<usize> = (0..p.instances.len()).filter(|&i| p.instances[i].spec.kind == "sample").collect();
         assert_eq!(draws.len(), 2);
         for &d in &draws {
             assert!(downstream(&deps, d).is_empty());

@@ -8,13 +8,13 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use wfpipe_stages::kind::{InputArtifact, ProgressSink, StageContext};
 
-use crate::cache::{self, lock::KeyLock, Cache, FileRecord, Manifest};
+use crate::cache::{self, lock::KeyLock, Cache, Manifest, Work};
 use crate::job::Job;
 use crate::kinds::Registry;
 use crate::table;
@@ -25,19 +25,6 @@ pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_SETUP: i32 = 2;
 /// Another process published the entry while this one waited for the lock.
 pub const EXIT_CACHED: i32 = 3;
-
-pub fn progress_path(cache: &Cache, key: &str) -> PathBuf {
-    cache.work_dir(key).join("progress.jsonl")
-}
-pub fn log_path(cache: &Cache, key: &str) -> PathBuf {
-    cache.work_dir(key).join("log.txt")
-}
-pub fn error_path(cache: &Cache, key: &str) -> PathBuf {
-    cache.work_dir(key).join("error.txt")
-}
-pub fn job_path(cache: &Cache, key: &str) -> PathBuf {
-    cache.work_dir(key).join("job.json")
-}
 
 /// Progress lines for whoever watches (the local executor tails the file; on SLURM the
 /// driver reads it over the shared filesystem). Throttled to a few lines a second.
@@ -98,26 +85,15 @@ pub fn exec(cache_root: &Path, job_file: &Path, registry: &Registry) -> i32 {
         return EXIT_CACHED;
     }
     // An earlier attempt that was killed may have left its programs running.
-    let attempt_mark = cache.work_dir(&job.key).display().to_string();
+    let work = cache.work(&job.key);
+    let attempt_mark = work.dir().display().to_string();
     let orphans = crate::orphans::kill_orphans(&attempt_mark);
     crate::orphans::mark(&attempt_mark);
-    clean_assembly_leftovers(&cache, &job.key);
-    let work = cache.work_dir(&job.key);
-    let out = work.join("out");
-    let scratch = work.join("scratch");
-    let prepared = (|| -> std::io::Result<fs::File> {
-        if out.exists() {
-            fs::remove_dir_all(&out)?;
-        }
-        fs::create_dir_all(&out)?;
-        fs::create_dir_all(&scratch)?;
-        let _ = fs::remove_file(error_path(&cache, &job.key));
-        fs::File::create(log_path(&cache, &job.key))
-    })();
-    let log = match prepared {
+    cache.clean_assembly(&job.key);
+    let log = match work.prepare() {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: cannot prepare work folder {}: {e}", work.display());
+            eprintln!("error: cannot prepare work folder {}: {e}", work.dir().display());
             return EXIT_SETUP;
         }
     };
@@ -130,12 +106,12 @@ pub fn exec(cache_root: &Path, job_file: &Path, registry: &Registry) -> i32 {
     if orphans > 0 {
         eprintln!("killed {orphans} process(es) left running by an earlier attempt at this key");
     }
-    match compute(&cache, &job, &out, &scratch, registry) {
+    match compute(&cache, &job, &work, registry) {
         Ok(()) => EXIT_OK,
         Err(e) => {
             let message = e.to_string();
             eprintln!("error: {message}");
-            let _ = fs::write(error_path(&cache, &job.key), &message);
+            let _ = fs::write(work.error(), &message);
             EXIT_FAILED
         }
     }
@@ -171,14 +147,15 @@ pub enum ComputeError {
     ThreadPool(String),
 }
 
-fn compute(cache: &Cache, job: &Job, out: &Path, scratch: &Path, registry: &Registry) -> Result<(), ComputeError> {
-    let kind = registry.get(&job.kind).ok_or_else(|| ComputeError::UnknownKind { kind: job.kind.clone() })?;
-    if kind.version() != job.version {
-        return Err(ComputeError::Version { kind: job.kind.clone(), have: kind.version(), want: job.version });
+fn compute(cache: &Cache, job: &Job, work: &Work, registry: &Registry) -> Result<(), ComputeError> {
+    let spec = &job.spec;
+    let kind = registry.get(&spec.kind).ok_or_else(|| ComputeError::UnknownKind { kind: spec.kind.clone() })?;
+    if kind.version() != spec.version {
+        return Err(ComputeError::Version { kind: spec.kind.clone(), have: kind.version(), want: spec.version });
     }
     // Inputs must be present and intact: a corrupt upstream entry is reported, not used.
     let mut inputs: BTreeMap<String, Vec<InputArtifact>> = BTreeMap::new();
-    for (param, refs) in &job.inputs {
+    for (param, refs) in &spec.inputs {
         for r in refs {
             if !cache.is_cached(&r.key) {
                 return Err(ComputeError::InputMissing { instance: r.instance.clone(), key: r.key.clone() });
@@ -195,7 +172,7 @@ fn compute(cache: &Cache, job: &Job, out: &Path, scratch: &Path, registry: &Regi
             });
         }
     }
-    for (param, files) in &job.files {
+    for (param, files) in &spec.files {
         for (rel, digest) in files {
             let now = crate::key::file_digest(&job.project_dir.join(rel))
                 .map_err(|source| ComputeError::FileUnreadable { rel: rel.clone(), param: param.clone(), source })?;
@@ -204,22 +181,23 @@ fn compute(cache: &Cache, job: &Job, out: &Path, scratch: &Path, registry: &Regi
             }
         }
     }
-    let progress_file = fs::File::create(progress_path(cache, &job.key)).map_err(|source| ComputeError::Io { context: "cannot create progress file".to_owned(), source })?;
+    let progress_file = fs::File::create(work.progress()).map_err(|source| ComputeError::Io { context: "cannot create progress file".to_owned(), source })?;
     // Programs run by `command` stages may want to say who they are (logs, counters).
     std::env::set_var("WFPIPE_INSTANCE", &job.instance);
     let sink = FileProgress { file: Mutex::new((progress_file, Instant::now() - std::time::Duration::from_secs(1), BTreeMap::new())) };
     let started = SystemTime::now();
     let clock = Instant::now();
-    tracing::info!(instance = %job.instance, key = %job.key, kind = %job.kind, "computing");
+    tracing::info!(instance = %job.instance, key = %job.key, kind = %spec.kind, "computing");
+    let (out, scratch) = (work.out(), work.scratch());
     let mut ctx = StageContext {
-        params: &job.params,
+        params: &spec.params,
         inputs: &inputs,
-        axes: &job.axes,
-        out_dir: out,
-        scratch_dir: scratch,
+        axes: &spec.axes,
+        out_dir: &out,
+        scratch_dir: &scratch,
         project_dir: &job.project_dir,
         data_dir: &job.data_dir,
-        seed: job.seed,
+        seed: spec.seed,
         threads: job.threads,
         backend: job.backend,
         progress: &sink,
@@ -241,113 +219,38 @@ fn compute(cache: &Cache, job: &Job, out: &Path, scratch: &Path, registry: &Regi
     }
     // Inputs are sealed read-only, but root can write anyway: a stage that changed what it
     // read has corrupted another entry, and its own result is not trusted either.
-    for refs in job.inputs.values() {
-        for r in refs {
-            if let Some(why) = cache::verify::check_entry(cache, &r.key) {
-                let quarantined = cache::verify::quarantine(cache, &r.key).is_ok();
-                return Err(ComputeError::InputModified { instance: r.instance.clone(), why, quarantined });
-            }
-            // Unchanged, but perhaps made writable: sealed again.
-            let _ = cache::seal(&cache.entry_dir(&r.key));
+    for r in spec.all_inputs() {
+        if let Some(why) = cache::verify::check_entry(cache, &r.key) {
+            let quarantined = cache::verify::quarantine(cache, &r.key).is_ok();
+            return Err(ComputeError::InputModified { instance: r.instance.clone(), why, quarantined });
         }
+        // Unchanged, but perhaps made writable: sealed again.
+        let _ = cache::seal(&cache.entry_dir(&r.key));
     }
-    let mut table_names = Vec::new();
+    let mut tables = Vec::new();
     for (name, rows) in std::mem::take(&mut ctx.tables) {
-        table::write_rows(out, &name, &rows).map_err(|e| ComputeError::Table { name: name.clone(), message: e.to_string() })?;
-        table_names.push(name);
+        table::write_rows(&out, &name, &rows).map_err(|e| ComputeError::Table { name: name.clone(), message: e.to_string() })?;
+        tables.push(name);
     }
-    let duration = clock.elapsed().as_secs_f64();
+    let duration_s = clock.elapsed().as_secs_f64();
     let metrics = sink.file.lock().expect("progress lock").2.clone();
-    publish(cache, job, out, table_names, metrics, started, duration).map_err(|source| {
-        clean_assembly_leftovers(cache, &job.key);
-        ComputeError::Io { context: "publishing the entry".to_owned(), source }
-    })?;
-    tracing::info!(instance = %job.instance, seconds = duration, "done");
-    Ok(())
-}
-
-fn publish(
-    cache: &Cache,
-    job: &Job,
-    out: &Path,
-    tables: Vec<String>,
-    metrics: BTreeMap<String, f64>,
-    started: SystemTime,
-    duration_s: f64,
-) -> std::io::Result<()> {
-    let assembled = cache.tmp_dir().join(format!("{}.{}", job.key, std::process::id()));
-    if assembled.exists() {
-        fs::remove_dir_all(&assembled)?;
-    }
-    fs::create_dir_all(&assembled)?;
-    fs::rename(out, assembled.join("out"))?;
-    let mut outputs = Vec::new();
-    for rel in cache::list_files(&assembled.join("out"))? {
-        let path = assembled.join("out").join(&rel);
-        if !fs::symlink_metadata(&path)?.is_file() {
-            // A link's target can change after publication; an entry holds only files.
-            return Err(std::io::Error::other(format!("output `{}` is not a regular file (a symbolic link?)", rel.display())));
-        }
-        fs::File::open(&path)?.sync_all()?;
-        outputs.push(FileRecord {
-            path: rel.to_string_lossy().replace('\\', "/"),
-            size: fs::metadata(&path)?.len(),
-            blake3: crate::key::file_digest(&path)?,
-        });
-    }
-    let _ = std::io::stdout().flush();
-    let _ = fs::copy(log_path(cache, &job.key), assembled.join("log.txt"));
     let manifest = Manifest {
         format: cache::manifest::FORMAT.into(),
         key: job.key.clone(),
-        kind: job.kind.clone(),
-        version: job.version,
         instance: job.instance.clone(),
         pipeline: job.pipeline.clone(),
-        params: job.params.clone(),
-        axes: job.axes.clone(),
-        seed: job.seed,
-        inputs: job.inputs.iter().map(|(k, v)| (k.clone(), v.iter().map(|r| r.key.clone()).collect())).collect(),
-        input_instances: job.inputs.iter().map(|(k, v)| (k.clone(), v.iter().map(|r| r.instance.clone()).collect())).collect(),
-        files: job.files.clone(),
-        data_digest: job.data_digest.clone(),
-        outputs,
+        spec: spec.clone(),
+        outputs: Vec::new(),
         tables,
         metrics,
         started_unix: started.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
         duration_s,
         backend: format!("{:?}", job.backend).to_lowercase(),
         threads: job.threads,
-        host: hostname(),
+        host: cache::hostname(),
         wfpipe_version: env!("CARGO_PKG_VERSION").into(),
     };
-    let mpath = assembled.join("manifest.json");
-    {
-        let mut f = fs::File::create(&mpath)?;
-        f.write_all(&serde_json::to_vec_pretty(&manifest).expect("manifest serializes"))?;
-        f.sync_all()?;
-    }
-    cache::fsync_dir(&assembled.join("out"))?;
-    cache::fsync_dir(&assembled)?;
-    cache.publish(&assembled, &job.key)?;
-    let _ = cache.record_index(&job.pipeline, &job.instance, &job.key);
-    // The scratch folder (checkpoints) is no longer needed once the result exists.
-    let _ = fs::remove_dir_all(cache.work_dir(&job.key).join("scratch"));
+    cache.publish_work(work, manifest).map_err(|source| ComputeError::Io { context: "publishing the entry".to_owned(), source })?;
+    tracing::info!(instance = %job.instance, seconds = duration_s, "done");
     Ok(())
-}
-
-/// Folders an earlier attempt at `key` was assembling in `tmp/` when it died or failed
-/// (only the lock holder calls this, so none of them is in use).
-fn clean_assembly_leftovers(cache: &Cache, key: &str) {
-    let prefix = format!("{key}.");
-    let Ok(entries) = fs::read_dir(cache.tmp_dir()) else { return };
-    for e in entries.flatten() {
-        if e.file_name().to_string_lossy().starts_with(&prefix) {
-            let _ = cache::remove_tree(&e.path());
-        }
-    }
-}
-
-pub fn hostname() -> String {
-    fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "unknown".into())
 }

@@ -1,75 +1,48 @@
 //! The job file: everything `wfpipe exec-stage` needs to compute one key, on this machine
 //! or a cluster node. Written by the executor into the key's work folder.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use wfpipe_stages::kind::{BackendChoice, Params, Value};
+use wfpipe_stages::kind::BackendChoice;
 
+use crate::cache::Work;
 use crate::pipeline::{Instance, Pipeline};
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct InputRef {
-    pub instance: String,
-    pub kind: String,
-    pub axes: BTreeMap<String, Value>,
-    pub key: String,
-}
+use crate::spec::InstanceSpec;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Job {
     pub key: String,
     pub pipeline: String,
     pub instance: String,
-    pub kind: String,
-    pub version: u32,
-    pub params: Params,
-    pub axes: BTreeMap<String, Value>,
-    pub seed: u64,
-    pub inputs: BTreeMap<String, Vec<InputRef>>,
-    pub files: BTreeMap<String, Vec<(String, String)>>,
+    #[serde(flatten)]
+    pub spec: InstanceSpec,
     pub project_dir: PathBuf,
     pub data_dir: PathBuf,
     pub threads: usize,
     pub backend: BackendChoice,
-    #[serde(default)]
-    pub data_digest: Option<String>,
 }
 
 impl Job {
     pub fn for_instance(p: &Pipeline, inst: &Instance, data_dir: &Path, backend: BackendChoice) -> Job {
-        let inputs = inst
-            .inputs
-            .iter()
-            .map(|(param, idx)| {
-                let refs = idx
-                    .iter()
-                    .map(|&i| {
-                        let up = &p.instances[i];
-                        InputRef { instance: up.id.clone(), kind: up.kind.clone(), axes: up.axes.clone(), key: up.key.clone() }
-                    })
-                    .collect();
-                (param.clone(), refs)
-            })
-            .collect();
         Job {
             key: inst.key.clone(),
             pipeline: p.name.clone(),
             instance: inst.id.clone(),
-            kind: inst.kind.clone(),
-            version: inst.version,
-            params: inst.params.clone(),
-            axes: inst.axes.clone(),
-            seed: inst.seed,
-            inputs,
-            files: inst.files.clone(),
+            spec: inst.spec.clone(),
             project_dir: absolute(&p.project_dir),
             data_dir: absolute(data_dir),
             threads: inst.resources.cpus.max(1) as usize,
             backend: if inst.resources.gpus > 0 { backend } else { BackendChoice::Cpu },
-            data_digest: inst.data_digest.clone(),
         }
+    }
+
+    /// Write into the key's work folder (created if needed); returns the job file's path.
+    pub fn write_to(&self, work: &Work) -> std::io::Result<PathBuf> {
+        std::fs::create_dir_all(work.dir())?;
+        let path = work.job();
+        self.write(&path)?;
+        Ok(path)
     }
 
     /// Write atomically (two runs may write the same job at once; both are identical in

@@ -79,46 +79,43 @@ pub fn status(p: &Pipeline, inst: &Instance, cache: &Cache) -> Status {
         return Status::New;
     };
     let mut changes = Vec::new();
-    if old.version != inst.version {
-        changes.push(Change::KindVersion { old: old.version, new: inst.version });
+    if old.spec.version != inst.spec.version {
+        changes.push(Change::KindVersion { old: old.spec.version, new: inst.spec.version });
     }
     let stage = &p.stages[inst.stage];
     let skip = |k: &str| stage.refs.contains_key(k) || stage.file_params.iter().any(|f| f == k);
-    let mut names: Vec<&String> = old.params.0.keys().chain(inst.params.0.keys()).filter(|k| !skip(k)).collect();
+    let mut names: Vec<&String> = old.spec.params.0.keys().chain(inst.spec.params.0.keys()).filter(|k| !skip(k)).collect();
     names.sort();
     names.dedup();
     for name in names {
-        let (a, b) = (old.params.0.get(name), inst.params.0.get(name));
+        let (a, b) = (old.spec.params.0.get(name), inst.spec.params.0.get(name));
         // A parameter the kind gained since, left at its default, changed nothing.
-        let gained_at_default = a.is_none() && inst.unkeyed.contains(name);
+        let gained_at_default = a.is_none() && inst.spec.unkeyed.contains(name);
         if a != b && !gained_at_default {
             changes.push(Change::Param { name: name.clone(), old: a.cloned(), new: b.cloned() });
         }
     }
-    for (param, idx) in &inst.inputs {
-        let now: Vec<&String> = idx.iter().map(|&i| &p.instances[i].key).collect();
-        let before: Vec<&String> = old.inputs.get(param).map(|v| v.iter().collect()).unwrap_or_default();
+    for (param, refs) in &inst.spec.inputs {
+        let now: Vec<&str> = refs.iter().map(|r| r.key.as_str()).collect();
+        let before: Vec<&str> = old.spec.inputs.get(param).map(|v| v.iter().map(|r| r.key.as_str()).collect()).unwrap_or_default();
         if now != before {
-            let changed = idx
-                .iter()
-                .find(|&&i| !before.contains(&&p.instances[i].key))
-                .map(|&i| p.instances[i].id.clone())
-                .unwrap_or_else(|| "selection".into());
+            let changed =
+                refs.iter().find(|r| !before.contains(&r.key.as_str())).map(|r| r.instance.clone()).unwrap_or_else(|| "selection".into());
             changes.push(Change::Input { param: param.clone(), instance: changed });
         }
     }
-    if old.seed != inst.seed {
-        changes.push(Change::Seed { old: old.seed, new: inst.seed });
+    if old.spec.seed != inst.spec.seed {
+        changes.push(Change::Seed { old: old.spec.seed, new: inst.spec.seed });
     }
-    for (param, files) in &inst.files {
-        let before = old.files.get(param);
+    for (param, files) in &inst.spec.files {
+        let before = old.spec.files.get(param);
         for (path, digest) in files {
             if !before.is_some_and(|b| b.iter().any(|(_, d)| d == digest)) {
                 changes.push(Change::File { param: param.clone(), path: path.clone() });
             }
         }
     }
-    if old.data_digest != inst.data_digest {
+    if old.spec.data_digest != inst.spec.data_digest {
         changes.push(Change::BuiltinData);
     }
     Status::Changed { previous_key, changes }

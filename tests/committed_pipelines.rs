@@ -29,16 +29,16 @@ fn a_stage_pattern_sets_attention_on_every_flow_of_thesis_toml() {
     let (dense, _) = ops::load(&thesis, &[]).unwrap();
     let (sparse, _) = ops::load(&thesis, &["*.attention=\"layer-blocks\"".to_owned()]).unwrap();
     assert_eq!(dense.instances.len(), sparse.instances.len());
-    let flops = |p: &wfpipe::pipeline::Pipeline| -> f64 { p.instances.iter().filter(|i| i.kind == "train-flow").map(|i| i.flops.unwrap()).sum() };
+    let flops = |p: &wfpipe::pipeline::Pipeline| -> f64 { p.instances.iter().filter(|i| i.spec.kind == "train-flow").map(|i| i.flops.unwrap()).sum() };
     let mut flows = 0;
     for (d, s) in dense.instances.iter().zip(&sparse.instances) {
         assert_eq!(d.id, s.id);
-        if s.kind == "train-flow" {
+        if s.spec.kind == "train-flow" {
             flows += 1;
-            assert_eq!(d.params.str("attention").unwrap(), "dense", "{}", d.id);
-            assert_eq!(s.params.str("attention").unwrap(), "layer-blocks", "{}", s.id);
+            assert_eq!(d.spec.params.str("attention").unwrap(), "dense", "{}", d.id);
+            assert_eq!(s.spec.params.str("attention").unwrap(), "layer-blocks", "{}", s.id);
             assert_ne!(d.key, s.key, "{}", s.id);
-        } else if !s.kind.starts_with("sample") && !["evaluate", "finetune", "table", "figure", "claim", "barriers"].contains(&s.kind.as_str()) {
+        } else if !s.spec.kind.starts_with("sample") && !["evaluate", "finetune", "table", "figure", "claim", "barriers"].contains(&s.spec.kind.as_str()) {
             // Upstream of every flow (collect, align, canonicalize, toy-data): untouched.
             assert_eq!(d.key, s.key, "{}", s.id);
         }

@@ -52,7 +52,7 @@ pub fn gc(cache: &Cache, reachable: &BTreeSet<String>, max_bytes: Option<u64>, a
         if apply {
             super::remove_tree(&cache.entry_dir(&c.key))?;
             // The entry's log and progress would only describe an entry that is gone.
-            match fs::remove_dir_all(cache.work_dir(&c.key)) {
+            match fs::remove_dir_all(cache.work(&c.key).dir()) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }

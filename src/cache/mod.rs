@@ -3,7 +3,7 @@
 //! ```text
 //! <root>/entries/<k[0..2]>/<key>/   a finished result: manifest.json (written last), log.txt, out/
 //! <root>/locks/<key>.lock           per-key OS lock, held while the key is computed
-//! <root>/work/<key>/                the computing process's job.json, log, progress, scratch
+//! <root>/work/<key>/                the computing process's job.json, log, progress, scratch (`work`)
 //! <root>/tmp/                       entries being assembled before their atomic rename
 //! <root>/quarantine/                entries that failed `cache verify`
 //! <root>/index/                     instance name -> last key, to explain what changed
@@ -15,12 +15,14 @@ pub mod gc;
 pub mod lock;
 pub mod manifest;
 pub mod verify;
+pub mod work;
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use manifest::{FileRecord, Manifest};
+pub use manifest::{hostname, FileRecord, Manifest};
+pub use work::Work;
 
 #[derive(Clone, Debug)]
 pub struct Cache {
@@ -66,10 +68,6 @@ impl Cache {
 
     pub fn lock_path(&self, key: &str) -> PathBuf {
         self.root.join("locks").join(format!("{key}.lock"))
-    }
-
-    pub fn work_dir(&self, key: &str) -> PathBuf {
-        self.root.join("work").join(key)
     }
 
     pub fn tmp_dir(&self) -> PathBuf {
@@ -120,7 +118,7 @@ impl Cache {
     ///
     /// A folder already there without a manifest is the remains of something that never
     /// finished (a copy cut short, a manual edit): not an entry, so it is removed first.
-    pub fn publish(&self, assembled: &Path, key: &str) -> io::Result<()> {
+    fn publish(&self, assembled: &Path, key: &str) -> io::Result<()> {
         let dest = self.entry_dir(key);
         let shard = dest.parent().expect("entry has a shard folder");
         fs::create_dir_all(shard)?;

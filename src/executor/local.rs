@@ -14,7 +14,7 @@ use wfpipe_stages::kind::Resources;
 use super::{interrupted, Executor, RunRequest};
 use crate::dag::{dependents, downstream};
 use crate::event::{Event, EventSink, RunSummary};
-use crate::exec_stage::{self, EXIT_CACHED, EXIT_OK};
+use crate::exec_stage::{EXIT_CACHED, EXIT_OK};
 use crate::job::Job;
 use crate::scheduler::{most_work_first, Capacity, Slots};
 
@@ -82,7 +82,7 @@ impl Executor for LocalExecutor {
                         }
                         Err(e) => {
                             slots.give_back(inst.resources, gpus);
-                            let log = exec_stage::log_path(req.cache, &inst.key);
+                            let log = req.cache.work(&inst.key).log();
                             emit(sink, &mut summary, Event::Failed { instance: inst.id.clone(), message: format!("cannot start: {e}"), log, code: None });
                             skip_downstream(p, &deps, idx, &mut waiting, sink, &mut summary);
                             if !req.keep_going {
@@ -124,7 +124,7 @@ impl Executor for LocalExecutor {
                     } else {
                         failure_message(req, &inst.key, code)
                     };
-                    let log = exec_stage::log_path(req.cache, &inst.key);
+                    let log = req.cache.work(&inst.key).log();
                     emit(sink, &mut summary, Event::Failed { instance: inst.id.clone(), message, log, code });
                     skip_downstream(p, &deps, idx, &mut waiting, sink, &mut summary);
                     if !req.keep_going {
@@ -149,13 +149,10 @@ impl LocalExecutor {
     fn spawn(&self, req: &RunRequest<'_>, idx: usize, gpus: &[u32]) -> std::io::Result<Child> {
         let p = req.pipeline;
         let inst = &p.instances[idx];
-        let work = req.cache.work_dir(&inst.key);
-        fs::create_dir_all(&work)?;
+        let work = req.cache.work(&inst.key);
         let job = Job::for_instance(p, inst, &req.data_dir, req.backend);
-        let job_file = exec_stage::job_path(req.cache, &inst.key);
-        job.write(&job_file)?;
-        // Errors before the child takes its log (unreadable job, lock failure) land here.
-        let early = fs::OpenOptions::new().create(true).append(true).open(work.join("spawn.log"))?;
+        let job_file = job.write_to(&work)?;
+        let early = work.open_spawn_log()?;
         let threads = job.threads.to_string();
         let mut cmd = Command::new(&self.exe);
         cmd.arg("exec-stage")
@@ -177,12 +174,12 @@ impl LocalExecutor {
 }
 
 fn failure_message(req: &RunRequest<'_>, key: &str, code: Option<i32>) -> String {
-    if let Ok(text) = fs::read_to_string(exec_stage::error_path(req.cache, key)) {
+    if let Ok(text) = fs::read_to_string(req.cache.work(key).error()) {
         if !text.trim().is_empty() {
             return text.trim().to_owned();
         }
     }
-    if let Ok(text) = fs::read_to_string(req.cache.work_dir(key).join("spawn.log")) {
+    if let Ok(text) = fs::read_to_string(req.cache.work(key).spawn_log()) {
         if let Some(last) = text.lines().rev().find(|l| !l.trim().is_empty()) {
             return last.trim().to_owned();
         }
@@ -216,7 +213,7 @@ fn skip_downstream(
 
 /// Read new lines of a key's progress file and turn the latest into events.
 pub fn read_progress(req: &RunRequest<'_>, instance: &str, key: &str, offset: &mut u64, sink: &mut dyn EventSink) {
-    let Ok(mut f) = fs::File::open(exec_stage::progress_path(req.cache, key)) else { return };
+    let Ok(mut f) = fs::File::open(req.cache.work(key).progress()) else { return };
     let Ok(len) = f.metadata().map(|m| m.len()) else { return };
     if len < *offset {
         *offset = 0;

@@ -22,9 +22,11 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use wfpipe_stages::declare::{KindParams, StageRef};
 use wfpipe_stages::kind::{
-    ColumnUse, Needs, ParamSpec, ParamType, Params, Produces, RefMode, Row, RowPick, StageContext, StageError, StageKind, TableDecl, Value,
+    ColumnUse, Needs, ParamSpec, ParamType as T, Params, Produces, RefMode, Row, RowPick, StageContext, StageError, StageKind, TableDecl, Value,
 };
+use wfpipe_stages::kind_params;
 
 use crate::kinds::table::TABLE_NAME;
 use crate::report::gather::gather;
@@ -60,10 +62,42 @@ wfpipe_stages::words!(Check, "check", {
     Falls = "falls",
 });
 
-impl Check {
-    fn from_param(word: &str) -> Result<Check, StageError> {
-        Check::parse(word).ok_or_else(|| StageError::Param(format!("`check` must be one of {}, got `{word}`", Check::NAMES.join(", "))))
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Statistic {
+    Mean,
+    Std,
+}
+
+wfpipe_stages::words!(Statistic, "statistic", {
+    Mean = "mean",
+    Std = "std",
+});
+
+kind_params! {
+    /// The parameters of one `claim` instance, declared once.
+    struct Args {
+        table: StageRef [T::Ref { mode: RefMode::Gather }] = required, "the `table` stage whose cells the claim reads";
+        says: String = required, "the thesis's words and where they stand, e.g. \"section 7.2: aligning lowers the barrier\"";
+        check: Check = required, "how the cell is judged";
+        metric: String = required, "the metric whose mean is read (`<metric>_mean`)";
+        statistic: Statistic = default(Statistic::Mean), "which summary of the metric a cell is: its mean or its std over the group";
+        row: BTreeMap<String, String> = default(BTreeMap::new()), "the group: a value for each key column of the table (\"\" where the group has none)";
+        than: BTreeMap<String, String> = default(BTreeMap::new()), "the other group of a comparison: the columns in which it differs from `row`";
+        than_metric: String = default(String::new()), "the metric of the other cell, when it is not `metric` (it may be in the same row)";
+        value: Vec<f64> = default(Vec::new()), "a bound `[x]` for a comparison, `[low, high]` for `between`";
+        thesis_number: String = added(String::new()), "a number the thesis states (an id of reference/thesis.toml's [[numbers]]) as the bound of a comparison";
+        over: String = default(String::new()), "the key column a trend runs along (`rises`, `falls`)";
+        tolerance: f64 [T::Float { min: Some(0.0), max: None }] = default(0.0), "how far the comparison may miss and still hold";
+        why: String = added(String::new()), "what the pipeline measured about the outcome (shown beside the verdict), e.g. where a claim that does not hold falls short";
     }
+}
+
+/// A claim's words and what the pipeline measured about it (`says`, `why`), for the report.
+pub fn says_and_why(params: &Params) -> (String, String) {
+    Args::parse(params).map(|a| (a.says, a.why)).unwrap_or_default()
+}
+
+impl Check {
     fn is_trend(self) -> bool {
         matches!(self, Check::Rises | Check::Falls)
     }
@@ -90,37 +124,32 @@ pub struct ClaimSpec {
 
 impl ClaimSpec {
     fn parse(p: &Params) -> Result<ClaimSpec, StageError> {
-        let value = p
-            .list("value")?
-            .iter()
-            .map(|v| v.as_f64().ok_or_else(|| StageError::Param("`value` must hold numbers".into())))
-            .collect::<Result<Vec<f64>, _>>()?;
-        let number_id = p.str("thesis_number")?;
-        let (value, value_from) = if number_id.is_empty() {
-            (value, None)
+        let a = Args::parse(p)?;
+        let (value, value_from) = if a.thesis_number.is_empty() {
+            (a.value, None)
         } else {
-            if !value.is_empty() {
+            if !a.value.is_empty() {
                 return Err(StageError::Param("give `value` or `thesis_number`, not both".into()));
             }
             let thesis = crate::report::reference::Thesis::get();
-            let Some(n) = thesis.numbers.iter().find(|n| n.id == number_id) else {
+            let Some(n) = thesis.numbers.iter().find(|n| n.id == a.thesis_number) else {
                 let known: Vec<&str> = thesis.numbers.iter().map(|n| n.id.as_str()).collect();
-                return Err(StageError::Param(format!("the thesis data has no number `{number_id}`; known: {}", known.join(", "))));
+                return Err(StageError::Param(format!("the thesis data has no number `{}`; known: {}", a.thesis_number, known.join(", "))));
             };
             let about = if n.approximate { "about " } else { "" };
             (vec![n.value], Some(format!("thesis {about}{} ({})", n.value, n.text)))
         };
         let spec = ClaimSpec {
-            check: Check::from_param(p.str("check")?)?,
-            metric: p.str("metric")?.to_owned(),
-            statistic: if p.str("statistic")? == "std" { "std" } else { "mean" },
-            row: p.str_map("row")?,
-            than: p.str_map("than")?,
-            than_metric: p.str("than_metric")?.to_owned(),
+            check: a.check,
+            metric: a.metric,
+            statistic: a.statistic.name(),
+            row: a.row,
+            than: a.than,
+            than_metric: a.than_metric,
             value,
             value_from,
-            over: p.str("over")?.to_owned(),
-            tolerance: p.get("tolerance")?.as_f64().unwrap_or(0.0),
+            over: a.over,
+            tolerance: a.tolerance,
         };
         spec.check_shape()?;
         Ok(spec)
@@ -382,22 +411,7 @@ impl StageKind for Claim {
         "check one of the thesis's statements against the cells of a table: holds, does not hold, or not computed"
     }
     fn params(&self) -> Vec<ParamSpec> {
-        let empty = || Value::Table(BTreeMap::new());
-        vec![
-            ParamSpec::required("table", ParamType::Ref { mode: RefMode::Gather }, "the `table` stage whose cells the claim reads"),
-            ParamSpec::required("says", ParamType::Str, "the thesis's words and where they stand, e.g. \"section 7.2: aligning lowers the barrier\""),
-            ParamSpec::required("check", ParamType::Enum(Check::NAMES), "how the cell is judged"),
-            ParamSpec::required("metric", ParamType::Str, "the metric whose mean is read (`<metric>_mean`)"),
-            ParamSpec::with_default("statistic", ParamType::Enum(&["mean", "std"]), Value::Str("mean".into()), "which summary of the metric a cell is: its mean or its std over the group"),
-            ParamSpec::with_default("row", ParamType::StrMap, empty(), "the group: a value for each key column of the table (\"\" where the group has none)"),
-            ParamSpec::with_default("than", ParamType::StrMap, empty(), "the other group of a comparison: the columns in which it differs from `row`"),
-            ParamSpec::with_default("than_metric", ParamType::Str, Value::Str(String::new()), "the metric of the other cell, when it is not `metric` (it may be in the same row)"),
-            ParamSpec::with_default("value", ParamType::FloatList, Value::List(vec![]), "a bound `[x]` for a comparison, `[low, high]` for `between`"),
-            ParamSpec::added("thesis_number", ParamType::Str, Value::Str(String::new()), "a number the thesis states (an id of reference/thesis.toml's [[numbers]]) as the bound of a comparison"),
-            ParamSpec::with_default("over", ParamType::Str, Value::Str(String::new()), "the key column a trend runs along (`rises`, `falls`)"),
-            ParamSpec::with_default("tolerance", ParamType::Float { min: Some(0.0), max: None }, Value::Float(0.0), "how far the comparison may miss and still hold"),
-            ParamSpec::added("why", ParamType::Str, Value::Str(String::new()), "what the pipeline measured about the outcome (shown beside the verdict), e.g. where a claim that does not hold falls short"),
-        ]
+        Args::schema()
     }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
         ClaimSpec::parse(params).map(|_| ())
@@ -408,30 +422,28 @@ impl StageKind for Claim {
     /// The table must carry every column the claim reads, and `row` (and `than`) must
     /// each select one group of it.
     fn needs(&self, _param: &str, params: &Params) -> Needs {
-        let row = params.str_map("row").unwrap_or_default();
-        let than = params.str_map("than").unwrap_or_default();
-        let over = params.str("over").unwrap_or("").to_owned();
-        let metric = params.str("metric").unwrap_or("").to_owned();
-        let mut columns: Vec<ColumnUse> = row.keys().map(|c| ColumnUse { param: "row", column: c.clone() }).collect();
-        columns.extend(than.keys().map(|c| ColumnUse { param: "than", column: c.clone() }));
-        if !over.is_empty() {
-            columns.push(ColumnUse { param: "over", column: over.clone() });
+        let Ok(a) = Args::parse(params) else {
+            // Parameters that do not read are reported by `validate`.
+            return Needs::Table { name: TABLE_NAME.to_owned(), columns: Vec::new(), picks: Vec::new() };
+        };
+        let statistic = a.statistic.name();
+        let mut columns: Vec<ColumnUse> = a.row.keys().map(|c| ColumnUse { param: "row", column: c.clone() }).collect();
+        columns.extend(a.than.keys().map(|c| ColumnUse { param: "than", column: c.clone() }));
+        if !a.over.is_empty() {
+            columns.push(ColumnUse { param: "over", column: a.over.clone() });
         }
-        if !metric.is_empty() {
-            let statistic = params.str("statistic").unwrap_or("mean");
-            columns.push(ColumnUse { param: "metric", column: format!("{metric}_{statistic}") });
-            if params.str("check").is_ok_and(|c| c == Check::NearThesis.name()) {
-                columns.push(ColumnUse { param: "metric", column: format!("{metric}_thesis") });
+        if !a.metric.is_empty() {
+            columns.push(ColumnUse { param: "metric", column: format!("{}_{statistic}", a.metric) });
+            if a.check == Check::NearThesis {
+                columns.push(ColumnUse { param: "metric", column: format!("{}_thesis", a.metric) });
             }
         }
-        let than_metric = params.str("than_metric").unwrap_or("");
-        if !than_metric.is_empty() {
-            let statistic = params.str("statistic").unwrap_or("mean");
-            columns.push(ColumnUse { param: "than_metric", column: format!("{than_metric}_{statistic}") });
+        if !a.than_metric.is_empty() {
+            columns.push(ColumnUse { param: "than_metric", column: format!("{}_{statistic}", a.than_metric) });
         }
-        let mut picks = vec![RowPick { param: "row", pinned: row.keys().cloned().collect(), open: vec![over].into_iter().filter(|o| !o.is_empty()).collect() }];
-        if !than.is_empty() {
-            picks.push(RowPick { param: "than", pinned: row.keys().chain(than.keys()).cloned().collect(), open: vec![] });
+        let mut picks = vec![RowPick { param: "row", pinned: a.row.keys().cloned().collect(), open: vec![a.over].into_iter().filter(|o| !o.is_empty()).collect() }];
+        if !a.than.is_empty() {
+            picks.push(RowPick { param: "than", pinned: a.row.keys().chain(a.than.keys()).cloned().collect(), open: vec![] });
         }
         Needs::Table { name: TABLE_NAME.to_owned(), columns, picks }
     }
@@ -440,7 +452,7 @@ impl StageKind for Claim {
         let rows = gather(ctx.inputs_of("table"), TABLE_NAME, &BTreeMap::new())?;
         let verdict = judge(&spec, &rows);
         let mut row = Row::new();
-        row.insert("says".into(), Value::Str(ctx.params.str("says")?.to_owned()));
+        row.insert("says".into(), Value::Str(Args::parse(ctx.params)?.says));
         row.insert("check".into(), Value::Str(spec.check.name().to_owned()));
         row.insert("verdict".into(), Value::Str(verdict.outcome.name().to_owned()));
         row.insert("ours".into(), Value::Str(verdict.ours));

@@ -22,11 +22,27 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::process::Command as Process;
 
-use wfpipe_stages::kind::{ParamSpec, ParamType, Params, RefMode, StageContext, StageError, StageKind, Value};
+use wfpipe_stages::declare::{KindParams, StageRef};
+use wfpipe_stages::kind::{ParamSpec, ParamType as T, Params, RefMode, StageContext, StageError, StageKind};
+use wfpipe_stages::kind_params;
 
 use crate::project_path::check_relative_path;
 
 pub struct Command;
+
+kind_params! {
+    /// The parameters of one `command` instance, declared once.
+    struct Args {
+        cmd: Vec<String> = required, "program and arguments";
+        shell: bool = default(false), "run the first word of `cmd` as `sh -c` text, each later word one shell-quoted argument";
+        inputs: Vec<String> [T::FileList] = default(Vec::new()), "files read by the program (hashed into the key)";
+        outputs: Vec<String> = default(Vec::new()), "files the program writes, moved into the entry";
+        deps: Vec<String> [T::RefList] = default(Vec::new()), "stages whose outputs the program reads (gathered)";
+        input: StageRef [T::Ref { mode: RefMode::FanOut }] = default(StageRef::NONE), "a stage to fan out over, one run per instance";
+        env: BTreeMap<String, String> = default(BTreeMap::new()), "environment variables (sweepable: matrix.env.NAME)";
+        shell_quote: bool = added(false), "insert placeholders inside longer words shell-quoted (for `sh -c` strings)";
+    }
+}
 
 impl StageKind for Command {
     fn name(&self) -> &'static str {
@@ -39,23 +55,13 @@ impl StageKind for Command {
         "run a program (argv list) with declared inputs and outputs"
     }
     fn params(&self) -> Vec<ParamSpec> {
-        vec![
-            ParamSpec::required("cmd", ParamType::StrList, "program and arguments"),
-            ParamSpec::with_default("shell", ParamType::Bool, Value::Bool(false), "run the first word of `cmd` as `sh -c` text, each later word one shell-quoted argument"),
-            ParamSpec::with_default("inputs", ParamType::FileList, Value::List(vec![]), "files read by the program (hashed into the key)"),
-            ParamSpec::with_default("outputs", ParamType::StrList, Value::List(vec![]), "files the program writes, moved into the entry"),
-            ParamSpec::with_default("deps", ParamType::RefList, Value::List(vec![]), "stages whose outputs the program reads (gathered)"),
-            ParamSpec::optional_ref("input", RefMode::FanOut, "a stage to fan out over, one run per instance"),
-            ParamSpec::with_default("env", ParamType::StrMap, Value::Table(BTreeMap::new()), "environment variables (sweepable: matrix.env.NAME)"),
-            ParamSpec::added("shell_quote", ParamType::Bool, Value::Bool(false), "insert placeholders inside longer words shell-quoted (for `sh -c` strings)"),
-        ]
+        Args::schema()
     }
     fn validate(&self, params: &Params) -> Result<(), StageError> {
-        let cmd = params.str_list("cmd")?;
+        let Args { cmd, env, shell_quote, outputs, .. } = Args::parse(params)?;
         if cmd.is_empty() || cmd[0].is_empty() {
             return Err(StageError::Param("`cmd` must name a program".into()));
         }
-        let env = params.str_map("env")?;
         for name in env.keys() {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(StageError::Param(format!("`env.{name}` is not a valid variable name")));
@@ -65,7 +71,7 @@ impl StageKind for Command {
         if let Some(word) = cmd.iter().chain(env.values()).find(|w| w.contains('\0')) {
             return Err(StageError::Param(format!("`cmd` or `env` holds a NUL byte (in {word:?})")));
         }
-        if !params.bool("shell_quote")? {
+        if !shell_quote {
             for word in &cmd {
                 if let Some(name) = env.keys().find(|name| word.contains(&format!("{{{name}}}")) && *word != format!("{{{name}}}")) {
                     return Err(StageError::Param(format!(
@@ -75,7 +81,6 @@ impl StageKind for Command {
                 }
             }
         }
-        let outputs = params.str_list("outputs")?;
         for (i, out) in outputs.iter().enumerate() {
             check_relative_path(out).map_err(|why| StageError::Param(format!("`outputs`: {why}")))?;
             if !Path::new(out).components().any(|c| matches!(c, Component::Normal(_))) {
@@ -91,30 +96,29 @@ impl StageKind for Command {
         Ok(())
     }
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
-        let params = ctx.params;
+        let args = Args::parse(ctx.params)?;
         let work = fresh_work_folder(ctx.scratch_dir)?;
         let project = ctx.project_dir.canonicalize().map_err(|e| StageError::io("resolving the project folder", e))?;
         let input = ctx.inputs_of("input").first().map(|a| a.dir.display().to_string()).unwrap_or_default();
         let deps: Vec<String> = ctx.inputs_of("deps").iter().map(|a| a.dir.display().to_string()).collect();
-        let env = params.str_map("env")?;
+        let env = &args.env;
         let mut vars: BTreeMap<String, String> = BTreeMap::new();
         vars.insert("out".into(), work.display().to_string());
         vars.insert("project".into(), project.display().to_string());
         vars.insert("seed".into(), ctx.seed.to_string());
         vars.insert("input".into(), input.clone());
-        for (k, v) in &env {
+        for (k, v) in env {
             vars.insert(k.clone(), v.clone());
         }
-        let quote = params.bool("shell_quote")?;
         let mut argv: Vec<String> = Vec::new();
-        for word in params.str_list("cmd")? {
+        for word in &args.cmd {
             if word == "{deps}" {
                 argv.extend(deps.iter().cloned());
             } else {
-                argv.push(substitute(&word, &vars, quote));
+                argv.push(substitute(word, &vars, args.shell_quote));
             }
         }
-        let mut process = if params.bool("shell")? {
+        let mut process = if args.shell {
             let mut p = Process::new("sh");
             p.arg("-c").arg(shell_text(&argv));
             p
@@ -130,7 +134,7 @@ impl StageKind for Command {
             .env("WFPIPE_SEED", ctx.seed.to_string())
             .env("WFPIPE_INPUT", &input)
             .env("WFPIPE_DEPS", deps.join(":"))
-            .envs(&env);
+            .envs(env);
         die_with_parent(&mut process);
         tracing::info!(program = %argv[0], "running command");
         let status = process
@@ -142,8 +146,8 @@ impl StageKind for Command {
                 None => format!("`{}` was killed by a signal", argv[0]),
             }));
         }
-        for out in params.str_list("outputs")? {
-            move_output(&work, &out, ctx.out_dir)?;
+        for out in &args.outputs {
+            move_output(&work, out, ctx.out_dir)?;
         }
         Ok(())
     }

@@ -96,7 +96,7 @@ impl StageKind for Figure {
     }
     /// With a `reference`, the result shows the thesis's values: their digest is in the key.
     fn builtin_data_digest(&self, params: &Params) -> Option<String> {
-        params.str("reference").ok().filter(|r| !r.is_empty()).map(|_| Thesis::digest())
+        Args::parse(params).ok().filter(|a| !a.reference.is_empty()).map(|_| Thesis::digest())
     }
     fn produces(&self, _params: &Params) -> Option<Produces> {
         Some(Produces::default())

@@ -6,8 +6,6 @@ use std::fmt::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use wfpipe_stages::kind::Params;
-
 use crate::cache::{manifest::FORMAT, Cache, Manifest};
 use crate::kinds::Registry;
 use crate::pipeline;
@@ -71,7 +69,7 @@ pub fn bench_plan(instances: usize, sizes: &[usize], reps: usize, workdir: &Path
         n = p.instances.len();
         std::hint::black_box(text);
     }
-    // Mark everything cached with minimal manifests, then time `status`.
+    // Mark everything cached with manifests (no outputs), then time `status`.
     let p = pipeline::load(&path, &[], &registry)?;
     for inst in &p.instances {
         if cache.is_cached(&inst.key) {
@@ -82,17 +80,9 @@ pub fn bench_plan(instances: usize, sizes: &[usize], reps: usize, workdir: &Path
         let m = Manifest {
             format: FORMAT.into(),
             key: inst.key.clone(),
-            kind: inst.kind.clone(),
-            version: inst.version,
             instance: inst.id.clone(),
             pipeline: p.name.clone(),
-            params: Params::default(),
-            axes: BTreeMap::new(),
-            seed: inst.seed,
-            inputs: BTreeMap::new(),
-            input_instances: BTreeMap::new(),
-            files: BTreeMap::new(),
-            data_digest: inst.data_digest.clone(),
+            spec: inst.spec.clone(),
             outputs: Vec::new(),
             tables: Vec::new(),
             metrics: BTreeMap::new(),

@@ -41,7 +41,7 @@ pub fn ls_json(cache: &Cache) -> anyhow::Result<String> {
     for key in cache.keys()? {
         let bytes = dir_size(&cache.entry_dir(&key));
         entries.push(match cache.read_manifest(&key) {
-            Ok(m) => json!({ "key": key, "kind": m.kind, "instance": m.instance, "bytes": bytes, "duration_s": m.duration_s }),
+            Ok(m) => json!({ "key": key, "kind": m.spec.kind, "instance": m.instance, "bytes": bytes, "duration_s": m.duration_s }),
             Err(e) => json!({ "key": key, "bytes": bytes, "error": e.to_string() }),
         });
     }
@@ -54,7 +54,7 @@ pub fn ls(cache: &Cache) -> anyhow::Result<String> {
         let size = human_bytes(dir_size(&cache.entry_dir(&key)));
         match cache.read_manifest(&key) {
             Ok(m) => {
-                let _ = writeln!(out, "{key}  {:<12} {:>10}  {:>8.1}s  {}", m.kind, size, m.duration_s, m.instance);
+                let _ = writeln!(out, "{key}  {:<12} {:>10}  {:>8.1}s  {}", m.spec.kind, size, m.duration_s, m.instance);
             }
             Err(e) => {
                 let _ = writeln!(out, "{key}  (unreadable manifest: {e})");

@@ -20,7 +20,7 @@ pub fn render(p: &Pipeline, cache: &Cache, format: DagFormat) -> String {
             let _ = writeln!(out, "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];", p.name);
             for (i, inst) in p.instances.iter().enumerate() {
                 let style = if cached(i) { ", style=filled, fillcolor=\"#d9f2d9\"" } else { "" };
-                let _ = writeln!(out, "  n{i} [label=\"{}\\n{}\"{style}];", inst.id.replace('"', "\\\""), inst.kind);
+                let _ = writeln!(out, "  n{i} [label=\"{}\\n{}\"{style}];", inst.id.replace('"', "\\\""), inst.spec.kind);
             }
             for (i, inst) in p.instances.iter().enumerate() {
                 for (param, ups) in &inst.inputs {
@@ -34,7 +34,7 @@ pub fn render(p: &Pipeline, cache: &Cache, format: DagFormat) -> String {
         DagFormat::Mermaid => {
             out.push_str("flowchart LR\n");
             for (i, inst) in p.instances.iter().enumerate() {
-                let _ = writeln!(out, "  n{i}[\"{}<br/>{}\"]", inst.id.replace('"', "'"), inst.kind);
+                let _ = writeln!(out, "  n{i}[\"{}<br/>{}\"]", inst.id.replace('"', "'"), inst.spec.kind);
                 if cached(i) {
                     let _ = writeln!(out, "  class n{i} cached");
                 }
@@ -51,7 +51,7 @@ pub fn render(p: &Pipeline, cache: &Cache, format: DagFormat) -> String {
         DagFormat::Text => {
             for (i, inst) in p.instances.iter().enumerate() {
                 let mark = if cached(i) { "[cached]" } else { "[to run]" };
-                let _ = writeln!(out, "{} ({}) {mark}", inst.id, inst.kind);
+                let _ = writeln!(out, "{} ({}) {mark}", inst.id, inst.spec.kind);
                 for (param, ups) in &inst.inputs {
                     for &u in ups {
                         let _ = writeln!(out, "    <- {param}: {}", p.instances[u].id);

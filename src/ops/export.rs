@@ -23,7 +23,7 @@ pub fn export(path: &Path, overrides: &[String], cache: Option<std::path::PathBu
 }
 
 fn export_instances(p: &Pipeline, registry: &Registry, cache: &Cache, target: &str, to: &Path) -> anyhow::Result<String> {
-    let named = super::run::named_by(p, target);
+    let named = p.named_by(target);
     if named.is_empty() {
         bail!("`{target}` names no instance of pipeline `{}` (an instance id, a stage, or `stage[axis=value]`)", p.name);
     }
@@ -38,13 +38,13 @@ fn export_instances(p: &Pipeline, registry: &Registry, cache: &Cache, target: &s
         let out = cache.out_dir(&inst.key);
         let dest = to.join(slug(&inst.id));
         copy_tree(&out, &dest)?;
-        let kind = registry.get(&inst.kind).with_context(|| format!("unknown kind `{}`", inst.kind))?;
+        let kind = registry.get(&inst.spec.kind).with_context(|| format!("unknown kind `{}`", inst.spec.kind))?;
         let mut derived: Vec<String> = Vec::new();
         for (name, bytes) in kind.exports(&out).map_err(|e| anyhow::anyhow!("exporting `{}`: {e}", inst.id))? {
             fs::write(dest.join(&name), bytes).with_context(|| format!("writing {}", dest.join(&name).display()))?;
             derived.push(name);
         }
-        let decls = kind.produces(&inst.params).map(|p| p.tables).unwrap_or_default();
+        let decls = kind.produces(&inst.spec.params).map(|p| p.tables).unwrap_or_default();
         for (name, rows) in export_tables::emitted(&out)? {
             let decl = decls.iter().find(|d| d.name == name);
             for t in export_tables::tidy(inst, &name, decl, rows) {

@@ -57,7 +57,7 @@ pub fn tidy(inst: &Instance, name: &str, decl: Option<&TableDecl>, rows: Vec<Row
 /// The row without its row type, with the key and the axes the table does not already hold.
 fn annotate(inst: &Instance, mut row: Row) -> Row {
     row.remove(ROW_TYPE);
-    for (axis, value) in &inst.axes {
+    for (axis, value) in &inst.spec.axes {
         row.entry(axis.clone()).or_insert_with(|| value.clone());
     }
     row.insert(KEY_COLUMN.to_owned(), Value::Str(inst.key.clone()));
@@ -69,7 +69,7 @@ fn annotate(inst: &Instance, mut row: Row) -> Row {
 fn order(inst: &Instance, decl: Option<&TableDecl>, rows: &[Row]) -> Vec<String> {
     let present: BTreeSet<&String> = rows.iter().flat_map(|r| r.keys()).collect();
     let mut columns: Vec<String> = vec![KEY_COLUMN.to_owned()];
-    columns.extend(inst.axes.keys().cloned());
+    columns.extend(inst.spec.axes.keys().cloned());
     if let Some(declared) = decl.and_then(|d| d.columns.as_ref()) {
         columns.extend(declared.iter().cloned());
     }

@@ -40,7 +40,7 @@ pub fn find(p: &Pipeline, digest: impl Fn(usize) -> Option<String>) -> Vec<NoEff
             let mut sets: BTreeMap<String, Vec<usize>> = BTreeMap::new();
             for &i in &stage.instances {
                 let rest: Vec<String> =
-                    p.instances[i].axes.iter().filter(|(k, _)| !names.contains(k)).map(|(k, v)| format!("{k}={v}")).collect();
+                    p.instances[i].spec.axes.iter().filter(|(k, _)| !names.contains(k)).map(|(k, v)| format!("{k}={v}")).collect();
                 sets.entry(rest.join(",")).or_default().push(i);
             }
             let mut comparisons = 0;

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::cache::{lock, Cache};
-use crate::exec_stage;
 use crate::pipeline::Pipeline;
 use crate::stale::{self, Status};
 
@@ -32,7 +31,7 @@ pub fn format_flops(f: f64) -> String {
 fn per_kind(p: &Pipeline) -> BTreeMap<&str, (usize, f64)> {
     let mut per_kind: BTreeMap<&str, (usize, f64)> = BTreeMap::new();
     for inst in &p.instances {
-        let e = per_kind.entry(&inst.kind).or_default();
+        let e = per_kind.entry(&inst.spec.kind).or_default();
         e.0 += 1;
         e.1 += inst.flops.unwrap_or(0.0);
     }
@@ -87,7 +86,7 @@ struct Devices {
 impl Devices {
     fn detect(p: &Pipeline) -> Devices {
         Devices {
-            gpu_files: crate::ops::run::count_gpus(),
+            gpu_files: crate::machine::gpu_device_files(),
             cuda: wfpipe_stages::backend::cuda_devices(),
             gpu_instances: p.instances.iter().filter(|i| i.resources.gpus > 0).count(),
         }
@@ -132,7 +131,7 @@ pub fn status_view(p: &Pipeline, cache: &Cache) -> StatusView {
     let mut slurm_failed = Vec::new();
     // Keys submitted to SLURM (`slurm.json`): the queue knows whether they wait or run.
     let slurm = queue_view(p, cache);
-    let log = |key: &str| exec_stage::log_path(cache, key).display().to_string();
+    let log = |key: &str| cache.work(key).log().display().to_string();
     for inst in &p.instances {
         let live = slurm.get(&inst.key);
         if cache.is_cached(&inst.key) {
@@ -141,8 +140,8 @@ pub fn status_view(p: &Pipeline, cache: &Cache) -> StatusView {
             v.running.push((inst.id.clone(), crate::executor::slurm::status::progress_note(cache, &inst.key)));
         } else if let Some(Live::Queued { job }) = live {
             v.queued.push((inst.id.clone(), job.to_string()));
-        } else if exec_stage::error_path(cache, &inst.key).exists() {
-            let message = std::fs::read_to_string(exec_stage::error_path(cache, &inst.key)).unwrap_or_default().trim().to_owned();
+        } else if cache.work(&inst.key).error().exists() {
+            let message = std::fs::read_to_string(cache.work(&inst.key).error()).unwrap_or_default().trim().to_owned();
             v.failed.push(Failed { instance: inst.id.clone(), message, log: log(&inst.key) });
         } else if let Some(Live::Ended { job, message }) = live {
             slurm_failed.push(Failed { instance: inst.id.clone(), message: format!("SLURM job {job}: {message}"), log: log(&inst.key) });
@@ -199,11 +198,11 @@ pub fn render_plan_json(p: &Pipeline, planned: &[PlannedInstance]) -> String {
             json!({
                 "id": inst.id,
                 "stage": p.stages[inst.stage].name,
-                "kind": inst.kind,
+                "kind": inst.spec.kind,
                 "key": inst.key,
                 "cached": x.status.is_cached(),
                 "reason": x.status.reason(),
-                "axes": inst.axes.iter().map(|(k, v)| (k.clone(), v.to_string())).collect::<BTreeMap<_, _>>(),
+                "axes": inst.spec.axes.iter().map(|(k, v)| (k.clone(), v.to_string())).collect::<BTreeMap<_, _>>(),
                 "resources": { "cpus": inst.resources.cpus, "gpus": inst.resources.gpus, "mem_mb": inst.resources.mem_mb },
                 "flops": inst.flops,
             })
@@ -222,7 +221,7 @@ pub fn render_plan_json(p: &Pipeline, planned: &[PlannedInstance]) -> String {
 
 /// The text of `wfpipe why INSTANCE`.
 pub fn render_why(p: &Pipeline, cache: &Cache, instance: &str) -> anyhow::Result<String> {
-    let named = crate::ops::run::named_by(p, instance);
+    let named = p.named_by(instance);
     let exact = p.instances.iter().find(|i| i.id == instance);
     if let (None, [_, _, ..]) = (exact, named.as_slice()) {
         // A stage or selection with several instances: list them, each with its state.
@@ -248,7 +247,7 @@ pub fn render_why(p: &Pipeline, cache: &Cache, instance: &str) -> anyhow::Result
         anyhow::bail!("no instance `{instance}` in pipeline `{}`{hint}", p.name);
     };
     let mut out = String::new();
-    let _ = writeln!(out, "{}  (kind {} v{}, key {})", inst.id, inst.kind, inst.version, inst.key);
+    let _ = writeln!(out, "{}  (kind {} v{}, key {})", inst.id, inst.spec.kind, inst.spec.version, inst.key);
     match stale::status(p, inst, cache) {
         Status::Cached => {
             let _ = writeln!(out, "cached: nothing to do");
@@ -270,7 +269,7 @@ pub fn render_why(p: &Pipeline, cache: &Cache, instance: &str) -> anyhow::Result
         }
     }
     let _ = writeln!(out, "parameters:");
-    for (k, v) in &inst.params.0 {
+    for (k, v) in &inst.spec.params.0 {
         let _ = writeln!(out, "  {k} = {v}");
     }
     for (param, ups) in &inst.inputs {

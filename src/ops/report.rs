@@ -48,7 +48,7 @@ pub fn has_outputs(p: &Pipeline) -> bool {
 }
 
 fn is_output(i: &Instance) -> bool {
-    i.kind == TABLE_KIND || i.kind == FIGURE_KIND
+    i.spec.kind == TABLE_KIND || i.spec.kind == FIGURE_KIND
 }
 
 /// `reports/` beside the project.
@@ -119,7 +119,7 @@ pub fn write_report(p: &Pipeline, cache: &Cache, root: &Path) -> Result<PathBuf,
     if verdicts::has_claims(p) {
         let _ = writeln!(md, "{}", verdicts::markdown(&verdicts::collect(p, cache)));
     }
-    let tables: Vec<&Instance> = p.instances.iter().filter(|i| i.kind == TABLE_KIND).collect();
+    let tables: Vec<&Instance> = p.instances.iter().filter(|i| i.spec.kind == TABLE_KIND).collect();
     if !tables.is_empty() {
         let _ = writeln!(md, "## Tables\n");
     }
@@ -132,7 +132,7 @@ pub fn write_report(p: &Pipeline, cache: &Cache, root: &Path) -> Result<PathBuf,
         let _ = writeln!(md, "{}", text.trim_end());
         let _ = writeln!(md, "\nData: [tables/{name}.csv](tables/{name}.csv)\n");
     }
-    let figures: Vec<&Instance> = p.instances.iter().filter(|i| i.kind == FIGURE_KIND).collect();
+    let figures: Vec<&Instance> = p.instances.iter().filter(|i| i.spec.kind == FIGURE_KIND).collect();
     if !figures.is_empty() {
         let _ = writeln!(md, "## Figures\n");
     }
@@ -142,7 +142,7 @@ pub fn write_report(p: &Pipeline, cache: &Cache, root: &Path) -> Result<PathBuf,
         for ext in ["png", "svg"] {
             copy(&out.join(format!("{}.{ext}", figure::FIGURE_STEM)), &figures_dir.join(format!("{name}.{ext}")))?;
         }
-        let title = inst.params.str("title").ok().filter(|t| !t.is_empty()).unwrap_or(inst.id.as_str()).to_owned();
+        let title = inst.spec.params.str("title").ok().filter(|t| !t.is_empty()).unwrap_or(inst.id.as_str()).to_owned();
         let _ = writeln!(md, "### {}\n", escape(&inst.id));
         let _ = writeln!(md, "![{}](figures/{name}.png)\n", title.replace(['[', ']'], ""));
         let _ = writeln!(md, "Vector version: [figures/{name}.svg](figures/{name}.svg)\n");
@@ -185,7 +185,7 @@ fn provenance(md: &mut String, p: &Pipeline, cache: &Cache) -> Result<(), Report
     let _ = writeln!(md, "|---|---|---|---|--:|---|--:|---|---|");
     for inst in &p.instances {
         if !cache.is_cached(&inst.key) {
-            let _ = writeln!(md, "| {} | {} | `{}` | not cached | | | | | |", escape(&inst.id), inst.kind, short_key(&inst.key));
+            let _ = writeln!(md, "| {} | {} | `{}` | not cached | | | | | |", escape(&inst.id), inst.spec.kind, short_key(&inst.key));
             continue;
         }
         let m: Manifest = cache
@@ -195,8 +195,8 @@ fn provenance(md: &mut String, p: &Pipeline, cache: &Cache) -> Result<(), Report
             md,
             "| {} | {} v{} | `{}` | {} | {} | {} | {} | {} | {} |",
             escape(&inst.id),
-            m.kind,
-            m.version,
+            m.spec.kind,
+            m.spec.version,
             short_key(&m.key),
             utc(m.started_unix),
             duration(m.duration_s),

@@ -11,6 +11,7 @@ use crate::executor::slurm::{SlurmArgs, SlurmConfig, SlurmExecutor};
 use crate::executor::{self, local::LocalExecutor, Executor, RunRequest};
 use crate::pipeline::Pipeline;
 use crate::render::{Mode, Renderer};
+use crate::machine;
 use crate::scheduler::Capacity;
 
 #[derive(Clone, Debug)]
@@ -44,49 +45,9 @@ pub enum ExecutorChoice {
 /// What this machine has.
 pub fn detect_capacity(o: &RunOptions) -> Capacity {
     let cpus = o.cpus.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1));
-    let gpus = o.gpus.unwrap_or_else(count_gpus);
-    let mem_mb = o.mem_mb.unwrap_or_else(|| total_memory_mb().unwrap_or(8192));
+    let gpus = o.gpus.unwrap_or_else(machine::gpu_device_files);
+    let mem_mb = o.mem_mb.unwrap_or_else(|| machine::memory_mb().unwrap_or(8192));
     Capacity { jobs: o.jobs.unwrap_or(cpus as usize).max(1), cpus, gpus, mem_mb }
-}
-
-/// GPUs as device files (`/dev/nvidia0`, ...), which needs no driver library.
-pub(crate) fn count_gpus() -> u32 {
-    std::fs::read_dir("/dev")
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| {
-                    let n = e.file_name().to_string_lossy().into_owned();
-                    n.strip_prefix("nvidia").is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit()))
-                })
-                .count() as u32
-        })
-        .unwrap_or(0)
-}
-
-/// The memory this process may use: the machine's (`/proc/meminfo`), or a container's
-/// cgroup limit when that is lower (v2 `memory.max`, else v1 `memory.limit_in_bytes`).
-fn total_memory_mb() -> Option<u64> {
-    let read = |path: &str| std::fs::read_to_string(path).ok();
-    memory_limit_mb(
-        &read("/proc/meminfo")?,
-        read("/sys/fs/cgroup/memory.max").or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes")).as_deref(),
-    )
-}
-
-fn memory_limit_mb(meminfo: &str, cgroup_limit: Option<&str>) -> Option<u64> {
-    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let machine = line.split_whitespace().nth(1)?.parse::<u64>().ok()? / 1024;
-    // "max" (v2) or a huge number (v1's "no limit") parse to no limit or lose to the machine.
-    let limit = cgroup_limit.and_then(|text| text.trim().parse::<u64>().ok()).map(|bytes| bytes / (1024 * 1024));
-    Some(limit.map_or(machine, |l| l.min(machine)))
-}
-
-/// The instances a target names: an instance id, a stage, or a selection
-/// `stage[axis=value,...]` naming some axes.
-pub fn named_by(p: &Pipeline, target: &str) -> Vec<usize> {
-    let sel = crate::pipeline::refsel::RefSel::parse(target).ok();
-    let selected = |i: &crate::pipeline::Instance| sel.as_ref().is_some_and(|s| p.stages[i.stage].name == s.stage && s.admits(&i.axes));
-    p.instances.iter().enumerate().filter(|(_, i)| i.id == target || selected(i)).map(|(n, _)| n).collect()
 }
 
 /// Instances selected by targets (stage names or instance ids) plus everything upstream.
@@ -96,7 +57,7 @@ pub fn select(p: &Pipeline, targets: &[String]) -> anyhow::Result<BTreeSet<usize
     }
     let mut roots = Vec::new();
     for t in targets {
-        let found = named_by(p, t);
+        let found = p.named_by(t);
         if found.is_empty() {
             anyhow::bail!("no stage or instance `{t}` in pipeline `{}`", p.name);
         }
@@ -239,21 +200,5 @@ pub fn print_summary(s: &RunSummary) {
     }
     for (cause, insts) in by_cause {
         eprintln!("  not run because {cause} failed: {}", insts.join(", "));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::memory_limit_mb;
-
-    #[test]
-    fn a_cgroup_limit_below_the_machine_wins() {
-        let meminfo = "MemTotal:       24576000 kB\nMemFree:         1000 kB\n";
-        assert_eq!(memory_limit_mb(meminfo, None), Some(24000));
-        assert_eq!(memory_limit_mb(meminfo, Some("max\n")), Some(24000));
-        assert_eq!(memory_limit_mb(meminfo, Some("4294967296\n")), Some(4096));
-        // cgroup v1 without a limit reports about 2^63
-        assert_eq!(memory_limit_mb(meminfo, Some("9223372036854771712\n")), Some(24000));
-        assert_eq!(memory_limit_mb("no such line", Some("4294967296")), None);
     }
 }

@@ -1,538 +1,18 @@
-//! Sweeps: `matrix` (cartesian product), `zip` (paired lists), `include` / `exclude`,
-//! `replicates`; fan-out over swept inputs (joined on shared axis names); instance naming.
+//! Sweep expansion: every stage into instances, one per combination of its own axes and
+//! of the upstream instances its references select (joined on shared axis names); each
+//! instance named, its files digested and its spec keyed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use wfpipe_stages::kind::{unkeyed_defaults, ColumnUse, Needs, NetworkColumns, ParamSpec, ParamType, Params, RefMode, Value};
+use wfpipe_stages::kind::{unkeyed_defaults, ParamSpec, Params, RefMode, Value};
 
-use super::check::{check_value, span_of};
+use super::axes::{combos, matches, Axis, AxisTarget, Combo};
+use super::connect::check_connection;
 use super::diagnostic::Diagnostic;
-use super::source::{SKind, SValue};
-use super::{Instance, Loader, Pipeline};
-use crate::key;
-use crate::report::gather::INSTANCE_COLUMN;
+use super::{Instance, Pipeline};
 use crate::kinds::Registry;
+use crate::spec::{InputRef, InstanceSpec};
 
-/// What an axis sets in the instance parameters.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AxisTarget {
-    Param(String),
-    /// One entry of a string-map parameter (`matrix.env.N = [...]` sets `env.N`).
-    MapEntry {
-        param: String,
-        key: String,
-    },
-    /// `replicates = n`: the seed offset.
-    Replicate,
-}
-
-impl AxisTarget {
-    pub fn param(&self) -> &str {
-        match self {
-            AxisTarget::Param(p) | AxisTarget::MapEntry { param: p, .. } => p,
-            AxisTarget::Replicate => "",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Axis {
-    pub name: String,
-    pub target: AxisTarget,
-    pub ty: ParamType,
-    pub values: Vec<Value>,
-}
-
-/// Axes that vary together: one matrix axis, or all the lists of a `zip`.
-#[derive(Debug, Clone)]
-pub struct AxisGroup {
-    pub axes: Vec<Axis>,
-}
-
-impl AxisGroup {
-    fn len(&self) -> usize {
-        self.axes.first().map(|a| a.values.len()).unwrap_or(0)
-    }
-}
-
-pub const REPLICATE_AXIS: &str = "rep";
-
-pub(crate) fn check_axes(
-    loader: &mut Loader<'_>,
-    kind: &str,
-    schema: &[ParamSpec],
-    matrix: Option<&SValue>,
-    zip: Option<&SValue>,
-    replicates: Option<usize>,
-    params: &BTreeMap<String, Value>,
-) -> Vec<AxisGroup> {
-    let mut groups = Vec::new();
-    let mut seen: BTreeSet<String> = BTreeSet::new();
-    for (section, value) in [("matrix", matrix), ("zip", zip)] {
-        let Some(value) = value else { continue };
-        let Some(table) = value.as_table() else {
-            loader.diags.push(Diagnostic::new(
-                format!("`{section}` must be a table of arrays, e.g. {section}.lr = [1e-3, 1e-4]"),
-                span_of(value),
-            ));
-            continue;
-        };
-        let mut zipped = Vec::new();
-        for (k, v) in table {
-            let Some(spec) = schema.iter().find(|p| p.name == k.name) else {
-                let names = schema.iter().filter(|p| !p.ty.is_ref()).map(|p| p.name);
-                loader.diags.push(
-                    Diagnostic::new(
-                        format!("`{section}.{}`: kind `{kind}` has no parameter `{}` to sweep", k.name, k.name),
-                        span_of_key(k),
-                    )
-                    .suggest(&k.name, names),
-                );
-                continue;
-            };
-            if spec.ty.is_ref() {
-                loader.diags.push(
-                    Diagnostic::new(format!("`{section}.{}`: references cannot be swept", k.name), span_of_key(k))
-                        .help("sweep the upstream stage instead; this stage fans out over its instances"),
-                );
-                continue;
-            }
-            if params.contains_key(spec.name) {
-                loader.diags.push(Diagnostic::new(
-                    format!("`{}` is set both as a parameter and as a `{section}` axis", k.name),
-                    span_of_key(k),
-                ));
-                continue;
-            }
-            let mut axes = Vec::new();
-            match (&spec.ty, &v.kind) {
-                (ParamType::StrMap, SKind::Table(entries)) => {
-                    for (ek, ev) in entries {
-                        if let Some(values) = axis_values(loader, section, &ek.name, &ParamType::Str, ev, true) {
-                            axes.push(Axis {
-                                name: ek.name.clone(),
-                                target: AxisTarget::MapEntry { param: k.name.clone(), key: ek.name.clone() },
-                                ty: ParamType::Str,
-                                values,
-                            });
-                        }
-                    }
-                }
-                _ => {
-                    if let Some(values) = axis_values(loader, section, &k.name, &spec.ty, v, false) {
-                        axes.push(Axis {
-                            name: k.name.clone(),
-                            target: AxisTarget::Param(k.name.clone()),
-                            ty: spec.ty.clone(),
-                            values,
-                        });
-                    }
-                }
-            }
-            for a in &axes {
-                if !seen.insert(a.name.clone()) {
-                    loader.diags.push(Diagnostic::new(format!("axis `{}` is declared twice", a.name), span_of_key(k)));
-                }
-            }
-            if section == "matrix" {
-                groups.extend(axes.into_iter().map(|a| AxisGroup { axes: vec![a] }));
-            } else {
-                zipped.extend(axes.into_iter().map(|a| (a, v.span.clone())));
-            }
-        }
-        if !zipped.is_empty() {
-            let len = zipped[0].0.values.len();
-            if let Some((bad, span)) = zipped.iter().find(|(a, _)| a.values.len() != len) {
-                loader.diags.push(Diagnostic::new(
-                    format!(
-                        "`zip` lists must have the same length: `{}` has {}, `{}` has {len}",
-                        bad.name,
-                        bad.values.len(),
-                        zipped[0].0.name
-                    ),
-                    Some(span.clone()).filter(|s| *s != super::check::CLI_SPAN),
-                ));
-            } else {
-                groups.push(AxisGroup { axes: zipped.into_iter().map(|(a, _)| a).collect() });
-            }
-        }
-    }
-    if let Some(n) = replicates {
-        if !seen.insert(REPLICATE_AXIS.into()) {
-            loader.diags.push(Diagnostic::new(format!("axis `{REPLICATE_AXIS}` is reserved for `replicates`"), None));
-        }
-        groups.push(AxisGroup {
-            axes: vec![Axis {
-                name: REPLICATE_AXIS.into(),
-                target: AxisTarget::Replicate,
-                ty: ParamType::NON_NEGATIVE_INT,
-                values: (0..n as i64).map(Value::Int).collect(),
-            }],
-        });
-    }
-    groups
-}
-
-fn span_of_key(k: &super::source::SKey) -> Option<std::ops::Range<usize>> {
-    (k.span != super::check::CLI_SPAN).then(|| k.span.clone())
-}
-
-fn axis_values(
-    loader: &mut Loader<'_>,
-    section: &str,
-    name: &str,
-    ty: &ParamType,
-    v: &SValue,
-    as_string: bool,
-) -> Option<Vec<Value>> {
-    let SKind::Array(items) = &v.kind else {
-        loader.diags.push(Diagnostic::new(
-            format!("`{section}.{name}` must be an array of values to sweep, found {}", v.type_name()),
-            span_of(v),
-        ));
-        return None;
-    };
-    if items.is_empty() {
-        loader.diags.push(
-            Diagnostic::new(format!("empty sweep: `{section}.{name}` has no values"), span_of(v))
-                .help("give at least one value, or remove the axis"),
-        );
-        return None;
-    }
-    let mut values = Vec::new();
-    // Values as written in instance names: two that print alike would name one instance.
-    let mut seen = std::collections::HashSet::new();
-    let mut ok = true;
-    for item in items {
-        let checked = if as_string {
-            super::scalar(item).map(Value::Str).ok_or_else(|| {
-                Diagnostic::new(format!("`{section}.{name}` values must be strings or numbers"), span_of(item))
-            })
-        } else {
-            check_value(name, ty, item)
-        };
-        match checked {
-            Ok(val) => {
-                if !seen.insert(val.to_string()) {
-                    loader
-                        .diags
-                        .push(Diagnostic::new(format!("`{section}.{name}` lists `{val}` twice"), span_of(item)));
-                    ok = false;
-                }
-                values.push(val)
-            }
-            Err(d) => {
-                loader.diags.push(d);
-                ok = false;
-            }
-        }
-    }
-    ok.then_some(values)
-}
-
-/// `include = [{...}]` / `exclude = [{...}]`: tables of axis values.
-pub(crate) fn check_combos(
-    loader: &mut Loader<'_>,
-    what: &str,
-    v: &SValue,
-    groups: &[AxisGroup],
-) -> Vec<BTreeMap<String, Value>> {
-    let axes: Vec<&Axis> = groups.iter().flat_map(|g| g.axes.iter()).collect();
-    let SKind::Array(items) = &v.kind else {
-        loader.diags.push(Diagnostic::new(
-            format!("`{what}` must be an array of tables such as [{{ geometry = \"euclidean\" }}]"),
-            span_of(v),
-        ));
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for item in items {
-        let Some(entries) = item.as_table() else {
-            loader
-                .diags
-                .push(Diagnostic::new(format!("each `{what}` entry must be a table of axis values"), span_of(item)));
-            continue;
-        };
-        let mut combo = BTreeMap::new();
-        for (k, val) in entries {
-            let Some(axis) = axes.iter().find(|a| a.name == k.name) else {
-                if what == "exclude" {
-                    // May name an axis inherited from an input; checked when instances
-                    // are expanded, where the inherited axes are known.
-                    if let Some(x) = super::to_plain_value(val) {
-                        combo.insert(k.name.clone(), x);
-                        loader.pending_exclude_keys.push((k.name.clone(), span_of_key(k)));
-                    }
-                    continue;
-                }
-                loader.diags.push(
-                    Diagnostic::new(
-                        format!("`{what}` names `{}`, which is not an axis of this stage", k.name),
-                        span_of_key(k),
-                    )
-                    .suggest(&k.name, axes.iter().map(|a| a.name.as_str()))
-                    .help_if_none(format!(
-                        "axes: {}",
-                        if axes.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            axes.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
-                        }
-                    )),
-                );
-                continue;
-            };
-            let checked = match axis.target {
-                AxisTarget::MapEntry { .. } => {
-                    super::scalar(val).map(Value::Str).ok_or_else(|| Diagnostic::new("expected a string", span_of(val)))
-                }
-                _ => check_value(&k.name, &axis.ty, val),
-            };
-            match checked {
-                Ok(x) => {
-                    combo.insert(k.name.clone(), x);
-                }
-                Err(d) => loader.diags.push(d),
-            }
-        }
-        if what == "include" {
-            let missing: Vec<&str> = axes.iter().map(|a| a.name.as_str()).filter(|a| !combo.contains_key(*a)).collect();
-            if !missing.is_empty() && combo.len() == entries.len() {
-                loader.diags.push(Diagnostic::new(
-                    format!("`include` entry must set every axis; missing: {}", missing.join(", ")),
-                    span_of(item),
-                ));
-                continue;
-            }
-        }
-        out.push(combo);
-    }
-    out
-}
-
-/// One combination of own axis values. It borrows its axes: a clone of an axis (all its
-/// values) per combination made one axis of N values cost O(N²).
-type Combo<'a> = Vec<(&'a Axis, Value)>;
-
-fn combos(groups: &[AxisGroup]) -> Vec<Combo<'_>> {
-    let mut out: Vec<Combo<'_>> = vec![Vec::new()];
-    for g in groups {
-        let mut next = Vec::with_capacity(out.len() * g.len());
-        for c in &out {
-            for i in 0..g.len() {
-                let mut c2 = c.clone();
-                for a in &g.axes {
-                    c2.push((a, a.values[i].clone()));
-                }
-                next.push(c2);
-            }
-        }
-        out = next;
-    }
-    out
-}
-
-fn matches(axes: &BTreeMap<String, Value>, filter: &BTreeMap<String, Value>) -> bool {
-    filter.iter().all(|(k, v)| axes.get(k) == Some(v))
-}
-
-/// Typed connections: every stage a reference selects must produce what the parameter
-/// needs (a weight set, a trained flow, a named table). One instance per upstream stage
-/// stands for its stage. False (with a diagnostic at the reference) when one does not.
-#[allow(clippy::too_many_arguments)]
-fn check_connection(
-    p: &Pipeline,
-    registry: &Registry,
-    kind: &dyn wfpipe_stages::kind::StageKind,
-    stage: &super::StageDef,
-    param: &str,
-    r: &super::RefParam,
-    selected: &[usize],
-    diags: &mut Vec<Diagnostic>,
-) -> bool {
-    let need = kind.needs(param, &Params(stage.params.clone()));
-    if need == Needs::Anything {
-        return true;
-    }
-    let mut checked = BTreeSet::new();
-    for &i in selected {
-        let up = &p.instances[i];
-        if !checked.insert(up.stage) {
-            continue;
-        }
-        let Some(produces) = registry.get(&up.kind).and_then(|k| k.produces(&up.params)) else { continue };
-        if produces.satisfies(&need) {
-            if let Needs::Table { name, columns, picks } = &need {
-                if !check_columns(p, registry, stage, selected, name, columns, diags) {
-                    return false;
-                }
-                if !check_picks(p, registry, stage, up, name, picks, diags) {
-                    return false;
-                }
-            }
-        } else {
-            diags.push(Diagnostic::new(
-                format!(
-                    "`{param}` needs {}, but `{}` is a `{}` stage, which produces {}",
-                    need.describe(),
-                    p.stages[up.stage].name,
-                    up.kind,
-                    produces.describe()
-                ),
-                r.span.clone(),
-            ));
-            return false;
-        }
-    }
-    true
-}
-
-/// Every column a table or figure names must be in the rows gathered from `selected`: a
-/// column some upstream table declares, an upstream axis, or the instance column. Skipped
-/// when some upstream's columns are only known once it has run (a user program's CSV).
-fn check_columns(
-    p: &Pipeline,
-    registry: &Registry,
-    stage: &super::StageDef,
-    selected: &[usize],
-    table: &str,
-    uses: &[ColumnUse],
-    diags: &mut Vec<Diagnostic>,
-) -> bool {
-    if uses.is_empty() {
-        return true;
-    }
-    let mut known: BTreeSet<String> = BTreeSet::from([INSTANCE_COLUMN.to_owned()]);
-    let mut stages = BTreeSet::new();
-    for &i in selected {
-        let up = &p.instances[i];
-        known.extend(up.axes.keys().cloned());
-        if !stages.insert(up.stage) {
-            continue;
-        }
-        match table_columns(p, registry, i, table) {
-            Some(columns) => known.extend(columns),
-            None => return true,
-        }
-    }
-    for ColumnUse { param, column } in uses {
-        if known.contains(column) {
-            continue;
-        }
-        let from: Vec<&str> = stages.iter().map(|&s| p.stages[s].name.as_str()).collect();
-        // A column built from the word (`metric = "los"` -> `los_mean`) is suggested as a word.
-        let (typed, suffix) = match stage.params.get(*param) {
-            Some(Value::Str(word)) if column.len() > word.len() && column.starts_with(word.as_str()) => (word.as_str(), &column[word.len()..]),
-            _ => (column.as_str(), ""),
-        };
-        let span = stage.param_spans.get(*param).cloned().flatten().map(|span| narrow_to(&p.source.text, span, column));
-        diags.push(
-            Diagnostic::new(
-                format!("`{param}` names the column `{column}`, which is in no `{table}` row of {}", quoted_list(&from)),
-                span,
-            )
-            .suggest(&typed, known.iter().filter_map(|k| k.strip_suffix(suffix)).filter(|k| !k.is_empty()))
-            .help_if_none(format!("columns: {}", known.iter().cloned().collect::<Vec<_>>().join(", "))),
-        );
-        return false;
-    }
-    true
-}
-
-/// A parameter that picks one row of a keyed table must pin every key column it does not
-/// leave open: otherwise it names several rows and the result would depend on their order.
-fn check_picks(
-    p: &Pipeline,
-    registry: &Registry,
-    stage: &super::StageDef,
-    up: &super::Instance,
-    table: &str,
-    picks: &[wfpipe_stages::kind::RowPick],
-    diags: &mut Vec<Diagnostic>,
-) -> bool {
-    let Some(keys) = registry.get(&up.kind).and_then(|k| k.produces(&up.params)).and_then(|pr| pr.table(table).and_then(|d| d.keyed_by.clone())) else {
-        return true;
-    };
-    for pick in picks {
-        let open: Vec<&String> = keys.iter().filter(|k| !pick.pinned.contains(k) && !pick.open.contains(k)).collect();
-        if open.is_empty() {
-            continue;
-        }
-        let names: Vec<&str> = open.iter().map(|k| k.as_str()).collect();
-        diags.push(
-            Diagnostic::new(
-                format!(
-                    "`{}` selects more than one row of `{}`: it leaves {} open",
-                    pick.param,
-                    p.stages[up.stage].name,
-                    quoted_list(&names)
-                ),
-                stage.param_spans.get(pick.param).cloned().flatten(),
-            )
-            .help(format!(
-                "`{}`'s rows are keyed by {}; give each a value (\"\" for a row that has none)",
-                p.stages[up.stage].name,
-                quoted_list(&keys.iter().map(String::as_str).collect::<Vec<_>>())
-            )),
-        );
-        return false;
-    }
-    true
-}
-
-/// The columns of `table` in an instance's entry (declared columns and the per-network
-/// columns of the weight set it reads), or None when they are not known before it runs.
-fn table_columns(p: &Pipeline, registry: &Registry, instance: usize, table: &str) -> Option<BTreeSet<String>> {
-    let up = &p.instances[instance];
-    let produces = registry.get(&up.kind)?.produces(&up.params)?;
-    let decl = produces.table(table)?;
-    let mut columns: BTreeSet<String> = decl.columns.clone()?.into_iter().collect();
-    if let Some(param) = decl.network_columns_of {
-        for &i in up.inputs.get(param).into_iter().flatten() {
-            columns.extend(network_columns(p, registry, i)?);
-        }
-    }
-    Some(columns)
-}
-
-/// The per-network columns of the weight set an instance writes, followed through the
-/// stages that keep their input's columns.
-fn network_columns(p: &Pipeline, registry: &Registry, instance: usize) -> Option<BTreeSet<String>> {
-    let up = &p.instances[instance];
-    match registry.get(&up.kind)?.produces(&up.params)?.network_columns {
-        NetworkColumns::None => Some(BTreeSet::new()),
-        NetworkColumns::Own(columns) => Some(columns.iter().map(|c| c.to_string()).collect()),
-        NetworkColumns::KeptFrom(param) => {
-            let mut all = BTreeSet::new();
-            for &i in up.inputs.get(param).into_iter().flatten() {
-                all.extend(network_columns(p, registry, i)?);
-            }
-            Some(all)
-        }
-    }
-}
-
-/// The part of `span` that spells the column (a list item or a `filter` key), else the
-/// whole span.
-fn narrow_to(text: &str, span: std::ops::Range<usize>, column: &str) -> std::ops::Range<usize> {
-    let Some(written) = text.get(span.clone()) else { return span };
-    let quoted = format!("\"{column}\"");
-    let found = written.find(&quoted).map(|at| (at, quoted.len())).or_else(|| {
-        written.match_indices(column).map(|(at, _)| (at, column.len())).find(|&(at, len)| {
-            let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '-');
-            !word(written[..at].chars().next_back()) && !word(written[at + len..].chars().next())
-        })
-    });
-    found.map(|(at, len)| span.start + at..span.start + at + len).unwrap_or(span)
-}
-
-fn quoted_list(names: &[&str]) -> String {
-    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
-    quoted.join(", ")
-}
-
-/// A declared file must stay inside the project folder once symbolic links are followed:
-/// the path is checked lexically when parsed, and a link could still lead anywhere.
 /// The instance id: `stage` or `stage[a=1,b=x]` with axes sorted by name.
 pub fn instance_id(stage: &str, axes: &BTreeMap<String, Value>) -> String {
     if axes.is_empty() {
@@ -542,20 +22,20 @@ pub fn instance_id(stage: &str, axes: &BTreeMap<String, Value>) -> String {
     format!("{stage}[{}]", parts.join(","))
 }
 
-/// Expand every stage into instances and key them, in topological order.
 /// `own` plus, for names it lacks, the parameters of the upstream instances (breadth
 /// first, nearest first): what a FLOP estimate may need to know about its inputs. Only
 /// estimates see this view; keys and runs use the instance's own parameters.
 fn estimate_view(own: &Params, inputs: &BTreeMap<String, Vec<usize>>, all: &[Instance]) -> Params {
     let mut merged = own.0.clone();
     for i in crate::dag::upstream(all, inputs.values().flatten().copied(), |_| true) {
-        for (name, value) in &all[i].params.0 {
+        for (name, value) in &all[i].spec.params.0 {
             merged.entry(name.clone()).or_insert_with(|| value.clone());
         }
     }
     Params(merged)
 }
 
+/// Expand every stage into instances and key them, in topological order.
 pub(crate) fn expand(p: &mut Pipeline, registry: &Registry, diags: &mut Vec<Diagnostic>) {
     let stage_index: HashMap<String, usize> = p.stages.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
     let mut file_digests: HashMap<String, Result<String, String>> = HashMap::new();
@@ -677,7 +157,7 @@ fn select_inputs(
         let mut selected: Vec<usize> = Vec::new();
         for sel in &r.sels {
             let up = &p.stages[stage_index[&sel.stage]];
-            let up_axes: BTreeSet<&String> = up.instances.iter().flat_map(|&i| p.instances[i].axes.keys()).collect();
+            let up_axes: BTreeSet<&String> = up.instances.iter().flat_map(|&i| p.instances[i].spec.axes.keys()).collect();
             for axis in sel.filters.keys() {
                 if !up_axes.contains(axis) {
                     diags.push(
@@ -692,7 +172,7 @@ fn select_inputs(
                     broken = true;
                 }
             }
-            let chosen: Vec<usize> = up.instances.iter().copied().filter(|&i| sel.admits(&p.instances[i].axes)).collect();
+            let chosen: Vec<usize> = up.instances.iter().copied().filter(|&i| sel.admits(&p.instances[i].spec.axes)).collect();
             if chosen.is_empty() && !broken {
                 diags.push(Diagnostic::new(format!("`{param}` selects no instance of `{}`", sel.stage), r.span.clone()));
                 broken = true;
@@ -726,7 +206,7 @@ fn join_fanout(p: &Pipeline, stage: &super::StageDef, fanout: &[(String, Vec<usi
                 // Axes the reference pins with a selection are constant for this input:
                 // they are neither joined on nor inherited.
                 let pinned = &stage.refs[param].sels[0].filters;
-                let free: Vec<(&String, &Value)> = inst.axes.iter().filter(|(k, _)| !pinned.contains_key(*k)).collect();
+                let free: Vec<(&String, &Value)> = inst.spec.axes.iter().filter(|(k, _)| !pinned.contains_key(*k)).collect();
                 if free.iter().all(|(k, v)| axes.get(*k).is_none_or(|x| x == *v)) {
                     let mut a2 = axes.clone();
                     a2.extend(free.iter().map(|(k, v)| ((*k).clone(), (*v).clone())));
@@ -834,18 +314,19 @@ fn new_instance(
     Ok(Instance {
         id: instance_id(&stage.name, &axes),
         stage: si,
-        kind: stage.kind.clone(),
-        version: stage.version,
-        params,
-        axes,
-        inputs,
-        seed: stage.seed.wrapping_add(rep),
-        resources,
-        files: BTreeMap::new(),
+        spec: InstanceSpec {
+            kind: stage.kind.clone(),
+            version: stage.version,
+            params,
+            axes,
+            seed: stage.seed.wrapping_add(rep),
+            data_digest,
+            ..InstanceSpec::default()
+        },
         key: String::new(),
+        inputs,
+        resources,
         flops,
-        data_digest,
-        unkeyed: Vec::new(),
     })
 }
 
@@ -861,7 +342,7 @@ fn digest_files(
 ) -> bool {
     let mut ok = true;
     for fp in &p.stages[si].file_params {
-        let paths: Vec<String> = match inst.params.0.get(fp) {
+        let paths: Vec<String> = match inst.spec.params.0.get(fp) {
             Some(Value::Str(s)) if !s.is_empty() => vec![s.clone()],
             Some(Value::List(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
             _ => Vec::new(),
@@ -873,7 +354,7 @@ fn digest_files(
                 .entry(full.to_string_lossy().into_owned())
                 .or_insert_with(|| {
                     crate::project_path::inside_project(&p.project_dir, &rel)?;
-                    key::file_digest(&full).map_err(|e| format!("cannot read `{rel}` ({}): {e}", full.display()))
+                    crate::key::file_digest(&full).map_err(|e| format!("cannot read `{rel}` ({}): {e}", full.display()))
                 })
                 .clone();
             match digest {
@@ -889,37 +370,40 @@ fn digest_files(
                 }
             }
         }
-        inst.files.insert(fp.clone(), digests);
+        inst.spec.files.insert(fp.clone(), digests);
     }
     ok
 }
 
-/// Set the instance's key (and the parameters left out of it).
+/// Set the instance's inputs, the parameters left out of its key, and its key.
 fn key_instance(p: &Pipeline, si: usize, specs: &[ParamSpec], inst: &mut Instance) {
-    let input_keys: BTreeMap<String, Vec<String>> =
-        inst.inputs.iter().map(|(k, v)| (k.clone(), v.iter().map(|&i| p.instances[i].key.clone()).collect())).collect();
+    inst.spec.inputs = inst
+        .inputs
+        .iter()
+        .map(|(param, idx)| {
+            let refs = idx
+                .iter()
+                .map(|&i| {
+                    let up = &p.instances[i];
+                    InputRef { instance: up.id.clone(), kind: up.spec.kind.clone(), axes: up.spec.axes.clone(), key: up.key.clone() }
+                })
+                .collect();
+            (param.clone(), refs)
+        })
+        .collect();
     // Stage names (in references) and file paths never enter a key: only the inputs' keys
     // and the files' contents do. Parameters added to a kind later and left at their
     // default stay out too, so results cached before they existed remain valid.
-    inst.unkeyed = unkeyed_defaults(specs, &inst.params).into_iter().map(str::to_owned).collect();
     let stage = &p.stages[si];
-    let skip: BTreeSet<&str> = stage
+    inst.spec.unkeyed = stage
         .refs
         .keys()
         .chain(stage.file_params.iter())
         .map(String::as_str)
-        .chain(unkeyed_defaults(specs, &inst.params))
+        .chain(unkeyed_defaults(specs, &inst.spec.params))
+        .map(str::to_owned)
         .collect();
-    inst.key = key::instance_key(&key::KeyMaterial {
-        kind: &inst.kind,
-        version: inst.version,
-        params: &inst.params,
-        skip: &skip,
-        files: &inst.files,
-        inputs: &input_keys,
-        seed: inst.seed,
-        data: inst.data_digest.as_deref(),
-    });
+    inst.key = inst.spec.key();
 }
 
 #[cfg(test)]
@@ -935,7 +419,7 @@ mod tests {
             "[stage.toy]\nkind = \"toy-data\"\n\n[stage.flow]\nkind = \"train-flow\"\nweights = \"toy\"\niterations = 10\n{extra}\n"
         );
         let p = load_str(Path::new("keys.toml"), text, &[], &Registry::standard()).expect("pipeline loads");
-        let inst = p.instances.iter().find(|i| i.kind == "train-flow").expect("flow instance").clone();
+        let inst = p.instances.iter().find(|i| i.spec.kind == "train-flow").expect("flow instance").clone();
         (inst.key.clone(), inst)
     }
 
@@ -956,9 +440,9 @@ mod tests {
         assert_eq!(plain, key_of("positions = \"shared\"").0);
         assert_ne!(plain, key_of("positions = \"per-neuron\"").0);
         // The key equals the one computed before these parameters existed.
-        let mut before = inst.params.clone();
+        let mut before = inst.spec.params.clone();
         for added in ["lr_schedule", "warmup", "ema", "output", "attention", "positions", "max_loss_ratio", "recompute"] {
-            assert!(inst.unkeyed.iter().any(|name| name == added), "`{added}` is unkeyed at its default");
+            assert!(inst.spec.unkeyed.iter().any(|name| name == added), "`{added}` is unkeyed at its default");
             before.0.remove(added);
         }
         let skip = std::collections::BTreeSet::from(["weights"]);
@@ -970,12 +454,12 @@ mod tests {
         let inputs = std::collections::BTreeMap::from([("weights".to_owned(), vec![toy_key])]);
         let old = instance_key(&KeyMaterial {
             kind: "train-flow",
-            version: inst.version,
+            version: inst.spec.version,
             params: &before,
             skip: &skip,
-            files: &inst.files,
+            files: &inst.spec.files,
             inputs: &inputs,
-            seed: inst.seed,
+            seed: inst.spec.seed,
             data: None,
         });
         assert_eq!(plain, old);

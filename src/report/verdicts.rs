@@ -24,16 +24,16 @@ pub struct Found {
 }
 
 pub fn has_claims(p: &Pipeline) -> bool {
-    p.instances.iter().any(|i| i.kind == CLAIM_KIND)
+    p.instances.iter().any(|i| i.spec.kind == CLAIM_KIND)
 }
 
 /// Every claim of the pipeline, in file order.
 pub fn collect(p: &Pipeline, cache: &Cache) -> Vec<Found> {
-    p.instances.iter().filter(|i| i.kind == CLAIM_KIND).map(|i| found(p, cache, i)).collect()
+    p.instances.iter().filter(|i| i.spec.kind == CLAIM_KIND).map(|i| found(p, cache, i)).collect()
 }
 
 fn found(p: &Pipeline, cache: &Cache, inst: &Instance) -> Found {
-    let says = inst.params.str("says").unwrap_or_default().to_owned();
+    let (says, why) = crate::kinds::claim::says_and_why(&inst.spec.params);
     let missing = |detail: String| Found {
         claim: inst.id.clone(),
         says: says.clone(),
@@ -57,7 +57,6 @@ fn found(p: &Pipeline, cache: &Cache, inst: &Instance) -> Found {
     };
     let Some(row) = row else { return missing(format!("{} holds no verdict", path.display())) };
     let text = |c: &str| row.get(c).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-    let why = inst.params.str("why").unwrap_or_default();
     Found {
         claim: inst.id.clone(),
         says,

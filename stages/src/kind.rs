@@ -331,6 +331,16 @@ pub struct InputArtifact {
 }
 
 impl InputArtifact {
+    /// The path of the file `name` the instance wrote, read through the reference `param`;
+    /// [`StageError::InputWroteNo`] when it wrote none (`reads` says what the stage reads).
+    pub fn require_file(&self, param: &str, name: &'static str, reads: Option<&'static str>) -> Result<PathBuf, StageError> {
+        let path = self.file(name);
+        if path.exists() {
+            return Ok(path);
+        }
+        Err(StageError::InputWroteNo { param: param.to_owned(), instance: self.instance.clone(), kind: self.kind.clone(), file: name, reads })
+    }
+
     pub fn file(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
@@ -402,12 +412,15 @@ impl StageContext<'_> {
 
     /// The single upstream instance of a fan-out reference parameter.
     pub fn input(&self, param: &str) -> Result<&InputArtifact, StageError> {
+        self.optional_input(param)?.ok_or_else(|| StageError::NoInput { param: param.to_owned() })
+    }
+
+    /// The upstream instance of an optional reference: none when it is not set.
+    pub fn optional_input(&self, param: &str) -> Result<Option<&InputArtifact>, StageError> {
         match self.inputs.get(param).map(Vec::as_slice) {
-            Some([one]) => Ok(one),
-            Some([]) | None => Err(StageError::Input(format!("no input for `{param}`"))),
-            Some(many) => {
-                Err(StageError::Input(format!("`{param}` selects {} instances where one was expected", many.len())))
-            }
+            Some([one]) => Ok(Some(one)),
+            Some([]) | None => Ok(None),
+            Some(many) => Err(StageError::Selects { param: param.to_owned(), found: many.len() }),
         }
     }
 
@@ -432,6 +445,16 @@ pub enum StageError {
         #[source]
         source: std::io::Error,
     },
+    /// A fan-out reference that selected nothing.
+    #[error("no input for `{param}`")]
+    NoInput { param: String },
+    /// A reference that selected several instances where the kind reads one.
+    #[error("`{param}` selects {found} instances where one was expected")]
+    Selects { param: String, found: usize },
+    /// The instance a reference names wrote no file of the kind the stage reads; `reads`
+    /// says what the stage expects there.
+    #[error("`{param}` refers to {instance} (kind {kind}), which wrote no {file}{}", reads.map(|r| format!(": {r}")).unwrap_or_default())]
+    InputWroteNo { param: String, instance: String, kind: String, file: &'static str, reads: Option<&'static str> },
 }
 
 impl StageError {
@@ -640,4 +663,62 @@ pub trait StageKind: Send + Sync {
     }
     /// Compute the outputs into `ctx.out_dir`.
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn artifact(instance: &str, dir: &Path) -> InputArtifact {
+        InputArtifact { instance: instance.into(), kind: "toy-data".into(), axes: BTreeMap::new(), key: "k".into(), dir: dir.to_owned() }
+    }
+
+    /// How a kind reads its references: one, none, or too many, each an error with the
+    /// parameter and the count as fields.
+    #[test]
+    fn references_read_as_one_none_or_an_error_with_fields() {
+        let dir = std::env::temp_dir();
+        let inputs = BTreeMap::from([
+            ("one".to_owned(), vec![artifact("a", &dir)]),
+            ("two".to_owned(), vec![artifact("a", &dir), artifact("b", &dir)]),
+            ("none".to_owned(), Vec::new()),
+        ]);
+        let (params, axes) = (Params::default(), BTreeMap::new());
+        let ctx = StageContext {
+            params: &params,
+            inputs: &inputs,
+            axes: &axes,
+            out_dir: &dir,
+            scratch_dir: &dir,
+            project_dir: &dir,
+            data_dir: &dir,
+            seed: 0,
+            threads: 1,
+            backend: BackendChoice::Cpu,
+            progress: &NoProgress,
+            tables: BTreeMap::new(),
+        };
+        assert_eq!(ctx.input("one").unwrap().instance, "a");
+        assert!(ctx.optional_input("none").unwrap().is_none());
+        assert!(ctx.optional_input("unset").unwrap().is_none());
+        assert!(matches!(ctx.input("none"), Err(StageError::NoInput { ref param }) if param == "none"));
+        let err = ctx.optional_input("two").unwrap_err();
+        assert!(matches!(err, StageError::Selects { ref param, found: 2 } if param == "two"));
+        assert_eq!(err.to_string(), "`two` selects 2 instances where one was expected");
+    }
+
+    #[test]
+    fn a_missing_input_file_names_the_instance_its_kind_and_what_the_stage_reads() {
+        let dir = std::env::temp_dir().join(format!("wfpipe-kind-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("present.txt"), "x").unwrap();
+        let a = artifact("up[x=1]", &dir);
+        assert_eq!(a.require_file("weights", "present.txt", None).unwrap(), dir.join("present.txt"));
+        let err = a.require_file("weights", "weights.safetensors", Some("it reads weight sets")).unwrap_err();
+        assert!(matches!(err, StageError::InputWroteNo { file: "weights.safetensors", .. }));
+        assert_eq!(err.to_string(), "`weights` refers to up[x=1] (kind toy-data), which wrote no weights.safetensors: it reads weight sets");
+        let bare = a.require_file("targets", "weights.safetensors", None).unwrap_err().to_string();
+        assert_eq!(bare, "`targets` refers to up[x=1] (kind toy-data), which wrote no weights.safetensors");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

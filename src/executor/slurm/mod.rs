@@ -167,7 +167,7 @@ fn fail_all(req: &RunRequest<'_>, out: &mut Out<'_>, message: &str) {
         out.emit(Event::Failed {
             instance: inst.id.clone(),
             message: message.to_owned(),
-            log: crate::exec_stage::log_path(req.cache, &inst.key),
+            log: req.cache.work(&inst.key).log(),
             code: None,
         });
     }
@@ -215,8 +215,7 @@ fn submit_all(
             waits.sort();
             waits.dedup();
             let job = Job::for_instance(p, inst, &req.data_dir, req.backend);
-            let work = req.cache.work_dir(&inst.key);
-            let written = std::fs::create_dir_all(&work).and_then(|_| job.write(&crate::exec_stage::job_path(req.cache, &inst.key)));
+            let written = job.write_to(&req.cache.work(&inst.key));
             if let Err(e) = written {
                 fail_and_skip(req, out, deps, done, idx, format!("cannot write the job file: {e}"), None);
                 continue;
@@ -268,7 +267,7 @@ pub(crate) fn fail_and_skip(
     let p = req.pipeline;
     let inst = &p.instances[idx];
     done.insert(idx);
-    let log = log.unwrap_or_else(|| crate::exec_stage::log_path(req.cache, &inst.key));
+    let log = log.unwrap_or_else(|| req.cache.work(&inst.key).log());
     out.emit(Event::Failed { instance: inst.id.clone(), message, log, code: None });
     let todo: HashSet<usize> = req.todo.iter().copied().collect();
     let mut skipped = Vec::new();

@@ -25,7 +25,6 @@ use super::client::lookup;
 use super::{Out, Tracked};
 use crate::cache::{lock, Cache};
 use crate::event::Event;
-use crate::exec_stage;
 use crate::executor::RunRequest;
 use crate::job::Job;
 
@@ -76,10 +75,8 @@ pub(super) fn submit(
     }
     for (order, &idx) in to_submit.iter().enumerate() {
         let inst = &p.instances[idx];
-        let job_file = exec_stage::job_path(req.cache, &inst.key);
-        let work = req.cache.work_dir(&inst.key);
-        fs::create_dir_all(&work).map_err(io(&work))?;
-        Job::for_instance(p, inst, &req.data_dir, req.backend).write(&job_file).map_err(io(&job_file))?;
+        let work = req.cache.work(&inst.key);
+        let job_file = Job::for_instance(p, inst, &req.data_dir, req.backend).write_to(&work).map_err(io(&work.job()))?;
         let entry = q.join("pending").join(&inst.key);
         fs::write(&entry, format!("{order}\n{}\n", job_file.display())).map_err(io(&entry))?;
     }
@@ -114,7 +111,7 @@ pub(super) fn claimed(s: &Submitter<'_>, key: &str) -> bool {
 
 /// Why a packed key has no result, once that is certain.
 pub(super) fn failure(cache: &Cache, s: &Submitter<'_>, key: &str, submitted_unix: f64) -> Option<String> {
-    let err = exec_stage::error_path(cache, key);
+    let err = cache.work(key).error();
     let fresh = |p: &Path| {
         fs::metadata(p)
             .and_then(|m| m.modified())
@@ -128,7 +125,7 @@ pub(super) fn failure(cache: &Cache, s: &Submitter<'_>, key: &str, submitted_uni
         return Some(fs::read_to_string(&err).map(|t| t.trim().to_owned()).unwrap_or_default());
     }
     if done.exists() && !cache.is_cached(key) {
-        let early = fs::read_to_string(cache.work_dir(key).join("spawn.log")).unwrap_or_default();
+        let early = fs::read_to_string(cache.work(key).spawn_log()).unwrap_or_default();
         let last = early.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("the worker finished without a result");
         return Some(last.trim().to_owned());
     }
@@ -232,14 +229,14 @@ pub fn run_worker(cache_root: &Path, queue: &Path, max: usize) -> i32 {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: cannot open cache {}: {e}", cache_root.display());
-            return exec_stage::EXIT_SETUP;
+            return crate::exec_stage::EXIT_SETUP;
         }
     };
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
             eprintln!("error: cannot find the wfpipe binary: {e}");
-            return exec_stage::EXIT_SETUP;
+            return crate::exec_stage::EXIT_SETUP;
         }
     };
     let mut computed = 0;
@@ -256,7 +253,7 @@ pub fn run_worker(cache_root: &Path, queue: &Path, max: usize) -> i32 {
         let mut alive: HashSet<&str> = HashSet::new();
         let mut pick = None;
         for e in &entries {
-            let inputs: Vec<String> = Job::read(&e.job_file).map(|j| j.inputs.values().flatten().map(|r| r.key.clone()).collect()).unwrap_or_default();
+            let inputs: Vec<String> = Job::read(&e.job_file).map(|j| j.spec.all_inputs().map(|r| r.key.clone()).collect()).unwrap_or_default();
             if inputs.iter().all(|k| cache.is_cached(k)) {
                 pick = Some(e);
                 break;
@@ -276,9 +273,8 @@ pub fn run_worker(cache_root: &Path, queue: &Path, max: usize) -> i32 {
         if fs::rename(queue.join("pending").join(&e.key), &claimed).is_err() {
             continue; // another worker took it
         }
-        let _ = fs::write(&claimed, format!("{}\n{}\n", exec_stage::hostname(), std::process::id()));
-        let work = cache.work_dir(&e.key);
-        let early = fs::create_dir_all(&work).and_then(|_| fs::OpenOptions::new().create(true).append(true).open(work.join("spawn.log")));
+        let _ = fs::write(&claimed, format!("{}\n{}\n", crate::cache::hostname(), std::process::id()));
+        let early = cache.work(&e.key).open_spawn_log();
         let mut cmd = Command::new(&exe);
         cmd.arg("exec-stage").arg("--cache").arg(cache.root()).arg(&e.job_file).stdin(Stdio::null()).stdout(Stdio::null());
         if let Ok(f) = early {

@@ -25,7 +25,7 @@ pub struct SlurmRecord {
 }
 
 pub fn path(cache: &Cache, key: &str) -> PathBuf {
-    cache.work_dir(key).join("slurm.json")
+    cache.work(key).dir().join("slurm.json")
 }
 
 pub fn read(cache: &Cache, key: &str) -> Option<SlurmRecord> {

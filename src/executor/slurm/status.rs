@@ -10,7 +10,6 @@ use super::record;
 use super::state::{dependency_never_satisfied, JobState};
 use super::client::lookup;
 use crate::cache::{lock, Cache};
-use crate::exec_stage;
 use crate::pipeline::Pipeline;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -70,7 +69,7 @@ pub fn queue_view(p: &Pipeline, cache: &Cache) -> HashMap<String, Live> {
             JobState::Running => Live::Running { job },
             JobState::Completed => continue,
             JobState::Ended(how) => {
-                if exec_stage::error_path(cache, &key).exists() {
+                if cache.work(&key).error().exists() {
                     continue;
                 }
                 Live::Ended { job, message: how.describe().to_owned() }
@@ -83,7 +82,7 @@ pub fn queue_view(p: &Pipeline, cache: &Cache) -> HashMap<String, Live> {
 
 /// The latest progress line of a running key, e.g. `120/500 steps`.
 pub fn progress_note(cache: &Cache, key: &str) -> Option<String> {
-    let text = fs::read_to_string(exec_stage::progress_path(cache, key)).ok()?;
+    let text = fs::read_to_string(cache.work(key).progress()).ok()?;
     text.lines().rev().find_map(|l| {
         let v: serde_json::Value = serde_json::from_str(l).ok()?;
         let step = v.get("step")?.as_u64()?;

@@ -13,7 +13,6 @@ use super::config::SlurmConfig;
 use super::groups::{Dependency, Group};
 use super::record::{self, SlurmRecord};
 use crate::cache::Cache;
-use crate::exec_stage;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
@@ -93,7 +92,7 @@ impl<'a> Submitter<'a> {
         let lines = group.tasks.iter().max().map_or(1, |m| m + 1);
         let mut rows = vec![String::new(); lines];
         for (&t, (key, _)) in group.tasks.iter().zip(keys) {
-            rows[t] = exec_stage::job_path(self.cache, key).to_string_lossy().into_owned();
+            rows[t] = self.cache.work(key).job().to_string_lossy().into_owned();
         }
         let text = rows.join("\n") + "\n";
         fs::write(&list, text).map_err(io(&list))?;
@@ -109,12 +108,12 @@ impl<'a> Submitter<'a> {
             for (t, (key, _)) in group.tasks.iter().zip(keys) {
                 let link = links.join(t.to_string());
                 let _ = fs::remove_file(&link);
-                std::os::unix::fs::symlink(self.cache.work_dir(key), &link).map_err(io(&link))?;
+                std::os::unix::fs::symlink(self.cache.work(key).dir(), &link).map_err(io(&link))?;
             }
             flags.push(format!("--array={}", super::groups::array_spec(&group.tasks)));
             flags.push(format!("--output={}/%a/slurm-%A_%a.out", links.display()));
         } else {
-            flags.push(format!("--output={}/slurm-%j.out", self.cache.work_dir(keys[0].0).display()));
+            flags.push(format!("--output={}/slurm-%j.out", self.cache.work(keys[0].0).dir().display()));
         }
         self.sbatch_calls += 1;
         let job = client::sbatch(&flags, &script)?;

@@ -12,7 +12,6 @@ use super::state::{dependency_never_satisfied, EndedHow, JobState};
 use super::submit::Submitter;
 use super::{fail_and_skip, pack, Out, Tracked};
 use crate::event::Event;
-use crate::exec_stage;
 use crate::executor::local::read_progress;
 use crate::executor::{interrupted, RunRequest};
 
@@ -101,7 +100,7 @@ impl Follower<'_, '_, '_, '_> {
                 self.out.emit(Event::Failed {
                     instance: inst.id.clone(),
                     message: format!("interrupted (SLURM job {} cancelled)", t.job),
-                    log: exec_stage::log_path(self.req.cache, &inst.key),
+                    log: self.req.cache.work(&inst.key).log(),
                     code: None,
                 });
             }
@@ -314,10 +313,10 @@ fn failed_input(req: &RunRequest<'_>, idx: usize) -> Option<String> {
 
 /// The best message for a job that ended without a result, and the log to read.
 pub(crate) fn failure(req: &RunRequest<'_>, key: &str, how: Option<EndedHow>, job: &JobId) -> (String, PathBuf) {
-    let log = exec_stage::log_path(req.cache, key);
+    let log = req.cache.work(key).log();
     let slurm_out = slurm_output(req, key, job);
     let log = if log.exists() { log } else { slurm_out.clone().unwrap_or(log) };
-    if let Ok(text) = fs::read_to_string(exec_stage::error_path(req.cache, key)) {
+    if let Ok(text) = fs::read_to_string(req.cache.work(key).error()) {
         if !text.trim().is_empty() {
             return (text.trim().to_owned(), log);
         }
@@ -336,7 +335,7 @@ pub(crate) fn failure(req: &RunRequest<'_>, key: &str, how: Option<EndedHow>, jo
 
 /// SLURM's own output file for a job, in the key's work folder.
 fn slurm_output(req: &RunRequest<'_>, key: &str, job: &JobId) -> Option<PathBuf> {
-    let work = req.cache.work_dir(key);
+    let work = req.cache.work(key).dir().to_path_buf();
     let exact = work.join(format!("slurm-{}.out", job.0));
     if exact.exists() {
         return Some(exact);

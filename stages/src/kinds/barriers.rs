@@ -118,9 +118,9 @@ impl StageKind for Barriers {
         let dataset_name = a.dataset;
         let raw = WeightSet::read(&ctx.input("weights")?.file(FILE_NAME))?;
         check_layout_fits(&raw.layout, dataset_name)?;
-        let aligned = match ctx.inputs_of("aligned") {
-            [] => None,
-            [one] => {
+        let aligned = match ctx.optional_input("aligned")? {
+            None => None,
+            Some(one) => {
                 let set = WeightSet::read(&one.file(FILE_NAME))?;
                 set.expect_layout(&raw.layout)?;
                 if set.count != raw.count {
@@ -131,7 +131,6 @@ impl StageKind for Barriers {
                 }
                 Some(set)
             }
-            many => return Err(StageError::Input(format!("`aligned` selects {} instances where one was expected", many.len()))),
         };
         let count = a.count;
         if count > raw.count {

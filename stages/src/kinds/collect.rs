@@ -112,7 +112,7 @@ impl StageKind for Collect {
     }
 
     fn resources(&self, params: &Params) -> Resources {
-        let runs = params.usize("runs").unwrap_or(1).clamp(1, 16) as u32;
+        let runs = Args::parse(params).map_or(1, |a| a.runs).clamp(1, 16) as u32;
         Resources { cpus: runs.min(8), ..Resources::default() }
     }
 

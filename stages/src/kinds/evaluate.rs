@@ -129,26 +129,14 @@ use super::usual_layout;
 /// The input weight set, with a clear message when the referenced stage wrote none.
 fn read_weights(ctx: &StageContext<'_>) -> Result<WeightSet, StageError> {
     let input = ctx.input("weights")?;
-    let path = input.file(FILE_NAME);
-    if !path.exists() {
-        return Err(StageError::Input(format!(
-            "`weights` refers to {} (kind {}), which wrote no {FILE_NAME}: evaluate reads weight sets (collect, align, canonicalize, sample, toy-data)",
-            input.instance, input.kind
-        )));
-    }
+    let path = input.require_file("weights", FILE_NAME, Some("evaluate reads weight sets (collect, align, canonicalize, sample, toy-data)"))?;
     Ok(WeightSet::read(&path)?)
 }
 
 /// The weight set `targets` names, if any, with the layout of the evaluated set.
 fn read_targets(ctx: &StageContext<'_>, set: &WeightSet) -> Result<Option<WeightSet>, StageError> {
-    if ctx.inputs_of("targets").is_empty() {
-        return Ok(None);
-    }
-    let input = ctx.input("targets")?;
-    let path = input.file(FILE_NAME);
-    if !path.exists() {
-        return Err(StageError::Input(format!("`targets` refers to {} (kind {}), which wrote no {FILE_NAME}", input.instance, input.kind)));
-    }
+    let Some(input) = ctx.optional_input("targets")? else { return Ok(None) };
+    let path = input.require_file("targets", FILE_NAME, None)?;
     let targets = WeightSet::read(&path)?;
     if targets.layout != set.layout {
         return Err(StageError::Input(format!(

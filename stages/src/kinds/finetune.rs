@@ -92,18 +92,8 @@ impl FinetuneParams {
 
 /// The input weight set, if `weights` is set, with a clear message when it wrote none.
 fn read_weights(ctx: &StageContext<'_>) -> Result<Option<WeightSet>, StageError> {
-    let input = match ctx.inputs_of("weights") {
-        [] => return Ok(None),
-        [one] => one,
-        many => return Err(StageError::Input(format!("`weights` selects {} instances where one was expected", many.len()))),
-    };
-    let path = input.file(FILE_NAME);
-    if !path.exists() {
-        return Err(StageError::Input(format!(
-            "`weights` refers to {} (kind {}), which wrote no {FILE_NAME}: finetune starts from weight sets (collect, align, canonicalize, sample)",
-            input.instance, input.kind
-        )));
-    }
+    let Some(input) = ctx.optional_input("weights")? else { return Ok(None) };
+    let path = input.require_file("weights", FILE_NAME, Some("finetune starts from weight sets (collect, align, canonicalize, sample)"))?;
     Ok(Some(WeightSet::read(&path)?))
 }
 
