@@ -38,6 +38,27 @@ impl StageRef {
     }
 }
 
+/// The typed readers of [`Params`] for lists and maps, through the same [`Param`] impls
+/// the parameter structs use: one reader per type.
+impl Params {
+    pub fn usize_list(&self, name: &str) -> Result<Vec<usize>, StageError> {
+        self.typed(name)
+    }
+    pub fn f64_list(&self, name: &str) -> Result<Vec<f64>, StageError> {
+        self.typed(name)
+    }
+    pub fn str_list(&self, name: &str) -> Result<Vec<String>, StageError> {
+        self.typed(name)
+    }
+    pub fn str_map(&self, name: &str) -> Result<BTreeMap<String, String>, StageError> {
+        self.typed(name)
+    }
+    /// One parameter read as a [`Param`] type.
+    pub fn typed<P: Param>(&self, name: &str) -> Result<P, StageError> {
+        P::from_value(name, self.get(name)?)
+    }
+}
+
 fn wrong(name: &str, what: &str) -> StageError {
     StageError::Param(format!("parameter `{name}` is not {what}"))
 }

@@ -289,22 +289,6 @@ impl Params {
             _ => Err(StageError::Param(format!("parameter `{name}` is not an array"))),
         }
     }
-    pub fn usize_list(&self, name: &str) -> Result<Vec<usize>, StageError> {
-        self.typed(name)
-    }
-    pub fn f64_list(&self, name: &str) -> Result<Vec<f64>, StageError> {
-        self.typed(name)
-    }
-    pub fn str_list(&self, name: &str) -> Result<Vec<String>, StageError> {
-        self.typed(name)
-    }
-    pub fn str_map(&self, name: &str) -> Result<BTreeMap<String, String>, StageError> {
-        self.typed(name)
-    }
-    /// One parameter read as a [`Param`](crate::declare::Param) type.
-    pub fn typed<P: crate::declare::Param>(&self, name: &str) -> Result<P, StageError> {
-        P::from_value(name, self.get(name)?)
-    }
     /// Parse an enum parameter into a typed value (`T: FromStr` over the kebab-case words).
     pub fn parse<T: std::str::FromStr>(&self, name: &str) -> Result<T, StageError>
     where

@@ -17,7 +17,7 @@ use burn::record::Recorder;
 use burn::tensor::{backend::Backend, Tensor};
 
 use super::train::ModelRecorder;
-use crate::kinds::train_flow::TrainedFlow;
+use super::TrainedFlow;
 use crate::weights::{encode_safetensors, TensorRef};
 
 /// The value of the `format` metadata entry.

@@ -73,6 +73,19 @@ pub struct FlowSpec {
     pub positions: Positions,
 }
 
+/// What `flow.json` holds: the flow and how it was trained.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainedFlow {
+    pub spec: FlowSpec,
+    pub settings: train::TrainSettings,
+    /// Whether the training targets were permutation-aligned.
+    pub target_aligned: bool,
+    /// The rows the training targets were trained on (absent in flows trained before it
+    /// was recorded, and for the toy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets_trained_on: Option<crate::data::TrainingSplit>,
+}
+
 impl FlowSpec {
     /// How this flow's outputs become estimates of `x1` for networks of `layout` (the
     /// training layout, or another hidden width when sampling).

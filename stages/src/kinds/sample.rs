@@ -5,7 +5,8 @@ use burn::module::Module;
 use burn::record::Recorder;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
-use super::train_flow::{source_batches, TrainedFlow};
+use super::train_flow::source_batches;
+use crate::flow::TrainedFlow;
 use super::{FLOW_FILE, MODEL_FILE};
 use crate::backend::{dispatch_engine, BackendTask, EngineTask};
 use crate::data::{self, DatasetName, TrainingSplit};

@@ -2,12 +2,11 @@
 //!
 //! Input: `weights`, a weight set (or a `toy-data` stage, whose Gaussian target is drawn
 //! fresh every batch). Output: `flow.mpk` (the model record), `flow.json` (a
-//! [`TrainedFlow`]) and the `curve` table. Checkpoints go to the scratch folder.
+//! [`TrainedFlow`](crate::flow::TrainedFlow)) and the `curve` table. Checkpoints go to the scratch folder.
 
 use std::path::Path;
 
 use burn::tensor::backend::AutodiffBackend;
-use serde::{Deserialize, Serialize};
 
 use super::{FLOW_FILE, MODEL_FILE};
 use crate::backend::{dispatch_engine, BackendTask, EngineTask};
@@ -17,7 +16,7 @@ use crate::data::TrainingSplit;
 use crate::flow::estimate::Output;
 use crate::flow::source::{prior_set, BatchSource};
 use crate::flow::train::{train, BurnFlow, FlowData, FusedFlow, LrSchedule, TrainOutcome, TrainSettings, MAX_LOSS_RATIO};
-use crate::flow::{FlowError, FlowSpec, SourceMode, SourceSpec};
+use crate::flow::{FlowError, FlowSpec, SourceMode, SourceSpec, TrainedFlow};
 use crate::geometry::Geometry;
 use crate::declare::{KindParams, StageRef};
 use crate::kind::{
@@ -29,19 +28,6 @@ use crate::layout::Layout;
 use crate::noise::ResumableRng;
 use crate::rt::{graph::{Positions, TimeChannel}, model::RtConfig, pairs::Attention};
 use crate::weights::{WeightSet, FILE_NAME};
-
-/// What `flow.json` holds: the flow and how it was trained.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainedFlow {
-    pub spec: FlowSpec,
-    pub settings: TrainSettings,
-    /// Whether the training targets were permutation-aligned.
-    pub target_aligned: bool,
-    /// The rows the training targets were trained on (absent in flows trained before it
-    /// was recorded, and for the toy).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub targets_trained_on: Option<TrainingSplit>,
-}
 
 pub struct TrainFlow;
 
