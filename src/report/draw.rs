@@ -9,6 +9,7 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::OnceLock;
 
+use plotters::coord::ranged1d::ValueFormatter;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -49,6 +50,29 @@ pub enum FigureError {
     NonPositiveLogX(f64),
     #[error("drawing failed: {0}")]
     Draw(String),
+}
+
+/// Axes, tick labels and a light grid, alike on every chart; `x_fmt` labels the x ticks.
+fn draw_axes<DB, X, Y>(chart: &mut ChartContext<'_, DB, Cartesian2d<X, Y>>, spec: &FigureSpec, x_fmt: &dyn Fn(&f64) -> String) -> Result<(), FigureError>
+where
+    DB: DrawingBackend,
+    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    let y_fmt = |v: &f64| tick_label(*v);
+    chart
+        .configure_mesh()
+        .x_desc(spec.xlabel.as_str())
+        .y_desc(spec.ylabel.as_str())
+        .axis_desc_style((FONT, LABEL_SIZE))
+        .label_style((FONT, TICK_SIZE))
+        .x_label_formatter(x_fmt)
+        .y_label_formatter(&y_fmt)
+        .max_light_lines(1)
+        .light_line_style(RGBColor(242, 242, 242))
+        .bold_line_style(RGBColor(205, 205, 205))
+        .draw()
+        .map_err(draw_err)
 }
 
 fn draw_err<E: std::fmt::Display>(e: E) -> FigureError {
@@ -304,7 +328,6 @@ where
         .y_label_area_size(84)
         .build_cartesian_2d(x_spec, y_range)
         .map_err(draw_err)?;
-    let fmt = |v: &f64| tick_label(*v);
     let whole = whole_numbers(series);
     let x_fmt = |v: &f64| {
         if whole && (v - v.round()).abs() > 1e-9 {
@@ -315,19 +338,7 @@ where
             tick_label(*v)
         }
     };
-    chart
-        .configure_mesh()
-        .x_desc(spec.xlabel.as_str())
-        .y_desc(spec.ylabel.as_str())
-        .axis_desc_style((FONT, LABEL_SIZE))
-        .label_style((FONT, TICK_SIZE))
-        .x_label_formatter(&x_fmt)
-        .y_label_formatter(&fmt)
-        .max_light_lines(1)
-        .light_line_style(RGBColor(242, 242, 242))
-        .bold_line_style(RGBColor(205, 205, 205))
-        .draw()
-        .map_err(draw_err)?;
+    draw_axes(&mut chart, spec, &x_fmt)?;
     for (i, s) in series.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         if spec.band && s.points.iter().any(|p| p.std.is_some()) {
@@ -407,20 +418,7 @@ fn draw_histograms<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, spec: &Fig
         .y_label_area_size(84)
         .build_cartesian_2d(x_range, 0.0..top * 1.08)
         .map_err(draw_err)?;
-    let fmt = |v: &f64| tick_label(*v);
-    chart
-        .configure_mesh()
-        .x_desc(spec.xlabel.as_str())
-        .y_desc(spec.ylabel.as_str())
-        .axis_desc_style((FONT, LABEL_SIZE))
-        .label_style((FONT, TICK_SIZE))
-        .x_label_formatter(&fmt)
-        .y_label_formatter(&fmt)
-        .max_light_lines(1)
-        .light_line_style(RGBColor(242, 242, 242))
-        .bold_line_style(RGBColor(205, 205, 205))
-        .draw()
-        .map_err(draw_err)?;
+    draw_axes(&mut chart, spec, &|v: &f64| tick_label(*v))?;
     for (i, c) in counts.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         let bars = c.iter().enumerate().filter(|(_, n)| **n > 0).map(|(b, n)| {
