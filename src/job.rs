@@ -47,7 +47,7 @@ impl Job {
 
     /// Write atomically (two runs may write the same job at once; both are identical in
     /// everything that matters).
-    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+    fn write(&self, path: &Path) -> std::io::Result<()> {
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         std::fs::write(&tmp, serde_json::to_vec_pretty(self).expect("job serializes"))?;
         std::fs::rename(tmp, path)

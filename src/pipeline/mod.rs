@@ -2,9 +2,10 @@
 //!
 //! Loading goes in phases, a module each: [`source`] parses TOML keeping spans, `raw` reads
 //! the sections into raw stages and applies `--set`, `stage` checks each against its
-//! kind's schema into a [`StageDef`], stages are ordered here (the DAG itself is
-//! [`crate::dag`]), and [`axes`] reads sweeps and [`expand`] turns them and references ([`refsel`]) into keyed
-//! instances. Loading reports every problem it finds at once, each with `file:line:col`.
+//! kind's schema into a [`StageDef`] (its sweeps read by [`axes`]), stages are ordered here
+//! (the DAG itself is [`crate::dag`]), and [`expand`] turns sweeps and references
+//! ([`refsel`], checked by `connect`) into keyed instances. Loading reports every problem
+//! it finds at once, each with `file:line:col`.
 
 pub mod axes;
 pub mod captions;
