@@ -10,6 +10,7 @@ pub mod no_effect;
 pub mod plan;
 pub mod report;
 pub mod run;
+pub mod verdicts;
 
 use std::path::{Path, PathBuf};
 

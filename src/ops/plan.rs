@@ -152,8 +152,8 @@ pub fn status_view(p: &Pipeline, cache: &Cache) -> StatusView {
     // SLURM failures first, as the queue reported them.
     slurm_failed.append(&mut v.failed);
     v.failed = slurm_failed;
-    if crate::report::verdicts::has_claims(p) {
-        v.verdicts = Some(crate::report::verdicts::counts(&crate::report::verdicts::collect(p, cache)));
+    if crate::ops::verdicts::has_claims(p) {
+        v.verdicts = Some(crate::ops::verdicts::counts(&crate::ops::verdicts::collect(p, cache)));
     }
     v
 }

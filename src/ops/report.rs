@@ -12,13 +12,12 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{load, open_cache, Paths};
+use super::{load, open_cache, verdicts, Paths};
 use crate::cache::{Cache, Manifest};
 use crate::kinds::{figure, table};
 use crate::pipeline::{Instance, Pipeline};
 use crate::report::html;
 use crate::report::summary_table::escape;
-use crate::report::verdicts;
 
 const TABLE_KIND: &str = "table";
 const FIGURE_KIND: &str = "figure";

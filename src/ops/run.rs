@@ -177,10 +177,10 @@ fn print_no_effect(p: &Pipeline, cache: &crate::cache::Cache, o: &RunOptions) {
 /// The claims' verdicts, after every run that was not interrupted (a failed input makes
 /// its claims "not computed", which is worth reading too).
 fn print_verdicts(p: &Pipeline, cache: &crate::cache::Cache, o: &RunOptions) {
-    if matches!(o.mode, Mode::Quiet | Mode::Json) || !crate::report::verdicts::has_claims(p) {
+    if matches!(o.mode, Mode::Quiet | Mode::Json) || !crate::ops::verdicts::has_claims(p) {
         return;
     }
-    eprint!("\n{}", crate::report::verdicts::summary(&crate::report::verdicts::collect(p, cache)));
+    eprint!("\n{}", crate::ops::verdicts::summary(&crate::ops::verdicts::collect(p, cache)));
 }
 
 pub fn print_summary(s: &RunSummary) {

@@ -4,8 +4,8 @@
 //! [`gather`] reads the rows of every input instance, [`near`] marks rows near a baseline,
 //! [`aggregate`] groups and summarises them, [`summary_table`] lays a summary out as a table, [`reference`] holds the thesis's
 //! numbers, [`figure_data`] and [`draw`] make figures. The `table` and `figure` kinds (`crate::kinds`) and `wfpipe report`
-//! (`crate::ops::report`) are built from these; [`verdicts`] reads the claims' verdicts back, and [`html`]
-//! turns a report's markdown into its `index.html`.
+//! (`crate::ops::report`) are built from these, and [`html`] turns a report's markdown into
+//! its `index.html`.
 
 pub mod aggregate;
 pub mod draw;
@@ -15,4 +15,3 @@ pub mod html;
 pub mod near;
 pub mod reference;
 pub mod summary_table;
-pub mod verdicts;
