@@ -24,6 +24,7 @@ pub mod rows;
 pub mod rt;
 pub mod sample;
 pub mod stats;
+pub mod subnormal;
 pub mod weights;
 pub mod words;
 

@@ -27,6 +27,7 @@ use crate::kind_params;
 use crate::layout::Layout;
 use crate::noise::ResumableRng;
 use crate::rt::{graph::{Positions, TimeChannel}, model::RtConfig, pairs::Attention};
+use crate::subnormal;
 use crate::weights::{WeightSet, FILE_NAME};
 
 pub struct TrainFlow;
@@ -58,6 +59,7 @@ kind_params! {
         recompute: bool = added(false), "recompute each RT layer in the backward pass instead of keeping its activations (the burn module, i.e. CUDA): the same gradients, one more forward pass, the memory of one layer";
         checkpoint_every: usize [T::POSITIVE_INT] = default(1000), "iterations between checkpoints";
         curve_every: usize [T::POSITIVE_INT] = default(100), "iterations averaged per training-curve row";
+        flush_subnormals: bool = added(false), "treat numbers below f32's normal range as zero while training (x86 FTZ/DAZ): measured on an MNIST d_E 32 flow, steps stay at 1.0 s where they slow to 2.7 s once such numbers appear; results can differ from the default's";
     }
 }
 
@@ -283,7 +285,8 @@ impl StageKind for TrainFlow {
             progress: ctx.progress,
             recompute: p.recompute,
         };
-        let outcome = dispatch_engine(ctx.backend, task)?.map_err(|e| StageError::Failed(e.to_string()))?;
+        let outcome = subnormal::flushing(p.flush_subnormals, || dispatch_engine(ctx.backend, task))?
+            .map_err(|e| StageError::Failed(e.to_string()))?;
         let write = |name: &str, bytes: &[u8]| {
             let path = ctx.out_dir.join(name);
             std::fs::write(&path, bytes).map_err(|e| StageError::io(format!("writing {}", path.display()), e))
