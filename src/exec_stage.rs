@@ -250,6 +250,8 @@ fn compute(cache: &Cache, job: &Job, work: &Work, registry: &Registry) -> Result
         host: cache::hostname(),
         wfpipe_version: env!("CARGO_PKG_VERSION").into(),
     };
+    // stdout is the log (redirected above); what is buffered goes in before the entry copies it.
+    let _ = std::io::stdout().flush();
     cache.publish_work(work, manifest).map_err(|source| ComputeError::Io { context: "publishing the entry".to_owned(), source })?;
     tracing::info!(instance = %job.instance, seconds = duration_s, "done");
     Ok(())

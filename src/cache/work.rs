@@ -95,7 +95,6 @@ impl Cache {
             fs::create_dir_all(&assembled)?;
             fs::rename(work.out(), assembled.join("out"))?;
             manifest.outputs = digest_outputs(&assembled.join("out"))?;
-            let _ = io::stdout().flush();
             let _ = fs::copy(work.log(), assembled.join("log.txt"));
             let mut f = fs::File::create(assembled.join("manifest.json"))?;
             f.write_all(&serde_json::to_vec_pretty(&manifest).expect("manifest serializes"))?;
