@@ -56,8 +56,9 @@ impl StageKind for Table {
     fn name(&self) -> &'static str {
         "table"
     }
+    /// 2: a group's n counts its per-network rows, not also evaluate's summary row.
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn about(&self) -> &'static str {
         "aggregate rows of gathered instances by group (mean, std, count) beside the thesis's numbers"

@@ -71,7 +71,8 @@ impl Summary {
 }
 
 /// One group: its key (one value per group column; `None` where rows lack the column),
-/// the number of rows, and a summary per metric (`None` if no row had a value).
+/// the number of rows (its per-network rows where it has any: a summary row is not one
+/// more network), and a summary per metric (`None` if no row had a value).
 #[derive(Clone, Debug)]
 pub struct Group {
     pub key: Vec<Option<Value>>,
@@ -131,8 +132,9 @@ impl Values {
     }
 }
 
-/// A group being filled: its key values, its row count, and each metric's values.
-type Bucket = (Vec<Option<Value>>, usize, Vec<Values>);
+/// A group being filled: its key values, its counts of (per-network, summary) rows, and
+/// each metric's values.
+type Bucket = (Vec<Option<Value>>, (usize, usize), Vec<Values>);
 
 fn is_summary(row: &Row) -> bool {
     matches!(row.get(ROW_TYPE), Some(Value::Str(t)) if t == SUMMARY_ROW)
@@ -147,9 +149,13 @@ pub fn group_and_summarise(rows: &[Row], columns: &[String], metrics: &[String])
     for row in rows {
         let key: Vec<Option<Value>> = columns.iter().map(|c| row.get(c).cloned()).collect();
         let text: Vec<Option<String>> = key.iter().map(|v| v.as_ref().map(Value::to_string)).collect();
-        let entry = by_key.entry(text).or_insert_with(|| (key, 0, vec![Values::default(); metrics.len()]));
-        entry.1 += 1;
+        let entry = by_key.entry(text).or_insert_with(|| (key, (0, 0), vec![Values::default(); metrics.len()]));
         let summary = is_summary(row);
+        if summary {
+            entry.1 .1 += 1;
+        } else {
+            entry.1 .0 += 1;
+        }
         for (slot, m) in entry.2.iter_mut().zip(metrics) {
             if let Some(x) = numeric(row, m)? {
                 if summary {
@@ -162,7 +168,11 @@ pub fn group_and_summarise(rows: &[Row], columns: &[String], metrics: &[String])
     }
     let mut groups: Vec<Group> = by_key
         .into_values()
-        .map(|(key, rows, values)| Group { key, rows, metrics: values.iter().map(Values::summary).collect() })
+        .map(|(key, (networks, summaries), values)| Group {
+            key,
+            rows: if networks > 0 { networks } else { summaries },
+            metrics: values.iter().map(Values::summary).collect(),
+        })
         .collect();
     groups.sort_by(|a, b| {
         a.key.iter().zip(&b.key).map(|(x, y)| compare_values(x, y)).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)
@@ -219,12 +229,15 @@ mod tests {
         let g = group_and_summarise(&rows, &[], &["accuracy".into(), "diversity".into()]).unwrap();
         let acc = g.groups[0].metrics[0].clone().unwrap();
         assert_eq!(acc.count, 3, "the summary's mean is not one more network");
+        assert_eq!(g.groups[0].rows, 3, "nor is it counted in the group's n");
         assert!((acc.mean - 0.9).abs() < 1e-12 && (acc.std.unwrap() - 0.1).abs() < 1e-12);
         let div = g.groups[0].metrics[1].clone().unwrap();
         assert_eq!((div.count, div.mean, div.std), (1, 0.002, Some(0.001)), "diversity keeps its spread over pairs");
         // Two instances (training seeds): pooled as one sample of equally many pairs.
         let rows = vec![summary(0.9, 1.0, 3.0), summary(0.9, 3.0, 1.0)];
-        let div = group_and_summarise(&rows, &[], &["diversity".into()]).unwrap().groups[0].metrics[0].clone().unwrap();
+        let g = group_and_summarise(&rows, &[], &["diversity".into()]).unwrap();
+        assert_eq!(g.groups[0].rows, 2, "a group of summary rows only counts them");
+        let div = g.groups[0].metrics[0].clone().unwrap();
         // within: (9 + 1) / 2 = 5; between: ((1-2)^2 + (3-2)^2) / 2 = 1.
         assert_eq!((div.count, div.mean, div.std, div.min, div.max), (2, 2.0, Some(6f64.sqrt()), 1.0, 3.0));
     }
