@@ -6,6 +6,7 @@ use common::*;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
 use wfpipe::table::{frame_to_rows, read_csv};
 use wfpipe_stages::kind::{Row, Value};
@@ -240,6 +241,26 @@ fn report_rebuilds_identical_files_from_the_cache_alone() {
         assert!(index.contains("## Provenance"), "{index}");
         assert!(!index.contains("not cached"), "{index}");
     }
+}
+
+/// Two runs of one pipeline that finish together both write its report: each must
+/// succeed, and what is left is one whole report with no staging folder beside it.
+#[test]
+fn concurrent_report_writers_leave_one_whole_report() {
+    let p = Project::new();
+    p.write("pipelines/figs.toml", FIGURES);
+    assert_ok(&p.run(&["run", "pipelines/figs.toml"]));
+    let reports = p.path().join("reports");
+    let first = files_below(&reports.join("figs"));
+    let writers: Vec<_> =
+        (0..8).map(|_| p.cmd(&["report", "pipelines/figs.toml"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()).collect();
+    for w in writers {
+        assert_ok(&w.wait_with_output().unwrap());
+    }
+    assert_eq!(files_below(&reports.join("figs")), first);
+    let mut left: Vec<String> = std::fs::read_dir(&reports).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    left.retain(|n| !n.ends_with(".lock"));
+    assert_eq!(left, ["figs"]);
 }
 
 /// acc = 10A and loss = 4 - A for A in 1..3; `broken` fails, so the table over it is

@@ -13,6 +13,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{load, open_cache, verdicts, Paths};
+use crate::cache::lock::KeyLock;
 use crate::cache::{Cache, Manifest};
 use crate::kinds::{figure, table};
 use crate::pipeline::{Instance, Pipeline};
@@ -99,6 +100,11 @@ pub fn write_report(p: &Pipeline, cache: &Cache, root: &Path) -> Result<PathBuf,
     if !missing.is_empty() {
         return Err(ReportError::Missing { pipeline: p.name.clone(), missing });
     }
+    // Runs of one pipeline that finish together write its report one at a time, so that
+    // none removes another's staging folder; the kernel frees the lock of a killed writer.
+    fs::create_dir_all(root).map_err(io("creating", root))?;
+    let lock = root.join(format!(".{}.lock", p.name));
+    let _writer = KeyLock::acquire(&lock).map_err(io("locking", &lock))?;
     let staging = root.join(format!(".{}.partial", p.name));
     if staging.exists() {
         fs::remove_dir_all(&staging).map_err(io("removing", &staging))?;
