@@ -441,9 +441,10 @@ mod tests {
         assert_ne!(plain, key_of("positions = \"per-neuron\"").0);
         assert_eq!(plain, key_of("flush_subnormals = false").0);
         assert_ne!(plain, key_of("flush_subnormals = true").0);
+        assert_eq!(plain, key_of("readout_offset = false").0);
         // The key equals the one computed before these parameters existed.
         let mut before = inst.spec.params.clone();
-        for added in ["lr_schedule", "warmup", "ema", "output", "attention", "positions", "max_loss_ratio", "recompute", "flush_subnormals"] {
+        for added in ["lr_schedule", "warmup", "ema", "output", "attention", "positions", "max_loss_ratio", "recompute", "flush_subnormals", "readout_offset"] {
             assert!(inst.spec.unkeyed.iter().any(|name| name == added), "`{added}` is unkeyed at its default");
             before.0.remove(added);
         }

@@ -899,6 +899,35 @@ mod tests {
     }
 
     #[test]
+    fn the_readout_offset_trains_alike_on_both_engines_and_resumes_to_the_same_bytes() {
+        use crate::rt::graph::Positions;
+        let (mut spec, mut settings, data) = setup(Geometry::Geometric, Coupling::Independent);
+        spec.output = Output::Velocity;
+        spec.attention = Attention::LayerBlocks;
+        spec.positions = Positions::PerNeuron;
+        spec.rt = spec.rt.clone().with_positions(&spec.layout, Positions::PerNeuron);
+        settings.curve_every = 1;
+        let plain = run_training(true, &spec, &settings, &data, &scratch("offset-plain"), None).expect("trains");
+        spec.rt = spec.rt.clone().with_offset(&spec.layout, true);
+        let a = run_training(false, &spec, &settings, &data, &scratch("offset-burn"), None).expect("trains");
+        let whole_dir = scratch("offset-fused");
+        let b = run_training(true, &spec, &settings, &data, &whole_dir, None).expect("trains");
+        // A zero offset at the start: the first step's loss is the plain model's.
+        assert_eq!(plain.curve[0].loss, b.curve[0].loss);
+        assert_ne!(plain.curve, b.curve, "the offset is trained and changes later steps");
+        for (x, y) in a.curve.iter().zip(&b.curve) {
+            assert!((x.loss - y.loss).abs() < 2e-2 * x.loss.abs().max(1e-3), "{x:?} vs {y:?}");
+        }
+        let killed_dir = scratch("offset-killed");
+        run_training(true, &spec, &settings, &data, &killed_dir, Some(8)).expect("trains");
+        let resumed = run_training(true, &spec, &settings, &data, &killed_dir, None).expect("resumes");
+        assert_eq!(b.model_bytes, resumed.model_bytes, "model bytes differ after a resume");
+        for dir in [whole_dir, killed_dir, scratch("offset-plain"), scratch("offset-burn")] {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
+    #[test]
     fn with_the_velocity_reading_every_seed_starts_near_the_loss_of_x_t() {
         let (mut spec, settings, data) = setup(Geometry::Geometric, Coupling::Independent);
         spec.output = Output::Velocity;

@@ -53,6 +53,7 @@ kind_params! {
         output: Output = added(Output::Target), "what the network predicts: target x̂1 (the thesis) or velocity, x̂1 = x_t + (1−t)·out";
         attention: Attention = added(Attention::Dense), "node pairs kept: dense, all N² (the thesis), or layer-blocks, consecutive layers and self pairs";
         positions: Positions = added(Positions::Shared), "positional rows: shared, one per hidden layer (the thesis; any hidden width), or per-neuron, one per node (tied to the training widths)";
+        readout_offset: bool = added(false), "add a learned offset per weight and bias to the network's output, so the targets' mean is plain parameters (not in the thesis; needs per-neuron positions, which tie a flow to its widths already)";
         source: SourceMode = default(SourceMode::Fixed), "fixed pre-drawn prior set (faithful) or fresh draws";
         source_std: f64 [T::Float { min: Some(f64::MIN_POSITIVE), max: Some(10.0) }] = default(0.1), "prior standard deviation (1 for the toy)";
         n_samples: usize = default(0), "random subset of the weight set (0: all)";
@@ -69,6 +70,11 @@ impl Args {
         let a = Args::parse(params)?;
         if a.d_model % a.heads != 0 {
             return Err(StageError::Param(format!("`d_model` ({}) must be divisible by `heads` ({})", a.d_model, a.heads)));
+        }
+        if a.readout_offset && a.positions.is_shared() {
+            return Err(StageError::Param(
+                "`readout_offset = true` needs `positions = \"per-neuron\"`: an offset per weight ties the flow to its training widths, and shared rows leave hidden neurons indistinguishable".to_owned(),
+            ));
         }
         if a.ema >= 1.0 {
             return Err(StageError::Param(format!("`ema` must be in [0, 1), got {}", a.ema)));
@@ -268,7 +274,7 @@ impl StageKind for TrainFlow {
             geometry: p.geometry,
             coupling: p.coupling,
             layout: layout.clone(),
-            rt: RtConfig::for_layout(&layout, p.d_model, p.layers, p.heads).with_positions(&layout, p.positions),
+            rt: RtConfig::for_layout(&layout, p.d_model, p.layers, p.heads).with_positions(&layout, p.positions).with_offset(&layout, p.readout_offset),
             time_channel: p.time_channel,
             sigma: p.sigma,
             source: SourceSpec { mode: p.source, std: p.source_std, count: source_count, seed: ctx.seed },
@@ -384,6 +390,18 @@ mod tests {
         for (decay, ok) in [(0.0, true), (0.999, true), (1.0, false), (-0.1, false)] {
             let p = params(&TrainFlow, &[("weights", Value::Str("raw".into())), ("ema", Value::Float(decay))]);
             assert_eq!(TrainFlow.validate(&p).is_ok(), ok, "ema = {decay}");
+        }
+        for (positions, ok) in [("shared", false), ("per-neuron", true)] {
+            let p = params(
+                &TrainFlow,
+                &[
+                    ("weights", Value::Str("raw".into())),
+                    ("readout_offset", Value::Bool(true)),
+                    ("positions", Value::Str(positions.into())),
+                ],
+            );
+            let result = TrainFlow.validate(&p);
+            assert_eq!(result.is_ok(), ok, "{positions}: {result:?}");
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

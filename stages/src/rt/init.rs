@@ -73,6 +73,11 @@ impl<'d, B: Backend> ParamInit<'d, B> {
         ln
     }
 
+    /// `n` zeros (the readout offset: the model starts as the one without it).
+    pub fn zeros(&mut self, n: usize) -> Param<Tensor<B, 1>> {
+        self.param(vec![0.0; n], [n])
+    }
+
     /// A `[rows, cols]` table drawn from N(0, 1) (positional embeddings).
     pub fn normal_table(&mut self, rows: usize, cols: usize) -> Param<Tensor<B, 2>> {
         let v = self.rng.normal_vec(rows * cols, 0.0, 1.0);

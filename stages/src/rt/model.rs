@@ -6,7 +6,7 @@
 //! `R = n_0 + (L−1) + n_L` and `n_L`, never on hidden widths or the batch size, so a model
 //! trained on one layout runs on any layout with the same inputs, depth and outputs.
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{activation::relu, backend::Backend, Bool, Tensor};
 use serde::{Deserialize, Serialize};
@@ -28,11 +28,19 @@ pub struct RtConfig {
     pub pos_rows: usize,
     /// `n_L`, the number of outputs (sizes the unused graph-level head).
     pub outputs: usize,
+    /// Length of the learned readout offset: 0 (none, the thesis) or the layout's flat
+    /// parameter count `P`. Absent from `flow.json` at 0, so earlier flows read as before.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offsets: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl RtConfig {
     pub fn for_layout(layout: &Layout, d_model: usize, layers: usize, heads: usize) -> Self {
-        RtConfig { d_model, layers, heads, pos_rows: positional_rows(layout), outputs: layout.outputs() }
+        RtConfig { d_model, layers, heads, pos_rows: positional_rows(layout), outputs: layout.outputs(), offsets: 0 }
     }
 
     /// Deterministic in `seed` (parameters and parameter ids).
@@ -45,7 +53,10 @@ impl RtConfig {
         let edge_head = ReadoutHead::new(&mut init, width, d);
         let node_head = ReadoutHead::new(&mut init, width, d);
         let graph_head = ReadoutHead::new(&mut init, self.outputs * width, d);
-        RelationalTransformer { constructor, layers, edge_head, node_head, graph_head }
+        // Created last and zero, so every other parameter (values and ids) is that of the
+        // model without it.
+        let offset = (self.offsets > 0).then(|| init.zeros(self.offsets));
+        RelationalTransformer { constructor, layers, edge_head, node_head, graph_head, offset }
     }
 
     /// The same config with the positional table sized for `positions` over `layout`.
@@ -53,10 +64,23 @@ impl RtConfig {
         RtConfig { pos_rows: positions.rows(layout), ..self }
     }
 
+    /// The same config with a learned offset per flat parameter of `layout` added to the
+    /// output, when `offset` is set.
+    pub fn with_offset(self, layout: &Layout, offset: bool) -> Self {
+        RtConfig { offsets: if offset { layout.num_params() } else { 0 }, ..self }
+    }
+
     /// Why `layout` cannot be fed to a model of this config whose nodes read their
     /// positional rows under `positions`, if it cannot.
     pub fn incompatibility(&self, layout: &Layout, positions: Positions) -> Option<String> {
         let rows = positions.rows(layout);
+        if self.offsets > 0 && self.offsets != layout.num_params() {
+            return Some(format!(
+                "layout {layout} has {} parameters; the model's readout offset has {} (an offset ties a flow to its training widths)",
+                layout.num_params(),
+                self.offsets
+            ));
+        }
         if rows == self.pos_rows && layout.outputs() == self.outputs {
             return None;
         }
@@ -103,6 +127,8 @@ pub struct RelationalTransformer<B: Backend> {
     node_head: ReadoutHead<B>,
     /// The code's graph-level head: never used, but part of the parameter count.
     graph_head: ReadoutHead<B>,
+    /// `[P]`, added to the flat output (`train-flow`'s `readout_offset`; not in the thesis).
+    offset: Option<Param<Tensor<B, 1>>>,
 }
 
 impl<B: Backend> RelationalTransformer<B> {
@@ -158,7 +184,11 @@ impl<B: Backend> RelationalTransformer<B> {
         let [batch, n, width] = nodes.dims();
         let inputs = spec.layout.inputs();
         let biases = self.node_head.forward(nodes.slice([0..batch, inputs..n, 0..width])); // [B, Σ n_l]
-        Tensor::cat(vec![weights, biases], 1)
+        let out = Tensor::cat(vec![weights, biases], 1);
+        match &self.offset {
+            Some(offset) => out + offset.val().unsqueeze_dim(0),
+            None => out,
+        }
     }
 }
 
@@ -271,6 +301,33 @@ mod tests {
         let yp = run_with(&model, &spec, &xp, &[0.3, 0.7]);
         let expected: Vec<f32> = y.chunks(p).flat_map(|row| permute_first_hidden(&layout, row, &perm)).collect();
         assert!(yp.iter().zip(&expected).any(|(a, b)| (a - b).abs() > 1e-3), "per-neuron rows leave the network equivariant");
+    }
+
+    #[test]
+    fn the_readout_offset_adds_p_parameters_and_starts_as_the_model_without_it() {
+        use crate::rt::graph::Positions;
+        let layout = Layout(vec![784, 10, 10]);
+        let config = RtConfig::for_layout(&layout, 8, 5, 1);
+        // P = 784·10 + 10 + 10·10 + 10 = 7,960 offsets on top of the 15,185 of the spec
+        assert_eq!(config.clone().with_offset(&layout, true).init::<B>(0, &Default::default()).num_params(), 15_185 + 7_960);
+        assert_eq!(config.clone().with_offset(&layout, false), config);
+        let wider = Layout(vec![784, 32, 10]);
+        let why = config.clone().with_offset(&layout, true).incompatibility(&wider, Positions::Shared).expect("an offset is tied to the widths");
+        assert!(why.contains("25,450") || why.contains("25450"), "{why}");
+
+        let small = Layout(vec![3, 4, 2]);
+        let plain = RtConfig::for_layout(&small, 8, 2, 1).with_positions(&small, Positions::PerNeuron);
+        let offset = plain.clone().with_offset(&small, true);
+        let spec = GraphSpec::new(&small, TimeChannel::Faithful, Attention::LayerBlocks).with_positions(Positions::PerNeuron);
+        let x = input(&small, 2, 9);
+        let y = run_with(&plain.init::<B>(5, &Default::default()), &spec, &x, &[0.3, 0.7]);
+        let y_offset = run_with(&offset.init::<B>(5, &Default::default()), &spec, &x, &[0.3, 0.7]);
+        assert_eq!(y, y_offset, "a zero offset, every other parameter unchanged");
+        // flow.json of a flow without an offset stays as before
+        let json = serde_json::to_string(&plain).unwrap();
+        assert!(!json.contains("offsets"), "{json}");
+        assert_eq!(serde_json::from_str::<RtConfig>(&json).unwrap(), plain);
+        assert!(serde_json::to_string(&offset).unwrap().contains("\"offsets\":26"));
     }
 
     /// `[N, N]`: true for the pairs that `attention` leaves out.

@@ -228,6 +228,12 @@ pub(super) fn backward(params: &[f32], map: &ParamMap, graph: &FusedGraph, tape:
     let (n, d, w) = (graph.nodes, map.d, map.width);
     let pairs = graph.pairs;
     let structural = graph.structural.len();
+    // The readout offset is added to the output: its gradient is `dout`.
+    if let Some(offset) = map.offset {
+        for (g, dy) in grads[offset..offset + graph.params].iter_mut().zip(dout) {
+            *g += dy;
+        }
+    }
     // Heads.
     let mut de = vec![0.0f32; pairs * w];
     let mut dx = vec![0.0f32; n * w];

@@ -389,4 +389,9 @@ pub(super) fn forward(params: &[f32], map: &ParamMap, graph: &FusedGraph, x: &[f
     let (weights_out, biases_out) = out.split_at_mut(structural);
     mlp3_forward(params, &map.edge_head, Act::Relu, &mut tape.edge_head, weights_out);
     mlp3_forward(params, &map.node_head, Act::Relu, &mut tape.node_head, biases_out);
+    if let Some(offset) = map.offset {
+        for (y, b) in out.iter_mut().zip(&params[offset..offset + graph.params]) {
+            *y += b;
+        }
+    }
 }

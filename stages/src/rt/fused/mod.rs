@@ -107,6 +107,7 @@ impl FusedRt {
     fn check_batch(&self, graph: &FusedGraph, x: &[f32], t: &[f32]) {
         assert_eq!(x.len(), t.len() * graph.params, "x must be [B, P] with B = t.len()");
         assert!(graph.pos_row.iter().all(|&r| r < self.map.pos_rows), "graph needs more positional rows than the model has");
+        assert!(self.map.offset.is_none_or(|at| self.map.len - at == graph.params), "the readout offset's length is not the layout's P");
     }
 
     /// Predictions `[B, P]` for networks `x` `[B, P]` at times `t` `[B]`, without
@@ -362,17 +363,32 @@ mod tests {
 
     #[test]
     fn per_neuron_positions_match_burn() {
+        per_neuron_case(false);
+    }
+
+    #[test]
+    fn the_readout_offset_matches_burn() {
+        per_neuron_case(true);
+    }
+
+    /// Per-neuron rows, with or without a readout offset (drawn non-zero, so it shows).
+    fn per_neuron_case(with_offset: bool) {
         use crate::rt::graph::Positions;
         let layout = Layout(vec![4, 3, 5, 2]);
-        let config = RtConfig::for_layout(&layout, 8, 2, 2).with_positions(&layout, Positions::PerNeuron);
-        let model = config.init::<A>(3, &Default::default());
+        let config = RtConfig::for_layout(&layout, 8, 2, 2).with_positions(&layout, Positions::PerNeuron).with_offset(&layout, with_offset);
         let spec = GraphSpec::new(&layout, TimeChannel::Faithful, Attention::LayerBlocks).with_positions(Positions::PerNeuron);
         let p = layout.num_params();
         let mut rng = ResumableRng::seed_from(5);
         let x = rng.normal_vec(2 * p, 0.0, 0.7);
         let dout = rng.normal_vec(2 * p, 0.0, 1.0);
         let t = [0.2f32, 0.9];
-        let fused = FusedRt::from_model(&model, &config);
+        let mut fused = FusedRt::from_model(&config.init::<A>(3, &Default::default()), &config);
+        assert_eq!(fused.map.offset.is_some(), with_offset);
+        if let Some(at) = fused.map.offset {
+            assert!(fused.params[at..].iter().all(|&b| b == 0.0), "the offset starts at zero");
+            fused.params[at..].copy_from_slice(&rng.normal_vec(p, 0.0, 1.0));
+        }
+        let model = fused.to_model(config.init::<A>(3, &Default::default()));
         let graph = FusedGraph::new(&spec);
         let want = burn_forward(&model, &spec, &x, &t).into_data().to_vec::<f32>().unwrap();
         let mut tapes = Vec::new();
@@ -381,6 +397,12 @@ mod tests {
         let want = burn_gradients(&model, &spec, &x, &t, &dout, &fused.map);
         for (k, &(offset, len)) in fused.map.tensors.iter().enumerate() {
             close(&got[offset..offset + len], &want[offset..offset + len], 4e-3, &format!("per-neuron tensor {k}"));
+        }
+        if let Some(at) = fused.map.offset {
+            // The offset's gradient is dout summed over the batch.
+            for k in 0..p {
+                assert!((got[at + k] - (dout[k] + dout[p + k])).abs() < 1e-5, "offset gradient {k}");
+            }
         }
     }
 

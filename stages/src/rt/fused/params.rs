@@ -65,6 +65,8 @@ pub struct ParamMap {
     pub edge_head: [Lin; 3],
     pub node_head: [Lin; 3],
     pub graph_head: [Lin; 3],
+    /// The readout offset `[P]`, when the model has one.
+    pub offset: Option<usize>,
     /// `(offset, len)` of every tensor in creation order.
     pub tensors: Vec<(usize, usize)>,
     pub len: usize,
@@ -129,6 +131,7 @@ impl ParamMap {
         let edge_head = a.mlp3(width, d, 1);
         let node_head = a.mlp3(width, d, 1);
         let graph_head = a.mlp3(config.outputs * width, d, 1);
+        let offset = (config.offsets > 0).then(|| a.take(config.offsets));
         ParamMap {
             d,
             width,
@@ -143,6 +146,7 @@ impl ParamMap {
             edge_head,
             node_head,
             graph_head,
+            offset,
             tensors: a.tensors,
             len: a.len,
         }
