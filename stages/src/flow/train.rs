@@ -523,8 +523,9 @@ const TIME_BIN_BATCHES: usize = 4;
 pub struct TimeLoss {
     pub t: f64,
     pub loss: f64,
-    /// The loss of predicting, for every pair, the mean of the evaluated targets: a flow
-    /// whose loss sits on this line has learned the mean network and ignores `x_t`.
+    /// The loss of predicting, for every pair, the mean of the evaluated batch's targets.
+    /// It is fit to those targets, so a flow that had learned the targets' mean and
+    /// ignored `x_t` would sit above it (by about B/(B−1) for a squared error), not on it.
     pub mean_predictor_loss: f64,
 }
 
