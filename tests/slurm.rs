@@ -196,10 +196,23 @@ fn a_failed_job_makes_its_dependents_not_run_and_names_its_log() {
     // The healthy branch finished; the dependents' jobs are no longer queued.
     let status = text(&p.run(&["status", "pipelines/fail.toml"]));
     assert!(status.contains("3 cached, 0 running, 1 failed, 2 not run"), "{status}");
+    // SLURM records a job's end a moment after its script exits (seconds on a loaded
+    // node), so a finished job may still read RUNNING; a dependent left queued would stay
+    // PENDING and fail the wait.
     let recs = records(&p.cache());
-    for job in recs.values() {
-        let s = job_state(job);
-        assert!(!matches!(s.as_str(), "PENDING" | "RUNNING"), "job {job} is still {s}");
+    let start = Instant::now();
+    loop {
+        let live: Vec<String> = recs
+            .values()
+            .map(|job| (job, job_state(job)))
+            .filter(|(_, s)| matches!(s.as_str(), "PENDING" | "RUNNING"))
+            .map(|(job, s)| format!("{job} {s}"))
+            .collect();
+        if live.is_empty() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "jobs still queued or running after 60 s: {live:?}");
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
