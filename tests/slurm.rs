@@ -43,16 +43,23 @@ fn slurm_ready(test: &str) -> bool {
     false
 }
 
-/// Poll until `f` returns Some, at most `limit`.
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+/// Poll until `f` returns Some, at most `limit`; None if it never does.
+fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
-            return v;
+            return Some(v);
         }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        if start.elapsed() >= limit {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Poll until `f` returns Some, at most `limit`.
+fn wait_for<T>(what: &str, limit: Duration, f: impl FnMut() -> Option<T>) -> T {
+    poll(limit, f).unwrap_or_else(|| panic!("timed out after {limit:?} waiting for {what}"))
 }
 
 fn slurm_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
@@ -200,20 +207,17 @@ fn a_failed_job_makes_its_dependents_not_run_and_names_its_log() {
     // node), so a finished job may still read RUNNING; a dependent left queued would stay
     // PENDING and fail the wait.
     let recs = records(&p.cache());
-    let start = Instant::now();
-    loop {
-        let live: Vec<String> = recs
+    let mut live = Vec::new();
+    let left = poll(Duration::from_secs(60), || {
+        live = recs
             .values()
             .map(|job| (job, job_state(job)))
             .filter(|(_, s)| matches!(s.as_str(), "PENDING" | "RUNNING"))
             .map(|(job, s)| format!("{job} {s}"))
-            .collect();
-        if live.is_empty() {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "jobs still queued or running after 60 s: {live:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+            .collect::<Vec<_>>();
+        live.is_empty().then_some(())
+    });
+    assert!(left.is_some(), "jobs still queued or running after 60 s: {live:?}");
 }
 
 #[test]

@@ -11,16 +11,8 @@
 use std::path::Path;
 use wfpipe_stages::flow::{train::loss_value, TrainedFlow};
 use wfpipe_stages::noise::ResumableRng;
+use wfpipe_stages::rows::mean_row as mean;
 use wfpipe_stages::weights::WeightSet;
-
-fn mean(rows: &[f32], p: usize) -> Vec<f32> {
-    let n = rows.len() / p;
-    let mut m = vec![0f32; p];
-    for r in rows.chunks(p) {
-        m.iter_mut().zip(r).for_each(|(a, v)| *a += v / n as f32);
-    }
-    m
-}
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();

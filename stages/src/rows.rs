@@ -15,6 +15,16 @@ pub fn column_tensor<B: Backend>(values: &[f32], device: &B::Device) -> Tensor<B
     Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
 }
 
+/// The mean of row-major `rows` of `width` values (each row adds `row / count`, in order).
+pub fn mean_row(rows: &[f32], width: usize) -> Vec<f32> {
+    let count = rows.len() / width;
+    let mut mean = vec![0f32; width];
+    for row in rows.chunks(width) {
+        mean.iter_mut().zip(row).for_each(|(m, v)| *m += v / count as f32);
+    }
+    mean
+}
+
 /// A `[count, P]` tensor's rows back in one row-major f32 buffer.
 pub fn host_rows<B: Backend>(t: Tensor<B, 2>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec::<f32>().expect("converted to f32")

@@ -557,10 +557,7 @@ pub fn loss_by_time(
                 let times = vec![t as f32; batch];
                 let xt = interpolate(spec.geometry, &product, &x0_paired, &x1_paired, &times, spec.sigma, &mut rng);
                 loss += model.loss(xt, times, x1_paired.clone());
-                let mut mean = vec![0f32; p];
-                for row in x1_paired.chunks(p) {
-                    mean.iter_mut().zip(row).for_each(|(m, v)| *m += v / batch as f32);
-                }
+                let mean = crate::rows::mean_row(&x1_paired, p);
                 baseline += loss_value(spec, mean.repeat(batch), x1_paired);
             }
             TimeLoss { t, loss: loss / batches as f64, mean_predictor_loss: baseline / batches as f64 }
